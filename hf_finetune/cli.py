@@ -1,0 +1,106 @@
+"""`hf-finetune`: train, check and inspect recipes from the command line.
+
+    hf-finetune train RECIPE [dotted.key=value ...] [--resume]
+    hf-finetune check RECIPE [dotted.key=value ...]
+    hf-finetune fields
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from hf_finetune.errors import TrainingAborted, UserError
+
+logger = logging.getLogger("hf_finetune")
+
+EXIT_USER_ERROR = 2
+
+
+def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="path to a YAML recipe")
+    parser.add_argument(
+        "overrides", nargs="*", default=[], metavar="dotted.key=value",
+        help="override recipe keys, values parsed as YAML (e.g. training.learning_rate=3e-5)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-finetune", description="Fine-tune text and vision backbones from one YAML recipe."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="validate a recipe, then fine-tune and write the output folder")
+    _add_recipe_args(train)
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the latest complete checkpoint in <output.dir>/checkpoints")
+
+    check = sub.add_parser("check", help="validate a recipe and print it resolved, without training")
+    _add_recipe_args(check)
+
+    sub.add_parser("fields", help="list every recipe key with its type, default and meaning")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hf_finetune.recipe import load_recipe
+    from hf_finetune.train import run
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    run(recipe, resume=args.resume)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from hf_finetune.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    sys.stdout.write(f"# {args.recipe}: valid. Resolved recipe:\n")
+    sys.stdout.write(recipe.to_yaml())
+    return 0
+
+
+def cmd_fields(args: argparse.Namespace) -> int:
+    from hf_finetune.recipe import field_reference
+
+    rows = field_reference()
+    width = max(len(r[0]) for r in rows)
+    for key, type_name, default, description in rows:
+        sys.stdout.write(f"{key:<{width}}  {type_name}  (default: {default})\n{'':<{width}}  {description}\n")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hf-finetune` command; returns the process exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may come after flags (`train r.yaml --resume a.b=1`); argparse leaves those over.
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    from hf_finetune.logs import configure_logging
+
+    configure_logging(verbose=args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingAborted as exc:
+        logger.error("%s", exc)
+        return exc.exit_code
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

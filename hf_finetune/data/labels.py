@@ -1,0 +1,217 @@
+"""The label space: which classes exist, their names in order, and the mapping to ids.
+
+Names come from a `ClassLabel` feature when the dataset has one (its order is kept), from
+`data.label_names` for integer labels, and otherwise from the sorted distinct values of the
+training split (numeric order for integers). Every other split may only use labels seen in train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow.compute as pc
+from datasets import ClassLabel, Dataset, Value
+
+from hf_finetune.errors import DataError
+
+LABEL_COLUMN = "labels"  # the column the model and the Trainer see
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """Class names in id order; `values` are the raw dataset values that map to each id."""
+
+    names: tuple[str, ...]
+    values: tuple[object, ...]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.names)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.names)}
+
+    def value_to_id(self) -> dict[object, int]:
+        return {value: i for i, value in enumerate(self.values)}
+
+
+def row_hint(ds: Dataset, row: int) -> str:
+    if "__source_file__" in ds.column_names:
+        return f"row {row} ({ds[row]['__source_file__']})"
+    return f"row {row}"
+
+
+def null_rows(ds: Dataset, column: str) -> list[int]:
+    values = ds.with_format("arrow")[column]
+    mask = pc.is_null(values)
+    if not pc.any(mask).as_py():
+        return []
+    return pc.indices_nonzero(mask).to_pylist()
+
+
+def check_not_empty(ds: Dataset, split: str) -> None:
+    if len(ds) == 0:
+        raise DataError(f"split '{split}' is empty: it has no rows")
+
+
+def build_label_space(
+    splits: dict[str, Dataset], train_split: str, column: str, label_names: list[str] | None
+) -> LabelSpace:
+    """Derives the label space from the training split and checks every split against it.
+
+    Args:
+        splits: role ("train", "validation", "test") -> dataset, all holding `column`.
+        train_split: the training split's name in the source dataset, for messages.
+        column: the label column.
+        label_names: `data.label_names`, names for integer labels 0..K-1 (or the order of string labels).
+
+    Raises:
+        DataError: naming the split, row or label that is wrong.
+    """
+    train = splits["train"]
+    feature = train.features[column]
+    missing = null_rows(train, column)
+    if missing:
+        raise DataError(
+            f"data.columns.label: column '{column}' of split '{train_split}' has {len(missing)} rows "
+            f"without a label, first at {row_hint(train, missing[0])}"
+        )
+
+    present = train.unique(column)
+    if len(present) < 2:
+        only = present[0] if present else "nothing"
+        if isinstance(feature, ClassLabel) and present and 0 <= only < len(feature.names):
+            only = feature.names[only]
+        raise DataError(
+            f"data.columns.label: split '{train_split}' has a single class ('{only}'); "
+            "classification needs at least two"
+        )
+    if isinstance(feature, ClassLabel):
+        space = _from_class_label(train, column, feature, label_names)
+    elif isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
+        space = _from_values(sorted(train.unique(column)), label_names, kind="string")
+    elif isinstance(feature, Value) and feature.dtype == "bool":
+        space = _from_values(sorted(train.unique(column)), label_names, kind="bool")
+    elif isinstance(feature, Value) and (feature.dtype.startswith(("int", "uint"))):
+        space = _from_values(sorted(train.unique(column)), label_names, kind="int")
+    elif isinstance(feature, Value) and feature.dtype.startswith("float"):
+        values = train.unique(column)
+        if all(float(v).is_integer() for v in values):
+            space = _from_values(sorted(int(v) for v in values), label_names, kind="int")
+        else:
+            example = next(v for v in values if not float(v).is_integer())
+            raise DataError(
+                f"data.columns.label: column '{column}' holds fractional numbers (e.g. {example}); "
+                "classification needs string or integer labels (regression is not supported)"
+            )
+    else:
+        raise DataError(
+            f"data.columns.label: column '{column}' holds {feature!r}; labels must be strings or integers"
+        )
+
+    for role, ds in splits.items():
+        if role != "train":
+            _check_split_labels(ds, role, column, space)
+    return space
+
+
+def _from_class_label(
+    train: Dataset, column: str, feature: ClassLabel, label_names: list[str] | None
+) -> LabelSpace:
+    names = list(feature.names)
+    if label_names is not None:
+        if len(label_names) != len(names):
+            raise DataError(
+                f"data.label_names: gives {len(label_names)} names but column '{column}' has "
+                f"{len(names)} classes ({', '.join(names)})"
+            )
+        names = list(label_names)
+    negatives = [v for v in train.unique(column) if v < 0]
+    if negatives:
+        raise DataError(
+            f"data.columns.label: column '{column}' of the training split holds {negatives[0]} "
+            "(no label; hidden test labels?)"
+        )
+    # values are the ClassLabel's own names, so other splits are matched by name, not position.
+    return LabelSpace(names=tuple(names), values=tuple(feature.names))
+
+
+def _from_values(values: list, label_names: list[str] | None, kind: str) -> LabelSpace:
+    if label_names is None:
+        return LabelSpace(names=tuple(str(v) for v in values), values=tuple(values))
+    if kind == "int":
+        outside = [v for v in values if not 0 <= v < len(label_names)]
+        if outside:
+            raise DataError(
+                f"data.label_names: names integer labels 0..{len(label_names) - 1}, "
+                f"but the training split holds {outside[0]}"
+            )
+        return LabelSpace(names=tuple(label_names), values=tuple(range(len(label_names))))
+    # String labels: label_names fixes their order and must name every one.
+    unknown = [str(v) for v in values if str(v) not in label_names]
+    if unknown:
+        raise DataError(f"data.label_names: does not list the training label '{unknown[0]}'")
+    by_name = {str(v): v for v in values}
+    return LabelSpace(
+        names=tuple(label_names), values=tuple(by_name.get(n, n) for n in label_names)
+    )
+
+
+def _check_split_labels(ds: Dataset, role: str, column: str, space: LabelSpace) -> None:
+    feature = ds.features.get(column)
+    if feature is None:
+        return
+    missing = null_rows(ds, column)
+    if missing:
+        raise DataError(
+            f"data.columns.label: split '{role}' has {len(missing)} rows without a label, "
+            f"first at {row_hint(ds, missing[0])}"
+        )
+    values = ds.unique(column)
+    if isinstance(feature, ClassLabel):
+        hidden = [v for v in values if v < 0]
+        if hidden:
+            raise DataError(
+                f"data.columns.label: split '{role}' has labels {hidden[0]} (no label): its labels are "
+                f"hidden; choose another split for data.splits.{role} or set it to null"
+            )
+        values = [feature.names[v] for v in values]
+        known = set(space.values)
+    else:
+        known = set(space.values) | set(space.names)
+        if feature.dtype.startswith("float"):
+            values = [int(v) if float(v).is_integer() else v for v in values]
+    unknown = sorted((v for v in values if v not in known), key=str)
+    if unknown:
+        raise DataError(
+            f"data.columns.label: split '{role}' has label '{unknown[0]}' that does not appear in the "
+            f"training split" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            + f"; training labels: {', '.join(space.names)}"
+        )
+
+
+def encode_labels(ds: Dataset, column: str, space: LabelSpace) -> Dataset:
+    """Adds the integer `labels` column (a ClassLabel carrying the names) and drops the raw column."""
+    feature = ds.features[column]
+    if isinstance(feature, ClassLabel):
+        by_name = space.value_to_id()
+        mapping = {i: by_name[name] for i, name in enumerate(feature.names) if name in by_name}
+    else:
+        mapping = {}
+        for value, idx in space.value_to_id().items():
+            mapping[value] = idx
+            mapping[str(value)] = idx
+        if feature.dtype.startswith("float"):
+            mapping.update({float(k): v for k, v in mapping.items() if isinstance(k, int)})
+
+    def encode(batch):
+        return {LABEL_COLUMN: [mapping[v] for v in batch[column]]}
+
+    drop = [column] if column != LABEL_COLUMN else None
+    encoded = ds.map(encode, batched=True, desc="encoding labels", remove_columns=drop)
+    return encoded.cast_column(LABEL_COLUMN, ClassLabel(names=list(space.names)))

@@ -1,0 +1,93 @@
+"""Choose the train/validation/test splits, check their columns, carve validation, cap sizes."""
+
+from __future__ import annotations
+
+import logging
+
+from datasets import Dataset, DatasetDict
+
+from hf_finetune.data.labels import LABEL_COLUMN
+from hf_finetune.errors import DataError
+from hf_finetune.recipe import DataSpec
+from hf_finetune.training_args import did_you_mean
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("train", "validation", "test")
+
+
+def select_splits(raw: DatasetDict, data: DataSpec) -> dict[str, Dataset]:
+    """Maps roles (train, validation, test) to the dataset's splits as `data.splits` names them.
+
+    A validation split the dataset lacks is carved from train later; a test split it lacks means no
+    test score. Either is an error when the recipe named the split explicitly.
+    """
+    available = list(raw)
+    explicit = data.splits.model_fields_set
+    out: dict[str, Dataset] = {}
+    for role in ROLES:
+        name = getattr(data.splits, role)
+        if name is None:
+            continue
+        if name in raw:
+            out[role] = raw[name]
+        elif role == "train" or role in explicit:
+            raise DataError(
+                f"data.splits.{role}: split '{name}' not found; the data has {', '.join(available)}"
+                + did_you_mean(name, available)
+            )
+        elif role == "validation":
+            logger.info("No '%s' split: carving validation from '%s' (data.validation_size)", name, data.splits.train)
+        else:
+            logger.info("No '%s' split: the run reports validation metrics only", name)
+    for role, ds in out.items():
+        if len(ds) == 0:
+            raise DataError(f"data.splits.{role}: split '{getattr(data.splits, role)}' is empty: it has no rows")
+    return out
+
+
+def check_columns(splits: dict[str, Dataset], data: DataSpec) -> None:
+    """Every split must hold the input and label columns the recipe names."""
+    cols = data.columns
+    wanted = [("text", cols.text), ("text_pair", cols.text_pair), ("image", cols.image), ("label", cols.label)]
+    for role, ds in splits.items():
+        present = [c for c in ds.column_names if c != "__source_file__"]
+        for key, column in wanted:
+            if column is not None and column not in ds.column_names:
+                raise DataError(
+                    f"data.columns.{key}: column '{column}' not found in split "
+                    f"'{getattr(data.splits, role)}' (columns: {', '.join(present)})" + did_you_mean(column, present)
+                )
+
+
+def carve_validation(train: Dataset, size: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Splits validation off train with a fixed seed, stratified by label when every class allows it."""
+    test_size = int(size) if size >= 1 else size
+    n_val = test_size if isinstance(test_size, int) else round(len(train) * test_size)
+    if n_val < 1 or n_val >= len(train):
+        raise DataError(
+            f"data.validation_size: {size} of {len(train)} training rows leaves no rows for "
+            f"{'validation' if n_val < 1 else 'training'}"
+        )
+    num_classes = train.features[LABEL_COLUMN].num_classes
+    counts = {}
+    for label in train[LABEL_COLUMN]:
+        counts[label] = counts.get(label, 0) + 1
+    can_stratify = min(counts.values()) >= 2 and num_classes <= n_val <= len(train) - num_classes
+    if can_stratify:
+        parts = train.train_test_split(test_size=test_size, seed=seed, stratify_by_column=LABEL_COLUMN)
+    else:
+        logger.warning(
+            "Validation carved from train without stratification: a class has fewer than 2 rows or "
+            "the validation share is smaller than the number of classes"
+        )
+        parts = train.train_test_split(test_size=test_size, seed=seed)
+    logger.info("Carved %d validation rows from %d training rows (seed %d)", len(parts["test"]), len(train), seed)
+    return parts["train"], parts["test"]
+
+
+def cap_rows(ds: Dataset, limit: int | None, seed: int) -> Dataset:
+    """At most `limit` rows, drawn by a seeded shuffle (sources are often sorted by label)."""
+    if limit is None or limit >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(limit))

@@ -1,0 +1,46 @@
+"""Vision preprocessing: timm transforms driven by the backbone's pretrained data config, on the fly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from hf_finetune.data.images import decode_image
+from hf_finetune.data.labels import LABEL_COLUMN
+
+PIXELS = "pixel_values"
+
+
+def build_image_transforms(data_config: dict[str, Any], augment: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """(train, eval) transforms from the model's data config: never a hand-typed size, mean or std.
+
+    Train: random resized crop to the input size, horizontal flip (and the recipe's augmentation).
+    Eval: resize + center crop by the model's crop ratio, exactly as `pipeline()` will preprocess.
+    """
+    import timm.data
+
+    train = timm.data.create_transform(**data_config, is_training=True, **(augment or {}))
+    evaluation = timm.data.create_transform(**data_config, is_training=False)
+    return train, evaluation
+
+
+class ImageTransform:
+    """`Dataset.set_transform` callable: decode each image cell, convert to RGB, apply `transform`."""
+
+    def __init__(self, column: str, transform: Any):
+        self.column = column
+        self.transform = transform
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        out = {PIXELS: [self.transform(decode_image(value)) for value in batch[self.column]]}
+        if LABEL_COLUMN in batch:
+            out[LABEL_COLUMN] = batch[LABEL_COLUMN]
+        return out
+
+
+def collate_images(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    batch = {PIXELS: torch.stack([f[PIXELS] for f in features])}
+    if LABEL_COLUMN in features[0]:
+        batch[LABEL_COLUMN] = torch.tensor([f[LABEL_COLUMN] for f in features], dtype=torch.long)
+    return batch

@@ -1,0 +1,137 @@
+"""The output folder: protected when it holds a finished run, written so a crash never fakes one.
+
+Layout of `output.dir`:
+
+    config.json, model.safetensors, tokenizer files   the fine-tuned model (pipeline() loads the folder)
+    recipe.yaml                                       the resolved recipe
+    metrics.json                                      final validation and test metrics
+    run.json                                          written last: marks the run finished, lists its files
+    checkpoints/                                      Trainer checkpoints while training (for resuming)
+
+Final files are written into `.staging/` first and moved into place one by one; `run.json` comes
+last, so a folder without it never looks like a finished run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hf_finetune.errors import OutputExistsError
+
+RUN_FILE = "run.json"
+CHECKPOINTS = "checkpoints"
+STAGING = ".staging"
+
+
+def checkpoints_dir(out_dir: str | os.PathLike) -> Path:
+    return Path(out_dir) / CHECKPOINTS
+
+
+def read_run(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The finished run's manifest, or None when the folder holds no finished run."""
+    path = Path(out_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return run if run.get("status") == "complete" else None
+
+
+def has_checkpoints(out_dir: str | os.PathLike) -> bool:
+    ckpt = checkpoints_dir(out_dir)
+    return ckpt.is_dir() and any(p.name.startswith("checkpoint-") for p in ckpt.iterdir())
+
+
+def guard_output_dir(out_dir: str | os.PathLike, overwrite: bool, resume: bool) -> None:
+    """Refuses to train into a folder whose finished run or unfinished checkpoints would be lost.
+
+    Raises:
+        OutputExistsError: saying how to overwrite, resume or choose another folder.
+    """
+    out_dir = Path(out_dir)
+    if overwrite:
+        return
+    run = read_run(out_dir)
+    if run is not None:
+        raise OutputExistsError(
+            f"output.dir: {out_dir} holds a finished run (completed {run.get('finished_at', '?')}). "
+            "Set output.overwrite=true to replace it, or choose another output.dir."
+        )
+    if has_checkpoints(out_dir) and not resume:
+        raise OutputExistsError(
+            f"output.dir: {out_dir} holds checkpoints of an unfinished run. Continue it with --resume "
+            "(or training.resume_from_checkpoint=auto), or set output.overwrite=true to start over."
+        )
+
+
+def clear_previous_run(out_dir: str | os.PathLike) -> None:
+    """Removes what an earlier run wrote (its listed files and checkpoints), leaving other files alone."""
+    out_dir = Path(out_dir)
+    path = out_dir / RUN_FILE
+    listed: list[str] = []
+    if path.is_file():
+        try:
+            listed = json.loads(path.read_text()).get("files", [])
+        except (OSError, json.JSONDecodeError):
+            listed = []
+    for name in listed:
+        target = out_dir / name
+        if target.is_file():
+            target.unlink()
+    for name in (CHECKPOINTS, STAGING, RUN_FILE):
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def staging_dir(out_dir: str | os.PathLike) -> Path:
+    path = Path(out_dir) / STAGING
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Writes JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_yaml(path: str | os.PathLike, obj: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+    os.replace(tmp, path)
+
+
+def publish(staging: Path, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> list[str]:
+    """Moves the staged files into `out_dir`, then writes `run.json` listing them (the completion mark)."""
+    out_dir = Path(out_dir)
+    stale = out_dir / RUN_FILE
+    if stale.exists():
+        stale.unlink()  # the folder is not a finished run again until the new run.json lands
+    files = []
+    for src in sorted(staging.rglob("*")):
+        if src.is_dir():
+            continue
+        rel = src.relative_to(staging)
+        dst = out_dir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+        files.append(str(rel))
+    shutil.rmtree(staging, ignore_errors=True)
+    write_json(out_dir / RUN_FILE, {**manifest, "status": "complete", "files": files})
+    return files

@@ -1,0 +1,591 @@
+"""The recipe: one YAML file describing one fine-tuning run, validated into typed sections.
+
+Loading goes: YAML (safe loader) -> dotted overrides -> schema (pydantic, unknown keys forbidden)
+-> the `training` section checked against the installed `TrainingArguments` -> cross-field checks.
+Every problem found on the way is collected and raised together as one `RecipeError`, each with
+its dotted key path and, for a misspelt key, the closest valid name.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import os
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from hf_finetune.errors import Problem, RecipeError
+from hf_finetune.metric_names import BUNDLED_METRICS, metric_keys, suggest_bundled
+from hf_finetune.training_args import check_training_section, did_you_mean, training_fields
+
+Task = Literal["text-classification", "image-classification"]
+TASKS: tuple[str, ...] = typing.get_args(Task)
+
+# Local data files: extension -> `datasets` builder name.
+FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(Section):
+    name: str = Field(
+        description="Backbone: a Hub id (bert-base-uncased, timm/resnet50.a1_in1k, hf-hub:timm/...), "
+        "a timm architecture name (resnet50) or a local folder."
+    )
+    revision: str | None = Field(None, description="Hub branch, tag or commit of the backbone.")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped in the model's Hub repository (off unless you trust it)."
+    )
+    pretrained: bool = Field(
+        True, description="Load pretrained weights; false builds the architecture with random weights."
+    )
+    allow_pickle: bool = Field(
+        False,
+        description="Allow pickle-based weights (pytorch_model.bin); pickle can run code, so safetensors only by default.",
+    )
+
+
+class Columns(Section):
+    text: str | None = Field(None, description="Text column (text-classification; default `text`).")
+    text_pair: str | None = Field(None, description="Second text column for sentence-pair tasks.")
+    image: str | None = Field(
+        None, description="Image column: images or file paths (image-classification; default `image`)."
+    )
+    label: str = Field("label", description="Label column: strings or integers, ClassLabel or plain.")
+
+
+class SplitNames(Section):
+    train: str = Field("train", description="Split to train on.")
+    validation: str | None = Field(
+        "validation",
+        description="Split for model selection; when the dataset has none (or null), carved from train.",
+    )
+    test: str | None = Field("test", description="Split for the final held-out score; null for none.")
+
+
+class SampleCaps(Section):
+    train: int | None = Field(None, gt=0, description="Use at most this many training rows (seeded shuffle).")
+    validation: int | None = Field(None, gt=0, description="Use at most this many validation rows.")
+    test: int | None = Field(None, gt=0, description="Use at most this many test rows.")
+
+
+class DataSpec(Section):
+    dataset: str | None = Field(
+        None, description="Hub dataset id (stanfordnlp/imdb), or a folder written by `Dataset.save_to_disk`."
+    )
+    config: str | None = Field(None, description="Hub dataset configuration name (e.g. sst2 for glue).")
+    revision: str | None = Field(None, description="Hub dataset branch, tag or commit.")
+    files: dict[str, list[str]] | None = Field(
+        None,
+        description="Local files per split: {train: a.csv, test: b.jsonl}; csv/tsv/json/jsonl/parquet, globs allowed.",
+    )
+    image_folder: str | None = Field(
+        None,
+        description="Folder of images, one sub-folder per class (optionally inside train/validation/test folders).",
+    )
+    splits: SplitNames = Field(default_factory=SplitNames, description="Which split names to use.")
+    columns: Columns = Field(default_factory=Columns, description="Which columns hold inputs and labels.")
+    label_names: list[str] | None = Field(
+        None, description="Names for integer labels 0..K-1 when the dataset has no ClassLabel names."
+    )
+    validation_size: float = Field(
+        0.1, gt=0, description="Share (<1) or number of rows (>=1) of train carved out as validation when needed."
+    )
+    seed: int = Field(42, description="Seed for carving validation and for sample caps.")
+    max_samples: SampleCaps = Field(default_factory=SampleCaps, description="Per-split row caps for quick runs.")
+    bad_images: Literal["error", "skip"] = Field(
+        "error", description="Unreadable images: stop with their paths, or skip them and report the count."
+    )
+    num_proc: int | None = Field(None, gt=0, description="Processes for dataset preprocessing (default: 1).")
+    cache_dir: str | None = Field(
+        None, description="Where preprocessed splits are cached (default: the `datasets` cache)."
+    )
+    verify_images: bool = Field(
+        True,
+        description="Decode every image once before training (cached) to find unreadable files up front.",
+    )
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _paths_as_lists(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for split, paths in value.items():
+            if isinstance(paths, str):
+                paths = [paths]
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                raise ValueError(f"data.files.{split} must be a path or a list of paths, got {paths!r}")
+            out[split] = paths
+        return out
+
+    @field_validator("validation_size")
+    @classmethod
+    def _whole_number_when_count(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError("a row count (>= 1) must be a whole number; use a value below 1 for a share")
+        return value
+
+
+class Preprocessing(Section):
+    max_length: int | None = Field(
+        None, gt=0, description="Truncate texts to this many tokens (default and cap: the tokenizer's limit)."
+    )
+
+
+class OutputSpec(Section):
+    dir: str | None = Field(None, description="Output folder (default: outputs/<recipe file name>).")
+    overwrite: bool = Field(False, description="Replace a finished run in output.dir instead of refusing.")
+
+
+class Recipe(Section):
+    task: Task = Field(description="text-classification or image-classification.")
+    model: ModelSpec = Field(description="The pretrained backbone.")
+    data: DataSpec = Field(description="Where the data comes from and which columns to use.")
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Input preprocessing.")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["accuracy", "precision", "recall", "f1"],
+        description="`evaluate` metrics: bundled ones work offline, other names load from the Hub.",
+    )
+    training: dict[str, Any] = Field(
+        default_factory=dict, description="TrainingArguments fields (checked against the installed transformers)."
+    )
+    output: OutputSpec = Field(default_factory=OutputSpec, description="Where results are written.")
+
+    @property
+    def is_text(self) -> bool:
+        return self.task == "text-classification"
+
+    @property
+    def is_vision(self) -> bool:
+        return self.task == "image-classification"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+# --- house defaults for the `training` section ------------------------------------------------------
+
+def training_defaults_for(task: str) -> dict[str, Any]:
+    """Our defaults, applied under the recipe's own `training` values (and shown in the resolved recipe)."""
+    defaults: dict[str, Any] = {
+        "eval_strategy": "epoch",
+        "save_strategy": "epoch",
+        "save_total_limit": 2,  # the best checkpoint is always kept on top of this
+        "load_best_model_at_end": True,
+        "logging_strategy": "steps",
+        "logging_steps": 0.02,  # a fraction: about 50 log lines per run, whatever its length
+        "report_to": "none",
+        "seed": 42,
+    }
+    if task == "text-classification":
+        # Batches of similar length waste little compute on padding (dynamic padding does the rest).
+        defaults["train_sampling_strategy"] = "group_by_length"
+    return defaults
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a recipe file with YAML's safe loader (no Python objects can be constructed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError([Problem("", f"recipe file not found: {path}")])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError([Problem("", f"not valid YAML{where}: {problem}")], source=str(path)) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError([Problem("", f"a recipe must be a YAML mapping, got {type(raw).__name__}")], str(path))
+    return raw
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _is_free_mapping(annotation: Any) -> bool:
+    """True for dict-typed fields whose keys are the user's own (data.files, training)."""
+    for arg in typing.get_args(annotation) or (annotation,):
+        if typing.get_origin(arg) is dict or arg is dict:
+            return True
+    return False
+
+
+def _check_override_path(parts: list[str]) -> str | None:
+    """Returns a message when a dotted override path names no recipe key, else None."""
+    model: type[BaseModel] = Recipe
+    for i, part in enumerate(parts):
+        fields = model.model_fields
+        here = ".".join(parts[: i + 1])
+        if part not in fields:
+            return f"{here}: no such recipe key" + did_you_mean(part, fields)
+        annotation = fields[part].annotation
+        rest = parts[i + 1 :]
+        if not rest:
+            return None
+        if model is Recipe and part == "training":
+            key = rest[0]
+            if len(rest) > 1:
+                return None  # a dict-valued TrainingArguments field (e.g. lr_scheduler_kwargs.x)
+            if key not in training_fields():
+                return f"{here}.{key}: unknown TrainingArguments field" + did_you_mean(key, training_fields())
+            return None
+        sub = _section_model(annotation)
+        if sub is None:
+            if _is_free_mapping(annotation):
+                return None
+            return f"{here}: is a value, not a section; set it as {here}=..."
+        model = sub
+    return None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies `dotted.key=value` overrides; values are parsed as YAML (`3e-5`, `[a, b]`, `null`)."""
+    raw = copy.deepcopy(raw)
+    problems: list[Problem] = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(Problem(item, "an override must look like dotted.key=value"))
+            continue
+        key, _, text = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not key or any(not p for p in parts):
+            problems.append(Problem(key or item, "an override must look like dotted.key=value"))
+            continue
+        message = _check_override_path(parts)
+        if message:
+            problems.append(Problem("", f"override '{item}': {message}"))
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text  # not YAML: keep it as the literal string
+        node = raw
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    if problems:
+        raise RecipeError(problems)
+    return raw
+
+
+def _pydantic_problems(exc: ValidationError, prefix: list[str]) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = prefix + [str(p) for p in err["loc"] if not isinstance(p, int)]
+        path = ".".join(loc) + "".join(f"[{p}]" for p in err["loc"] if isinstance(p, int))
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            model = Recipe
+            for part in loc[:-1]:
+                sub = _section_model(model.model_fields[part].annotation) if part in model.model_fields else None
+                if sub is None:
+                    break
+                model = sub
+            message = "unknown key" + did_you_mean(loc[-1], model.model_fields)
+        elif kind == "missing":
+            message = "required key is missing"
+            model = Recipe
+            for part in loc:
+                field = model.model_fields.get(part)
+                if field is None:
+                    break
+                if part == loc[-1] and field.description:
+                    message += f" ({field.description})"
+                model = _section_model(field.annotation) or model
+        elif kind in ("model_type", "dict_type") and not isinstance(err.get("input"), dict):
+            value = err.get("input")
+            message = f"must be a section (a mapping of keys), got {value!r} ({type(value).__name__})"
+        elif kind == "value_error":
+            message = str(err.get("ctx", {}).get("error", err["msg"]))
+        elif kind == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            message = f"{err['input']!r} is not allowed; expected {expected}"
+            choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",")]
+            if isinstance(err["input"], str):
+                message += did_you_mean(err["input"], choices)
+        else:
+            value = err.get("input")
+            shown = f"{value!r} ({type(value).__name__})" if not isinstance(value, dict) else "a mapping"
+            message = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {shown}"
+        problems.append(Problem(path, message))
+    return problems
+
+
+def _cross_checks(task: str | None, data: DataSpec | None, prep: Preprocessing | None) -> list[Problem]:
+    """Checks that need several keys at once; a section that failed validation is skipped (None)."""
+    problems: list[Problem] = []
+    if data is None:
+        return problems
+    cols = data.columns
+    sources = [k for k in ("dataset", "files", "image_folder") if getattr(data, k) is not None]
+    if not sources:
+        problems.append(Problem("data", "say where the data is: data.dataset, data.files or data.image_folder"))
+    elif len(sources) > 1:
+        problems.append(
+            Problem("data", f"give one data source, not {' and '.join('data.' + s for s in sources)}")
+        )
+    for key in ("config", "revision"):
+        if getattr(data, key) is not None and data.dataset is None:
+            problems.append(Problem(f"data.{key}", "only applies with data.dataset (a Hub dataset)"))
+
+    if data.files is not None:
+        if not data.files:
+            problems.append(Problem("data.files", "is empty; give at least a train file"))
+        elif data.splits.train not in data.files:
+            problems.append(
+                Problem(
+                    "data.files",
+                    f"has no '{data.splits.train}' split (the training split, data.splits.train); "
+                    f"keys given: {', '.join(data.files)}",
+                )
+            )
+        for split, paths in data.files.items():
+            key = f"data.files.{split}"
+            if not paths:
+                problems.append(Problem(key, "no files given"))
+            for p in paths:
+                suffix = Path(p).suffix.lower()
+                if suffix not in FILE_FORMATS:
+                    problems.append(
+                        Problem(key, f"'{p}': unsupported file type; use {', '.join(FILE_FORMATS)}")
+                    )
+                elif not glob.glob(p):
+                    problems.append(Problem(key, f"file not found: {p}"))
+            if len({FILE_FORMATS.get(Path(p).suffix.lower()) for p in paths}) > 1:
+                problems.append(Problem(key, "files of one split must share a format"))
+    if data.image_folder is not None and not Path(data.image_folder).is_dir():
+        problems.append(Problem("data.image_folder", f"folder not found: {data.image_folder}"))
+    if data.dataset is not None and data.dataset.startswith((".", "/", "~")) and not Path(data.dataset).exists():
+        problems.append(Problem("data.dataset", f"local dataset folder not found: {data.dataset}"))
+    if data.label_names is not None and len(set(data.label_names)) != len(data.label_names):
+        problems.append(Problem("data.label_names", "names must be unique"))
+    used = [c for c in (cols.text, cols.text_pair, cols.image) if c is not None]
+    if cols.label in used:
+        problems.append(Problem("data.columns.label", f"'{cols.label}' is also used as an input column"))
+    if cols.text is not None and cols.text == cols.text_pair:
+        problems.append(Problem("data.columns.text_pair", "must differ from data.columns.text"))
+
+    if task == "text-classification":
+        if cols.image is not None:
+            problems.append(Problem("data.columns.image", "only applies to task: image-classification"))
+        for key in ("bad_images", "verify_images"):
+            if key in data.model_fields_set:
+                problems.append(Problem(f"data.{key}", "only applies to task: image-classification"))
+        if data.image_folder is not None:
+            problems.append(Problem("data.image_folder", "only applies to task: image-classification"))
+    elif task == "image-classification":
+        if data.bad_images == "skip" and not data.verify_images:
+            problems.append(
+                Problem("data.bad_images", "'skip' needs data.verify_images: true to find the images to skip")
+            )
+        for key in ("text", "text_pair"):
+            if getattr(cols, key) is not None:
+                problems.append(Problem(f"data.columns.{key}", "only applies to task: text-classification"))
+        if prep is not None and prep.max_length is not None:
+            problems.append(
+                Problem(
+                    "preprocessing.max_length",
+                    "only applies to text; image size comes from the backbone's pretrained config",
+                )
+            )
+    return problems
+
+
+def _metric_checks(metrics: list[str]) -> list[Problem]:
+    problems = []
+    if not metrics:
+        problems.append(Problem("metrics", "give at least one metric (e.g. [accuracy])"))
+    for i, name in enumerate(metrics):
+        near = suggest_bundled(name)
+        if near:
+            problems.append(Problem(f"metrics[{i}]", f"unknown metric '{name}'; did you mean '{near}'?"))
+    return problems
+
+
+def _training_cross_checks(t: dict[str, Any], metrics: list[str] | None) -> list[Problem]:
+    problems: list[Problem] = []
+    if t.get("load_best_model_at_end"):
+        eval_s, save_s = t.get("eval_strategy", "no"), t.get("save_strategy", "steps")
+        if eval_s == "no":
+            problems.append(
+                Problem("training.load_best_model_at_end", "needs evaluations: set training.eval_strategy")
+            )
+        elif save_s == "best":
+            pass  # saving on a new best already follows evaluation
+        elif eval_s != save_s:
+            problems.append(
+                Problem(
+                    "training.load_best_model_at_end",
+                    f"needs training.eval_strategy and training.save_strategy to match "
+                    f"(they are '{eval_s}' and '{save_s}')",
+                )
+            )
+        elif eval_s == "steps":
+            eval_steps = t.get("eval_steps") or t.get("logging_steps", 500)
+            save_steps = t.get("save_steps", 500)
+            both_counts = eval_steps >= 1 and save_steps >= 1
+            if both_counts and save_steps % eval_steps != 0:
+                problems.append(
+                    Problem(
+                        "training.save_steps",
+                        f"must be a multiple of training.eval_steps ({eval_steps:g}) to keep the best checkpoint",
+                    )
+                )
+    metric = t.get("metric_for_best_model")
+    if metric is not None and metrics is not None:
+        produced = metric_keys(metrics) | {"loss"}
+        bare = metric[len("eval_"):] if metric.startswith("eval_") else metric
+        if bare not in produced:
+            problems.append(
+                Problem(
+                    "training.metric_for_best_model",
+                    f"'{metric}' is not produced by this run; it produces {', '.join(sorted(produced))}"
+                    + did_you_mean(bare, produced),
+                )
+            )
+    if t.get("fp16") and t.get("bf16"):
+        problems.append(Problem("training.fp16", "choose one of training.fp16 and training.bf16"))
+    return problems
+
+
+def _resolve_training(task: str, user: dict[str, Any], metrics: list[str] | None) -> dict[str, Any]:
+    """House defaults under the user's `training` values, plus the model-selection metric."""
+    training = training_defaults_for(task)
+    training.update(user)
+    if training.get("load_best_model_at_end") and training.get("metric_for_best_model") is None:
+        # Select on the first metric the recipe asks for; "loss" when that metric is not bundled.
+        first = metrics[0] if metrics else None
+        keys = BUNDLED_METRICS.get(first, ()) if first else ()
+        training["metric_for_best_model"] = keys[0] if keys else "loss"
+    if "greater_is_better" not in user and training.get("metric_for_best_model"):
+        training["greater_is_better"] = not str(training["metric_for_best_model"]).endswith("loss")
+    return training
+
+
+def _resolve_data(task: str, data: DataSpec) -> None:
+    cols = data.columns
+    if task == "text-classification" and cols.text is None:
+        cols.text = "text"
+    if task == "image-classification" and cols.image is None:
+        cols.image = "image"
+
+
+def validate_recipe(raw: dict[str, Any], source: str | None = None) -> Recipe:
+    """Validates a raw recipe mapping into a `Recipe`, reporting every problem at once.
+
+    Each top-level section is validated on its own, so a mistake in one section does not hide the
+    mistakes in another; checks that span sections run on the sections that are valid.
+
+    Args:
+        raw: the parsed YAML mapping, overrides already applied.
+        source: the recipe file path, used in messages and for the default output folder.
+
+    Raises:
+        RecipeError: listing every problem with its dotted key path.
+    """
+    problems: list[Problem] = []
+    fields = Recipe.model_fields
+    for key in raw:
+        if key not in fields:
+            problems.append(Problem(str(key), "unknown key" + did_you_mean(str(key), fields)))
+    parts: dict[str, Any] = {}
+    for name, field in fields.items():
+        if name == "training":
+            parts[name], training_problems = check_training_section(raw.get("training"))
+            problems += training_problems
+            if training_problems:
+                parts[name] = None
+            continue
+        if name not in raw:
+            if field.is_required():
+                problems.append(Problem(name, f"required key is missing ({field.description})"))
+                parts[name] = None
+            continue
+        try:
+            parts[name] = TypeAdapter(field.annotation).validate_python(raw[name])
+        except ValidationError as exc:
+            problems += _pydantic_problems(exc, prefix=[name])
+            parts[name] = None
+
+    task = parts.get("task")
+    data = parts.get("data")
+    metrics = parts.get("metrics", fields["metrics"].default_factory())
+    if task is not None and data is not None:
+        _resolve_data(task, data)
+    problems += _cross_checks(task, data, parts.get("preprocessing"))
+    if metrics is not None:
+        problems += _metric_checks(metrics)
+    if parts.get("training") is not None and task is not None:
+        parts["training"] = _resolve_training(task, parts["training"], metrics)
+        problems += _training_cross_checks(parts["training"], metrics)
+    if problems:
+        raise RecipeError(problems, source)
+    recipe = Recipe(**{k: v for k, v in parts.items() if v is not None})
+    if recipe.output.dir is None:
+        stem = Path(source).stem if source else "run"
+        recipe.output.dir = str(Path("outputs") / stem)
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+    """Reads, overrides and validates a recipe file."""
+    raw = read_yaml(path)
+    try:
+        raw = apply_overrides(raw, overrides or [])
+    except RecipeError as exc:
+        raise RecipeError(exc.problems, str(path)) from None
+    return validate_recipe(raw, str(path))
+
+
+# --- reference --------------------------------------------------------------------------------------
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation) if typing.get_origin(annotation) else getattr(annotation, "__name__", str(annotation))
+    return text.replace("typing.", "").replace("NoneType", "None").replace("Literal", "one of ")
+
+
+def field_reference() -> list[tuple[str, str, str, str]]:
+    """Rows of (dotted key, type, default, description) for every recipe key, for docs and `fields`."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            path = f"{prefix}{name}"
+            sub = _section_model(field.annotation)
+            if sub is not None:
+                walk(sub, path + ".")
+                continue
+            if field.is_required():
+                default = "required"
+            elif field.default_factory is not None:
+                default = repr(field.default_factory())
+            else:
+                default = repr(field.default)
+            rows.append((path, _type_name(field.annotation), default, field.description or ""))
+
+    walk(Recipe, "")
+    return rows

@@ -1,0 +1,80 @@
+"""Tiny, randomly initialised backbones written to disk, for tests, the offline quickstart and benchmarks.
+
+They have the exact folder layout of real Hub checkpoints (a BERT model + tokenizer; timm's Hub
+layout of config.json + model.safetensors), so every code path that loads a Hub model runs on them,
+with no network.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_tiny_bert(
+    path: str | Path,
+    words: Iterable[str],
+    *,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int = 37,
+    max_length: int = 128,
+    seed: int = 0,
+) -> Path:
+    """A BERT encoder (no task head, like a pretrained checkpoint) and a WordPiece tokenizer over `words`."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path = Path(path)
+    vocab_words = SPECIAL_TOKENS + sorted({w.lower() for w in words} - set(SPECIAL_TOKENS))
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab_words)}, do_lower_case=True)
+    tokenizer.model_max_length = max_length
+    config = BertConfig(
+        vocab_size=len(vocab_words),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_length,
+        pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def write_tiny_timm(
+    path: str | Path,
+    architecture: str = "test_resnet",
+    *,
+    num_classes: int = 10,
+    pretrained_cfg: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> Path:
+    """A timm model in timm's Hub layout (config.json + model.safetensors), with a `num_classes` head.
+
+    Args:
+        pretrained_cfg: entries that replace the architecture's default data config (input_size,
+            mean, std, ...), as a fine-tuned checkpoint on the Hub would carry them.
+    """
+    import timm
+    import torch
+    from timm.models import save_for_hf
+
+    path = Path(path)
+    torch.manual_seed(seed)
+    model = timm.create_model(architecture, pretrained=False, num_classes=num_classes)
+    save_for_hf(model, path, safe_serialization=True)
+    if pretrained_cfg:
+        config_file = path / "config.json"
+        config = json.loads(config_file.read_text())
+        config["pretrained_cfg"].update(pretrained_cfg)
+        config_file.write_text(json.dumps(config, indent=2))
+    return path
