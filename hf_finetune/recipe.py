@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, field_validator
 
 from hf_finetune.errors import Problem, RecipeError
 from hf_finetune.metric_names import BUNDLED_METRICS, metric_keys, suggest_bundled
@@ -141,9 +141,42 @@ class Preprocessing(Section):
     )
 
 
+class Augmentation(Section):
+    """Training-time image augmentation (evaluation always uses resize + center crop)."""
+
+    crop_scale: tuple[float, float] = Field(
+        (0.08, 1.0), description="Random resized crop: range of the image area kept (ImageNet standard)."
+    )
+    crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="Random resized crop: aspect-ratio range.")
+    hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip.")
+    vflip: float = Field(0.0, ge=0, le=1, description="Probability of a vertical flip.")
+    color_jitter: float = Field(0.4, ge=0, description="Brightness/contrast/saturation jitter strength (0 = off).")
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 < low <= high:
+            raise ValueError(f"must be [low, high] with 0 < low <= high, got {list(value)}")
+        return value
+
+    def timm_kwargs(self) -> dict[str, Any]:
+        """Arguments for `timm.data.create_transform(is_training=True)`."""
+        return {
+            "scale": tuple(self.crop_scale),
+            "ratio": tuple(self.crop_ratio),
+            "hflip": self.hflip,
+            "vflip": self.vflip,
+            "color_jitter": self.color_jitter,
+        }
+
+
 class OutputSpec(Section):
     dir: str | None = Field(None, description="Output folder (default: outputs/<recipe file name>).")
     overwrite: bool = Field(False, description="Replace a finished run in output.dir instead of refusing.")
+    keep_checkpoints: bool = Field(
+        False, description="Keep <output.dir>/checkpoints after a successful run (they are only needed to resume)."
+    )
 
 
 class Recipe(Section):
@@ -151,6 +184,9 @@ class Recipe(Section):
     model: ModelSpec = Field(description="The pretrained backbone.")
     data: DataSpec = Field(description="Where the data comes from and which columns to use.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Input preprocessing.")
+    augmentation: Augmentation = Field(
+        default_factory=Augmentation, description="Image augmentation for training (image-classification)."
+    )
     metrics: list[str] = Field(
         default_factory=lambda: ["accuracy", "precision", "recall", "f1"],
         description="`evaluate` metrics: bundled ones work offline, other names load from the Hub.",
@@ -159,6 +195,9 @@ class Recipe(Section):
         default_factory=dict, description="TrainingArguments fields (checked against the installed transformers)."
     )
     output: OutputSpec = Field(default_factory=OutputSpec, description="Where results are written.")
+
+    # The `training` keys the user wrote (the rest are defaults that the run may adapt to the hardware).
+    _explicit_training: set[str] = PrivateAttr(default_factory=set)
 
     @property
     def is_text(self) -> bool:
@@ -335,9 +374,12 @@ def _pydantic_problems(exc: ValidationError, prefix: list[str]) -> list[Problem]
     return problems
 
 
-def _cross_checks(task: str | None, data: DataSpec | None, prep: Preprocessing | None) -> list[Problem]:
+def _cross_checks(task: str | None, data: DataSpec | None, prep: Preprocessing | None,
+                  raw: dict[str, Any]) -> list[Problem]:
     """Checks that need several keys at once; a section that failed validation is skipped (None)."""
     problems: list[Problem] = []
+    if task == "text-classification" and raw.get("augmentation"):
+        problems.append(Problem("augmentation", "only applies to task: image-classification"))
     if data is None:
         return problems
     cols = data.columns
@@ -536,7 +578,7 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None) -> Recipe:
     metrics = parts.get("metrics", fields["metrics"].default_factory())
     if task is not None and data is not None:
         _resolve_data(task, data)
-    problems += _cross_checks(task, data, parts.get("preprocessing"))
+    problems += _cross_checks(task, data, parts.get("preprocessing"), raw)
     if metrics is not None:
         problems += _metric_checks(metrics)
     if parts.get("training") is not None and task is not None:
@@ -545,6 +587,7 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None) -> Recipe:
     if problems:
         raise RecipeError(problems, source)
     recipe = Recipe(**{k: v for k, v in parts.items() if v is not None})
+    recipe._explicit_training = set(raw.get("training") or {})
     if recipe.output.dir is None:
         stem = Path(source).stem if source else "run"
         recipe.output.dir = str(Path("outputs") / stem)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from hf_finetune import __version__
 from hf_finetune.data import PreparedData, build_datasets
 from hf_finetune.data.text import default_max_length
 from hf_finetune.errors import Problem, RecipeError
+from hf_finetune.hardware import device_defaults
 from hf_finetune.logs import configure_process_logging
 from hf_finetune.metrics import ClassificationMetrics, logits_to_predictions
 from hf_finetune.models import (
@@ -42,6 +44,13 @@ logger = logging.getLogger(__name__)
 class RunResult:
     output_dir: Path
     metrics: dict[str, Any]  # validation / test reports and training figures
+
+
+def apply_device_defaults(recipe: Recipe) -> None:
+    """Adapts the defaults the user did not set to this machine; recorded in the resolved recipe."""
+    for key, value in device_defaults(recipe.task).items():
+        if key not in recipe._explicit_training:
+            recipe.training[key] = value
 
 
 def build_training_arguments(recipe: Recipe) -> Any:
@@ -90,7 +99,8 @@ def prepare_data_and_model(recipe: Recipe, args: Any) -> tuple[PreparedData, Any
         model = build_text_model(recipe.model, data.labels, tokenizer)
         return data, model, tokenizer, {"max_length": max_length}
     data_config = vision_data_config(load_vision_config(recipe.model))
-    data = build_datasets(recipe, data_config=data_config, main_process_first=first("reading images"))
+    data = build_datasets(recipe, data_config=data_config, augment=recipe.augmentation.timm_kwargs(),
+                          main_process_first=first("reading images"))
     model = build_vision_model(recipe.model, data.labels)
     return data, model, None, {"image": data_config}
 
@@ -112,6 +122,7 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
     """
     started = time.time()
     out_dir = Path(recipe.output.dir)
+    apply_device_defaults(recipe)
     args = build_training_arguments(recipe)
     configure_process_logging(args)
     guard_output_dir(out_dir, recipe.output.overwrite, resume)
@@ -151,6 +162,8 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
     trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staging))  # every process takes part (FSDP/DeepSpeed gather the weights)
     if trainer.is_world_process_zero():
+        # The pickled TrainingArguments are not needed to use the model; recipe.yaml records them.
+        (staging / "training_args.bin").unlink(missing_ok=True)
         write_yaml(staging / "recipe.yaml", recipe.to_dict())
         write_json(staging / "metrics.json", results)
         manifest = {
@@ -166,6 +179,8 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
             "wall_time_s": round(time.time() - started, 1),
         }
         publish(staging, out_dir, manifest)
+        if not recipe.output.keep_checkpoints:
+            shutil.rmtree(checkpoints_dir(out_dir), ignore_errors=True)
         logger.info("Finished in %.0fs: %s", time.time() - started, _summary(results, out_dir))
     trainer.accelerator.wait_for_everyone()
     return RunResult(output_dir=out_dir, metrics=results)

@@ -1,0 +1,139 @@
+"""Regenerates the small offline example data and tiny backbones used by the quickstart recipes.
+
+    python examples/make_examples.py
+
+Writes (all committed to the repository, so the quickstart needs no network):
+  examples/data/reviews/{train,validation,test}.csv   synthetic movie reviews, 3 sentiment classes
+  examples/data/patterns/{train,validation,test}/<class>/*.png   horizontal/vertical stripes, checks
+  examples/models/tiny-bert/     a BERT encoder (hidden 64, 2 layers) with a WordPiece tokenizer
+  examples/models/tiny-resnet/   timm's test_resnet in timm's Hub layout
+
+The backbones are randomly initialised: they stand in for Hub checkpoints so the whole pipeline can
+run offline in seconds. Real recipes (recipes/bert_sentiment.yaml, recipes/resnet50_beans.yaml)
+fine-tune real pretrained models.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+ROOT = Path(__file__).resolve().parent
+
+POSITIVE = ("wonderful brilliant moving delightful superb charming gripping heartfelt stunning excellent "
+            "memorable funny beautiful clever touching").split()
+NEGATIVE = ("dull boring awful tedious clumsy predictable bland messy lifeless forgettable shallow painful "
+            "annoying weak confusing").split()
+SUBJECTS = ["the movie", "this film", "the acting", "the story", "the soundtrack", "the ending", "the cast",
+            "the script", "the cinematography", "the dialogue", "the pacing", "the plot"]
+OPENERS = ["", "honestly,", "overall,", "i think", "to be fair,", "in my opinion,", "sadly,", "frankly,"]
+NEUTRAL = ["it was fine", "it was okay", "an average evening at the cinema", "neither great nor terrible",
+           "watchable but unremarkable", "a competent if ordinary effort", "nothing special either way",
+           "some scenes work and some do not"]
+INTENSIFIERS = ["", "", "really", "quite", "very", "truly", "rather"]
+
+
+def _clause(adjectives: list[str], rng: random.Random) -> str:
+    return f"{rng.choice(SUBJECTS)} was {rng.choice(INTENSIFIERS)} {rng.choice(adjectives)}".replace("  ", " ")
+
+
+def review(label: str, rng: random.Random) -> str:
+    """One synthetic review; 'neutral' mixes praise with complaint or says it was average."""
+    opener = rng.choice(OPENERS)
+    if label == "positive":
+        body = _clause(POSITIVE, rng)
+        if rng.random() < 0.4:
+            body += f" and {_clause(POSITIVE, rng)}"
+        if rng.random() < 0.15:
+            body += f", {rng.choice(SUBJECTS)} was not {rng.choice(NEGATIVE)} at all"
+    elif label == "negative":
+        body = _clause(NEGATIVE, rng)
+        if rng.random() < 0.4:
+            body += f" and {_clause(NEGATIVE, rng)}"
+        if rng.random() < 0.15:
+            body += f", {rng.choice(SUBJECTS)} was not {rng.choice(POSITIVE)} either"
+    elif rng.random() < 0.5:
+        body = rng.choice(NEUTRAL)
+    else:
+        good, bad = _clause(POSITIVE, rng), _clause(NEGATIVE, rng)
+        body = f"{good} but {bad}" if rng.random() < 0.5 else f"{bad} but {good}"
+    text = f"{opener} {body}.".strip()
+    return text[0].upper() + text[1:]
+
+
+def write_reviews(out: Path, sizes: dict[str, int], seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    labels = ["negative", "neutral", "positive"]
+    words: set[str] = set()
+    out.mkdir(parents=True, exist_ok=True)
+    for split, n in sizes.items():
+        with open(out / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["text", "label"])
+            writer.writeheader()
+            for _ in range(n):
+                label = rng.choice(labels)
+                text = review(label, rng)
+                words.update(text.lower().replace(",", " , ").replace(".", " . ").split())
+                writer.writerow({"text": text, "label": label})
+    return sorted(words)
+
+
+PATTERNS = ("horizontal", "vertical", "checkered")
+
+
+def pattern_image(kind: str, rng: random.Random, size: int = 64) -> Image.Image:
+    """Stripes or checks of random period, phase and two random colours, slightly blurred."""
+    period, phase = rng.uniform(6, 16), rng.uniform(0, 16)
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    wave_y, wave_x = np.sin(2 * np.pi * (yy + phase) / period), np.sin(2 * np.pi * (xx + phase) / period)
+    wave = {"horizontal": wave_y, "vertical": wave_x, "checkered": wave_x * wave_y}[kind]
+    on = (wave > 0)[..., None]
+    first, second = (np.array([rng.randint(0, 255) for _ in range(3)]) for _ in range(2))
+    pixels = np.where(on, first, second).astype(np.uint8)
+    return Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5)))
+
+
+def write_patterns(out: Path, per_class: dict[str, int], seed: int = 0) -> None:
+    """PNG files in image-folder layout; some grayscale and some with transparent stripes, as real
+    folders have, so that conversion to RGB is exercised."""
+    rng = random.Random(seed)
+    if out.exists():
+        shutil.rmtree(out)
+    for split, n in per_class.items():
+        for kind in PATTERNS:
+            folder = out / split / kind
+            folder.mkdir(parents=True)
+            for i in range(n):
+                image = pattern_image(kind, rng)
+                roll = rng.random()
+                if roll < 0.1:
+                    image = image.convert("L")
+                elif roll < 0.2:
+                    rgba = image.convert("RGBA")
+                    alpha = np.where(np.asarray(image.convert("L")) > 127, 255, 0).astype(np.uint8)
+                    rgba.putalpha(Image.fromarray(alpha))
+                    image = rgba
+                image.save(folder / f"{kind}_{i:03d}.png", optimize=True)
+
+
+def main() -> None:
+    from hf_finetune.testing import write_tiny_bert, write_tiny_timm
+
+    words = write_reviews(ROOT / "data" / "reviews", {"train": 1500, "validation": 200, "test": 300})
+    write_patterns(ROOT / "data" / "patterns", {"train": 80, "validation": 20, "test": 20})
+    for name in ("tiny-bert", "tiny-resnet"):
+        shutil.rmtree(ROOT / "models" / name, ignore_errors=True)
+    write_tiny_bert(ROOT / "models" / "tiny-bert", words + ["!", "?", "'"], hidden_size=64, num_layers=2,
+                    num_heads=4, intermediate_size=128, max_length=64)
+    # The checkpoint declares its own input size: the pipeline must follow it (64 px keeps the demo fast).
+    write_tiny_timm(ROOT / "models" / "tiny-resnet", "test_resnet", num_classes=10,
+                    pretrained_cfg={"input_size": [3, 64, 64], "crop_pct": 1.0})
+
+
+if __name__ == "__main__":
+    main()
