@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a recipe and print it resolved, without training")
     _add_recipe_args(check)
 
-    sub.add_parser("fields", help="list every recipe key with its type, default and meaning")
+    fields = sub.add_parser("fields", help="list every recipe key with its type, default and meaning")
+    fields.add_argument("--markdown", action="store_true", help="as the Markdown table in README.md")
     return parser
 
 
@@ -64,8 +65,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_fields(args: argparse.Namespace) -> int:
-    from hf_finetune.recipe import field_reference
+    from hf_finetune.recipe import field_reference, markdown_reference
 
+    if args.markdown:
+        sys.stdout.write(markdown_reference())
+        return 0
     rows = field_reference()
     width = max(len(r[0]) for r in rows)
     for key, type_name, default, description in rows:

@@ -208,7 +208,15 @@ class Recipe(Section):
         return self.task == "image-classification"
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The resolved recipe, without the keys that do not apply to its task (valid recipe input)."""
+        exclude: dict[str, Any]
+        if self.is_text:
+            exclude = {"augmentation": True,
+                       "data": {"image_folder": True, "bad_images": True, "verify_images": True,
+                                "columns": {"image"}}}
+        else:
+            exclude = {"preprocessing": True, "data": {"columns": {"text", "text_pair"}}}
+        return self.model_dump(mode="json", exclude=exclude)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
@@ -375,10 +383,10 @@ def _pydantic_problems(exc: ValidationError, prefix: list[str]) -> list[Problem]
 
 
 def _cross_checks(task: str | None, data: DataSpec | None, prep: Preprocessing | None,
-                  raw: dict[str, Any]) -> list[Problem]:
+                  augmentation: Augmentation | None) -> list[Problem]:
     """Checks that need several keys at once; a section that failed validation is skipped (None)."""
     problems: list[Problem] = []
-    if task == "text-classification" and raw.get("augmentation"):
+    if task == "text-classification" and augmentation not in (None, Augmentation()):
         problems.append(Problem("augmentation", "only applies to task: image-classification"))
     if data is None:
         return problems
@@ -435,7 +443,7 @@ def _cross_checks(task: str | None, data: DataSpec | None, prep: Preprocessing |
         if cols.image is not None:
             problems.append(Problem("data.columns.image", "only applies to task: image-classification"))
         for key in ("bad_images", "verify_images"):
-            if key in data.model_fields_set:
+            if getattr(data, key) != DataSpec.model_fields[key].default:
                 problems.append(Problem(f"data.{key}", "only applies to task: image-classification"))
         if data.image_folder is not None:
             problems.append(Problem("data.image_folder", "only applies to task: image-classification"))
@@ -578,7 +586,7 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None) -> Recipe:
     metrics = parts.get("metrics", fields["metrics"].default_factory())
     if task is not None and data is not None:
         _resolve_data(task, data)
-    problems += _cross_checks(task, data, parts.get("preprocessing"), raw)
+    problems += _cross_checks(task, data, parts.get("preprocessing"), parts.get("augmentation"))
     if metrics is not None:
         problems += _metric_checks(metrics)
     if parts.get("training") is not None and task is not None:
@@ -632,3 +640,12 @@ def field_reference() -> list[tuple[str, str, str, str]]:
 
     walk(Recipe, "")
     return rows
+
+
+def markdown_reference() -> str:
+    """The recipe reference table of README.md (a test keeps the two identical)."""
+    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for key, type_name, default, description in field_reference():
+        cells = [f"`{key}`", type_name, f"`{default}`" if default != "required" else "required", description]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"

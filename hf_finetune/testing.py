@@ -50,6 +50,44 @@ def write_tiny_bert(
     return path
 
 
+def write_tiny_text_model(path: str | Path, words: Iterable[str], model_type: str, *, hidden_size: int = 32,
+                          max_length: int = 64, seed: int = 0) -> Path:
+    """A tiny encoder or decoder of another family, as its Hub checkpoint would look.
+
+    `bert`, `distilbert` and `roberta` use a WordPiece tokenizer over `words`; `gpt2` uses a byte-level
+    tokenizer with no pad token, as GPT-2 ships.
+    """
+    import torch
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import AutoConfig, AutoModel, BertTokenizer, GPT2Tokenizer
+
+    path = Path(path)
+    if model_type == "gpt2":
+        symbols = sorted(ByteLevel.alphabet())
+        tokenizer = GPT2Tokenizer(vocab={s: i for i, s in enumerate([*symbols, "<|endoftext|>"])}, merges=[])
+        vocab_size = len(symbols) + 1
+        sizes = {"n_embd": hidden_size, "n_layer": 2, "n_head": 4, "n_positions": max_length,
+                 "bos_token_id": vocab_size - 1, "eos_token_id": vocab_size - 1}
+    else:
+        vocab_words = SPECIAL_TOKENS + sorted({w.lower() for w in words} - set(SPECIAL_TOKENS))
+        tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab_words)}, do_lower_case=True)
+        vocab_size = len(vocab_words)
+        if model_type == "distilbert":
+            sizes = {"dim": hidden_size, "n_layers": 2, "n_heads": 4, "hidden_dim": 37,
+                     "max_position_embeddings": max_length, "pad_token_id": 0}
+        else:
+            # RoBERTa offsets positions past the padding index, hence the two extra positions.
+            extra = 2 if model_type == "roberta" else 0
+            sizes = {"hidden_size": hidden_size, "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "intermediate_size": 37, "max_position_embeddings": max_length + extra, "pad_token_id": 0}
+    tokenizer.model_max_length = max_length
+    config = AutoConfig.for_model(model_type, vocab_size=vocab_size, **sizes)
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def write_tiny_timm(
     path: str | Path,
     architecture: str = "test_resnet",

@@ -173,6 +173,7 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
             "labels": list(data.labels.names),
             "splits": {role: {"rows": n, "source": data.sources[role]} for role, n in data.sizes.items()},
             "preprocessing": preprocessing,
+            "preprocessing_cache": data.cache,
             "skipped_images": data.skipped_images,
             "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -45,7 +45,11 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     h = hashlib.sha256()
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        h.update(backend.to_str().encode())
+        state = json.loads(backend.to_str())
+        # Truncation and padding settings are per-call state that tokenizing itself changes.
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        h.update(json.dumps(state, sort_keys=True).encode())
     else:
         h.update(datasets.fingerprint.Hasher.hash(tokenizer).encode())
     special = {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())}

@@ -1,0 +1,101 @@
+"""Shared fixtures: tiny models written to disk, small datasets, recipe files. Everything offline."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before any Hugging Face import: a private cache, and a Hub endpoint that refuses at once, so no test
+# can reach (or wait for) the network and the default cache of the machine is never touched.
+_CACHE = tempfile.mkdtemp(prefix="hf-finetune-tests-")
+os.environ["HF_HOME"] = _CACHE
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "datasets")
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.pop("HF_HUB_OFFLINE", None)
+
+import csv  # noqa: E402
+import random  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+POSITIVE = ["good", "great", "wonderful", "superb", "moving"]
+NEGATIVE = ["bad", "awful", "boring", "dull", "terrible"]
+FILLER = ["the", "movie", "film", "was", "really", "quite", "plot", "acting", "and"]
+
+
+def review_rows(n: int, seed: int, labels: tuple[str, ...] = ("neg", "pos")) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = POSITIVE if label == "pos" else NEGATIVE if label == "neg" else FILLER
+        text = f"the {rng.choice(['movie', 'film', 'plot'])} was {rng.choice(['really', 'quite', ''])} {rng.choice(words)}"
+        rows.append({"text": " ".join(text.split()), "label": label})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A BERT encoder with hidden size 32, 2 layers, 4 heads, and a tokenizer over the review words."""
+    from hf_finetune.testing import write_tiny_bert
+
+    return write_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert", POSITIVE + NEGATIVE + FILLER)
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet(tmp_path_factory) -> Path:
+    from hf_finetune.testing import write_tiny_timm
+
+    return write_tiny_timm(tmp_path_factory.mktemp("models") / "tiny-resnet", "test_resnet",
+                           pretrained_cfg={"input_size": [3, 32, 32], "crop_pct": 1.0})
+
+
+@pytest.fixture
+def reviews(tmp_path) -> dict[str, Path]:
+    """Small train/validation/test csv files with string labels neg/pos."""
+    return {
+        "train": write_csv(tmp_path / "data" / "train.csv", review_rows(48, seed=0)),
+        "validation": write_csv(tmp_path / "data" / "validation.csv", review_rows(16, seed=1)),
+        "test": write_csv(tmp_path / "data" / "test.csv", review_rows(16, seed=2)),
+    }
+
+
+@pytest.fixture
+def text_recipe(tmp_path, tiny_bert, reviews) -> dict[str, Any]:
+    """A complete text recipe (as a dict) that trains the tiny BERT for a few steps."""
+    return {
+        "task": "text-classification",
+        "model": {"name": str(tiny_bert)},
+        "data": {
+            "files": {k: str(v) for k, v in reviews.items()},
+            "cache_dir": str(tmp_path / "cache"),
+        },
+        "training": {
+            "num_train_epochs": 2,
+            "per_device_train_batch_size": 16,
+            "per_device_eval_batch_size": 16,
+            "learning_rate": 1.0e-3,
+            "logging_steps": 1,
+        },
+        "output": {"dir": str(tmp_path / "out")},
+    }

@@ -1,0 +1,208 @@
+"""The recipe schema: messages name the key, all problems come at once, overrides, every shipped recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_finetune.errors import RecipeError
+from hf_finetune.recipe import apply_overrides, field_reference, load_recipe, validate_recipe
+from hf_finetune.training_args import training_fields
+
+from .conftest import REPO
+
+
+def problems_of(raw, source="r.yaml") -> dict[str, str]:
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw, source)
+    return {p.path: p.message for p in info.value.problems}
+
+
+def minimal(tmp_path: Path, **extra) -> dict:
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\na,x\nb,y\n")
+    return {"task": "text-classification", "model": {"name": "bert-base-uncased"},
+            "data": {"files": {"train": str(train)}}, **extra}
+
+
+def test_minimal_recipe_resolves_defaults(tmp_path):
+    recipe = validate_recipe(minimal(tmp_path), "recipes/my_run.yaml")
+    assert recipe.data.columns.text == "text" and recipe.data.columns.label == "label"
+    assert recipe.metrics == ["accuracy", "precision", "recall", "f1"]
+    assert recipe.output.dir == str(Path("outputs") / "my_run")
+    t = recipe.training
+    assert t["eval_strategy"] == t["save_strategy"] == "epoch"
+    assert t["load_best_model_at_end"] is True
+    assert t["metric_for_best_model"] == "accuracy" and t["greater_is_better"] is True
+    assert t["train_sampling_strategy"] == "group_by_length"
+    assert recipe.model.trust_remote_code is False
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path):
+    raw = minimal(tmp_path)
+    raw["task"] = "text-clasification"
+    raw["model"] = {"nme": "bert-base-uncased"}
+    raw["data"]["max_samples"] = {"train": "lots"}
+    raw["data"]["colums"] = {}
+    raw["training"] = {"learning_rat": 1e-5, "per_device_train_batch_size": "sixteen", "lr_scheduler_type": "cosin"}
+    raw["metrics"] = ["acuracy"]
+    problems = problems_of(raw)
+    assert "did you mean 'text-classification'" in problems["task"]
+    assert problems["model.nme"] == "unknown key; did you mean 'name'?"
+    assert problems["model.name"].startswith("required key is missing")
+    assert "valid integer" in problems["data.max_samples.train"] and "'lots'" in problems["data.max_samples.train"]
+    assert "did you mean 'columns'" in problems["data.colums"]
+    assert problems["training.learning_rat"] == "unknown TrainingArguments field; did you mean 'learning_rate'?"
+    assert "expected int" in problems["training.per_device_train_batch_size"]
+    assert "did you mean 'cosine'" in problems["training.lr_scheduler_type"]
+    assert problems["metrics[0]"] == "unknown metric 'acuracy'; did you mean 'accuracy'?"
+    assert len(problems) == 9
+
+
+def test_error_message_lists_problems_with_source(tmp_path):
+    raw = minimal(tmp_path, training={"learning_rat": 1})
+    raw["model"] = {}
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw, "recipes/x.yaml")
+    text = str(info.value)
+    assert text.startswith("recipes/x.yaml: invalid recipe, 2 problems:")
+    assert "  - training.learning_rat: unknown TrainingArguments field" in text
+    assert "  - model.name: required key is missing" in text
+
+
+def test_training_values_are_coerced_to_field_types(tmp_path):
+    # PyYAML reads 1e-5 (no dot) as a string; the field type turns it into a float.
+    recipe = validate_recipe(minimal(tmp_path, training={"learning_rate": "1e-5", "num_train_epochs": 2}))
+    assert recipe.training["learning_rate"] == pytest.approx(1e-5)
+    assert isinstance(recipe.training["num_train_epochs"], float)
+
+
+def test_training_section_knows_every_real_field():
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    assert {"learning_rate", "eval_strategy", "train_sampling_strategy", "warmup_steps"} <= set(training_fields())
+    assert set(training_fields()) <= names
+
+
+@pytest.mark.parametrize(
+    "key, hint",
+    [("output_dir", "output.dir"), ("push_to_hub", "hub.push"), ("hub_token", "HF_TOKEN"),
+     ("remove_unused_columns", "data stage")],
+)
+def test_keys_owned_by_the_pipeline_point_elsewhere(tmp_path, key, hint):
+    problems = problems_of(minimal(tmp_path, training={key: "x"}))
+    assert hint in problems[f"training.{key}"]
+
+
+def test_load_best_model_needs_matching_strategies(tmp_path):
+    problems = problems_of(minimal(tmp_path, training={"eval_strategy": "steps", "save_strategy": "epoch"}))
+    assert problems["training.load_best_model_at_end"] == (
+        "needs training.eval_strategy and training.save_strategy to match (they are 'steps' and 'epoch')"
+    )
+    problems = problems_of(minimal(tmp_path, training={"eval_strategy": "no"}))
+    assert "needs evaluations" in problems["training.load_best_model_at_end"]
+    problems = problems_of(minimal(tmp_path, training={"eval_strategy": "steps", "save_strategy": "steps",
+                                                         "eval_steps": 30, "save_steps": 50}))
+    assert "multiple of training.eval_steps (30)" in problems["training.save_steps"]
+
+
+def test_metric_for_best_model_must_be_produced(tmp_path):
+    problems = problems_of(minimal(tmp_path, metrics=["accuracy"], training={"metric_for_best_model": "f1"}))
+    assert problems["training.metric_for_best_model"] == (
+        "'f1' is not produced by this run; it produces accuracy, loss"
+    )
+    ok = validate_recipe(minimal(tmp_path, metrics=["accuracy", "f1"], training={"metric_for_best_model": "eval_f1"}))
+    assert ok.training["greater_is_better"] is True
+    ok = validate_recipe(minimal(tmp_path, training={"metric_for_best_model": "loss"}))
+    assert ok.training["greater_is_better"] is False
+
+
+def test_data_sources_and_task_specific_keys(tmp_path):
+    raw = minimal(tmp_path)
+    raw["data"]["dataset"] = "imdb"
+    assert problems_of(raw)["data"] == "give one data source, not data.dataset and data.files"
+    raw = minimal(tmp_path)
+    raw["data"] = {}
+    assert "say where the data is" in problems_of(raw)["data"]
+    raw = minimal(tmp_path, preprocessing={"max_length": 64})
+    raw["task"] = "image-classification"
+    raw["data"]["columns"] = {"text": "review"}
+    problems = problems_of(raw)
+    assert problems["data.columns.text"] == "only applies to task: text-classification"
+    assert "image size comes from the backbone" in problems["preprocessing.max_length"]
+    raw = minimal(tmp_path, augmentation={"hflip": 0.0})
+    assert problems_of(raw)["augmentation"] == "only applies to task: image-classification"
+
+
+def test_missing_and_unsupported_files_are_named(tmp_path):
+    raw = minimal(tmp_path)
+    raw["data"]["files"]["test"] = str(tmp_path / "nope.csv")
+    raw["data"]["files"]["validation"] = str(tmp_path / "notes.txt")
+    problems = problems_of(raw)
+    assert problems["data.files.test"] == f"file not found: {tmp_path / 'nope.csv'}"
+    assert "unsupported file type" in problems["data.files.validation"]
+    raw = minimal(tmp_path)
+    raw["data"]["files"] = {"training": raw["data"]["files"]["train"]}
+    assert "has no 'train' split" in problems_of(raw)["data.files"]
+
+
+def test_overrides_parse_yaml_values_and_must_name_real_keys(tmp_path):
+    raw = minimal(tmp_path)
+    out = apply_overrides(raw, ["training.learning_rate=3e-5", "metrics=[accuracy, f1]", "data.splits.test=null",
+                                "model.trust_remote_code=true", "data.files.extra=x.csv"])
+    assert out["training"]["learning_rate"] == "3e-5"  # coerced to float by validation
+    assert out["metrics"] == ["accuracy", "f1"]
+    assert out["data"]["splits"]["test"] is None
+    assert out["model"]["trust_remote_code"] is True
+    assert out["data"]["files"]["extra"] == "x.csv"
+    assert raw.get("training") is None  # the input is not modified
+    with pytest.raises(RecipeError) as info:
+        apply_overrides(raw, ["training.learnin_rate=1", "model.nme=x", "data.splits.train.deep=1", "novalue"])
+    text = str(info.value)
+    assert "training.learnin_rate: unknown TrainingArguments field; did you mean 'learning_rate'?" in text
+    assert "model.nme: no such recipe key; did you mean 'name'?" in text
+    assert "data.splits.train: is a value, not a section" in text
+    assert "an override must look like dotted.key=value" in text
+
+
+def test_yaml_is_read_with_the_safe_loader(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("task: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert "not valid YAML" in str(info.value)
+    path.write_text("task: [unclosed\n")
+    with pytest.raises(RecipeError, match=r"line \d+, column \d+"):
+        load_recipe(path)
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_field_reference_documents_every_key():
+    rows = field_reference()
+    keys = {row[0] for row in rows}
+    assert {"task", "model.name", "data.files", "data.columns.text", "data.max_samples.train",
+            "preprocessing.max_length", "training", "output.dir"} <= keys
+    assert all(description for _, _, _, description in rows)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates_and_names_its_launch_command(path, monkeypatch):
+    monkeypatch.chdir(REPO)  # recipes use paths relative to the repository root
+    recipe = load_recipe(path.relative_to(REPO))
+    assert recipe.task in ("text-classification", "image-classification")
+    first_lines = path.read_text().splitlines()[:4]
+    assert first_lines[0].startswith("#")
+    assert any(f"recipes/{path.name}" in line and ("hf-finetune train" in line or "accelerate launch" in line)
+               for line in first_lines), "each recipe starts with a comment giving its launch command"
+
+
+def test_recipe_round_trips_through_resolved_yaml(tmp_path):
+    recipe = validate_recipe(minimal(tmp_path), "r.yaml")
+    again = validate_recipe(yaml.safe_load(recipe.to_yaml()), "r.yaml")
+    assert again.to_dict() == recipe.to_dict()
