@@ -20,9 +20,6 @@ import random
 import shutil
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageFilter
-
 ROOT = Path(__file__).resolve().parent
 
 POSITIVE = ("wonderful brilliant moving delightful superb charming gripping heartfelt stunning excellent "
@@ -83,49 +80,12 @@ def write_reviews(out: Path, sizes: dict[str, int], seed: int = 0) -> list[str]:
     return sorted(words)
 
 
-PATTERNS = ("horizontal", "vertical", "checkered")
-
-
-def pattern_image(kind: str, rng: random.Random, size: int = 64) -> Image.Image:
-    """Stripes or checks of random period, phase and two random colours, slightly blurred."""
-    period, phase = rng.uniform(6, 16), rng.uniform(0, 16)
-    yy, xx = np.mgrid[0:size, 0:size].astype(float)
-    wave_y, wave_x = np.sin(2 * np.pi * (yy + phase) / period), np.sin(2 * np.pi * (xx + phase) / period)
-    wave = {"horizontal": wave_y, "vertical": wave_x, "checkered": wave_x * wave_y}[kind]
-    on = (wave > 0)[..., None]
-    first, second = (np.array([rng.randint(0, 255) for _ in range(3)]) for _ in range(2))
-    pixels = np.where(on, first, second).astype(np.uint8)
-    return Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5)))
-
-
-def write_patterns(out: Path, per_class: dict[str, int], seed: int = 0) -> None:
-    """PNG files in image-folder layout; some grayscale and some with transparent stripes, as real
-    folders have, so that conversion to RGB is exercised."""
-    rng = random.Random(seed)
-    if out.exists():
-        shutil.rmtree(out)
-    for split, n in per_class.items():
-        for kind in PATTERNS:
-            folder = out / split / kind
-            folder.mkdir(parents=True)
-            for i in range(n):
-                image = pattern_image(kind, rng)
-                roll = rng.random()
-                if roll < 0.1:
-                    image = image.convert("L")
-                elif roll < 0.2:
-                    rgba = image.convert("RGBA")
-                    alpha = np.where(np.asarray(image.convert("L")) > 127, 255, 0).astype(np.uint8)
-                    rgba.putalpha(Image.fromarray(alpha))
-                    image = rgba
-                image.save(folder / f"{kind}_{i:03d}.png", optimize=True)
-
-
 def main() -> None:
-    from hf_finetune.testing import write_tiny_bert, write_tiny_timm
+    from hf_finetune.testing import write_pattern_folder, write_tiny_bert, write_tiny_timm
 
     words = write_reviews(ROOT / "data" / "reviews", {"train": 1500, "validation": 200, "test": 300})
-    write_patterns(ROOT / "data" / "patterns", {"train": 80, "validation": 20, "test": 20})
+    write_pattern_folder(ROOT / "data" / "patterns", {"train": 80, "validation": 20, "test": 20},
+                         odd_modes=True)
     for name in ("tiny-bert", "tiny-resnet"):
         shutil.rmtree(ROOT / "models" / name, ignore_errors=True)
     write_tiny_bert(ROOT / "models" / "tiny-bert", words + ["!", "?", "'"], hidden_size=64, num_layers=2,

@@ -8,6 +8,7 @@ with no network.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ def write_tiny_timm(
     *,
     num_classes: int = 10,
     pretrained_cfg: dict[str, Any] | None = None,
+    model_args: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> Path:
     """A timm model in timm's Hub layout (config.json + model.safetensors), with a `num_classes` head.
@@ -101,6 +103,7 @@ def write_tiny_timm(
     Args:
         pretrained_cfg: entries that replace the architecture's default data config (input_size,
             mean, std, ...), as a fine-tuned checkpoint on the Hub would carry them.
+        model_args: extra `timm.create_model` arguments (e.g. img_size for a ViT), kept in config.json.
     """
     import timm
     import torch
@@ -108,11 +111,64 @@ def write_tiny_timm(
 
     path = Path(path)
     torch.manual_seed(seed)
-    model = timm.create_model(architecture, pretrained=False, num_classes=num_classes)
+    model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, **(model_args or {}))
     save_for_hf(model, path, safe_serialization=True)
     if pretrained_cfg:
         config_file = path / "config.json"
         config = json.loads(config_file.read_text())
         config["pretrained_cfg"].update(pretrained_cfg)
         config_file.write_text(json.dumps(config, indent=2))
+    return path
+
+
+PATTERNS = ("horizontal", "vertical", "checkered")
+
+
+def pattern_image(kind: str, rng: random.Random, size: int = 64) -> Any:
+    """Stripes or checks of random period, phase and two random colours, slightly blurred.
+
+    Easy enough that a tiny CNN learns them from scratch in seconds, which makes them good test data.
+    """
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    period, phase = rng.uniform(6, 16), rng.uniform(0, 16)
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    wave_y, wave_x = np.sin(2 * np.pi * (yy + phase) / period), np.sin(2 * np.pi * (xx + phase) / period)
+    wave = {"horizontal": wave_y, "vertical": wave_x, "checkered": wave_x * wave_y}[kind]
+    on = (wave > 0)[..., None]
+    first, second = (np.array([rng.randint(0, 255) for _ in range(3)]) for _ in range(2))
+    pixels = np.where(on, first, second).astype(np.uint8)
+    return Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5)))
+
+
+def write_pattern_folder(
+    path: str | Path, per_split: dict[str, int], *, size: int = 64, seed: int = 0, odd_modes: bool = False
+) -> Path:
+    """An image folder: <path>/<split>/<pattern>/<pattern>_NNN.png, `per_split[split]` images per class.
+
+    Args:
+        odd_modes: save about one image in ten as grayscale and one in ten with transparent
+            stripes, as real folders have, so that conversion to RGB is exercised.
+    """
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    rng = random.Random(seed)
+    for split, n in per_split.items():
+        for kind in PATTERNS:
+            folder = path / split / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                image = pattern_image(kind, rng, size)
+                roll = rng.random() if odd_modes else 1.0
+                if roll < 0.1:
+                    image = image.convert("L")
+                elif roll < 0.2:
+                    rgba = image.convert("RGBA")
+                    rgba.putalpha(Image.fromarray(np.where(np.asarray(image.convert("L")) > 127, 255, 0)
+                                                  .astype(np.uint8)))
+                    image = rgba
+                image.save(folder / f"{kind}_{i:03d}.png", optimize=True)
     return path

@@ -99,3 +99,38 @@ def text_recipe(tmp_path, tiny_bert, reviews) -> dict[str, Any]:
         },
         "output": {"dir": str(tmp_path / "out")},
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    from hf_finetune.testing import write_tiny_timm
+
+    return write_tiny_timm(tmp_path_factory.mktemp("models") / "tiny-vit", "test_vit", model_args={"img_size": 32},
+                           pretrained_cfg={"input_size": [3, 32, 32], "crop_pct": 1.0})
+
+
+@pytest.fixture
+def pattern_folder(tmp_path) -> Path:
+    """An image folder with train/validation/test sub-folders, 3 classes, 32 px PNGs."""
+    from hf_finetune.testing import write_pattern_folder
+
+    return write_pattern_folder(tmp_path / "patterns", {"train": 8, "validation": 3, "test": 3}, size=32,
+                                odd_modes=True)
+
+
+@pytest.fixture
+def vision_recipe(tmp_path, tiny_resnet, pattern_folder) -> dict[str, Any]:
+    """A complete vision recipe (as a dict) that trains the tiny ResNet for a few steps."""
+    return {
+        "task": "image-classification",
+        "model": {"name": str(tiny_resnet)},
+        "data": {"image_folder": str(pattern_folder)},
+        "training": {
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 8,
+            "learning_rate": 1.0e-3,
+            "logging_steps": 1,
+        },
+        "output": {"dir": str(tmp_path / "out")},
+    }

@@ -83,6 +83,9 @@ def build_datasets(
         splits = select_splits(raw, data)
         check_columns(splits, data)
         names = {role: getattr(data.splits, role) for role in splits}
+        if recipe.is_vision:
+            # Before any shuffling, so that a missing file is reported with its row in the source.
+            splits = {role: prepare_image_column(ds, cols.image, names[role]) for role, ds in splits.items()}
         labels = build_label_space(splits, data.splits.train, cols.label, data.label_names)
         splits = {role: encode_labels(ds, cols.label, labels) for role, ds in splits.items()}
         sources = {role: f"split '{name}'" for role, name in names.items()}
@@ -131,7 +134,6 @@ def _prepare_vision(recipe: Recipe, splits: dict[str, Dataset], names: dict[str,
     train_tf, eval_tf = build_image_transforms(data_config, augment)
     out, skipped = {}, {}
     for role, ds in splits.items():
-        ds = prepare_image_column(ds, column, names[role])
         if data.verify_images:
             ds, bad = scan_images(ds, column, data.num_proc, names[role])
             if bad:

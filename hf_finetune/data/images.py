@@ -163,6 +163,6 @@ def scan_images(ds: Dataset, column: str, num_proc: int | None, split: str) -> t
     bad_rows = [i for i, flag in enumerate(flags) if not flag]
     if not bad_rows:
         return ds, []
-    bad = checked.select(bad_rows)[ERROR_COLUMN]
+    bad = list(checked.select(bad_rows)[ERROR_COLUMN])
     kept = checked.filter(lambda ok: ok, input_columns=[OK_COLUMN], batched=False)
     return kept.remove_columns([OK_COLUMN, ERROR_COLUMN]), bad
