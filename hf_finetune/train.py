@@ -69,6 +69,15 @@ def build_training_arguments(recipe: Recipe) -> Any:
         raise RecipeError([Problem("training", str(exc).strip())], source=None) from None
 
 
+def seed_everything(args: Any) -> None:
+    from transformers import enable_full_determinism, set_seed
+
+    if args.full_determinism:
+        enable_full_determinism(args.seed)
+    else:
+        set_seed(args.seed)
+
+
 def resolve_max_length(recipe: Recipe, tokenizer: Any, model_config: Any) -> int:
     """The recipe's max_length, or the backbone's limit when unset; more than the limit is an error."""
     limit = default_max_length(tokenizer, model_config)
@@ -129,6 +138,7 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
     if recipe.output.overwrite and not resume and args.process_index == 0:
         clear_previous_run(out_dir)
 
+    seed_everything(args)  # before the new head is initialised, so a run is repeatable
     data, model, tokenizer, preprocessing = prepare_data_and_model(recipe, args)
     metrics = ClassificationMetrics(recipe.metrics, list(data.labels.names))
     trainer = FinetuneTrainer(

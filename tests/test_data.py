@@ -207,3 +207,34 @@ def test_collator_pads_each_batch_to_its_longest_row(tiny_bert):
     assert batch["input_ids"].shape == (2, longest) and "length" not in batch
     assert batch["attention_mask"][0].sum() == len(rows[0]["input_ids"])
     assert TextCollator(tok, pad_to_multiple_of=8)(rows)["input_ids"].shape == (2, 8)
+
+
+def test_sentence_pairs_are_encoded_together(tmp_path, tiny_bert):
+    rows = [{"premise": "the movie was good", "hypothesis": "the film was great", "label": "same"},
+            {"premise": "the plot was dull", "hypothesis": "the acting was superb", "label": "different"}] * 4
+    path = write_csv(tmp_path / "pairs.csv", rows)
+    recipe = validate_recipe({
+        "task": "text-classification", "model": {"name": str(tiny_bert)},
+        "data": {"files": {"train": str(path)}, "columns": {"text": "premise", "text_pair": "hypothesis"},
+                 "validation_size": 2, "cache_dir": str(tmp_path / "cache")},
+    })
+    tok = _tokenizer(tiny_bert)
+    data = build_datasets(recipe, tokenizer=tok, max_length=32)
+    row = data.splits["train"][0]
+    assert row["input_ids"].count(tok.sep_token_id) == 2  # [CLS] a [SEP] b [SEP]
+    assert set(row["token_type_ids"]) == {0, 1}
+    assert data.labels.names == ("different", "same")
+
+
+def test_saved_dataset_folder_and_integer_labels(tmp_path, tiny_bert):
+    rows = {"sentence": ["the movie was good", "the plot was dull"] * 6, "stars": [5, 1] * 6}
+    DatasetDict({"train": Dataset.from_dict(rows), "test": Dataset.from_dict(rows)}).save_to_disk(tmp_path / "ds")
+    recipe = validate_recipe({
+        "task": "text-classification", "model": {"name": str(tiny_bert)},
+        "data": {"dataset": str(tmp_path / "ds"), "columns": {"text": "sentence", "label": "stars"},
+                 "label_names": None, "validation_size": 4, "cache_dir": str(tmp_path / "cache")},
+    })
+    data = build_datasets(recipe, tokenizer=_tokenizer(tiny_bert), max_length=32)
+    assert data.labels.names == ("1", "5")
+    assert data.sizes == {"train": 8, "validation": 4, "test": 12}
+    assert sorted(set(data.splits["test"]["labels"])) == [0, 1]

@@ -136,3 +136,18 @@ def test_run_py_script_is_the_same_entry_point(tmp_path, text_recipe):
     assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "complete"
     resolved = yaml.safe_load((tmp_path / "out" / "recipe.yaml").read_text())
     assert resolved["training"]["seed"] == 3
+
+
+def test_same_recipe_and_seed_give_identical_weights(tmp_path, text_recipe):
+    from safetensors.torch import load_file
+
+    outs = []
+    for name in ("a", "b"):
+        text_recipe["output"]["dir"] = str(tmp_path / name)
+        text_recipe["training"]["num_train_epochs"] = 1
+        path = write_recipe(tmp_path / f"{name}.yaml", text_recipe)
+        assert main(["train", str(path)]) == 0
+        outs.append(load_file(tmp_path / name / "model.safetensors"))
+    assert outs[0].keys() == outs[1].keys()
+    for key in outs[0]:
+        assert (outs[0][key] == outs[1][key]).all(), key

@@ -125,9 +125,9 @@ def prepare_image_column(ds: Dataset, column: str, split: str) -> Dataset:
     return ds.cast_column(column, Image(decode=False))
 
 
-def _check_batch(batch: dict[str, list], column: str) -> dict[str, list]:
+def _check_batch(batch: dict[str, list], indices: list[int], column: str) -> dict[str, list]:
     ok, errors = [], []
-    for value in batch[column]:
+    for row, value in zip(indices, batch[column], strict=True):
         try:
             if isinstance(value, dict) and value.get("bytes") is None and value.get("path"):
                 with PILImage.open(value["path"]) as image:
@@ -139,7 +139,8 @@ def _check_batch(batch: dict[str, list], column: str) -> dict[str, list]:
             errors.append("")
         except (UnreadableImageError, OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as exc:
             ok.append(False)
-            errors.append(f"{describe(value)}: {exc}")
+            reason = str(exc).removeprefix(f"unreadable image {describe(value)}: ")
+            errors.append(f"{describe(value)} (row {row}): {reason}")
     return {OK_COLUMN: ok, ERROR_COLUMN: errors}
 
 
@@ -154,6 +155,7 @@ def scan_images(ds: Dataset, column: str, num_proc: int | None, split: str) -> t
     checked = ds.map(
         _check_batch,
         batched=True,
+        with_indices=True,
         batch_size=64,
         fn_kwargs={"column": column},
         num_proc=num_proc,
