@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue from the latest complete checkpoint in <output.dir>/checkpoints")
 
-    check = sub.add_parser("check", help="validate a recipe and print it resolved, without training")
+    check = sub.add_parser("check", help="validate a recipe and its data, model and metrics, without training")
     _add_recipe_args(check)
+    check.add_argument("--schema-only", action="store_true",
+                       help="validate the recipe file only: no data, model or metric look-ups")
 
     fields = sub.add_parser("fields", help="list every recipe key with its type, default and meaning")
     fields.add_argument("--markdown", action="store_true", help="as the Markdown table in README.md")
@@ -59,7 +61,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hf_finetune.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    sys.stdout.write(f"# {args.recipe}: valid. Resolved recipe:\n")
+    if args.schema_only:
+        sys.stdout.write(f"# {args.recipe}: valid recipe (data, model and metrics not checked). Resolved recipe:\n")
+    else:
+        from hf_finetune.preflight import format_report, preflight
+
+        report = preflight(recipe)
+        sys.stdout.write(f"# {args.recipe}: valid. Pre-flight:\n{format_report(report)}# Resolved recipe:\n")
     sys.stdout.write(recipe.to_yaml())
     return 0
 
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TrainingAborted as exc:
-        logger.error("%s", exc)
+        sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")

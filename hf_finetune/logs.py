@@ -16,16 +16,28 @@ def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time (it may be replaced after setup)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def configure_logging(verbose: bool = False) -> None:
     """Logs `hf_finetune` at INFO (DEBUG when verbose) on the main process, WARNING elsewhere."""
     level = (logging.DEBUG if verbose else logging.INFO) if _rank() == 0 else logging.WARNING
     root = logging.getLogger("hf_finetune")
     root.setLevel(level)
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
         root.addHandler(handler)
-    root.propagate = False
+    root.propagate = True  # our handler prints; propagating lets test log capture see records too
     import datasets
     import transformers
 

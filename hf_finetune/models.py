@@ -42,6 +42,11 @@ def _load(spec: ModelSpec, name: str, what: str, load: Callable[[], T]) -> T:
         raise
     except (OSError, ValueError) as exc:
         text = str(exc)
+        if "trust_remote_code" in text:
+            raise ModelError(
+                f"model.name: {name} ships its own Python code, which runs only with "
+                "model.trust_remote_code: true; read that code before you allow it"
+            ) from None
         if hub.is_local_path(name):
             if "safetensors" in text or "pytorch_model.bin" in text:
                 raise ModelError(

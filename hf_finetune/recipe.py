@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, Val
 
 from hf_finetune.errors import Problem, RecipeError
 from hf_finetune.metric_names import BUNDLED_METRICS, metric_keys, suggest_bundled
-from hf_finetune.training_args import check_training_section, did_you_mean, training_fields
+from hf_finetune.training_args import check_training_section, did_you_mean, show, training_fields
 
 Task = Literal["text-classification", "image-classification"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
@@ -198,6 +198,11 @@ class Recipe(Section):
 
     # The `training` keys the user wrote (the rest are defaults that the run may adapt to the hardware).
     _explicit_training: set[str] = PrivateAttr(default_factory=set)
+    _source: str | None = PrivateAttr(default=None)  # the recipe file, for messages
+
+    @property
+    def source(self) -> str | None:
+        return self._source
 
     @property
     def is_text(self) -> bool:
@@ -365,18 +370,18 @@ def _pydantic_problems(exc: ValidationError, prefix: list[str]) -> list[Problem]
                 model = _section_model(field.annotation) or model
         elif kind in ("model_type", "dict_type") and not isinstance(err.get("input"), dict):
             value = err.get("input")
-            message = f"must be a section (a mapping of keys), got {value!r} ({type(value).__name__})"
+            message = f"must be a section (a mapping of keys), got {show(value)} ({type(value).__name__})"
         elif kind == "value_error":
             message = str(err.get("ctx", {}).get("error", err["msg"]))
         elif kind == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
-            message = f"{err['input']!r} is not allowed; expected {expected}"
+            message = f"{show(err['input'])} is not allowed; expected {expected}"
             choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",")]
             if isinstance(err["input"], str):
                 message += did_you_mean(err["input"], choices)
         else:
             value = err.get("input")
-            shown = f"{value!r} ({type(value).__name__})" if not isinstance(value, dict) else "a mapping"
+            shown = f"{show(value)} ({type(value).__name__})" if not isinstance(value, dict) else "a mapping"
             message = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {shown}"
         problems.append(Problem(path, message))
     return problems
@@ -517,6 +522,11 @@ def _training_cross_checks(t: dict[str, Any], metrics: list[str] | None) -> list
                     + did_you_mean(bare, produced),
                 )
             )
+    resume = t.get("resume_from_checkpoint")
+    if resume is not None and resume != "auto" and not Path(resume).is_dir():
+        problems.append(
+            Problem("training.resume_from_checkpoint", f"use 'auto' or an existing checkpoint folder; not found: {resume}")
+        )
     if t.get("fp16") and t.get("bf16"):
         problems.append(Problem("training.fp16", "choose one of training.fp16 and training.bf16"))
     return problems
@@ -596,6 +606,7 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None) -> Recipe:
         raise RecipeError(problems, source)
     recipe = Recipe(**{k: v for k, v in parts.items() if v is not None})
     recipe._explicit_training = set(raw.get("training") or {})
+    recipe._source = source
     if recipe.output.dir is None:
         stem = Path(source).stem if source else "run"
         recipe.output.dir = str(Path("outputs") / stem)

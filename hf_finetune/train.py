@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hf_finetune import __version__
+from hf_finetune.callbacks import NonFiniteLossCallback, NonFiniteLossError, PreemptionCallback
+from hf_finetune.checkpoints import checkpoint_problem, latest_complete_checkpoint
 from hf_finetune.data import PreparedData, build_datasets
 from hf_finetune.data.text import default_max_length
-from hf_finetune.errors import Problem, RecipeError
+from hf_finetune.errors import Problem, RecipeError, TrainingAborted
 from hf_finetune.hardware import device_defaults
 from hf_finetune.logs import configure_process_logging
 from hf_finetune.metrics import ClassificationMetrics, logits_to_predictions
@@ -30,10 +36,12 @@ from hf_finetune.outputs import (
     clear_previous_run,
     guard_output_dir,
     publish,
+    read_run,
     staging_dir,
     write_json,
     write_yaml,
 )
+from hf_finetune.preflight import preflight
 from hf_finetune.recipe import Recipe
 from hf_finetune.trainer import ClassificationLoss, FinetuneTrainer
 
@@ -58,6 +66,7 @@ def build_training_arguments(recipe: Recipe) -> Any:
     from transformers import TrainingArguments
 
     kwargs = dict(recipe.training)
+    kwargs.pop("resume_from_checkpoint", None)  # interpreted by run(): 'auto' or a folder
     kwargs.update(
         output_dir=str(checkpoints_dir(recipe.output.dir)),
         remove_unused_columns=False,  # the data stage keeps exactly the model's inputs and labels
@@ -122,21 +131,115 @@ def evaluate_split(trainer: Any, dataset: Any, metrics: ClassificationMetrics, p
     return report
 
 
+def find_resume_checkpoint(recipe: Recipe, args: Any) -> str | None:
+    """The checkpoint to resume from: the one the recipe names, else the newest complete one."""
+    named = recipe.training.get("resume_from_checkpoint")
+    if named not in (None, "auto"):
+        problem = checkpoint_problem(named)
+        if problem:
+            raise RecipeError([Problem("training.resume_from_checkpoint", f"{named} is incomplete: {problem}")])
+        return str(named)
+    folder = checkpoints_dir(recipe.output.dir)
+    with args.main_process_first(desc="finding the checkpoint to resume from"):
+        # The main process removes incomplete checkpoints; the others then see only complete ones.
+        checkpoint = latest_complete_checkpoint(folder, remove_incomplete=args.process_index == 0)
+    if checkpoint is None:
+        logger.info("Nothing to resume in %s: starting from the beginning", folder)
+        return None
+    logger.info("Resuming from %s", checkpoint)
+    return str(checkpoint)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): node}
+
+
+def record_or_compare_recipe(recipe: Recipe, resuming: bool) -> None:
+    """Keeps the recipe a run started with next to its checkpoints; a resume says what changed since."""
+    path = checkpoints_dir(recipe.output.dir) / "recipe.yaml"
+    current = recipe.to_dict()
+    if resuming and path.is_file():
+        before, now = _flatten(yaml.safe_load(path.read_text())), _flatten(current)
+        changed = sorted(k for k in before.keys() | now.keys()
+                         if before.get(k) != now.get(k) and not k.endswith("resume_from_checkpoint"))
+        if changed:
+            logger.warning("Resuming with a recipe that differs from the one the run started with: %s",
+                           ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in changed))
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_yaml(path, current)
+
+
+def _resume_command(recipe: Recipe) -> str:
+    return f"hf-finetune train {recipe.source or 'RECIPE'} --resume (with the same overrides, if any)"
+
+
+def train_with_safeguards(trainer: Any, recipe: Recipe, checkpoint: str | None) -> Any:
+    """`trainer.train()` that checkpoints and stops on SIGTERM/SIGINT and stops on a non-finite loss."""
+    preemption, nonfinite = PreemptionCallback(), NonFiniteLossCallback()
+    for callback in (preemption, nonfinite):
+        callback.trainer = trainer
+        trainer.add_callback(callback)
+    preemption.install()
+    try:
+        output = trainer.train(resume_from_checkpoint=checkpoint)
+    except NonFiniteLossError as exc:
+        last = latest_complete_checkpoint(checkpoints_dir(recipe.output.dir))
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
+        precision = "fp16" if trainer.args.fp16 else "bf16" if trainer.args.bf16 else "fp32"
+        raise TrainingAborted(
+            f"training stopped: the loss became NaN or infinite at step {exc.step} (epoch {exc.epoch:.2f}), "
+            f"before that step changed any weight; {kept}. Try a lower training.learning_rate (now "
+            f"{trainer.args.learning_rate:g}), gradient clipping (training.max_grad_norm, now "
+            f"{trainer.args.max_grad_norm:g}) or a wider precision (now {precision}; bf16 is safer than fp16), "
+            f"then resume: {_resume_command(recipe)}."
+        ) from None
+    finally:
+        preemption.uninstall()
+    if preemption.received is not None:
+        name = signal.Signals(preemption.received).name
+        checkpoint_dir = checkpoints_dir(recipe.output.dir) / f"checkpoint-{preemption.stopped_at_step}"
+        raise TrainingAborted(
+            f"stopped by {name} after step {preemption.stopped_at_step}; checkpoint saved in {checkpoint_dir}. "
+            f"Resume with: {_resume_command(recipe)}",
+            exit_code=128 + preemption.received,
+        )
+    return output
+
+
 def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
     """Fine-tunes the recipe's backbone on its data and writes the output folder.
 
     Args:
         recipe: a validated recipe.
-        resume: continue from the latest complete checkpoint in `<output.dir>/checkpoints`.
+        resume: continue from the latest complete checkpoint in `<output.dir>/checkpoints` (as does
+            `training.resume_from_checkpoint: auto`); with none there, start from the beginning.
     """
     started = time.time()
     out_dir = Path(recipe.output.dir)
+    resume = resume or recipe.training.get("resume_from_checkpoint") is not None
+    if resume and recipe.output.overwrite:
+        raise RecipeError([Problem("output.overwrite", "cannot be combined with resuming; choose one")])
+    finished = read_run(out_dir)
+    if resume and finished is not None:
+        logger.info("%s holds a finished run (completed %s): nothing to resume", out_dir, finished.get("finished_at"))
+        return RunResult(output_dir=out_dir, metrics=json.loads((out_dir / "metrics.json").read_text()))
+    guard_output_dir(out_dir, recipe.output.overwrite, resume)
+    preflight(recipe)  # columns, labels, sample images, model name, metrics: before any heavy work
+
     apply_device_defaults(recipe)
     args = build_training_arguments(recipe)
     configure_process_logging(args)
-    guard_output_dir(out_dir, recipe.output.overwrite, resume)
-    if recipe.output.overwrite and not resume and args.process_index == 0:
+    if recipe.output.overwrite and args.process_index == 0:
         clear_previous_run(out_dir)
+    checkpoint = find_resume_checkpoint(recipe, args) if resume else None
+    if args.process_index == 0:
+        record_or_compare_recipe(recipe, resuming=checkpoint is not None)
 
     seed_everything(args)  # before the new head is initialised, so a run is repeatable
     data, model, tokenizer, preprocessing = prepare_data_and_model(recipe, args)
@@ -152,7 +255,7 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
         preprocess_logits_for_metrics=logits_to_predictions,
         loss_fn=ClassificationLoss(label_smoothing=args.label_smoothing_factor),
     )
-    train_output = trainer.train(resume_from_checkpoint=None)
+    train_output = train_with_safeguards(trainer, recipe, checkpoint)
 
     results: dict[str, Any] = {}
     for role in ("validation", "test"):
@@ -166,6 +269,7 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
         "epochs": trainer.state.epoch,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_metric": trainer.state.best_metric,
+        "resumed_from": checkpoint,
     }
 
     staging = staging_dir(out_dir) if trainer.is_world_process_zero() else out_dir / ".staging"

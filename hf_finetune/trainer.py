@@ -8,6 +8,10 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from hf_finetune.callbacks import is_finite
+from hf_finetune.data.text import LENGTH_COLUMN
+from hf_finetune.samplers import SeededLengthGroupedSampler
+
 
 class ClassificationLoss:
     """Per-sample cross-entropy with optional label smoothing and class weights.
@@ -43,6 +47,21 @@ class FinetuneTrainer(Trainer):
         # Make Trainer count `num_items_in_batch` for us and not rescale our loss for accumulation.
         self.model_accepts_loss_kwargs = True
         self.loss_is_scaled_for_ga = True
+        self.nonfinite_loss_seen = False  # read (and reset) by NonFiniteLossCallback before each optimizer step
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and LENGTH_COLUMN in getattr(
+            dataset, "column_names", ()
+        ):
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return SeededLengthGroupedSampler(
+                lengths=dataset[LENGTH_COLUMN],
+                batch_size=self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                seed=seed,
+                epoch_source=lambda: int(self.state.epoch or 0),
+            )
+        return super()._get_train_sampler(train_dataset)
 
     def compute_loss(
         self,
@@ -56,6 +75,8 @@ class FinetuneTrainer(Trainer):
         outputs = model(**inputs)
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         per_sample = self.loss_fn(logits, labels)
+        if model.training and not is_finite(per_sample):
+            self.nonfinite_loss_seen = True
         if num_items_in_batch is None:
             loss = per_sample.mean()
         else:

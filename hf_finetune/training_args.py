@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import enum
 import functools
+import re
 import typing
 from typing import Any
 
@@ -37,6 +38,7 @@ MANAGED_KEYS: dict[str, str] = {
     "local_rank": "set by the launcher (accelerate launch)",
     "include_for_metrics": "metrics are computed from predictions and labels",
     "batch_eval_metrics": "metrics are accumulated batch by batch already",
+    "enable_jit_checkpoint": "SIGTERM and SIGINT always save a checkpoint at the next step boundary",
 }
 
 
@@ -85,8 +87,16 @@ def _enum_choices(annotation: Any) -> list[str] | None:
 
 
 def closest(name: str, choices: typing.Iterable[str]) -> str | None:
-    """The closest valid name for a misspelt one, or None when nothing is close."""
-    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    """The closest valid name for a misspelt one, or None when nothing is close.
+
+    A name that begins valid ones ('adamw' for 'adamw_torch') suggests the first of them, in the
+    order the choices are given (for enums, the library's own order, most common first).
+    """
+    choices = list(choices)
+    starts = [c for c in choices if isinstance(c, str) and name and c.startswith(name)]
+    if starts:
+        return starts[0]
+    matches = difflib.get_close_matches(name, choices, n=1, cutoff=0.7)
     return matches[0] if matches else None
 
 
@@ -95,9 +105,19 @@ def did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
     return f"; did you mean '{match}'?" if match else ""
 
 
+def show(value: Any, limit: int = 60) -> str:
+    """A value as it appears in a message: its repr, shortened."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe_type(annotation: Any) -> str:
+    choices = _enum_choices(annotation)
+    if choices is not None:
+        return "one of " + ", ".join(choices)
     text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "").replace("NoneType", "None")
+    text = re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", text)  # drop module paths
+    return text.replace("NoneType", "None")
 
 
 def check_training_section(section: Any, path: str = "training") -> tuple[dict[str, Any], list[Problem]]:
@@ -133,13 +153,10 @@ def check_training_section(section: Any, path: str = "training") -> tuple[dict[s
         try:
             coerced = _adapter(key).validate_python(value)
         except ValidationError as exc:
-            detail = exc.errors()[0]["msg"] if exc.errors() else str(exc)
-            problems.append(
-                Problem(
-                    key_path,
-                    f"expected {_describe_type(fields[key])}, got {value!r} ({type(value).__name__}): {detail}",
-                )
-            )
+            message = f"expected {_describe_type(fields[key])}, got {show(value)} ({type(value).__name__})"
+            if _enum_choices(fields[key]) is None and exc.errors():
+                message += f": {exc.errors()[0]['msg']}"
+            problems.append(Problem(key_path, message))
             continue
         choices = _enum_choices(fields[key])
         if choices is not None and isinstance(coerced, str) and coerced not in choices:

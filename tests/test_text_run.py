@@ -105,7 +105,9 @@ def test_check_prints_the_resolved_recipe(tmp_path, text_recipe, capsys):
     path = write_recipe(tmp_path / "recipe.yaml", text_recipe)
     assert main(["check", str(path), "training.learning_rate=5e-5"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"# {path}: valid. Resolved recipe:")
+    assert out.startswith(f"# {path}: valid. Pre-flight:")
+    assert "#   labels:     neg, pos" in out and "#   train:      split 'train', 48 rows" in out
+    assert "(local folder, bert)" in out and "f1 (bundled)" in out
     resolved = yaml.safe_load(out)
     assert resolved["training"]["learning_rate"] == 5e-5
     assert resolved["training"]["eval_strategy"] == "epoch"

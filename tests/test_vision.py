@@ -145,13 +145,23 @@ def test_image_column_that_holds_no_images_is_named(tmp_path, tiny_resnet):
 
 
 def _spoil(pattern_folder: Path) -> list[Path]:
-    """Truncates one image and replaces another with text; returns their paths."""
+    """Truncates one image and replaces another with text, both past the images pre-flight samples."""
     truncated = sorted((pattern_folder / "train" / "vertical").glob("*.png"))[0]
     data = truncated.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    not_image = sorted((pattern_folder / "train" / "checkered").glob("*.png"))[1]
+    not_image = sorted((pattern_folder / "train" / "horizontal").glob("*.png"))[3]
     not_image.write_text("this is not a PNG")
     return [truncated, not_image]
+
+
+def test_preflight_decodes_a_sample_of_images(tmp_path, vision_recipe, pattern_folder, capsys):
+    first = sorted((pattern_folder / "validation" / "checkered").glob("*.png"))[0]
+    first.write_text("not an image")
+    path = write_recipe(tmp_path / "recipe.yaml", vision_recipe)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "data.columns.image: images of split 'validation' do not decode" in err
+    assert f"row 0: unreadable image {first}" in err and "data.bad_images: skip" in err
 
 
 def test_bad_images_stop_the_run_with_their_paths(tmp_path, vision_recipe, pattern_folder, capsys):

@@ -43,6 +43,8 @@ def _load_files(split: str, patterns: list[str]) -> Dataset:
             ds = datasets.load_dataset(builder, data_files={"data": path}, split="data", **kwargs)
         except Exception as exc:  # parse errors surface as many exception types from pyarrow/pandas
             cause = exc.__cause__ or exc
+            if "corresponds to no data" in str(exc):  # a header and no rows
+                raise DataError(f"{key}: {path} holds no rows") from None
             raise DataError(f"{key}: cannot read {path} as {builder}: {cause}") from None
         if len(ds) == 0:
             raise DataError(f"{key}: {path} holds no rows")

@@ -1,0 +1,161 @@
+"""Pre-flight: everything that can be checked before any weights are loaded or data preprocessed.
+
+`hf-finetune check` runs it and prints what it found; `train` runs it first, so a wrong column,
+label, image or model name costs seconds, not a tokenization pass or a weights download.
+
+    model    the name resolves: a local folder with a config, a timm architecture, a Hub id (its
+             config is fetched, or found in the cache when offline)
+    metrics  every metric loads
+    data     splits exist and are not empty; the columns exist and have the right types; labels
+             agree across splits and there are at least two; a sample of images decodes
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+from datasets import ClassLabel, Dataset, DatasetDict
+
+from hf_finetune import hub
+from hf_finetune.data.images import decode_image, prepare_image_column
+from hf_finetune.data.labels import build_label_space
+from hf_finetune.data.sources import load_raw_splits
+from hf_finetune.data.splits import check_columns, select_splits
+from hf_finetune.data.text import check_text_columns
+from hf_finetune.errors import DataError
+from hf_finetune.recipe import Recipe
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 256  # rows read from a streamed Hub dataset
+SAMPLE_IMAGES = 8  # images decoded per split
+
+
+@dataclass
+class PreflightReport:
+    model: str = ""
+    metrics: str = ""
+    splits: dict[str, str] = field(default_factory=dict)
+    labels: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"{'model:':<12}{self.model}", f"{'metrics:':<12}{self.metrics}"]
+        out += [f"{role + ':':<12}{text}" for role, text in self.splits.items()]
+        if self.labels is not None:
+            shown = ", ".join(self.labels[:20]) + (f", ... ({len(self.labels)} in all)" if len(self.labels) > 20 else "")
+            out.append(f"{'labels:':<12}{shown}")
+        out += [f"{'note:':<12}{note}" for note in self.notes]
+        return out
+
+
+def preflight(recipe: Recipe) -> PreflightReport:
+    """Runs every check; the first failure raises a `UserError` naming what to change."""
+    report = PreflightReport()
+    report.model = check_model(recipe)
+    report.metrics = check_metrics(recipe.metrics)
+    check_data(recipe, report)
+    return report
+
+
+def check_model(recipe: Recipe) -> str:
+    """Resolves the backbone's name and reads its config (never its weights)."""
+    from hf_finetune.models import load_text_config, load_vision_config, resolve_vision_name
+
+    spec = recipe.model
+    where = "local folder" if hub.is_local_path(spec.name) else "Hub"
+    if recipe.is_text:
+        config = load_text_config(spec)
+        return f"{spec.name} ({where}, {config.model_type})"
+    name, arch = resolve_vision_name(spec)
+    config = load_vision_config(spec)
+    origin = f"timm architecture {arch}" if arch else where
+    return f"{spec.name} ({origin}, timm {config.architecture})"
+
+
+def check_metrics(names: list[str]) -> str:
+    from hf_finetune.metric_names import BUNDLED_METRICS
+    from hf_finetune.metrics import load_metric
+
+    for name in names:
+        if name not in BUNDLED_METRICS:
+            load_metric(name)
+    return ", ".join(f"{n} ({'bundled' if n in BUNDLED_METRICS else 'Hub'})" for n in names)
+
+
+def _sample_hub(recipe: Recipe, report: PreflightReport) -> DatasetDict:
+    """The first rows of each split, streamed, without downloading the dataset."""
+    import datasets
+
+    data = recipe.data
+    try:
+        streamed = datasets.load_dataset(data.dataset, data.config, revision=data.revision, streaming=True)
+    except ValueError as exc:
+        raise DataError(f"data.config: {exc}") from None
+    except (ConnectionError, FileNotFoundError, OSError) as exc:
+        raise DataError(f"data.dataset: cannot read '{data.dataset}' from the Hub: {exc}") from None
+    out = {}
+    for split, stream in streamed.items():
+        rows = list(itertools.islice(stream, SAMPLE_ROWS))
+        out[split] = Dataset.from_list(rows, features=stream.features) if stream.features else Dataset.from_list(rows)
+    report.notes.append(f"read the first {SAMPLE_ROWS} rows of each split (streamed); labels are checked in full "
+                        "when training loads the data")
+    return DatasetDict(out)
+
+
+def _load_for_check(recipe: Recipe, report: PreflightReport) -> tuple[DatasetDict, bool]:
+    """(splits, complete): local data is loaded whole (cached, so training reuses it); Hub data sampled."""
+    data = recipe.data
+    remote = data.dataset is not None and not hub.is_local_path(data.dataset)
+    if remote and hub.unreachable_reason() is None:
+        return _sample_hub(recipe, report), False
+    return load_raw_splits(data), True
+
+
+def check_data(recipe: Recipe, report: PreflightReport) -> None:
+    data, cols = recipe.data, recipe.data.columns
+    raw, complete = _load_for_check(recipe, report)
+    splits = select_splits(raw, data)
+    check_columns(splits, data)
+    names = {role: getattr(data.splits, role) for role in splits}
+    for role, ds in splits.items():
+        size = f"{len(ds)} rows" if complete else f"{len(ds)}+ rows"
+        report.splits[role] = f"split '{names[role]}', {size}"
+    if "validation" not in splits:
+        report.splits["validation"] = f"carved from split '{names['train']}' (data.validation_size: {data.validation_size})"
+
+    if recipe.is_text:
+        text_columns = [("text", cols.text)] + ([("text_pair", cols.text_pair)] if cols.text_pair else [])
+        check_text_columns(splits, text_columns, names)
+    else:
+        for role, ds in splits.items():
+            ds = prepare_image_column(ds, cols.image, names[role])
+            _decode_sample(ds, cols.image, names[role], skip_bad=data.bad_images == "skip")
+
+    label_feature = splits["train"].features[cols.label]
+    if complete or isinstance(label_feature, ClassLabel):
+        labels = build_label_space(splits, data.splits.train, cols.label, data.label_names)
+        report.labels = list(labels.names)
+
+
+def _decode_sample(ds: Dataset, column: str, split: str, skip_bad: bool) -> None:
+    """Decodes the first images; with bad_images: skip, only a sample where none decodes is an error."""
+    bad = []
+    sampled = min(SAMPLE_IMAGES, len(ds))
+    for row in range(sampled):
+        try:
+            decode_image(ds[row][column])
+        except DataError as exc:
+            bad.append(f"row {row}: {exc}")
+    if bad and (not skip_bad or len(bad) == sampled):
+        raise DataError(
+            f"data.columns.image: images of split '{split}' do not decode (data.bad_images: skip trains "
+            "without unreadable images):\n    " + "\n    ".join(bad)
+        )
+
+
+def format_report(report: PreflightReport) -> str:
+    return "\n".join(f"#   {line}" for line in report.lines()) + "\n"
+
