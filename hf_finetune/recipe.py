@@ -141,6 +141,14 @@ class Preprocessing(Section):
     )
 
 
+# Friendly names for timm's augmentation policy strings.
+AUTO_AUGMENT_ALIASES = {
+    "randaugment": "rand-m9-mstd0.5-inc1",  # timm's standard RandAugment recipe
+    "trivialaugment": "rand-n1-m10-mstd101-p1.0",  # one op, uniform magnitude, always applied
+    "augmix": "augmix-m5-w3",
+}
+
+
 class Augmentation(Section):
     """Training-time image augmentation (evaluation always uses resize + center crop)."""
 
@@ -150,7 +158,44 @@ class Augmentation(Section):
     crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="Random resized crop: aspect-ratio range.")
     hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip.")
     vflip: float = Field(0.0, ge=0, le=1, description="Probability of a vertical flip.")
-    color_jitter: float = Field(0.4, ge=0, description="Brightness/contrast/saturation jitter strength (0 = off).")
+    color_jitter: float = Field(
+        0.4, ge=0, description="Brightness/contrast/saturation jitter strength (0 = off; off with auto_augment)."
+    )
+    auto_augment: str | None = Field(
+        None,
+        description="randaugment, trivialaugment, augmix, or a timm policy string (rand-m9-mstd0.5-inc1, augmix-m5-w3).",
+    )
+    random_erasing: float = Field(0.0, ge=0, le=1, description="Probability of erasing a random rectangle.")
+    mixup: float = Field(0.0, ge=0, description="Mixup alpha (0 = off); targets become soft.")
+    cutmix: float = Field(0.0, ge=0, description="CutMix alpha (0 = off); targets become soft.")
+    mix_prob: float = Field(1.0, ge=0, le=1, description="Probability of mixing a batch when mixup/cutmix is on.")
+    mix_switch_prob: float = Field(0.5, ge=0, le=1, description="With both on: probability of CutMix over mixup.")
+
+    @field_validator("auto_augment")
+    @classmethod
+    def _known_policy(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        policy = AUTO_AUGMENT_ALIASES.get(value, value)
+        import timm.data.auto_augment as aa
+
+        try:
+            if policy.startswith("rand"):
+                aa.rand_augment_transform(policy, {})
+            elif policy.startswith("augmix"):
+                aa.augment_and_mix_transform(policy, {})
+            else:
+                aa.auto_augment_transform(policy, {})
+        except (AssertionError, ValueError, KeyError) as exc:
+            raise ValueError(
+                f"unknown augmentation policy {value!r} ({exc}); use {', '.join(AUTO_AUGMENT_ALIASES)} "
+                "or a timm policy string such as rand-m9-mstd0.5-inc1"
+            ) from None
+        return value
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
 
     @field_validator("crop_scale", "crop_ratio")
     @classmethod
@@ -168,7 +213,57 @@ class Augmentation(Section):
             "hflip": self.hflip,
             "vflip": self.vflip,
             "color_jitter": self.color_jitter,
+            "auto_augment": AUTO_AUGMENT_ALIASES.get(self.auto_augment, self.auto_augment),
+            "re_prob": self.random_erasing,
+            "re_mode": "pixel",  # erase with per-pixel noise (timm's recommended mode)
         }
+
+
+Strategy = Literal["full", "linear_probe", "gradual_unfreeze", "probe_then_full"]
+
+
+class Finetune(Section):
+    """How to fine-tune: which parameters train when, at which learning rate, with which loss."""
+
+    strategy: Strategy = Field(
+        "full",
+        description="full: everything trains; linear_probe: only the new head; gradual_unfreeze: head first, "
+        "then backbone blocks top-down; probe_then_full: linear probe, then full fine-tuning (LP-FT).",
+    )
+    cache_features: bool = Field(
+        False,
+        description="linear_probe: compute frozen-backbone features once (eval preprocessing) and train the head "
+        "on them.",
+    )
+    unfreeze_every: float = Field(
+        1, gt=0, description="gradual_unfreeze: unfreeze more blocks every this many epochs (or steps)."
+    )
+    unfreeze_unit: Literal["epoch", "step"] = Field("epoch", description="gradual_unfreeze: unit of unfreeze_every.")
+    blocks_per_unfreeze: int = Field(1, gt=0, description="gradual_unfreeze: blocks unfrozen at each stage.")
+    probe_epochs: float = Field(
+        1, gt=0, description="probe_then_full: epochs of linear probing before the whole model trains."
+    )
+    head_learning_rate: float | None = Field(
+        None, gt=0, description="Learning rate of the new head (default: training.learning_rate)."
+    )
+    backbone_lr_scale: float = Field(
+        1.0, gt=0, description="Backbone learning rate = training.learning_rate x this (e.g. 0.1)."
+    )
+    layer_decay: float | None = Field(
+        None, gt=0, le=1,
+        description="Layer-wise decay: the block d steps below the head gets backbone rate x decay^d.",
+    )
+    class_weights: Literal["balanced"] | list[float] | dict[str, float] | None = Field(
+        None,
+        description="Weighted loss: balanced (n / (classes x count)), a list in label order, or {label: weight}; "
+        "the resolved recipe records the weights used.",
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after this many evaluations without improvement of the selection metric."
+    )
+    early_stopping_threshold: float = Field(
+        0.0, ge=0, description="Smallest change of the selection metric that counts as an improvement."
+    )
 
 
 class OutputSpec(Section):
@@ -184,6 +279,7 @@ class Recipe(Section):
     model: ModelSpec = Field(description="The pretrained backbone.")
     data: DataSpec = Field(description="Where the data comes from and which columns to use.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Input preprocessing.")
+    finetune: Finetune = Field(default_factory=Finetune, description="Fine-tuning strategy and learning rates.")
     augmentation: Augmentation = Field(
         default_factory=Augmentation, description="Image augmentation for training (image-classification)."
     )
@@ -470,6 +566,48 @@ def _cross_checks(task: str | None, data: DataSpec | None, prep: Preprocessing |
     return problems
 
 
+def _finetune_checks(ft: Finetune, training: dict[str, Any] | None, task: str | None,
+                     augmentation: Augmentation | None) -> list[Problem]:
+    """Keys that only mean something for one strategy, and what a strategy needs from training."""
+    problems: list[Problem] = []
+    default = Finetune()
+    only_for = {
+        "cache_features": "linear_probe",
+        "unfreeze_every": "gradual_unfreeze",
+        "unfreeze_unit": "gradual_unfreeze",
+        "blocks_per_unfreeze": "gradual_unfreeze",
+        "probe_epochs": "probe_then_full",
+    }
+    for key, strategy in only_for.items():
+        if getattr(ft, key) != getattr(default, key) and ft.strategy != strategy:
+            problems.append(Problem(f"finetune.{key}", f"only applies to finetune.strategy: {strategy}"))
+    if ft.strategy == "linear_probe":
+        for key in ("layer_decay", "backbone_lr_scale"):
+            if getattr(ft, key) != getattr(default, key):
+                problems.append(Problem(f"finetune.{key}", "has no effect with linear_probe: the backbone is frozen"))
+    if ft.cache_features and augmentation is not None and augmentation != Augmentation():
+        problems.append(Problem("augmentation", "has no effect with finetune.cache_features: features are computed "
+                                                "once, with evaluation preprocessing"))
+    if isinstance(ft.class_weights, list) and any(w <= 0 for w in ft.class_weights):
+        problems.append(Problem("finetune.class_weights", "weights must be positive"))
+    if isinstance(ft.class_weights, dict) and any(w <= 0 for w in ft.class_weights.values()):
+        problems.append(Problem("finetune.class_weights", "weights must be positive"))
+    if training is not None:
+        if ft.early_stopping_patience is not None:
+            if not training.get("load_best_model_at_end") or training.get("eval_strategy", "no") == "no":
+                problems.append(Problem("finetune.early_stopping_patience",
+                                        "needs evaluations and training.load_best_model_at_end: true"))
+        if augmentation is not None and augmentation.mixes and task == "image-classification":
+            batch = training.get("per_device_train_batch_size", 8)
+            if batch % 2:
+                problems.append(Problem("training.per_device_train_batch_size",
+                                        f"mixup/cutmix pair up samples: needs an even batch size, got {batch}"))
+            if training.get("dataloader_drop_last") is False:
+                problems.append(Problem("training.dataloader_drop_last",
+                                        "mixup/cutmix need full (even) batches: leave it true"))
+    return problems
+
+
 def _metric_checks(metrics: list[str]) -> list[Problem]:
     problems = []
     if not metrics:
@@ -532,9 +670,12 @@ def _training_cross_checks(t: dict[str, Any], metrics: list[str] | None) -> list
     return problems
 
 
-def _resolve_training(task: str, user: dict[str, Any], metrics: list[str] | None) -> dict[str, Any]:
+def _resolve_training(task: str, user: dict[str, Any], metrics: list[str] | None,
+                      augmentation: Augmentation | None = None) -> dict[str, Any]:
     """House defaults under the user's `training` values, plus the model-selection metric."""
     training = training_defaults_for(task)
+    if task == "image-classification" and augmentation is not None and augmentation.mixes:
+        training["dataloader_drop_last"] = True  # mixing pairs samples within a batch: no odd last batch
     training.update(user)
     if training.get("load_best_model_at_end") and training.get("metric_for_best_model") is None:
         # Select on the first metric the recipe asks for; "loss" when that metric is not bundled.
@@ -600,8 +741,10 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None) -> Recipe:
     if metrics is not None:
         problems += _metric_checks(metrics)
     if parts.get("training") is not None and task is not None:
-        parts["training"] = _resolve_training(task, parts["training"], metrics)
+        parts["training"] = _resolve_training(task, parts["training"], metrics, parts.get("augmentation"))
         problems += _training_cross_checks(parts["training"], metrics)
+    if parts.get("finetune") is not None:
+        problems += _finetune_checks(parts["finetune"], parts.get("training"), task, parts.get("augmentation"))
     if problems:
         raise RecipeError(problems, source)
     recipe = Recipe(**{k: v for k, v in parts.items() if v is not None})

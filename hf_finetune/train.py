@@ -22,7 +22,7 @@ from hf_finetune.data.text import default_max_length
 from hf_finetune.errors import Problem, RecipeError, TrainingAborted
 from hf_finetune.hardware import device_defaults
 from hf_finetune.logs import configure_process_logging
-from hf_finetune.metrics import ClassificationMetrics, logits_to_predictions
+from hf_finetune.metrics import ClassificationMetrics
 from hf_finetune.models import (
     build_text_model,
     build_tokenizer,
@@ -43,7 +43,7 @@ from hf_finetune.outputs import (
 )
 from hf_finetune.preflight import preflight
 from hf_finetune.recipe import Recipe
-from hf_finetune.trainer import ClassificationLoss, FinetuneTrainer
+from hf_finetune.trainer_setup import build_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,9 @@ def prepare_data_and_model(recipe: Recipe, args: Any) -> tuple[PreparedData, Any
         model = build_text_model(recipe.model, data.labels, tokenizer)
         return data, model, tokenizer, {"max_length": max_length}
     data_config = vision_data_config(load_vision_config(recipe.model))
-    data = build_datasets(recipe, data_config=data_config, augment=recipe.augmentation.timm_kwargs(),
+    # Cached features are computed once, so every split gets the evaluation preprocessing.
+    augment = None if recipe.finetune.cache_features else recipe.augmentation.timm_kwargs()
+    data = build_datasets(recipe, data_config=data_config, augment=augment,
                           main_process_first=first("reading images"))
     model = build_vision_model(recipe.model, data.labels)
     return data, model, None, {"image": data_config}
@@ -244,23 +246,14 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
     seed_everything(args)  # before the new head is initialised, so a run is repeatable
     data, model, tokenizer, preprocessing = prepare_data_and_model(recipe, args)
     metrics = ClassificationMetrics(recipe.metrics, list(data.labels.names))
-    trainer = FinetuneTrainer(
-        model=model,
-        args=args,
-        train_dataset=data.splits["train"],
-        eval_dataset=data.splits["validation"],
-        data_collator=data.collator,
-        processing_class=tokenizer,
-        compute_metrics=metrics,
-        preprocess_logits_for_metrics=logits_to_predictions,
-        loss_fn=ClassificationLoss(label_smoothing=args.label_smoothing_factor),
-    )
+    setup = build_trainer(recipe, args, data, model, tokenizer, metrics)
+    trainer = setup.trainer
     train_output = train_with_safeguards(trainer, recipe, checkpoint)
 
     results: dict[str, Any] = {}
     for role in ("validation", "test"):
-        if role in data.splits:
-            results[role] = evaluate_split(trainer, data.splits[role], metrics, role)
+        if role in setup.eval_splits:
+            results[role] = evaluate_split(trainer, setup.eval_splits[role], metrics, role)
     results["train"] = {
         "loss": train_output.training_loss,
         "runtime_s": train_output.metrics.get("train_runtime"),
@@ -270,11 +263,16 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_metric": trainer.state.best_metric,
         "resumed_from": checkpoint,
+        "stopped_early": trainer.state.global_step < trainer.state.max_steps,
+        "strategy": recipe.finetune.strategy,
+        "phases": setup.plan.phases if setup.plan else [{"phase": 0, "training": "head only, on cached features"}],
+        "param_groups": setup.plan.group_summary() if setup.plan else [],
+        "class_weights": setup.class_weights,
     }
 
     staging = staging_dir(out_dir) if trainer.is_world_process_zero() else out_dir / ".staging"
     trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(staging))  # every process takes part (FSDP/DeepSpeed gather the weights)
+    setup.save(staging)  # every process takes part (FSDP/DeepSpeed gather the weights)
     if trainer.is_world_process_zero():
         # The pickled TrainingArguments are not needed to use the model; recipe.yaml records them.
         (staging / "training_args.bin").unlink(missing_ok=True)

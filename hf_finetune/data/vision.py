@@ -12,16 +12,19 @@ from hf_finetune.data.labels import LABEL_COLUMN
 PIXELS = "pixel_values"
 
 
-def build_image_transforms(data_config: dict[str, Any], augment: dict[str, Any] | None = None) -> tuple[Any, Any]:
+def build_image_transforms(data_config: dict[str, Any], augment: dict[str, Any] | None) -> tuple[Any, Any]:
     """(train, eval) transforms from the model's data config: never a hand-typed size, mean or std.
 
-    Train: random resized crop to the input size, horizontal flip (and the recipe's augmentation).
+    Train: random resized crop to the input size, flips and the recipe's augmentation; with
+    `augment=None`, training images get the evaluation transform (no randomness).
     Eval: resize + center crop by the model's crop ratio, exactly as `pipeline()` will preprocess.
     """
     import timm.data
 
-    train = timm.data.create_transform(**data_config, is_training=True, **(augment or {}))
     evaluation = timm.data.create_transform(**data_config, is_training=False)
+    if augment is None:
+        return evaluation, evaluation
+    train = timm.data.create_transform(**data_config, is_training=True, **augment)
     return train, evaluation
 
 
