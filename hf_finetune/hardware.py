@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -10,5 +11,18 @@ def device_defaults(task: str) -> dict[str, Any]:
     import torch
 
     cuda = torch.cuda.is_available()
-    # Pinned host memory only speeds up copies to a GPU; without one torch warns and ignores it.
-    return {"dataloader_pin_memory": cuda}
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    defaults: dict[str, Any] = {
+        # Pinned host memory only speeds up copies to a GPU; without one torch warns and ignores it.
+        "dataloader_pin_memory": cuda,
+    }
+    if cuda:
+        # bf16 keeps fp32's range (no loss scaling, no overflow); TF32 speeds up fp32 matmuls on Ampere+.
+        if torch.cuda.is_bf16_supported() and os.environ.get("ACCELERATE_MIXED_PRECISION") != "fp16":
+            defaults["bf16"] = True
+        if torch.cuda.get_device_capability()[0] >= 8:
+            defaults["tf32"] = True
+    if not cuda and not mps:
+        # Several processes on CPUs only form a group (gloo) when accelerate is told it is on the CPU.
+        defaults["use_cpu"] = True
+    return defaults

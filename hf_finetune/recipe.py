@@ -266,6 +266,21 @@ class Finetune(Section):
     )
 
 
+class Batch(Section):
+    """Batch size stated for the whole run, independent of how many processes share it."""
+
+    global_size: int | None = Field(
+        None, gt=0,
+        description="Samples per optimizer step over all processes; per-device batch and gradient accumulation "
+        "are derived for the number of processes. Unset: training.per_device_train_batch_size is used as given.",
+    )
+    max_per_device: int | None = Field(
+        None, gt=0,
+        description="Largest per-device batch when deriving from global_size "
+        "(default: training.per_device_train_batch_size).",
+    )
+
+
 class OutputSpec(Section):
     dir: str | None = Field(None, description="Output folder (default: outputs/<recipe file name>).")
     overwrite: bool = Field(False, description="Replace a finished run in output.dir instead of refusing.")
@@ -280,6 +295,7 @@ class Recipe(Section):
     data: DataSpec = Field(description="Where the data comes from and which columns to use.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Input preprocessing.")
     finetune: Finetune = Field(default_factory=Finetune, description="Fine-tuning strategy and learning rates.")
+    batch: Batch = Field(default_factory=Batch, description="Global batch size, derived per device.")
     augmentation: Augmentation = Field(
         default_factory=Augmentation, description="Image augmentation for training (image-classification)."
     )
@@ -743,6 +759,14 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None) -> Recipe:
     if parts.get("training") is not None and task is not None:
         parts["training"] = _resolve_training(task, parts["training"], metrics, parts.get("augmentation"))
         problems += _training_cross_checks(parts["training"], metrics)
+    batch = parts.get("batch")
+    if batch is not None:
+        if batch.max_per_device is not None and batch.global_size is None:
+            problems.append(Problem("batch.max_per_device", "only applies with batch.global_size"))
+        user_training = raw.get("training") if isinstance(raw.get("training"), dict) else {}
+        if batch.global_size is not None and "gradient_accumulation_steps" in user_training:
+            problems.append(Problem("training.gradient_accumulation_steps",
+                                    "is derived from batch.global_size; set one or the other"))
     if parts.get("finetune") is not None:
         problems += _finetune_checks(parts["finetune"], parts.get("training"), task, parts.get("augmentation"))
     if problems:

@@ -25,6 +25,7 @@ def write_tiny_bert(
     num_heads: int = 4,
     intermediate_size: int = 37,
     max_length: int = 128,
+    dropout: float = 0.1,
     seed: int = 0,
 ) -> Path:
     """A BERT encoder (no task head, like a pretrained checkpoint) and a WordPiece tokenizer over `words`."""
@@ -43,6 +44,8 @@ def write_tiny_bert(
         intermediate_size=intermediate_size,
         max_position_embeddings=max_length,
         pad_token_id=0,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(seed)
     model = BertModel(config)

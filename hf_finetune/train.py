@@ -19,6 +19,7 @@ from hf_finetune.callbacks import NonFiniteLossCallback, NonFiniteLossError, Pre
 from hf_finetune.checkpoints import checkpoint_problem, latest_complete_checkpoint
 from hf_finetune.data import PreparedData, build_datasets
 from hf_finetune.data.text import default_max_length
+from hf_finetune.distributed import launched_processes, resolve_batch
 from hf_finetune.errors import Problem, RecipeError, TrainingAborted
 from hf_finetune.hardware import device_defaults
 from hf_finetune.logs import configure_process_logging
@@ -56,9 +57,11 @@ class RunResult:
 
 def apply_device_defaults(recipe: Recipe) -> None:
     """Adapts the defaults the user did not set to this machine; recorded in the resolved recipe."""
+    explicit = recipe._explicit_training
     for key, value in device_defaults(recipe.task).items():
-        if key not in recipe._explicit_training:
-            recipe.training[key] = value
+        if key in explicit or (key == "bf16" and "fp16" in explicit):
+            continue
+        recipe.training[key] = value
 
 
 def build_training_arguments(recipe: Recipe) -> Any:
@@ -232,11 +235,13 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
         logger.info("%s holds a finished run (completed %s): nothing to resume", out_dir, finished.get("finished_at"))
         return RunResult(output_dir=out_dir, metrics=json.loads((out_dir / "metrics.json").read_text()))
     guard_output_dir(out_dir, recipe.output.overwrite, resume)
-    preflight(recipe)  # columns, labels, sample images, model name, metrics: before any heavy work
 
     apply_device_defaults(recipe)
+    batch_split = resolve_batch(recipe, launched_processes())
     args = build_training_arguments(recipe)
     configure_process_logging(args)
+    with args.main_process_first(desc="pre-flight checks"):
+        preflight(recipe)  # columns, labels, sample images, model name, metrics: before any heavy work
     if recipe.output.overwrite and args.process_index == 0:
         clear_previous_run(out_dir)
     checkpoint = find_resume_checkpoint(recipe, args) if resume else None
@@ -263,6 +268,7 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "best_metric": trainer.state.best_metric,
         "resumed_from": checkpoint,
+        "batch": batch_split,
         "stopped_early": trainer.state.global_step < trainer.state.max_steps,
         "strategy": recipe.finetune.strategy,
         "phases": setup.plan.phases if setup.plan else [{"phase": 0, "training": "head only, on cached features"}],

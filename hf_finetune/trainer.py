@@ -82,9 +82,11 @@ class FinetuneTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self._groups_by_length(dataset):
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            # Grouped by the global batch (all processes, all accumulation steps): the index order is
+            # then the same whatever the number of processes, and each process takes its share.
             return SeededLengthGroupedSampler(
                 lengths=dataset[LENGTH_COLUMN],
-                batch_size=self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                batch_size=self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size,
                 seed=seed,
                 epoch_source=lambda: int(self.state.epoch or 0),
             )

@@ -12,6 +12,7 @@ import torch
 
 from hf_finetune.data import PreparedData
 from hf_finetune.data.labels import LABEL_COLUMN, LabelSpace
+from hf_finetune.distributed import configure_fsdp_wrapping
 from hf_finetune.errors import DataError
 from hf_finetune.metrics import ClassificationMetrics, logits_to_predictions
 from hf_finetune.recipe import Recipe
@@ -106,4 +107,5 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
         mixer=_mixer(recipe, args, data.labels.num_labels), **common,
     )
     trainer.add_callback(StrategyCallback(plan))
+    configure_fsdp_wrapping(trainer.accelerator, model)
     return TrainerSetup(trainer, data.splits, model, tokenizer, plan=plan, class_weights=weights)

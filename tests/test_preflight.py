@@ -18,7 +18,8 @@ def no_heavy_work(monkeypatch):
         raise AssertionError("pre-flight should have stopped the run before this")
 
     monkeypatch.setattr(train, "prepare_data_and_model", forbidden)
-    monkeypatch.setattr(train, "build_training_arguments", forbidden)
+    for name in ("build_text_model", "build_vision_model", "build_tokenizer"):
+        monkeypatch.setattr(train, name, forbidden)
 
 
 def _train(tmp_path, recipe, capsys) -> str:
