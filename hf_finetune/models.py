@@ -112,10 +112,12 @@ def build_text_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> Any
     config.problem_type = "single_label_classification"
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
+    attention = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
     if not spec.pretrained:
         logger.warning("model.pretrained is false: %s starts from random weights", name)
-        return AutoModelForSequenceClassification.from_config(config, trust_remote_code=spec.trust_remote_code)
-    kwargs = _hub_kwargs(spec, name)
+        return AutoModelForSequenceClassification.from_config(
+            config, trust_remote_code=spec.trust_remote_code, **attention)
+    kwargs = _hub_kwargs(spec, name) | attention
     model = _load(
         spec,
         name,
@@ -272,3 +274,10 @@ def vision_data_config(config: Any) -> dict[str, Any]:
         pretrained_cfg = default.to_dict()
         config.pretrained_cfg = pretrained_cfg  # saved with the model, so pipeline() preprocesses the same way
     return dict(TimmWrapperImageProcessor(pretrained_cfg=dict(pretrained_cfg)).data_config)
+
+
+def is_convolutional(model: Any) -> bool:
+    """True for CNN backbones (ResNet, EfficientNet, ConvNeXt), not for ViTs with one patch conv."""
+    import torch
+
+    return sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) >= 3

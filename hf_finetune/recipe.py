@@ -51,6 +51,12 @@ class ModelSpec(Section):
         False,
         description="Allow pickle-based weights (pytorch_model.bin); pickle can run code, so safetensors only by default.",
     )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None, description="Attention kernel of text models (default: the fastest available, sdpa; recorded)."
+    )
+    channels_last: bool | None = Field(
+        None, description="Channels-last memory layout for convolutional vision models (default: on with a GPU)."
+    )
 
 
 class Columns(Section):
@@ -328,11 +334,12 @@ class Recipe(Section):
         """The resolved recipe, without the keys that do not apply to its task (valid recipe input)."""
         exclude: dict[str, Any]
         if self.is_text:
-            exclude = {"augmentation": True,
+            exclude = {"augmentation": True, "model": {"channels_last"},
                        "data": {"image_folder": True, "bad_images": True, "verify_images": True,
                                 "columns": {"image"}}}
         else:
-            exclude = {"preprocessing": True, "data": {"columns": {"text", "text_pair"}}}
+            exclude = {"preprocessing": True, "model": {"attn_implementation"},
+                       "data": {"columns": {"text", "text_pair"}}}
         return self.model_dump(mode="json", exclude=exclude)
 
     def to_yaml(self) -> str:
@@ -352,6 +359,7 @@ def training_defaults_for(task: str) -> dict[str, Any]:
         "logging_steps": 0.02,  # a fraction: about 50 log lines per run, whatever its length
         "report_to": "none",
         "seed": 42,
+        "optim": "adamw_torch_fused",  # one fused kernel for the whole update (CPU and GPU)
     }
     if task == "text-classification":
         # Batches of similar length waste little compute on padding (dynamic padding does the rest).
@@ -759,6 +767,13 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None) -> Recipe:
     if parts.get("training") is not None and task is not None:
         parts["training"] = _resolve_training(task, parts["training"], metrics, parts.get("augmentation"))
         problems += _training_cross_checks(parts["training"], metrics)
+    model = parts.get("model")
+    if model is not None and task is not None:
+        if task == "text-classification" and model.channels_last is not None:
+            problems.append(Problem("model.channels_last", "only applies to task: image-classification"))
+        if task == "image-classification" and model.attn_implementation is not None:
+            problems.append(Problem("model.attn_implementation",
+                                    "only applies to text models; timm picks its attention kernel itself"))
     batch = parts.get("batch")
     if batch is not None:
         if batch.max_per_device is not None and batch.global_size is None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from hf_finetune import __version__
@@ -19,6 +20,7 @@ from hf_finetune.callbacks import NonFiniteLossCallback, NonFiniteLossError, Pre
 from hf_finetune.checkpoints import checkpoint_problem, latest_complete_checkpoint
 from hf_finetune.data import PreparedData, build_datasets
 from hf_finetune.data.text import default_max_length
+from hf_finetune.data.vision import ImageCollator
 from hf_finetune.distributed import launched_processes, resolve_batch
 from hf_finetune.errors import Problem, RecipeError, TrainingAborted
 from hf_finetune.hardware import device_defaults
@@ -28,6 +30,7 @@ from hf_finetune.models import (
     build_text_model,
     build_tokenizer,
     build_vision_model,
+    is_convolutional,
     load_text_config,
     load_vision_config,
     vision_data_config,
@@ -118,6 +121,9 @@ def prepare_data_and_model(recipe: Recipe, args: Any) -> tuple[PreparedData, Any
         data = build_datasets(recipe, tokenizer=tokenizer, max_length=max_length,
                               pad_to_multiple_of=pad_multiple, main_process_first=first("tokenizing"))
         model = build_text_model(recipe.model, data.labels, tokenizer)
+        attention = getattr(model.config, "_attn_implementation", None)
+        if attention in ("sdpa", "eager", "flash_attention_2"):
+            recipe.model.attn_implementation = attention  # recorded in the resolved recipe
         return data, model, tokenizer, {"max_length": max_length}
     data_config = vision_data_config(load_vision_config(recipe.model))
     # Cached features are computed once, so every split gets the evaluation preprocessing.
@@ -125,6 +131,13 @@ def prepare_data_and_model(recipe: Recipe, args: Any) -> tuple[PreparedData, Any
     data = build_datasets(recipe, data_config=data_config, augment=augment,
                           main_process_first=first("reading images"))
     model = build_vision_model(recipe.model, data.labels)
+    channels_last = recipe.model.channels_last
+    if channels_last is None:  # a measured win for convolutions on GPUs; not assumed on CPUs
+        channels_last = torch.cuda.is_available() and is_convolutional(model)
+    recipe.model.channels_last = channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        data.collator = ImageCollator(channels_last=True)
     return data, model, None, {"image": data_config}
 
 
@@ -253,6 +266,8 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
     metrics = ClassificationMetrics(recipe.metrics, list(data.labels.names))
     setup = build_trainer(recipe, args, data, model, tokenizer, metrics)
     trainer = setup.trainer
+    setup_s = time.time() - started
+    logger.info("Setup took %.1fs (checks, data, model); training starts", setup_s)
     train_output = train_with_safeguards(trainer, recipe, checkpoint)
 
     results: dict[str, Any] = {}
@@ -261,6 +276,7 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
             results[role] = evaluate_split(trainer, setup.eval_splits[role], metrics, role)
     results["train"] = {
         "loss": train_output.training_loss,
+        "setup_s": round(setup_s, 2),
         "runtime_s": train_output.metrics.get("train_runtime"),
         "samples_per_second": train_output.metrics.get("train_samples_per_second"),
         "steps": trainer.state.global_step,

@@ -18,7 +18,7 @@ from hf_finetune.errors import DataError
 logger = logging.getLogger(__name__)
 
 # Bump when the tokenization function changes, so old caches are not reused.
-PREPROCESS_VERSION = "text-1"
+PREPROCESS_VERSION = "text-2"
 LENGTH_COLUMN = "length"  # tokens per row, for length-grouped batching
 
 
@@ -60,8 +60,13 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 def _tokenize(batch: dict[str, list], tokenizer: Any, text: str, text_pair: str | None, max_length: int):
     pair = batch[text_pair] if text_pair else None
-    # No padding here: collation pads each batch to its own longest row.
-    encoded = tokenizer(batch[text], pair, truncation=True, max_length=max_length)
+    # No padding here: collation pads each batch to its own longest row, and builds the attention
+    # mask then. Only what cannot be rebuilt is stored: token ids, and segment ids for pairs (for a
+    # single text they are all zeros, the models' default) - a third of the bytes to write and read.
+    encoded = tokenizer(
+        batch[text], pair, truncation=True, max_length=max_length, return_attention_mask=False,
+        return_token_type_ids=pair is not None and "token_type_ids" in tokenizer.model_input_names,
+    )
     encoded[LENGTH_COLUMN] = [len(ids) for ids in encoded["input_ids"]]
     return encoded
 

@@ -42,8 +42,20 @@ class ImageTransform:
         return out
 
 
-def collate_images(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    batch = {PIXELS: torch.stack([f[PIXELS] for f in features])}
-    if LABEL_COLUMN in features[0]:
-        batch[LABEL_COLUMN] = torch.tensor([f[LABEL_COLUMN] for f in features], dtype=torch.long)
-    return batch
+class ImageCollator:
+    """Stacks images and labels; in channels-last layout when the model runs in it (CNNs on GPU)."""
+
+    def __init__(self, channels_last: bool = False):
+        self.channels_last = channels_last
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        pixels = torch.stack([f[PIXELS] for f in features])
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        batch = {PIXELS: pixels}
+        if LABEL_COLUMN in features[0]:
+            batch[LABEL_COLUMN] = torch.tensor([f[LABEL_COLUMN] for f in features], dtype=torch.long)
+        return batch
+
+
+collate_images = ImageCollator()

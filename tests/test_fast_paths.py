@@ -1,0 +1,81 @@
+"""The fast defaults compute the same thing as the plain way (speed itself is measured in benchmarks/)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_finetune.data.labels import LabelSpace
+from hf_finetune.data.text import TextCollator
+from hf_finetune.models import build_text_model, build_tokenizer
+from hf_finetune.recipe import ModelSpec
+from hf_finetune.samplers import SeededLengthGroupedSampler
+
+from .conftest import FILLER, NEGATIVE, POSITIVE
+
+
+def test_length_grouped_sampler_covers_every_sample_once_per_epoch():
+    lengths = [int(x) for x in torch.randint(1, 300, (1037,), generator=torch.Generator().manual_seed(0))]
+    sampler = SeededLengthGroupedSampler(lengths, batch_size=32, seed=7)
+    orders = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert sorted(order) == list(range(len(lengths)))  # a permutation: each sample exactly once
+        orders.append(order)
+    assert orders[0] != orders[1] != orders[2]  # reshuffled every epoch
+    sampler.set_epoch(1)
+    assert list(sampler) == orders[1]  # the same epoch gives the same order (what resume relies on)
+    # Batches group similar lengths: far less padding than random batches.
+    def padding(order):
+        batches = [order[i:i + 32] for i in range(0, len(order), 32)]
+        return sum(max(lengths[j] for j in b) * len(b) - sum(lengths[j] for j in b) for b in batches)
+    random_order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(1)).tolist()
+    assert padding(orders[0]) < 0.3 * padding(random_order)
+
+
+def test_epoch_source_overrides_set_epoch():
+    sampler = SeededLengthGroupedSampler(list(range(1, 100)), batch_size=8, seed=1, epoch_source=lambda: 3)
+    sampler.set_epoch(0)
+    reference = SeededLengthGroupedSampler(list(range(1, 100)), batch_size=8, seed=1)
+    reference.set_epoch(3)
+    assert list(sampler) == list(reference)
+
+
+def _model_and_tokenizer(tiny_bert):
+    spec = ModelSpec(name=str(tiny_bert))
+    tokenizer = build_tokenizer(spec)
+    labels = LabelSpace(("neg", "pos"), ("neg", "pos"))
+    return build_text_model(spec, labels, tokenizer).eval(), tokenizer
+
+
+def test_dynamic_padding_gives_the_same_loss_as_padding_to_max_length(tiny_bert):
+    model, tokenizer = _model_and_tokenizer(tiny_bert)
+    texts = ["good", "the movie was really quite good and the acting was superb", "bad film", "dull"]
+    labels = torch.tensor([1, 1, 0, 0])
+    # What the data stage stores: ids only (no attention mask, no segment ids for single texts).
+    rows = [{"input_ids": tokenizer(t, return_attention_mask=False, return_token_type_ids=False)["input_ids"],
+             "labels": int(y), "length": 0} for t, y in zip(texts, labels, strict=True)]
+    dynamic = TextCollator(tokenizer)(rows)
+    padded = tokenizer(texts, padding="max_length", max_length=64, return_tensors="pt")
+    assert dynamic["input_ids"].shape[1] < padded["input_ids"].shape[1]
+    with torch.no_grad():
+        out_dynamic = model(input_ids=dynamic["input_ids"], attention_mask=dynamic["attention_mask"])
+        out_padded = model(**padded)
+    torch.testing.assert_close(out_dynamic.logits, out_padded.logits, atol=1e-5, rtol=1e-5)
+    loss = torch.nn.functional.cross_entropy
+    torch.testing.assert_close(loss(out_dynamic.logits, labels), loss(out_padded.logits, labels), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_and_eager_models_agree_on_cpu(tmp_path):
+    from hf_finetune.testing import write_tiny_bert
+
+    path = write_tiny_bert(tmp_path / "bert", POSITIVE + NEGATIVE + FILLER, dropout=0.0)
+    model, tokenizer = _model_and_tokenizer(path)
+    batch = tokenizer(["the movie was good", "bad"], padding=True, return_tensors="pt")
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        eager_logits = model(**batch).logits
+        compiled_logits = compiled(**batch).logits
+    torch.testing.assert_close(compiled_logits, eager_logits, atol=1e-5, rtol=1e-4)
