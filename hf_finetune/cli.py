@@ -3,6 +3,7 @@
     hf-finetune train RECIPE [dotted.key=value ...] [--resume]
     hf-finetune check RECIPE [dotted.key=value ...]
     hf-finetune fields
+    hf-finetune predict OUTPUT_DIR INPUTS... [--top-k K] [--output FILE]
 """
 
 from __future__ import annotations
@@ -45,7 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     fields = sub.add_parser("fields", help="list every recipe key with its type, default and meaning")
     fields.add_argument("--markdown", action="store_true", help="as the Markdown table in README.md")
+
+    predict = sub.add_parser("predict", help="label texts or images with a finished run's model")
+    predict.add_argument("output_dir", metavar="OUTPUT_DIR", help="a finished run's output folder")
+    predict.add_argument("inputs", nargs="+", metavar="INPUTS",
+                         help="texts, or .txt/.csv/.tsv/.jsonl/.json/.parquet files (text models); image files "
+                              "or folders (image models); '-' reads lines from standard input")
+    predict.add_argument("--top-k", type=_positive, default=1, help="labels shown per input, best first (default 1)")
+    predict.add_argument("--batch-size", type=_positive, default=32, help="inputs per forward pass (default 32)")
+    predict.add_argument("--column", help="column of csv/jsonl/parquet inputs (default: the run's text or image column)")
+    predict.add_argument("--output", metavar="FILE", help="also write the predictions to FILE (.jsonl or .csv)")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -85,7 +103,28 @@ def cmd_fields(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields}
+def _quiet_loading() -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # weight-loading bars would drown the answers
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from hf_finetune.predict import format_line, load_predictor, predict, read_inputs, write_predictions
+
+    _quiet_loading()
+    predictor = load_predictor(args.output_dir)
+    items = read_inputs(predictor, args.inputs, column=args.column)
+    predictions = predict(predictor, items, batch_size=args.batch_size, top_k=args.top_k)
+    for item, top in zip(items, predictions, strict=True):
+        sys.stdout.write(format_line(item, top) + "\n")
+    if args.output:
+        write_predictions(args.output, items, predictions)
+        logger.info("Wrote %d predictions to %s", len(items), args.output)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predict": cmd_predict}
 
 
 def main(argv: list[str] | None = None) -> int:

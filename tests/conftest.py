@@ -156,7 +156,8 @@ def text_run(tmp_path_factory, tiny_bert) -> Path:
         "task": "text-classification",
         "model": {"name": str(tiny_bert)},
         "data": {"files": files, "cache_dir": str(data / "cache")},
-        "training": {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 1.0e-3,
+        # Enough steps (48) for the tiny model to learn the reviews, so predictions differ between inputs.
+        "training": {"num_train_epochs": 8, "per_device_train_batch_size": 8, "learning_rate": 1.0e-3,
                      "logging_steps": 1},
     })
 

@@ -55,7 +55,7 @@ def test_card_is_a_hub_model_card_with_the_runs_numbers(text_run):
         assert f"![Confusion matrix ({split})](confusion_matrix_{split}.png)" in text
     row = f"| Accuracy | {metrics['validation']['accuracy']:.4f} | {metrics['test']['accuracy']:.4f} |"
     assert row in text
-    assert "| `learning_rate` | 0.001 |" in text and "| `per_device_train_batch_size` | 16 |" in text
+    assert "| `learning_rate` | 0.001 |" in text and "| `per_device_train_batch_size` | 8 |" in text
     assert "| train | split 'train' | 48 |" in text
     assert "fine-tuned version of `" + recipe["model"]["name"] + "`" in text
     usage = ('from transformers import pipeline\n'
@@ -130,7 +130,7 @@ def test_plots_are_pngs_of_a_sensible_size(text_run, name):
 
 def test_loss_plot_has_both_curves_and_metric_plot_every_epoch(text_run):
     log = json.loads((text_run / "training_log.json").read_text())
-    assert sum("loss" in e for e in log) == 6 and sum("eval_loss" in e for e in log) == 2  # 6 steps, 2 epochs
+    assert sum("loss" in e for e in log) == 48 and sum("eval_loss" in e for e in log) == 8  # 48 steps, 8 epochs
     assert report.plot_loss([], text_run / "nothing.png") is False
     assert report.plot_validation_metrics([{"loss": 1.0, "step": 1}], ["accuracy"], "accuracy",
                                           text_run / "nothing.png") is False
