@@ -4,6 +4,7 @@
     hf-finetune check RECIPE [dotted.key=value ...]
     hf-finetune fields
     hf-finetune predict OUTPUT_DIR INPUTS... [--top-k K] [--output FILE]
+    hf-finetune evaluate OUTPUT_DIR [--data FILE_OR_FOLDER_OR_DATASET] [--split NAME] [--output-dir DIR]
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_positive, default=32, help="inputs per forward pass (default 32)")
     predict.add_argument("--column", help="column of csv/jsonl/parquet inputs (default: the run's text or image column)")
     predict.add_argument("--output", metavar="FILE", help="also write the predictions to FILE (.jsonl or .csv)")
+
+    evaluate = sub.add_parser("evaluate", help="score a finished run's model on another split or new labelled data")
+    evaluate.add_argument("output_dir", metavar="OUTPUT_DIR", help="a finished run's output folder")
+    evaluate.add_argument("--data", help="a csv/tsv/json/jsonl/parquet file, an image folder, a saved dataset folder "
+                                         "or a Hub dataset id (default: the run's own data)")
+    evaluate.add_argument("--split", help="split to score (default: the run's test split; for --data, its only "
+                                          "split, else 'test')")
+    evaluate.add_argument("--column", help="input column of the data (default: the run's text or image column)")
+    evaluate.add_argument("--label-column", help="label column of the data (default: the run's)")
+    evaluate.add_argument("--name", help="names the files: evaluation-NAME.json (default: from the data and split)")
+    evaluate.add_argument("--output-dir", dest="output_dir_out", metavar="DIR",
+                          help="where to write (default: OUTPUT_DIR)")
+    evaluate.add_argument("--batch-size", type=_positive, default=32, help="rows per forward pass (default 32)")
     return parser
 
 
@@ -104,9 +118,12 @@ def cmd_fields(args: argparse.Namespace) -> int:
 
 
 def _quiet_loading() -> None:
+    import datasets
     import transformers
 
-    transformers.utils.logging.disable_progress_bar()  # weight-loading bars would drown the answers
+    # Progress bars for loading weights and reading a few rows would drown the answers.
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -124,7 +141,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predict": cmd_predict}
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hf_finetune.evaluation import evaluate_output, format_evaluation
+
+    _quiet_loading()
+    evaluation = evaluate_output(args.output_dir, args.data, args.split, column=args.column,
+                                 label_column=args.label_column, name=args.name, output_dir=args.output_dir_out,
+                                 batch_size=args.batch_size)
+    sys.stdout.write(format_evaluation(evaluation))
+    logger.info("Wrote %s", ", ".join(str(f) for f in evaluation.files))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predict": cmd_predict,
+            "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
