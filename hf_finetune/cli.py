@@ -5,6 +5,7 @@
     hf-finetune fields
     hf-finetune predict OUTPUT_DIR INPUTS... [--top-k K] [--output FILE]
     hf-finetune evaluate OUTPUT_DIR [--data FILE_OR_FOLDER_OR_DATASET] [--split NAME] [--output-dir DIR]
+    hf-finetune push OUTPUT_DIR [--repo-id OWNER/NAME] [--no-private] [--revision BRANCH]
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from hf_finetune.errors import TrainingAborted, UserError
+from hf_finetune.errors import UserError
 
 logger = logging.getLogger("hf_finetune")
 
@@ -70,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output-dir", dest="output_dir_out", metavar="DIR",
                           help="where to write (default: OUTPUT_DIR)")
     evaluate.add_argument("--batch-size", type=_positive, default=32, help="rows per forward pass (default 32)")
+
+    push = sub.add_parser("push", help="upload a finished run's output folder to the Hugging Face Hub")
+    push.add_argument("output_dir", metavar="OUTPUT_DIR", help="a finished run's output folder")
+    push.add_argument("--repo-id", help="owner/name, or name under your account (default: the run's hub.repo_id)")
+    push.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
+                      help="create the repository private, or public with --no-private (default: the run's "
+                           "hub.private, true unless set); an existing repository keeps its visibility")
+    push.add_argument("--revision", metavar="BRANCH", help="branch to push to (default: the run's hub.revision, else main)")
     return parser
 
 
@@ -153,8 +162,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hf_finetune.predict import read_recipe
+    from hf_finetune.push import push_output
+
+    settings = read_recipe(Path(args.output_dir)).get("hub") or {}
+    repo_id = args.repo_id or settings.get("repo_id")
+    if not repo_id:
+        raise UserError("--repo-id: say which Hub repository to push to (owner/name); the run's recipe names none")
+    private = args.private if args.private is not None else settings.get("private", True)
+    revision = args.revision or settings.get("revision")
+    url = push_output(args.output_dir, repo_id, private=private, revision=revision)
+    sys.stdout.write(f"{url}\n")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predict": cmd_predict,
-            "evaluate": cmd_evaluate}
+            "evaluate": cmd_evaluate, "push": cmd_push}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,12 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(verbose=args.verbose)
     try:
         return COMMANDS[args.command](args)
-    except TrainingAborted as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return exc.exit_code
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")
-        return EXIT_USER_ERROR
+        # 2 by default; TrainingAborted says 1 or 128+signal, PushError 3 (trained, not pushed).
+        return getattr(exc, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

@@ -42,6 +42,7 @@ from hf_finetune.outputs import (
     write_yaml,
 )
 from hf_finetune.preflight import preflight
+from hf_finetune.push import push_output
 from hf_finetune.recipe import Recipe
 from hf_finetune.report import hub_ids, summary_line, write_report
 from hf_finetune.trainer import ClassificationLoss, FinetuneTrainer
@@ -288,6 +289,10 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
             shutil.rmtree(checkpoints_dir(out_dir), ignore_errors=True)
         logger.info(summary_line(results, time.time() - started, out_dir))
     trainer.accelerator.wait_for_everyone()
+    if recipe.hub.push and trainer.is_world_process_zero():
+        # After the last barrier: the other processes need not wait for an upload. A failure raises a
+        # PushError that says the local output, published above, is complete.
+        push_output(out_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision)
     return RunResult(output_dir=out_dir, metrics=results)
 
 
