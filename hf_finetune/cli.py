@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from hf_finetune.errors import UserError
@@ -142,11 +143,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.output_dir)
     items = read_inputs(predictor, args.inputs, column=args.column)
     predictions = predict(predictor, items, batch_size=args.batch_size, top_k=args.top_k)
-    for item, top in zip(items, predictions, strict=True):
-        sys.stdout.write(format_line(item, top) + "\n")
-    if args.output:
+    if args.output:  # first, so the file is complete even when the reader of stdout stops early
         write_predictions(args.output, items, predictions)
         logger.info("Wrote %d predictions to %s", len(items), args.output)
+    for item, top in zip(items, predictions, strict=True):
+        sys.stdout.write(format_line(item, top) + "\n")
     return 0
 
 
@@ -205,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`hf-finetune predict ... | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

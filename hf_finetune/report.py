@@ -249,7 +249,9 @@ def confusion_matrix_figure(matrix: list[list[int]], labels: list[str], title: s
     ax = fig.add_subplot()
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
-    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    # aspect="auto": the layout engine then fits labels, colour bar and cells into the figure exactly
+    # (a fixed aspect can push the y label off the edge); the figure is near square, and so are the cells.
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
     colorbar = fig.colorbar(image, ax=ax, shrink=0.8)
     colorbar.set_label("share of the true class")
     fontsize = max(5.0, min(10.0, 260.0 / max(n, 1)))
@@ -495,8 +497,10 @@ def _usage_section(recipe: dict[str, Any], model_id: str) -> str:
             f"print(classifier({example}, top_k=3))")
     parts = ["## How to use", f"```python\n{code}\n```"]
     if task == "image-classification":
-        parts.append("The folder also keeps timm's layout, so `timm.create_model(\"hf-hub:REPO_ID\", "
-                     "pretrained=True)` (or `\"local-dir:FOLDER\"`) loads the same network.")
+        local = model_id == str(recipe["output"]["dir"])
+        name = f"local-dir:{model_id}" if local else f"hf-hub:{model_id}"
+        parts.append(f"The files keep timm's layout too: `timm.create_model(\"{name}\", pretrained=True)` "
+                     "loads the same network.")
     parts.append("From a local copy, `hf-finetune predict FOLDER INPUTS...` labels texts, files or images in "
                  "batches, and `hf-finetune evaluate FOLDER --data FILE` scores it on new labelled data.")
     return "\n\n".join(parts)

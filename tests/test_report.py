@@ -110,7 +110,9 @@ def test_vision_card_and_plots(vision_run):
     assert card.data.pipeline_tag == "image-classification" and "timm" in card.data.tags
     assert "| `image input_size` | [3, 32, 32] |" in card.text
     assert "| `augmentation hflip` | 0.5 |" in card.text
-    assert 'pipeline("image-classification"' in card.text and "local-dir:" in card.text
+    out_dir = yaml.safe_load((vision_run / "recipe.yaml").read_text())["output"]["dir"]
+    assert 'pipeline("image-classification"' in card.text
+    assert f'timm.create_model("local-dir:{out_dir}", pretrained=True)' in card.text
     for name in PLOTS:
         assert (vision_run / name).is_file()
 
@@ -143,6 +145,7 @@ def _overlaps(boxes) -> list:
 
 @pytest.mark.parametrize("labels", [
     ["neg", "pos", "neutral"],
+    ["checkered", "horizontal", "vertical"],
     [f"class_{i:02d}" for i in range(10)],
     [f"a rather long class name, number {i}" for i in range(20)],
 ])
@@ -162,11 +165,11 @@ def test_confusion_matrix_tick_labels_are_named_and_never_overlap(labels):
     assert [t.get_text() for t in xs] == [t.get_text() for t in ys] == [report.shorten(label) for label in labels]
     figure_box = fig.bbox
     for ticks in (xs, ys):
-        boxes = [t.get_window_extent(renderer) for t in ticks]
-        assert not _overlaps(boxes)
-        for box in boxes:  # nothing cut off at the figure's edge
-            assert box.x0 >= figure_box.x0 - 1 and box.x1 <= figure_box.x1 + 1
-            assert box.y0 >= figure_box.y0 - 1 and box.y1 <= figure_box.y1 + 1
+        assert not _overlaps([t.get_window_extent(renderer) for t in ticks])
+    texts = [*xs, *ys, ax.xaxis.label, ax.yaxis.label, ax.title, fig.axes[1].yaxis.label]  # last: the colour bar's
+    for box in (t.get_window_extent(renderer) for t in texts):  # nothing cut off at the figure's edge
+        assert box.x0 >= figure_box.x0 - 1 and box.x1 <= figure_box.x1 + 1
+        assert box.y0 >= figure_box.y0 - 1 and box.y1 <= figure_box.y1 + 1
 
 
 def test_shorten_keeps_both_ends():
@@ -213,6 +216,9 @@ def test_training_ends_with_the_summary_line(tmp_path, text_recipe, caplog):
     with caplog.at_level(logging.INFO, logger="hf_finetune"):
         assert main(["train", str(path)]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    best = metrics["train"]["best_metric"]
+    assert f"The weights are the best checkpoint by validation `accuracy`: {best:.4f} (step 3)." in \
+        (tmp_path / "out" / "README.md").read_text()
     last = [r.getMessage() for r in caplog.records if r.name.startswith("hf_finetune")][-1]
     assert last.startswith("Done in ") and last.endswith(f"samples/s | {tmp_path / 'out'}")
     assert f"| test accuracy {metrics['test']['accuracy']:.3f} precision" in last
