@@ -181,6 +181,21 @@ class OutputSpec(Section):
     )
 
 
+def _hub_id(value: str | None) -> str | None:
+    """A Hub repository id (owner/name or name), or None."""
+    if value is not None:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(value)
+        except HFValidationError:
+            raise ValueError(
+                f"'{value}' is not a valid Hub repository id: use owner/name or name (letters, digits, "
+                "'-', '_' and '.'; at most 96 characters)"
+            ) from None
+    return value
+
+
 class HubSpec(Section):
     """Publishing the finished run; the token comes from HF_TOKEN or `hf auth login`, never from here."""
 
@@ -196,17 +211,7 @@ class HubSpec(Section):
     @field_validator("repo_id")
     @classmethod
     def _valid_repo_id(cls, value: str | None) -> str | None:
-        if value is not None:
-            from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-            try:
-                validate_repo_id(value)
-            except HFValidationError:
-                raise ValueError(
-                    f"'{value}' is not a valid Hub repository id: use owner/name or name (letters, digits, "
-                    "'-', '_' and '.'; at most 96 characters)"
-                ) from None
-        return value
+        return _hub_id(value)
 
 
 class CardSpec(Section):
@@ -221,6 +226,11 @@ class CardSpec(Section):
     dataset: str | None = Field(
         None, description="Hub dataset id credited in the card when the data is local (default: none)."
     )
+
+    @field_validator("base_model", "dataset")
+    @classmethod
+    def _valid_hub_ids(cls, value: str | None) -> str | None:
+        return _hub_id(value)
 
 
 class Recipe(Section):

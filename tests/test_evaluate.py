@@ -127,3 +127,46 @@ def test_model_label_space_matches_new_data_as_training_did():
     assert model_label_space(names, ClassLabel(names=["pos", "neg"])).value_to_id() == {"neg": 0, "pos": 1}
     renamed = model_label_space(["negative", "positive"], ClassLabel(names=["neg", "pos"]), ["negative", "positive"])
     assert renamed.value_to_id() == {"neg": 0, "pos": 1} and renamed.names == ("negative", "positive")
+
+
+def test_sentence_pairs_with_integer_labels_predict_and_evaluate(tmp_path, tiny_bert, capsys):
+    """A saved dataset with two text columns and integer labels: predict reads both columns (as pipeline()
+    does from {text, text_pair}), and evaluate matches its integer labels to the model's."""
+    from datasets import Dataset, DatasetDict
+    from transformers import pipeline
+
+    from .conftest import write_recipe
+
+    premises = ["the movie was good", "the plot was dull", "the film was great", "the acting was bad"] * 6
+    hypotheses = ["the film was great", "the movie was awful", "the plot was dull", "the film was superb"] * 6
+    stars = [5, 1, 1, 5] * 6
+    rows = {"premise": premises, "hypothesis": hypotheses, "stars": stars}
+    DatasetDict({"train": Dataset.from_dict(rows), "test": Dataset.from_dict(rows)}).save_to_disk(tmp_path / "ds")
+    path = write_recipe(tmp_path / "recipe.yaml", {
+        "task": "text-classification", "model": {"name": str(tiny_bert)},
+        "data": {"dataset": str(tmp_path / "ds"), "validation_size": 4, "cache_dir": str(tmp_path / "cache"),
+                 "columns": {"text": "premise", "text_pair": "hypothesis", "label": "stars"}},
+        "training": {"num_train_epochs": 1, "per_device_train_batch_size": 8, "save_strategy": "no",
+                     "load_best_model_at_end": False},
+        "output": {"dir": str(tmp_path / "out")},
+    })
+    assert main(["train", str(path)]) == 0
+    out = tmp_path / "out"
+
+    write_csv(tmp_path / "pairs.csv", [{"premise": p, "hypothesis": h} for p, h in zip(premises[:4], hypotheses[:4],
+                                                                                        strict=True)])
+    predictor = load_predictor(out)
+    ours = predict(predictor, read_inputs(predictor, [str(tmp_path / "pairs.csv")]), top_k=2)
+    theirs = pipeline("text-classification", model=str(out))(
+        [{"text": p, "text_pair": h} for p, h in zip(premises[:4], hypotheses[:4], strict=True)], top_k=2)
+    for mine, other in zip(ours, theirs, strict=True):
+        assert [label for label, _ in mine] == [a["label"] for a in other]
+        assert [score for _, score in mine] == pytest.approx([a["score"] for a in other], abs=1e-5)
+    assert main(["predict", str(out), "a single text"]) == 2
+    assert "this model classifies sentence pairs; give a csv/jsonl file with columns 'premise' and 'hypothesis'" \
+        in capsys.readouterr().err
+
+    assert main(["evaluate", str(out), "--data", str(tmp_path / "ds"), "--split", "test"]) == 0
+    report = read(out / "evaluation-ds-test.json")
+    assert report["confusion_matrix"]["labels"] == ["1", "5"] and report["num_samples"] == 24
+    assert report["per_class"]["5"]["support"] == 12

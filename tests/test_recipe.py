@@ -236,3 +236,5 @@ def test_card_section_is_optional_metadata(tmp_path):
     recipe = validate_recipe(minimal(tmp_path, card={"license": "apache-2.0", "base_model": "google-bert/bert-base-uncased"}))
     assert recipe.card.license == "apache-2.0" and recipe.card.dataset is None
     assert problems_of(minimal(tmp_path, card={"licence": "mit"})) == {"card.licence": "unknown key; did you mean 'license'?"}
+    assert "not a valid Hub repository id" in problems_of(minimal(tmp_path, card={"base_model": "models/x/y"}))[
+        "card.base_model"]

@@ -222,3 +222,13 @@ def test_training_ends_with_the_summary_line(tmp_path, text_recipe, caplog):
     last = [r.getMessage() for r in caplog.records if r.name.startswith("hf_finetune")][-1]
     assert last.startswith("Done in ") and last.endswith(f"samples/s | {tmp_path / 'out'}")
     assert f"| test accuracy {metrics['test']['accuracy']:.3f} precision" in last
+
+
+def test_card_of_a_run_without_a_test_split(text_run):
+    recipe, metrics, run = records(text_run)
+    del metrics["test"]
+    recipe["data"]["splits"]["test"] = None
+    run["splits"].pop("test")
+    card = ModelCard(report.render_card(recipe, metrics, run, plots=PLOTS[:3], model_id="x"))
+    assert {r.dataset_split for r in card.data.eval_results} == {"validation"}
+    assert "| metric | validation |\n" in card.text and "Per class (test)" not in card.text
