@@ -32,6 +32,8 @@ SOURCE_KEYS = ("dataset", "config", "revision", "files", "image_folder")
 
 @dataclass
 class Evaluation:
+    """A finished evaluation: its name, its report and the files written."""
+
     name: str
     report: dict[str, Any]  # metrics.json split format: metrics, loss, per_class, confusion_matrix, num_samples
     files: list[Path]
@@ -65,7 +67,7 @@ def evaluation_recipe(out_dir: Path, data: str | None, split: str | None, column
         if split is None:
             raise UserError("--split: the run had no test split; name the split to score (e.g. --split validation)")
     else:
-        original = section.get("dataset")
+        original, original_config = section.get("dataset"), section.get("config")
         for key in SOURCE_KEYS:
             section[key] = None
         path = Path(data).expanduser()
@@ -87,8 +89,8 @@ def evaluation_recipe(out_dir: Path, data: str | None, split: str | None, column
             raise UserError(f"--data: no such file or folder: {data}")
         else:  # a Hub dataset id
             section["dataset"] = data
-            if data == original:
-                section["config"] = (read_recipe(out_dir).get("data") or {}).get("config")
+            if data == original:  # the run's own Hub dataset: keep its configuration
+                section["config"] = original_config
             called = data.split("/")[-1]
     raw["data"] = section
     raw["model"] = {**(raw.get("model") or {}), "name": str(out_dir)}
@@ -101,6 +103,7 @@ def evaluation_recipe(out_dir: Path, data: str | None, split: str | None, column
 
 
 def slug(name: str) -> str:
+    """`name` made safe for a file name."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "eval"
 
 

@@ -71,6 +71,7 @@ class Item:
 
 
 def read_recipe(out_dir: Path) -> dict[str, Any]:
+    """The resolved recipe a run saved (recipe.yaml) as a plain mapping; empty when there is none."""
     path = out_dir / "recipe.yaml"
     if not path.is_file():
         return {}

@@ -47,6 +47,7 @@ def hub_token() -> str | None:
 
 
 def check_repo_id(repo_id: str, key: str = "--repo-id") -> None:
+    """Raises a UserError naming `key` when `repo_id` is not a valid Hub repository id."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:

@@ -37,6 +37,7 @@ MACRO = {"precision", "recall", "f1"}  # averaged over classes, each class count
 
 
 def confusion_plot_name(split: str) -> str:
+    """The file name of a split's confusion-matrix plot."""
     return f"confusion_matrix_{split}.png"
 
 
@@ -46,8 +47,8 @@ def write_report(folder: str | os.PathLike, recipe: dict[str, Any], results: dic
                  manifest: dict[str, Any], log_history: list[dict[str, Any]]) -> list[str]:
     """Writes the training log, the plots and the model card into `folder`.
 
-    A plot that cannot be drawn is logged and left out (the card then does not link it): after a
-    long training run, a drawing problem must not cost the model.
+    A plot that cannot be drawn is logged and left out (the card then does not link it), and so is
+    a card that cannot be rendered: after a long training run, a report problem must not cost the model.
 
     Args:
         folder: where to write (the run's staging folder).
@@ -75,8 +76,12 @@ def write_report(folder: str | os.PathLike, recipe: dict[str, Any], results: dic
                 written.append(name)
         except Exception:  # matplotlib errors come in many types; the run is finished either way
             logger.warning("Could not draw %s; the model card goes without it", name, exc_info=True)
-    card = render_card(recipe, results, manifest, plots=[n for n in written if n.endswith(".png")],
-                       model_id=default_model_id(recipe))
+    try:
+        card = render_card(recipe, results, manifest, plots=[n for n in written if n.endswith(".png")],
+                           model_id=default_model_id(recipe))
+    except Exception:  # as for the plots: the trained model and its metrics matter more than the card
+        logger.error("Could not write the model card (%s); the run goes on without it", CARD_FILE, exc_info=True)
+        return written
     (folder / CARD_FILE).write_text(card, encoding="utf-8")
     written.append(CARD_FILE)
     return written
@@ -113,6 +118,7 @@ def hub_ids(recipe: Any) -> dict[str, str | None]:
 # --- summary line ---------------------------------------------------------------------------------
 
 def format_duration(seconds: float) -> str:
+    """`42s`, `1m12s`, `2h03m`."""
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"

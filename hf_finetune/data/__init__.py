@@ -155,13 +155,13 @@ def build_eval_dataset(
     if split not in raw:
         raise DataError(f"split '{split}' not found; the data has {', '.join(available)}"
                         + did_you_mean(split, available))
-    data = data.model_copy(update={"splits": data.splits.model_copy(update={"train": split})})
-    splits = {"train": raw[split]}
-    check_columns(splits, data)  # messages name the split by its own name
     ds = raw[split]
-    column = data.columns.label
     if len(ds) == 0:
         raise DataError(f"split '{split}' is empty: it has no rows")
+    # As the training split, so that check_columns' messages name the split by its own name.
+    data = data.model_copy(update={"splits": data.splits.model_copy(update={"train": split})})
+    check_columns({"train": ds}, data)
+    column = data.columns.label
     if recipe.is_vision:
         ds = prepare_image_column(ds, data.columns.image, split)
     space = model_label_space(model_labels, ds.features[column], data.label_names)
