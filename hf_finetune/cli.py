@@ -3,15 +3,19 @@
     hf-finetune train RECIPE [dotted.key=value ...] [--resume]
     hf-finetune check RECIPE [dotted.key=value ...]
     hf-finetune fields
+    hf-finetune predict OUTPUT_DIR INPUTS... [--top-k K] [--output FILE]
+    hf-finetune evaluate OUTPUT_DIR [--data FILE_OR_FOLDER_OR_DATASET] [--split NAME] [--output-dir DIR]
+    hf-finetune push OUTPUT_DIR [--repo-id OWNER/NAME] [--no-private] [--revision BRANCH]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from hf_finetune.errors import TrainingAborted, UserError
+from hf_finetune.errors import UserError
 
 logger = logging.getLogger("hf_finetune")
 
@@ -45,7 +49,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     fields = sub.add_parser("fields", help="list every recipe key with its type, default and meaning")
     fields.add_argument("--markdown", action="store_true", help="as the Markdown table in README.md")
+
+    predict = sub.add_parser("predict", help="label texts or images with a finished run's model")
+    predict.add_argument("output_dir", metavar="OUTPUT_DIR", help="a finished run's output folder")
+    predict.add_argument("inputs", nargs="+", metavar="INPUTS",
+                         help="texts, or .txt/.csv/.tsv/.jsonl/.json/.parquet files (text models); image files "
+                              "or folders (image models); '-' reads lines from standard input")
+    predict.add_argument("--top-k", type=_positive, default=1, help="labels shown per input, best first (default 1)")
+    predict.add_argument("--batch-size", type=_positive, default=32, help="inputs per forward pass (default 32)")
+    predict.add_argument("--column", help="column of csv/jsonl/parquet inputs (default: the run's text or image column)")
+    predict.add_argument("--output", metavar="FILE", help="also write the predictions to FILE (.jsonl or .csv)")
+
+    evaluate = sub.add_parser("evaluate", help="score a finished run's model on another split or new labelled data")
+    evaluate.add_argument("output_dir", metavar="OUTPUT_DIR", help="a finished run's output folder")
+    evaluate.add_argument("--data", help="a csv/tsv/json/jsonl/parquet file, an image folder, a saved dataset folder "
+                                         "or a Hub dataset id (default: the run's own data)")
+    evaluate.add_argument("--split", help="split to score (default: the run's test split; for --data, its only "
+                                          "split, else 'test')")
+    evaluate.add_argument("--column", help="input column of the data (default: the run's text or image column)")
+    evaluate.add_argument("--label-column", help="label column of the data (default: the run's)")
+    evaluate.add_argument("--name", help="names the files: evaluation-NAME.json (default: from the data and split)")
+    evaluate.add_argument("--output-dir", dest="output_dir_out", metavar="DIR",
+                          help="where to write (default: OUTPUT_DIR)")
+    evaluate.add_argument("--batch-size", type=_positive, default=32, help="rows per forward pass (default 32)")
+
+    push = sub.add_parser("push", help="upload a finished run's output folder to the Hugging Face Hub")
+    push.add_argument("output_dir", metavar="OUTPUT_DIR", help="a finished run's output folder")
+    push.add_argument("--repo-id", help="owner/name, or name under your account (default: the run's hub.repo_id)")
+    push.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
+                      help="create the repository private, or public with --no-private (default: the run's "
+                           "hub.private, true unless set); an existing repository keeps its visibility")
+    push.add_argument("--revision", metavar="BRANCH", help="branch to push to (default: the run's hub.revision, else main)")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -85,7 +127,61 @@ def cmd_fields(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields}
+def _quiet_loading() -> None:
+    import datasets
+    import transformers
+
+    # Progress bars for loading weights and reading a few rows would drown the answers.
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from hf_finetune.predict import format_line, load_predictor, predict, read_inputs, write_predictions
+
+    _quiet_loading()
+    predictor = load_predictor(args.output_dir)
+    items = read_inputs(predictor, args.inputs, column=args.column)
+    predictions = predict(predictor, items, batch_size=args.batch_size, top_k=args.top_k)
+    if args.output:  # first, so the file is complete even when the reader of stdout stops early
+        write_predictions(args.output, items, predictions)
+        logger.info("Wrote %d predictions to %s", len(items), args.output)
+    for item, top in zip(items, predictions, strict=True):
+        sys.stdout.write(format_line(item, top) + "\n")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hf_finetune.evaluation import evaluate_output, format_evaluation
+
+    _quiet_loading()
+    evaluation = evaluate_output(args.output_dir, args.data, args.split, column=args.column,
+                                 label_column=args.label_column, name=args.name, output_dir=args.output_dir_out,
+                                 batch_size=args.batch_size)
+    sys.stdout.write(format_evaluation(evaluation))
+    logger.info("Wrote %s", ", ".join(str(f) for f in evaluation.files))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hf_finetune.predict import read_recipe
+    from hf_finetune.push import push_output
+
+    settings = read_recipe(Path(args.output_dir)).get("hub") or {}
+    repo_id = args.repo_id or settings.get("repo_id")
+    if not repo_id:
+        raise UserError("--repo-id: say which Hub repository to push to (owner/name); the run's recipe names none")
+    private = args.private if args.private is not None else settings.get("private", True)
+    revision = args.revision or settings.get("revision")
+    url = push_output(args.output_dir, repo_id, private=private, revision=revision)
+    sys.stdout.write(f"{url}\n")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predict": cmd_predict,
+            "evaluate": cmd_evaluate, "push": cmd_push}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,15 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(verbose=args.verbose)
     try:
         return COMMANDS[args.command](args)
-    except TrainingAborted as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return exc.exit_code
     except UserError as exc:
         sys.stderr.write(f"error: {exc}\n")
-        return EXIT_USER_ERROR
+        # 2 by default; TrainingAborted says 1 or 128+signal, PushError 3 (trained, not pushed).
+        return getattr(exc, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`hf-finetune predict ... | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

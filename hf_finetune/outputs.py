@@ -117,6 +117,14 @@ def write_yaml(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def record_files(out_dir: str | os.PathLike, names: list[str]) -> None:
+    """Adds files written later (an evaluation) to a finished run's list, so push and overwrite see them."""
+    path = Path(out_dir) / RUN_FILE
+    run = json.loads(path.read_text())
+    run["files"] = run.get("files", []) + [n for n in names if n not in run.get("files", [])]
+    write_json(path, run)
+
+
 def publish(staging: Path, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> list[str]:
     """Moves the staged files into `out_dir`, then writes `run.json` listing them (the completion mark)."""
     out_dir = Path(out_dir)

@@ -8,6 +8,7 @@ label, image or model name costs seconds, not a tokenization pass or a weights d
     metrics  every metric loads
     data     splits exist and are not empty; the columns exist and have the right types; labels
              agree across splits and there are at least two; a sample of images decodes
+    hub      with hub.push, whether the Hub answers and a token exists (a warning: training goes ahead)
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def preflight(recipe: Recipe) -> PreflightReport:
     report.model = check_model(recipe)
     report.metrics = check_metrics(recipe.metrics)
     check_data(recipe, report)
+    if recipe.hub.push:
+        from hf_finetune.push import push_readiness
+
+        problem = push_readiness(recipe.hub.repo_id)
+        if problem:  # a warning, not an error: the run itself does not need the Hub
+            logger.warning(problem)
+            report.notes.append(problem)
     return report
 
 

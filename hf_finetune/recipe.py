@@ -28,6 +28,8 @@ TASKS: tuple[str, ...] = typing.get_args(Task)
 # Local data files: extension -> `datasets` builder name.
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
+TOKEN_HINT = "run `hf auth login` or set the HF_TOKEN environment variable"
+
 
 class Section(BaseModel):
     """A recipe section: unknown keys are errors, values are validated on assignment too."""
@@ -295,6 +297,58 @@ class OutputSpec(Section):
     )
 
 
+def _hub_id(value: str | None) -> str | None:
+    """A Hub repository id (owner/name or name), or None."""
+    if value is not None:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(value)
+        except HFValidationError:
+            raise ValueError(
+                f"'{value}' is not a valid Hub repository id: use owner/name or name (letters, digits, "
+                "'-', '_' and '.'; at most 96 characters)"
+            ) from None
+    return value
+
+
+class HubSpec(Section):
+    """Publishing the finished run; the token comes from HF_TOKEN or `hf auth login`, never from here."""
+
+    push: bool = Field(
+        False, description="Upload the finished output folder to the Hub (token: HF_TOKEN or `hf auth login`)."
+    )
+    repo_id: str | None = Field(None, description="Hub repository to push to: owner/name (or name, under your account).")
+    private: bool = Field(
+        True, description="Create the repository private; an existing repository keeps its visibility."
+    )
+    revision: str | None = Field(None, description="Branch to push to (created when missing; default: main).")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _valid_repo_id(cls, value: str | None) -> str | None:
+        return _hub_id(value)
+
+
+class CardSpec(Section):
+    """Model card metadata that the run cannot know by itself."""
+
+    license: str | None = Field(
+        None, description="License id for the model card (apache-2.0, mit, other, ...); omitted when unset."
+    )
+    base_model: str | None = Field(
+        None, description="Hub id credited as the base model when model.name is a local folder (default: none)."
+    )
+    dataset: str | None = Field(
+        None, description="Hub dataset id credited in the card when the data is local (default: none)."
+    )
+
+    @field_validator("base_model", "dataset")
+    @classmethod
+    def _valid_hub_ids(cls, value: str | None) -> str | None:
+        return _hub_id(value)
+
+
 class Recipe(Section):
     task: Task = Field(description="text-classification or image-classification.")
     model: ModelSpec = Field(description="The pretrained backbone.")
@@ -313,6 +367,8 @@ class Recipe(Section):
         default_factory=dict, description="TrainingArguments fields (checked against the installed transformers)."
     )
     output: OutputSpec = Field(default_factory=OutputSpec, description="Where results are written.")
+    hub: HubSpec = Field(default_factory=HubSpec, description="Pushing the finished run to the Hugging Face Hub.")
+    card: CardSpec = Field(default_factory=CardSpec, description="Model card metadata.")
 
     # The `training` keys the user wrote (the rest are defaults that the run may adapt to the hardware).
     _explicit_training: set[str] = PrivateAttr(default_factory=set)
@@ -464,6 +520,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _unknown_key(key: str, valid: Any) -> str:
+    if "token" in key.lower():
+        return f"tokens never go in a recipe: {TOKEN_HINT}"  # and the value is never echoed
+    return "unknown key" + did_you_mean(key, valid)
+
+
 def _pydantic_problems(exc: ValidationError, prefix: list[str]) -> list[Problem]:
     problems = []
     for err in exc.errors():
@@ -477,7 +539,7 @@ def _pydantic_problems(exc: ValidationError, prefix: list[str]) -> list[Problem]
                 if sub is None:
                     break
                 model = sub
-            message = "unknown key" + did_you_mean(loc[-1], model.model_fields)
+            message = _unknown_key(loc[-1], model.model_fields)
         elif kind == "missing":
             message = "required key is missing"
             model = Recipe
@@ -632,6 +694,12 @@ def _finetune_checks(ft: Finetune, training: dict[str, Any] | None, task: str | 
     return problems
 
 
+def _hub_checks(hub: HubSpec | None) -> list[Problem]:
+    if hub is not None and hub.push and hub.repo_id is None:
+        return [Problem("hub.repo_id", "required when hub.push is true (e.g. my-name/my-model)")]
+    return []
+
+
 def _metric_checks(metrics: list[str]) -> list[Problem]:
     problems = []
     if not metrics:
@@ -736,7 +804,7 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None) -> Recipe:
     fields = Recipe.model_fields
     for key in raw:
         if key not in fields:
-            problems.append(Problem(str(key), "unknown key" + did_you_mean(str(key), fields)))
+            problems.append(Problem(str(key), _unknown_key(str(key), fields)))
     parts: dict[str, Any] = {}
     for name, field in fields.items():
         if name == "training":
@@ -762,6 +830,7 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None) -> Recipe:
     if task is not None and data is not None:
         _resolve_data(task, data)
     problems += _cross_checks(task, data, parts.get("preprocessing"), parts.get("augmentation"))
+    problems += _hub_checks(parts.get("hub"))
     if metrics is not None:
         problems += _metric_checks(metrics)
     if parts.get("training") is not None and task is not None:

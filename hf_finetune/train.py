@@ -46,7 +46,9 @@ from hf_finetune.outputs import (
     write_yaml,
 )
 from hf_finetune.preflight import preflight
+from hf_finetune.push import push_output
 from hf_finetune.recipe import Recipe
+from hf_finetune.report import hub_ids, summary_line, write_report
 from hf_finetune.trainer_setup import build_trainer
 
 logger = logging.getLogger(__name__)
@@ -300,35 +302,74 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
         (staging / "training_args.bin").unlink(missing_ok=True)
         write_yaml(staging / "recipe.yaml", recipe.to_dict())
         write_json(staging / "metrics.json", results)
-        manifest = {
-            "hf_finetune_version": __version__,
-            "task": recipe.task,
-            "base_model": recipe.model.name,
-            "labels": list(data.labels.names),
-            "splits": {role: {"rows": n, "source": data.sources[role]} for role, n in data.sizes.items()},
-            "preprocessing": preprocessing,
-            "preprocessing_cache": data.cache,
-            "skipped_images": data.skipped_images,
-            "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "wall_time_s": round(time.time() - started, 1),
-        }
+        manifest = build_manifest(recipe, args, data, preprocessing, started)
+        write_report(staging, recipe.to_dict(), results, manifest, trainer.state.log_history)
         publish(staging, out_dir, manifest)
         if not recipe.output.keep_checkpoints:
             shutil.rmtree(checkpoints_dir(out_dir), ignore_errors=True)
-        logger.info("Finished in %.0fs: %s", time.time() - started, _summary(results, out_dir))
+        logger.info(summary_line(results, time.time() - started, out_dir))
     trainer.accelerator.wait_for_everyone()
+    if recipe.hub.push and trainer.is_world_process_zero():
+        # After the last barrier: the other processes need not wait for an upload. A failure raises a
+        # PushError that says the local output, published above, is complete.
+        push_output(out_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision)
     return RunResult(output_dir=out_dir, metrics=results)
 
 
-def _summary(results: dict[str, Any], out_dir: Path) -> str:
-    parts = []
-    for role in ("validation", "test"):
-        if role in results:
-            shown = ", ".join(
-                f"{k} {v:.4f}" for k, v in results[role].items()
-                if isinstance(v, float) and k != "loss"
-            )
-            parts.append(f"{role}: {shown}")
-    return "; ".join(parts) + f"; outputs in {out_dir}"
+def build_manifest(recipe: Recipe, args: Any, data: PreparedData, preprocessing: dict[str, Any],
+                   started: float) -> dict[str, Any]:
+    """The run's record (run.json, less the file list that publishing adds)."""
+    return {
+        "hf_finetune_version": __version__,
+        "task": recipe.task,
+        "base_model": recipe.model.name,
+        "hub_ids": hub_ids(recipe),
+        "labels": list(data.labels.names),
+        "splits": {role: {"rows": n, "source": data.sources[role]} for role, n in data.sizes.items()},
+        "preprocessing": preprocessing,
+        "preprocessing_cache": data.cache,
+        "skipped_images": data.skipped_images,
+        "training": effective_hyperparameters(args),
+        "versions": framework_versions(recipe),
+        "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(time.time() - started, 1),
+    }
 
+
+def effective_hyperparameters(args: Any) -> dict[str, Any]:
+    """The settings that shaped training, as the Trainer used them (defaults included), for the card."""
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    per_device = args.per_device_train_batch_size
+    return {
+        "learning_rate": args.learning_rate,
+        "num_train_epochs": args.num_train_epochs,
+        "max_steps": args.max_steps if args.max_steps > 0 else None,
+        "per_device_train_batch_size": per_device,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "processes": args.world_size,
+        "total_train_batch_size": per_device * args.gradient_accumulation_steps * args.world_size,
+        "optim": str(getattr(args.optim, "value", args.optim)),
+        "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        "warmup_steps": args.warmup_steps,
+        "weight_decay": args.weight_decay,
+        "max_grad_norm": args.max_grad_norm,
+        "label_smoothing_factor": args.label_smoothing_factor,
+        "precision": precision,
+        "seed": args.seed,
+        "metric_for_best_model": args.metric_for_best_model,
+    }
+
+
+def framework_versions(recipe: Recipe) -> dict[str, str]:
+    import datasets
+    import torch
+    import transformers
+
+    versions = {"hf-finetune": __version__, "transformers": transformers.__version__,
+                "torch": torch.__version__, "datasets": datasets.__version__}
+    if recipe.is_vision:
+        import timm
+
+        versions["timm"] = timm.__version__
+    return versions

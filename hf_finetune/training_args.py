@@ -27,7 +27,7 @@ MANAGED_KEYS: dict[str, str] = {
     "hub_model_id": "set hub.repo_id instead",
     "hub_private_repo": "set hub.private instead",
     "hub_revision": "set hub.revision instead",
-    "hub_token": "tokens never go in a recipe: use `huggingface-cli login` or the HF_TOKEN environment variable",
+    "hub_token": "tokens never go in a recipe: run `hf auth login` or set the HF_TOKEN environment variable",
     "hub_strategy": "the finished run is pushed once; see hub.push",
     "hub_always_push": "the finished run is pushed once; see hub.push",
     "remove_unused_columns": "the data stage keeps exactly the columns the model needs",

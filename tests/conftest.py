@@ -134,3 +134,47 @@ def vision_recipe(tmp_path, tiny_resnet, pattern_folder) -> dict[str, Any]:
         },
         "output": {"dir": str(tmp_path / "out")},
     }
+
+
+def _train(tmp_path_factory, name: str, recipe: dict[str, Any]) -> Path:
+    from hf_finetune.cli import main
+
+    folder = tmp_path_factory.mktemp(name)
+    recipe["output"] = {"dir": str(folder / "out")}
+    assert main(["train", str(write_recipe(folder / "recipe.yaml", recipe))]) == 0
+    return folder / "out"
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory, tiny_bert) -> Path:
+    """A finished text run (tiny BERT, reviews neg/pos, 16 validation and 16 test rows), shared by
+    several tests: copy it (shutil.copytree) before changing anything in it."""
+    data = tmp_path_factory.mktemp("text-run-data")
+    files = {split: str(write_csv(data / f"{split}.csv", review_rows(n, seed=seed)))
+             for split, n, seed in (("train", 48, 0), ("validation", 16, 1), ("test", 16, 2))}
+    return _train(tmp_path_factory, "text-run", {
+        "task": "text-classification",
+        "model": {"name": str(tiny_bert)},
+        "data": {"files": files, "cache_dir": str(data / "cache")},
+        # Enough steps (48) for the tiny model to learn the reviews, so predictions differ between inputs;
+        # evaluated every epoch (for the plots) but never checkpointed, which would cost time for nothing here.
+        "training": {"num_train_epochs": 8, "per_device_train_batch_size": 8, "learning_rate": 1.0e-3,
+                     "logging_steps": 1, "save_strategy": "no", "load_best_model_at_end": False},
+    })
+
+
+@pytest.fixture(scope="session")
+def vision_run(tmp_path_factory, tiny_resnet) -> Path:
+    """A finished vision run (tiny ResNet, 3 patterns, 3 images per class in validation and test),
+    shared by several tests: copy it before changing anything in it."""
+    from hf_finetune.testing import write_pattern_folder
+
+    folder = write_pattern_folder(tmp_path_factory.mktemp("vision-run-data") / "patterns",
+                                  {"train": 8, "validation": 3, "test": 3}, size=32, odd_modes=True)
+    return _train(tmp_path_factory, "vision-run", {
+        "task": "image-classification",
+        "model": {"name": str(tiny_resnet)},
+        "data": {"image_folder": str(folder)},
+        "training": {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1.0e-3,
+                     "logging_steps": 1},
+    })

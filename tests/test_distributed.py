@@ -81,7 +81,7 @@ def compare_one_and_two_processes(tmp_path: Path, recipe: dict, global_size: int
     launched = launch_two_processes(write_recipe(tmp_path / "two.yaml", two))
     assert launched.returncode == 0, launched.stderr[-4000:]
     output = launched.stdout + launched.stderr
-    assert output.count("Finished in") == 1  # only the main process logs
+    assert output.count("Done in") == 1  # only the main process logs the summary
     half = global_size // 2
     assert output.count(f"Batch: {global_size} samples per optimizer step = 2 processes x {half} per device") == 1
     out = tmp_path / "two"

@@ -206,3 +206,35 @@ def test_recipe_round_trips_through_resolved_yaml(tmp_path):
     recipe = validate_recipe(minimal(tmp_path), "r.yaml")
     again = validate_recipe(yaml.safe_load(recipe.to_yaml()), "r.yaml")
     assert again.to_dict() == recipe.to_dict()
+
+
+def test_hub_section_needs_a_valid_repo_id_to_push(tmp_path):
+    assert validate_recipe(minimal(tmp_path)).hub.push is False
+    recipe = validate_recipe(minimal(tmp_path, hub={"push": True, "repo_id": "me/my-model", "revision": "v1"}))
+    assert (recipe.hub.repo_id, recipe.hub.private, recipe.hub.revision) == ("me/my-model", True, "v1")
+    assert recipe.to_dict()["hub"] == {"push": True, "repo_id": "me/my-model", "private": True, "revision": "v1"}
+    assert problems_of(minimal(tmp_path, hub={"push": True})) == {
+        "hub.repo_id": "required when hub.push is true (e.g. my-name/my-model)"}
+    assert "not a valid Hub repository id" in problems_of(minimal(tmp_path, hub={"repo_id": "a/b/c"}))["hub.repo_id"]
+
+
+@pytest.mark.parametrize("where", ["hub", "top", "model"])
+def test_a_token_in_a_recipe_is_refused_without_echoing_it(tmp_path, where):
+    secret = "hf_NotARealTokenButSecret0123"
+    raw = minimal(tmp_path)
+    if where == "top":
+        raw["hf_token"] = secret
+    else:
+        raw.setdefault(where, {})["token"] = secret
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw, "r.yaml")
+    assert "tokens never go in a recipe: run `hf auth login` or set the HF_TOKEN environment variable" in str(info.value)
+    assert secret not in str(info.value)
+
+
+def test_card_section_is_optional_metadata(tmp_path):
+    recipe = validate_recipe(minimal(tmp_path, card={"license": "apache-2.0", "base_model": "google-bert/bert-base-uncased"}))
+    assert recipe.card.license == "apache-2.0" and recipe.card.dataset is None
+    assert problems_of(minimal(tmp_path, card={"licence": "mit"})) == {"card.licence": "unknown key; did you mean 'license'?"}
+    assert "not a valid Hub repository id" in problems_of(minimal(tmp_path, card={"base_model": "models/x/y"}))[
+        "card.base_model"]

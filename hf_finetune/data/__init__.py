@@ -7,6 +7,9 @@
     carve_validation     when the data has no validation split (seeded, stratified)
     cap_rows             per-split sample caps for quick runs
     text: tokenize once, cached; pad per batch     vision: decode + timm transforms on the fly
+
+`build_eval_dataset` is the same stage for one split scored by a finished model: the label space is
+the model's, and a label it does not know is an error.
 """
 
 from __future__ import annotations
@@ -21,13 +24,21 @@ import datasets
 from datasets import Dataset
 
 from hf_finetune.data.images import MAX_LISTED, prepare_image_column, scan_images
-from hf_finetune.data.labels import LABEL_COLUMN, LabelSpace, build_label_space, encode_labels
+from hf_finetune.data.labels import (
+    LABEL_COLUMN,
+    LabelSpace,
+    build_label_space,
+    check_split_labels,
+    encode_labels,
+    model_label_space,
+)
 from hf_finetune.data.sources import load_raw_splits
 from hf_finetune.data.splits import ROLES, cap_rows, carve_validation, check_columns, select_splits
 from hf_finetune.data.text import TextCollator, check_text_columns, tokenize_split
 from hf_finetune.data.vision import ImageTransform, build_image_transforms, collate_images
 from hf_finetune.errors import DataError
 from hf_finetune.recipe import Recipe
+from hf_finetune.training_args import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +119,61 @@ def build_datasets(
     for role, ds in prepared.splits.items():
         logger.info("%-10s %7d rows from %s", role, len(ds), sources[role])
     return prepared
+
+
+def build_eval_dataset(
+    recipe: Recipe,
+    split: str | None,
+    model_labels: list[str],
+    *,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    data_config: dict[str, Any] | None = None,
+) -> tuple[PreparedData, str]:
+    """One split of the recipe's data, preprocessed for evaluation, labelled in the model's label space.
+
+    Args:
+        recipe: a recipe whose `data` section names the data to score (columns included).
+        split: the split to score; None takes the only split, else `test`.
+        model_labels: the model's class names in id order (config.json `id2label`).
+        tokenizer, max_length: text only, as for training.
+        data_config: vision only; the model's input size, mean, std, interpolation and crop.
+
+    Returns:
+        (the data, with the split under the role "eval", the name of the split scored).
+
+    Raises:
+        DataError: a missing split or column, or a label the model does not know, named.
+    """
+    data = recipe.data
+    raw = load_raw_splits(data)
+    available = list(raw)
+    if split is None:
+        if len(available) != 1 and "test" not in available:
+            raise DataError(f"the data has splits {', '.join(available)}: name the one to score (--split)")
+        split = available[0] if len(available) == 1 else "test"
+    if split not in raw:
+        raise DataError(f"split '{split}' not found; the data has {', '.join(available)}"
+                        + did_you_mean(split, available))
+    ds = raw[split]
+    if len(ds) == 0:
+        raise DataError(f"split '{split}' is empty: it has no rows")
+    # As the training split, so that check_columns' messages name the split by its own name.
+    data = data.model_copy(update={"splits": data.splits.model_copy(update={"train": split})})
+    check_columns({"train": ds}, data)
+    column = data.columns.label
+    if recipe.is_vision:
+        ds = prepare_image_column(ds, data.columns.image, split)
+    space = model_label_space(model_labels, ds.features[column], data.label_names)
+    check_split_labels(ds, split, column, space, known_from="the model's labels", listed_as="the model's labels")
+    ds = encode_labels(ds, column, space)
+    if recipe.is_text:
+        ready, cache = _prepare_text(recipe, {"eval": ds}, {"eval": split}, tokenizer, max_length)
+        prepared = PreparedData(ready, space, TextCollator(tokenizer), {"eval": f"split '{split}'"}, cache=cache)
+    else:
+        ready, skipped = _prepare_vision(recipe, {"eval": ds}, {"eval": split}, data_config, None)
+        prepared = PreparedData(ready, space, collate_images, {"eval": f"split '{split}'"}, skipped_images=skipped)
+    return prepared, split
 
 
 def _prepare_text(recipe: Recipe, splits: dict[str, Dataset], names: dict[str, str], tokenizer: Any,

@@ -116,7 +116,7 @@ def build_label_space(
 
     for role, ds in splits.items():
         if role != "train":
-            _check_split_labels(ds, role, column, space)
+            check_split_labels(ds, role, column, space)
     return space
 
 
@@ -162,7 +162,35 @@ def _from_values(values: list, label_names: list[str] | None, kind: str) -> Labe
     )
 
 
-def _check_split_labels(ds: Dataset, role: str, column: str, space: LabelSpace) -> None:
+def model_label_space(names: list[str], feature: object, label_names: list[str] | None = None) -> LabelSpace:
+    """A trained model's label space (its id2label names, in id order), matched to new data's label column.
+
+    Rows are matched by class name. Integer labels are matched to integer class names as training
+    matched them (labels 1, 2, 5 were ids 0, 1, 2), and are class ids when the names are not integers
+    (training used `data.label_names`). A ClassLabel whose names training replaced with
+    `data.label_names` is matched by position, as training matched it.
+
+    Args:
+        names: the model's class names in id order.
+        feature: the `datasets` feature of the new data's label column.
+        label_names: the run's `data.label_names`, if it had them.
+    """
+    labels = tuple(names)
+    if isinstance(feature, ClassLabel):
+        renamed = label_names is not None and len(feature.names) == len(names) and not set(feature.names) <= set(names)
+        return LabelSpace(labels, tuple(feature.names) if renamed else labels)
+    if isinstance(feature, Value) and feature.dtype == "bool":
+        return LabelSpace(labels, tuple(name == "True" for name in names))
+    if isinstance(feature, Value) and feature.dtype.startswith(("int", "uint", "float")):
+        if all(name.lstrip("-").isdigit() for name in names):
+            return LabelSpace(labels, tuple(int(name) for name in names))
+        return LabelSpace(labels, tuple(range(len(names))))
+    return LabelSpace(labels, labels)
+
+
+def check_split_labels(ds: Dataset, role: str, column: str, space: LabelSpace,
+                       known_from: str = "the training split", listed_as: str = "training labels") -> None:
+    """Every label of `ds` must be in `space`; raises a DataError naming the first one that is not."""
     feature = ds.features.get(column)
     if feature is None:
         return
@@ -189,9 +217,9 @@ def _check_split_labels(ds: Dataset, role: str, column: str, space: LabelSpace) 
     unknown = sorted((v for v in values if v not in known), key=str)
     if unknown:
         raise DataError(
-            f"data.columns.label: split '{role}' has label '{unknown[0]}' that does not appear in the "
-            f"training split" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
-            + f"; training labels: {', '.join(space.names)}"
+            f"data.columns.label: split '{role}' has label '{unknown[0]}' that does not appear in "
+            f"{known_from}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            + f"; {listed_as}: {', '.join(space.names)}"
         )
 
 

@@ -21,11 +21,18 @@ def build_image_transforms(data_config: dict[str, Any], augment: dict[str, Any] 
     """
     import timm.data
 
-    evaluation = timm.data.create_transform(**data_config, is_training=False)
+    evaluation = build_eval_transform(data_config)
     if augment is None:
         return evaluation, evaluation
     train = timm.data.create_transform(**data_config, is_training=True, **augment)
     return train, evaluation
+
+
+def build_eval_transform(data_config: dict[str, Any]) -> Any:
+    """Resize + center crop + normalize by the model's data config, as `pipeline()` does."""
+    import timm.data
+
+    return timm.data.create_transform(**data_config, is_training=False)
 
 
 class ImageTransform:
