@@ -54,9 +54,14 @@ def null_rows(ds: Dataset, column: str) -> list[int]:
     return pc.indices_nonzero(mask).to_pylist()
 
 
-def check_not_empty(ds: Dataset, split: str) -> None:
-    if len(ds) == 0:
-        raise DataError(f"split '{split}' is empty: it has no rows")
+def require_labels(ds: Dataset, column: str, subject: str) -> None:
+    """Every row has a label; else a DataError naming how many lack one and the first of them."""
+    missing = null_rows(ds, column)
+    if missing:
+        raise DataError(
+            f"data.columns.label: {subject} has {len(missing)} rows without a label, "
+            f"first at {row_hint(ds, missing[0])}"
+        )
 
 
 def build_label_space(
@@ -75,12 +80,7 @@ def build_label_space(
     """
     train = splits["train"]
     feature = train.features[column]
-    missing = null_rows(train, column)
-    if missing:
-        raise DataError(
-            f"data.columns.label: column '{column}' of split '{train_split}' has {len(missing)} rows "
-            f"without a label, first at {row_hint(train, missing[0])}"
-        )
+    require_labels(train, column, f"column '{column}' of split '{train_split}'")
 
     present = train.unique(column)
     if len(present) < 2:
@@ -194,12 +194,7 @@ def check_split_labels(ds: Dataset, role: str, column: str, space: LabelSpace,
     feature = ds.features.get(column)
     if feature is None:
         return
-    missing = null_rows(ds, column)
-    if missing:
-        raise DataError(
-            f"data.columns.label: split '{role}' has {len(missing)} rows without a label, "
-            f"first at {row_hint(ds, missing[0])}"
-        )
+    require_labels(ds, column, f"split '{role}'")
     values = ds.unique(column)
     if isinstance(feature, ClassLabel):
         hidden = [v for v in values if v < 0]
