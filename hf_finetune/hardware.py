@@ -26,9 +26,12 @@ def device_defaults(task: str) -> dict[str, Any]:
         # Several processes on CPUs only form a group (gloo) when accelerate is told it is on the CPU.
         defaults["use_cpu"] = True
     if task == "image-classification":
-        # Decoding and augmenting images is the slow part of a vision input pipeline: do it in
-        # worker processes, leaving one core to the training loop. Workers are not kept alive
-        # across loaders: forking them is cheap, and kept-alive workers of the Trainer's loaders
-        # were seen to stall for seconds each when released.
-        defaults["dataloader_num_workers"] = max(1, min(8, (os.cpu_count() or 2) - 1))
+        # Decoding and augmenting images is the slow part of a vision input pipeline. With a GPU,
+        # do it in worker processes, leaving one core to the training loop. Without one, the model
+        # itself needs the cores: a quarter of them decode (none on a small machine, where a worker
+        # only slows training; benchmarks/vision_pipeline.py measures it). Workers are not kept
+        # alive across loaders: forking them is cheap, and kept-alive workers of the Trainer's
+        # loaders were seen to stall for seconds each when released.
+        cores = os.cpu_count() or 2
+        defaults["dataloader_num_workers"] = min(8, cores - 1) if cuda else cores // 4
     return defaults
