@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 VOCAB = 2000  # distinct words w0000..w1999; each is one WordPiece token
-MARKERS = 40  # words 0..39 lean positive, 40..79 negative: a bag-of-words task a model can learn
+MARKERS = 20  # words 0..19 mark positive rows, 20..39 negative ones: a bag-of-words task to learn
 
 
 def machine() -> str:
@@ -49,7 +49,7 @@ def synthetic_texts(n: int, seed: int) -> list[dict[str, Any]]:
         label = rng.randint(0, 1)
         words = []
         for _ in range(length - 2):  # [CLS] and [SEP] complete the token count
-            if rng.random() < 0.08:
+            if rng.random() < 0.12:
                 words.append(f"w{rng.randrange(MARKERS) + (0 if label else MARKERS):04d}")
             else:
                 words.append(f"w{rng.randrange(2 * MARKERS, VOCAB):04d}")
@@ -139,22 +139,33 @@ class StepTimer:
             def on_epoch_end(self, args, state, control, **kwargs):
                 self._interrupted = True
 
+            def _skip(self, skip: int) -> int:
+                return skip if len(self.steps) > skip else 0  # short runs: keep every step
+
             def wait_share(self, skip: int = 2) -> float:
+                skip = self._skip(skip)
                 steps, waits = self.steps[skip:], self.waits[skip:]
                 return sum(waits) / sum(steps) if steps else float("nan")
 
             def seconds_per_step(self, skip: int = 2) -> float:
-                steps = self.steps[skip:]
+                steps = self.steps[self._skip(skip):]
                 return sum(steps) / len(steps) if steps else float("nan")
 
         return _Timer()
 
 
+_ORIGINAL_INIT = None
+
+
 def add_callback_to_every_trainer(callback) -> None:
-    """Makes hf-finetune's trainer carry `callback` (benchmarks observe runs without changing them)."""
+    """Makes hf-finetune's trainers carry `callback` from now on (replacing an earlier one), so that
+    benchmarks observe runs without changing them."""
+    global _ORIGINAL_INIT
     from hf_finetune import trainer as trainer_module
 
-    original = trainer_module.FinetuneTrainer.__init__
+    if _ORIGINAL_INIT is None:
+        _ORIGINAL_INIT = trainer_module.FinetuneTrainer.__init__
+    original = _ORIGINAL_INIT
 
     def init(self, *args, **kwargs):
         original(self, *args, **kwargs)
