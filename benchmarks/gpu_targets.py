@@ -34,6 +34,15 @@ def peak_flops(name: str) -> float | None:
     return None
 
 
+def verdict(value: float | None, target: float, unit: str) -> str:
+    """'met (x >= target)' or 'missed by N% (x < target)'; the why is for the reader of the figures."""
+    if value is None:
+        return "unknown"
+    if value >= target:
+        return f"met ({value:,.4g} {unit} >= {target:,.4g})"
+    return f"missed by {100 * (1 - value / target):.0f}% ({value:,.4g} {unit} < {target:,.4g})"
+
+
 def timed_steps(step, warmup: int, steps: int, sync) -> float:
     """Seconds per step after `warmup` steps."""
     for _ in range(warmup):
@@ -152,8 +161,12 @@ def main() -> None:
         ("BERT-base seq 128 training samples/s (bf16+SDPA+fused vs fp32)", fast_rate, plain_rate),
         (f"{arch} images/s: full pipeline vs model-only", pipeline, model_only),
     ], extra={"device": name, "BERT MFU (real tokens)": round(mfu, 3) if mfu else "unknown peak",
-              "BERT target": "MFU >= 0.40 (about 5,900 samples/s on an H100)",
-              "ResNet-50 targets": ">= 5,000 images/s model-only; pipeline >= 80% of it"})
+              "BERT target, MFU >= 0.40 (about 5,900 samples/s on an H100)": verdict(mfu, 0.40, "MFU"),
+              "ResNet-50 model-only target, >= 5,000 images/s": verdict(model_only, 5000, "images/s"),
+              "pipeline target, >= 80% of model-only": verdict(pipeline / model_only, 0.80, "of model-only"),
+              "if missed": "a pipeline below 80% with the loader workers busy is bound by CPU JPEG "
+                           "decoding (see the data wait share of vision_pipeline.py); "
+                           "a model-only miss on a non-H100 GPU is expected (targets are for an H100)"})
 
 
 if __name__ == "__main__":
