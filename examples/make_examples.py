@@ -39,21 +39,23 @@ def _clause(adjectives: list[str], rng: random.Random) -> str:
     return f"{rng.choice(SUBJECTS)} was {rng.choice(INTENSIFIERS)} {rng.choice(adjectives)}".replace("  ", " ")
 
 
+def _one_sided(own: list[str], opposite: list[str], denial_tail: str, rng: random.Random) -> str:
+    """A clearly positive (or negative) body: one or two clauses, sometimes denying the opposite."""
+    body = _clause(own, rng)
+    if rng.random() < 0.4:
+        body += f" and {_clause(own, rng)}"
+    if rng.random() < 0.15:
+        body += f", {rng.choice(SUBJECTS)} was not {rng.choice(opposite)} {denial_tail}"
+    return body
+
+
 def review(label: str, rng: random.Random) -> str:
     """One synthetic review; 'neutral' mixes praise with complaint or says it was average."""
     opener = rng.choice(OPENERS)
     if label == "positive":
-        body = _clause(POSITIVE, rng)
-        if rng.random() < 0.4:
-            body += f" and {_clause(POSITIVE, rng)}"
-        if rng.random() < 0.15:
-            body += f", {rng.choice(SUBJECTS)} was not {rng.choice(NEGATIVE)} at all"
+        body = _one_sided(POSITIVE, NEGATIVE, "at all", rng)
     elif label == "negative":
-        body = _clause(NEGATIVE, rng)
-        if rng.random() < 0.4:
-            body += f" and {_clause(NEGATIVE, rng)}"
-        if rng.random() < 0.15:
-            body += f", {rng.choice(SUBJECTS)} was not {rng.choice(POSITIVE)} either"
+        body = _one_sided(NEGATIVE, POSITIVE, "either", rng)
     elif rng.random() < 0.5:
         body = rng.choice(NEUTRAL)
     else:
