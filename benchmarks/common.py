@@ -75,6 +75,23 @@ def write_minilm(path: Path, hidden: int = 384, layers: int = 6, heads: int = 12
                            num_heads=heads, intermediate_size=4 * hidden, max_length=512)
 
 
+def write_photos(root: Path, per_split: dict[str, int], size: tuple[int, int], seed: int = 0) -> Path:
+    """An image folder of photo-sized JPEGs (<root>/<split>/<pattern>/NNNNN.jpg), per_split[split] per class.
+
+    The test patterns of hf_finetune.testing, upscaled: decoding and resizing cost what photos cost.
+    """
+    from hf_finetune.testing import PATTERNS, pattern_image
+
+    rng = random.Random(seed)
+    for split, n in per_split.items():
+        for kind in PATTERNS:
+            folder = root / split / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pattern_image(kind, rng, size=64).resize(size).save(folder / f"{i:05d}.jpg", quality=90)
+    return root
+
+
 def report(name: str, rows: list[tuple[str, Any, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Prints `name: figure  ours  baseline  ratio` lines and returns them as a dict (also saved as JSON)."""
     print(f"\n== {name} ==  ({machine()}, {dt.date.today().isoformat()})")

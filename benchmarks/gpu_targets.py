@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -106,18 +105,12 @@ def resnet_model_only(device: str, batch: int, size: int, arch: str, steps: int)
 
 
 def pipeline_images_per_second(work: Path, arch: str, images: int, batch: int) -> float:
-    from common import StepTimer, add_callback_to_every_trainer
+    from common import StepTimer, add_callback_to_every_trainer, write_photos
 
     from hf_finetune.recipe import validate_recipe
-    from hf_finetune.testing import PATTERNS, pattern_image
     from hf_finetune.train import run
 
-    rng = random.Random(0)
-    for kind in PATTERNS:
-        folder = work / "photos" / "train" / kind
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(images // len(PATTERNS)):
-            pattern_image(kind, rng, size=64).resize((500, 375)).save(folder / f"{i:05d}.jpg", quality=90)
+    write_photos(work / "photos", {"train": images // 3}, size=(500, 375))
     timer = StepTimer()
     add_callback_to_every_trainer(timer)
     recipe = validate_recipe({

@@ -17,28 +17,13 @@ optimizer step spent waiting for the next batch (target on CPU: under 10%), plus
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 import time
 from pathlib import Path
 
-from common import StepTimer, add_callback_to_every_trainer, report
+from common import StepTimer, add_callback_to_every_trainer, report, write_photos
 
 WORK = Path(tempfile.mkdtemp(prefix="bench-vision-"))
-
-
-def write_photos(root: Path, per_class: int, seed: int = 0) -> Path:
-    from hf_finetune.testing import PATTERNS, pattern_image
-
-    rng = random.Random(seed)
-    for split, n in (("train", per_class), ("validation", max(8, per_class // 8))):
-        for kind in PATTERNS:
-            folder = root / split / kind
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                image = pattern_image(kind, rng, size=64).resize((400, 300))
-                image.save(folder / f"{i:04d}.jpg", quality=90)
-    return root
 
 
 def recipe_for(folder: Path, model: str, workers: int | None, out: str) -> dict:
@@ -91,7 +76,9 @@ def main() -> None:
     parser.add_argument("--model", default="resnet18", help="a timm architecture (random weights)")
     parser.add_argument("--workers", type=int, default=None, help="loader workers for 'ours' (default: the machine's)")
     args = parser.parse_args()
-    folder = write_photos(WORK / "photos", per_class=args.images // 3)
+    per_class = args.images // 3
+    folder = write_photos(WORK / "photos", {"train": per_class, "validation": max(8, per_class // 8)},
+                          size=(400, 300))
     ours_recipe = recipe_for(folder, args.model, args.workers, "ours")
     base_recipe = recipe_for(folder, args.model, 0, "baseline")
     ours_rate, workers = loader_images_per_second(ours_recipe)
