@@ -178,7 +178,7 @@ def add_callback_to_every_trainer(callback) -> None:
     """Makes hf-finetune's trainers carry `callback` from now on (replacing an earlier one), so that
     benchmarks observe runs without changing them."""
     global _ORIGINAL_INIT
-    from hf_finetune import trainer as trainer_module
+    from hf_finetune.training import trainer as trainer_module
 
     if _ORIGINAL_INIT is None:
         _ORIGINAL_INIT = trainer_module.FinetuneTrainer.__init__

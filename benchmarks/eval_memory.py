@@ -40,7 +40,7 @@ def child(mode: str, rows: int, classes: int) -> dict:
     from hf_finetune.metrics import ClassificationMetrics, logits_to_predictions
     from hf_finetune.testing import write_tiny_bert
     from hf_finetune.train import evaluate_split
-    from hf_finetune.trainer import ClassificationLoss, FinetuneTrainer
+    from hf_finetune.training.trainer import ClassificationLoss, FinetuneTrainer
 
     set_seed(0)
     work = Path(tempfile.mkdtemp(prefix="bench-evalmem-"))

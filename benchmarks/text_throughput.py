@@ -72,8 +72,8 @@ def ours(model_dir: Path, files: dict[str, Path], work: Path) -> dict:
 
     from hf_finetune.data.text import LENGTH_COLUMN
     from hf_finetune.recipe import validate_recipe
-    from hf_finetune.samplers import SeededLengthGroupedSampler
     from hf_finetune.train import run
+    from hf_finetune.training.samplers import SeededLengthGroupedSampler
 
     recipe = validate_recipe({
         "task": "text-classification",

@@ -41,9 +41,9 @@ def loader_images_per_second(recipe: dict) -> tuple[float, int]:
     import torch
 
     from hf_finetune.data import build_datasets
-    from hf_finetune.hardware import device_defaults
-    from hf_finetune.models import load_vision_config, vision_data_config
+    from hf_finetune.models.backbones import load_vision_config, vision_data_config
     from hf_finetune.recipe import validate_recipe
+    from hf_finetune.training.arguments import device_defaults
 
     checked = validate_recipe(recipe)
     workers = checked.training.get("dataloader_num_workers",

@@ -137,7 +137,13 @@ def _quiet_loading() -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from hf_finetune.predict import format_line, load_predictor, predict, read_inputs, write_predictions
+    from hf_finetune.finished.predict import (
+        format_line,
+        load_predictor,
+        predict,
+        read_inputs,
+        write_predictions,
+    )
 
     _quiet_loading()
     predictor = load_predictor(args.output_dir)
@@ -152,7 +158,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hf_finetune.evaluation import evaluate_output, format_evaluation
+    from hf_finetune.finished.evaluate import evaluate_output, format_evaluation
 
     _quiet_loading()
     evaluation = evaluate_output(args.output_dir, args.data, args.split, column=args.column,
@@ -164,12 +170,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from hf_finetune.finished.push import NOTHING_TO_PUSH, push_output
+    from hf_finetune.outputs import read_finished_run
 
-    from hf_finetune.predict import read_recipe
-    from hf_finetune.push import push_output
-
-    settings = read_recipe(Path(args.output_dir)).get("hub") or {}
+    settings = read_finished_run(args.output_dir, NOTHING_TO_PUSH).recipe.get("hub") or {}
     repo_id = args.repo_id or settings.get("repo_id")
     if not repo_id:
         raise UserError("--repo-id: say which Hub repository to push to (owner/name); the run's recipe names none")

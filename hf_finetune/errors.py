@@ -5,7 +5,10 @@ Every error names what the user can change: a recipe key (dotted path), a file, 
 
 from __future__ import annotations
 
+import difflib
+import typing
 from dataclasses import dataclass
+from typing import Any
 
 
 class UserError(Exception):
@@ -56,9 +59,42 @@ class OutputExistsError(UserError):
     """The output folder already holds a finished run."""
 
 
+class NotAFinishedRunError(UserError):
+    """The folder holds no model or run that this package wrote."""
+
+
 class TrainingAborted(UserError):
     """Training stopped on purpose (non-finite loss, preemption) with what to do next."""
 
     def __init__(self, message: str, exit_code: int = 1):
         self.exit_code = exit_code
         super().__init__(message)
+
+
+# --- message helpers: the one did-you-mean and value display of the package ---------------------------
+
+def closest(name: str, choices: typing.Iterable[str], *, prefixes: bool = True, cutoff: float = 0.7) -> str | None:
+    """The closest valid name for a misspelt one, or None when nothing is close.
+
+    With `prefixes`, a name that begins valid ones ('adamw' for 'adamw_torch') suggests the first of
+    them, in the order the choices are given (for enums, the library's own order, most common first).
+    `cutoff` is difflib's similarity threshold (0..1).
+    """
+    choices = list(choices)
+    starts = [c for c in choices if isinstance(c, str) and name and c.startswith(name)] if prefixes else []
+    if starts:
+        return starts[0]
+    matches = difflib.get_close_matches(name, choices, n=1, cutoff=cutoff)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
+    """`; did you mean 'x'?` for the closest valid name, or an empty string."""
+    match = closest(name, choices)
+    return f"; did you mean '{match}'?" if match else ""
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value as it appears in a message: its repr, shortened."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

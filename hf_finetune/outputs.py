@@ -14,15 +14,18 @@ last, so a folder without it never looks like a finished run.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from hf_finetune.errors import OutputExistsError
+from hf_finetune.errors import NotAFinishedRunError, OutputExistsError
+from hf_finetune.files import write_json
 
 RUN_FILE = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -39,10 +42,59 @@ def read_run(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        run = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
-    return run if run.get("status") == "complete" else None
+    return run if isinstance(run, dict) and run.get("status") == "complete" else None
+
+
+@dataclass
+class FinishedRun:
+    """A finished run's output folder, as predict, evaluate, push and the card read it."""
+
+    folder: Path
+    manifest: dict[str, Any]  # run.json
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @functools.cached_property
+    def recipe(self) -> dict[str, Any]:
+        """The resolved recipe the run saved (recipe.yaml), as a plain mapping."""
+        return _read_mapping(self.folder / "recipe.yaml", yaml.safe_load)
+
+    @functools.cached_property
+    def metrics(self) -> dict[str, Any]:
+        """The run's metrics.json: validation, test and train figures."""
+        return _read_mapping(self.folder / "metrics.json", json.loads)
+
+
+def _read_mapping(path: Path, parse: Any) -> dict[str, Any]:
+    try:
+        value = parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise NotAFinishedRunError(f"OUTPUT_DIR: cannot read {path}: {exc}") from None
+    if not isinstance(value, dict):
+        raise NotAFinishedRunError(f"OUTPUT_DIR: {path} is not a mapping; the folder is damaged")
+    return value
+
+
+def read_finished_run(out_dir: str | os.PathLike, consequence: str = "") -> FinishedRun:
+    """The finished run in `out_dir`.
+
+    Args:
+        out_dir: the output folder.
+        consequence: appended to the error (e.g. ": nothing to push").
+
+    Raises:
+        NotAFinishedRunError: the folder holds no finished run of this tool (no complete run.json).
+    """
+    run = read_run(out_dir)
+    if run is None:
+        raise NotAFinishedRunError(f"OUTPUT_DIR: {out_dir} holds no finished run (no complete {RUN_FILE})"
+                                   + consequence)
+    return FinishedRun(Path(out_dir), run)
 
 
 def has_checkpoints(out_dir: str | os.PathLike) -> bool:
@@ -100,21 +152,6 @@ def staging_dir(out_dir: str | os.PathLike) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Writes JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def write_yaml(path: str | os.PathLike, obj: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
-    os.replace(tmp, path)
 
 
 def record_files(out_dir: str | os.PathLike, names: list[str]) -> None:

@@ -59,7 +59,7 @@ def preflight(recipe: Recipe) -> PreflightReport:
     report.metrics = check_metrics(recipe.metrics)
     check_data(recipe, report)
     if recipe.hub.push:
-        from hf_finetune.push import push_readiness
+        from hf_finetune.finished.push import push_readiness
 
         problem = push_readiness(recipe.hub.repo_id)
         if problem:  # a warning, not an error: the run itself does not need the Hub
@@ -70,7 +70,7 @@ def preflight(recipe: Recipe) -> PreflightReport:
 
 def check_model(recipe: Recipe) -> str:
     """Resolves the backbone's name and reads its config (never its weights)."""
-    from hf_finetune.models import load_text_config, load_vision_config, resolve_vision_name
+    from hf_finetune.models.backbones import load_text_config, load_vision_config, resolve_vision_name
 
     spec = recipe.model
     where = "local folder" if hub.is_local_path(spec.name) else "Hub"
@@ -84,8 +84,8 @@ def check_model(recipe: Recipe) -> str:
 
 
 def check_metrics(names: list[str]) -> str:
-    from hf_finetune.metric_names import BUNDLED_METRICS
     from hf_finetune.metrics import load_metric
+    from hf_finetune.metrics.names import BUNDLED_METRICS
 
     for name in names:
         if name not in BUNDLED_METRICS:

@@ -13,9 +13,10 @@ import yaml
 from safetensors.torch import load_file
 
 from hf_finetune.cli import main
-from hf_finetune.distributed import block_classes, resolve_batch
 from hf_finetune.errors import RecipeError
 from hf_finetune.recipe import validate_recipe
+from hf_finetune.training.arguments import resolve_training
+from hf_finetune.training.distributed import block_classes
 
 from .conftest import FILLER, NEGATIVE, POSITIVE, REPO, review_rows, write_csv, write_recipe
 
@@ -40,18 +41,24 @@ def _recipe(**batch):
     return validate_recipe(raw)
 
 
+def _split(recipe, processes):
+    return resolve_training(recipe, processes).batch.record()
+
+
 def test_global_batch_is_split_over_processes():
     recipe = _recipe(global_size=64)
-    assert resolve_batch(recipe, 2) == {"global": 64, "processes": 2, "per_device": 16, "accumulation_steps": 2}
-    assert recipe.training["per_device_train_batch_size"] == 16
-    assert recipe.training["gradient_accumulation_steps"] == 2
-    assert resolve_batch(_recipe(global_size=64), 8) == {"global": 64, "processes": 8, "per_device": 8,
-                                                         "accumulation_steps": 1}
-    assert resolve_batch(_recipe(global_size=48, max_per_device=20), 1)["per_device"] == 16  # 48 = 3 x 16
+    resolved = resolve_training(recipe, 2)
+    assert resolved.batch.record() == {"global": 64, "processes": 2, "per_device": 16, "accumulation_steps": 2}
+    assert resolved.training["per_device_train_batch_size"] == 16
+    assert resolved.training["gradient_accumulation_steps"] == 2
+    assert "gradient_accumulation_steps" not in recipe.training  # the recipe is not a scratchpad
+    assert _split(_recipe(global_size=64), 8) == {"global": 64, "processes": 8, "per_device": 8,
+                                                  "accumulation_steps": 1}
+    assert _split(_recipe(global_size=48, max_per_device=20), 1)["per_device"] == 16  # 48 = 3 x 16
     with pytest.raises(RecipeError, match="batch.global_size: 64 samples do not divide evenly over 3 processes"):
-        resolve_batch(_recipe(global_size=64), 3)
+        _split(_recipe(global_size=64), 3)
     as_given = _recipe()
-    assert resolve_batch(as_given, 4) == {"global": 64, "processes": 4, "per_device": 16, "accumulation_steps": 1}
+    assert _split(as_given, 4) == {"global": 64, "processes": 4, "per_device": 16, "accumulation_steps": 1}
     with pytest.raises(RecipeError, match="derived from batch.global_size"):
         validate_recipe({"task": "text-classification", "model": {"name": "m"}, "data": {"dataset": "d"},
                          "batch": {"global_size": 8}, "training": {"gradient_accumulation_steps": 2}})
@@ -59,7 +66,7 @@ def test_global_batch_is_split_over_processes():
 
 def test_fsdp_wraps_the_models_own_blocks(tiny_bert, tiny_vit, tiny_resnet):
     from hf_finetune.data.labels import LabelSpace
-    from hf_finetune.models import build_text_model, build_tokenizer, build_vision_model
+    from hf_finetune.models.backbones import build_text_model, build_tokenizer, build_vision_model
     from hf_finetune.recipe import ModelSpec
 
     labels = LabelSpace(("a", "b"), ("a", "b"))

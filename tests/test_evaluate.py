@@ -13,7 +13,7 @@ from PIL import Image
 
 from hf_finetune.cli import main
 from hf_finetune.data.labels import model_label_space
-from hf_finetune.predict import load_predictor, predict, read_inputs
+from hf_finetune.finished.predict import load_predictor, predict, read_inputs
 from hf_finetune.testing import PATTERNS, write_pattern_folder
 
 from .conftest import review_rows, write_csv

@@ -7,9 +7,9 @@ import torch
 
 from hf_finetune.data.labels import LabelSpace
 from hf_finetune.data.text import TextCollator
-from hf_finetune.models import build_text_model, build_tokenizer
+from hf_finetune.models.backbones import build_text_model, build_tokenizer
 from hf_finetune.recipe import ModelSpec
-from hf_finetune.samplers import SeededLengthGroupedSampler
+from hf_finetune.training.samplers import SeededLengthGroupedSampler
 
 from .conftest import FILLER, NEGATIVE, POSITIVE
 

@@ -7,7 +7,7 @@ import torch
 
 from hf_finetune.data.labels import LabelSpace
 from hf_finetune.errors import ModelError
-from hf_finetune.models import build_text_model, build_tokenizer
+from hf_finetune.models.backbones import build_text_model, build_tokenizer
 from hf_finetune.recipe import ModelSpec
 from hf_finetune.testing import write_tiny_text_model
 

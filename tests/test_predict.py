@@ -13,7 +13,7 @@ from PIL import Image
 
 from hf_finetune.cli import main
 from hf_finetune.data.images import decode_image
-from hf_finetune.predict import load_predictor, predict, read_inputs
+from hf_finetune.finished.predict import load_predictor, predict, read_inputs
 
 TEXTS = ["the movie was really great", "the plot was dull", "wonderful", "the film was quite boring and bad",
          "the acting was superb and the plot was moving", "terrible"]

@@ -13,8 +13,8 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
 from hf_finetune import hub
-from hf_finetune import push as push_module
 from hf_finetune.cli import main
+from hf_finetune.finished import push as push_module
 
 from .conftest import write_recipe
 

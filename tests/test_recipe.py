@@ -9,7 +9,7 @@ import yaml
 
 from hf_finetune.errors import RecipeError
 from hf_finetune.recipe import apply_overrides, field_reference, load_recipe, validate_recipe
-from hf_finetune.training_args import training_fields
+from hf_finetune.training.fields import training_fields
 
 from .conftest import REPO
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_finetune.checkpoints import checkpoint_problem, latest_complete_checkpoint, list_checkpoints
 from hf_finetune.cli import main
+from hf_finetune.training.checkpoints import checkpoint_problem, latest_complete_checkpoint, list_checkpoints
 
 from .conftest import REPO, write_recipe
 
@@ -104,7 +104,7 @@ def test_sigterm_checkpoints_at_the_step_boundary_and_says_how_to_resume(tmp_pat
 
 def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
         tmp_path, resumable, monkeypatch, capsys):
-    from hf_finetune.trainer import ClassificationLoss
+    from hf_finetune.training.trainer import ClassificationLoss
 
     calls = {"n": 0}
     original = ClassificationLoss.__call__

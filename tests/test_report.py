@@ -13,9 +13,10 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from PIL import Image
 
-from hf_finetune import report
 from hf_finetune.cli import main
 from hf_finetune.recipe import validate_recipe
+from hf_finetune.report import card as card_module
+from hf_finetune.report import plots, record, summary
 
 from .conftest import write_recipe
 
@@ -77,7 +78,7 @@ def test_card_metadata_names_hub_base_model_dataset_and_license(text_run):
     recipe, metrics, run = records(text_run)
     recipe["card"]["license"] = "apache-2.0"
     run["hub_ids"] = {"base_model": "google-bert/bert-base-uncased", "dataset": "stanfordnlp/imdb"}
-    text = report.render_card(recipe, metrics, run, plots=[], model_id="me/bert-imdb")
+    text = card_module.render_card(recipe, metrics, run, plots=[], model_id="me/bert-imdb")
     card = ModelCard(text)
     assert card.data.base_model == "google-bert/bert-base-uncased"
     assert card.data.datasets == ["stanfordnlp/imdb"] and card.data.license == "apache-2.0"
@@ -94,7 +95,7 @@ def test_hub_ids_for_the_card(tmp_path, tiny_resnet):
 
     def ids(**sections):
         raw = {"task": "image-classification", "data": {"image_folder": str(tmp_path / "imgs")}, **sections}
-        return report.hub_ids(validate_recipe(raw))
+        return record.hub_ids(validate_recipe(raw))
 
     assert ids(model={"name": "resnet50.a1_in1k"}) == {"base_model": "timm/resnet50.a1_in1k", "dataset": None}
     assert ids(model={"name": "hf-hub:timm/vit_small_patch16_224.augreg_in21k"})["base_model"] == \
@@ -133,8 +134,8 @@ def test_plots_are_pngs_of_a_sensible_size(text_run, name):
 def test_loss_plot_has_both_curves_and_metric_plot_every_epoch(text_run):
     log = json.loads((text_run / "training_log.json").read_text())
     assert sum("loss" in e for e in log) == 48 and sum("eval_loss" in e for e in log) == 8  # 48 steps, 8 epochs
-    assert report.plot_loss([], text_run / "nothing.png") is False
-    assert report.plot_validation_metrics([{"loss": 1.0, "step": 1}], ["accuracy"], "accuracy",
+    assert plots.plot_loss([], text_run / "nothing.png") is False
+    assert plots.plot_validation_metrics([{"loss": 1.0, "step": 1}], ["accuracy"], "accuracy",
                                           text_run / "nothing.png") is False
     assert not (text_run / "nothing.png").exists()
 
@@ -154,7 +155,7 @@ def test_confusion_matrix_tick_labels_are_named_and_never_overlap(labels):
 
     n = len(labels)
     matrix = [[(i * 7 + j * 3) % 11 + (20 if i == j else 0) for j in range(n)] for i in range(n)]
-    fig = report.confusion_matrix_figure(matrix, labels, "Confusion matrix (test)")
+    fig = plots.confusion_matrix_figure(matrix, labels, "Confusion matrix (test)")
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     renderer = canvas.get_renderer()
@@ -162,7 +163,7 @@ def test_confusion_matrix_tick_labels_are_named_and_never_overlap(labels):
     assert ax.get_xlabel() == "predicted label" and ax.get_ylabel() == "true label"
     assert ax.get_title().startswith("Confusion matrix (test)")
     xs, ys = ax.get_xticklabels(), ax.get_yticklabels()
-    assert [t.get_text() for t in xs] == [t.get_text() for t in ys] == [report.shorten(label) for label in labels]
+    assert [t.get_text() for t in xs] == [t.get_text() for t in ys] == [plots.shorten(label) for label in labels]
     figure_box = fig.bbox
     for ticks in (xs, ys):
         assert not _overlaps([t.get_window_extent(renderer) for t in ticks])
@@ -173,17 +174,17 @@ def test_confusion_matrix_tick_labels_are_named_and_never_overlap(labels):
 
 
 def test_shorten_keeps_both_ends():
-    assert report.shorten("short") == "short"
+    assert plots.shorten("short") == "short"
     long = "Northern_Cardinal_adult_male_in_winter_plumage"
-    assert len(report.shorten(long)) == 28 and report.shorten(long).startswith("Northern")
-    assert report.shorten(long).endswith("plumage")
+    assert len(plots.shorten(long)) == 28 and plots.shorten(long).startswith("Northern")
+    assert plots.shorten(long).endswith("plumage")
 
 
 def test_a_plot_that_fails_leaves_the_card_and_the_run_intact(tmp_path, text_recipe, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("no fonts today")
 
-    monkeypatch.setattr(report, "plot_loss", broken)
+    monkeypatch.setattr(card_module, "plot_loss", broken)  # the name write_report calls
     path = write_recipe(tmp_path / "recipe.yaml", text_recipe)
     with caplog.at_level(logging.WARNING, logger="hf_finetune"):
         assert main(["train", str(path)]) == 0
@@ -200,13 +201,13 @@ def test_summary_line_reads_at_a_glance():
         "test": {"accuracy": 0.9071, "f1": 0.8993, "loss": 0.31, "num_samples": 10},
         "train": {"samples_per_second": 411.7},
     }
-    assert report.summary_line(results, 72.4, "outputs/bert_sentiment") == (
+    assert summary.summary_line(results, 72.4, "outputs/bert_sentiment") == (
         "Done in 1m12s | validation accuracy 0.912 f1 0.905 | test accuracy 0.907 f1 0.899 | 412 samples/s | "
         "outputs/bert_sentiment")
-    assert report.format_duration(7384) == "2h03m" and report.format_duration(9.4) == "9s"
+    assert summary.format_duration(7384) == "2h03m" and summary.format_duration(9.4) == "9s"
     del results["test"]
     results["train"]["samples_per_second"] = 3.14
-    assert report.summary_line(results, 5, "o") == "Done in 5s | validation accuracy 0.912 f1 0.905 | 3.1 samples/s | o"
+    assert summary.summary_line(results, 5, "o") == "Done in 5s | validation accuracy 0.912 f1 0.905 | 3.1 samples/s | o"
 
 
 def test_training_ends_with_the_summary_line(tmp_path, text_recipe, caplog):
@@ -229,6 +230,6 @@ def test_card_of_a_run_without_a_test_split(text_run):
     del metrics["test"]
     recipe["data"]["splits"]["test"] = None
     run["splits"].pop("test")
-    card = ModelCard(report.render_card(recipe, metrics, run, plots=PLOTS[:3], model_id="x"))
+    card = ModelCard(card_module.render_card(recipe, metrics, run, plots=PLOTS[:3], model_id="x"))
     assert {r.dataset_split for r in card.data.eval_results} == {"validation"}
     assert "| metric | validation |\n" in card.text and "Per class (test)" not in card.text

@@ -9,7 +9,7 @@ import pytest
 
 from hf_finetune.cli import main
 from hf_finetune.errors import ModelError
-from hf_finetune.models import load_text_config
+from hf_finetune.models.backbones import load_text_config
 from hf_finetune.recipe import ModelSpec
 
 from .conftest import write_recipe
@@ -44,7 +44,7 @@ def test_remote_code_is_refused_by_default(remote_code_model):
 
 
 def test_remote_code_runs_only_when_the_recipe_says_so_with_a_warning(remote_code_model, caplog):
-    from hf_finetune.models import warn_remote_code
+    from hf_finetune.models.backbones import warn_remote_code
 
     folder, marker = remote_code_model
     spec = ModelSpec(name=str(folder), trust_remote_code=True)

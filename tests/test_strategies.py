@@ -11,14 +11,14 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
-from hf_finetune.blocks import split_model
 from hf_finetune.cli import main
 from hf_finetune.data.labels import LabelSpace
-from hf_finetune.models import build_text_model, build_tokenizer, build_vision_model
+from hf_finetune.models.backbones import build_text_model, build_tokenizer, build_vision_model
+from hf_finetune.models.blocks import split_model
 from hf_finetune.recipe import Finetune, ModelSpec
-from hf_finetune.strategies import Schedule, build_plan
-from hf_finetune.trainer import ClassificationLoss, FinetuneTrainer
-from hf_finetune.trainer_setup import resolve_class_weights
+from hf_finetune.training.assembly import resolve_class_weights
+from hf_finetune.training.strategies import Schedule, build_plan
+from hf_finetune.training.trainer import ClassificationLoss, FinetuneTrainer
 
 from .conftest import write_recipe
 

@@ -16,7 +16,12 @@ from hf_finetune.data import build_datasets
 from hf_finetune.data.images import UnreadableImageError, decode_image, to_rgb
 from hf_finetune.data.vision import build_image_transforms
 from hf_finetune.errors import DataError, HubUnreachableError, ModelError
-from hf_finetune.models import build_vision_model, load_vision_config, resolve_vision_name, vision_data_config
+from hf_finetune.models.backbones import (
+    build_vision_model,
+    load_vision_config,
+    resolve_vision_name,
+    vision_data_config,
+)
 from hf_finetune.recipe import ModelSpec, validate_recipe
 from hf_finetune.testing import PATTERNS, write_tiny_timm
 

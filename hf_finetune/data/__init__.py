@@ -36,9 +36,8 @@ from hf_finetune.data.sources import load_raw_splits
 from hf_finetune.data.splits import ROLES, cap_rows, carve_validation, check_columns, select_splits
 from hf_finetune.data.text import TextCollator, check_text_columns, tokenize_split
 from hf_finetune.data.vision import ImageTransform, build_image_transforms, collate_images
-from hf_finetune.errors import DataError
+from hf_finetune.errors import DataError, did_you_mean
 from hf_finetune.recipe import Recipe
-from hf_finetune.training_args import did_you_mean
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,8 @@ import logging
 from datasets import Dataset, DatasetDict
 
 from hf_finetune.data.labels import LABEL_COLUMN
-from hf_finetune.errors import DataError
+from hf_finetune.errors import DataError, did_you_mean
 from hf_finetune.recipe import DataSpec
-from hf_finetune.training_args import did_you_mean
 
 logger = logging.getLogger(__name__)
 

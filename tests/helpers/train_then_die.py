@@ -15,8 +15,8 @@ import sys
 
 from transformers import TrainerCallback, TrainerState
 
-from hf_finetune import trainer as trainer_module
 from hf_finetune.cli import main
+from hf_finetune.training import trainer as trainer_module
 
 POINT, STEP, ARGS = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 

@@ -1,0 +1,1 @@
+"""What acts on a finished run's output folder: predict, evaluate, push."""

@@ -1,0 +1,215 @@
+"""Score a finished run's model on another split or a new labelled file, with the run's own metrics.
+
+The run's resolved recipe (recipe.yaml in the output folder) supplies the columns, the metrics and
+the preprocessing; `--data` replaces only where the rows come from. The label space is the
+model's (config.json `id2label`): a label in the new data that the model does not know is an error
+that names it, never a silent new class.
+
+    evaluation-<name>.json                     the report, in the format of metrics.json's split entries
+    evaluation-<name>-confusion_matrix.png     its confusion matrix
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hf_finetune.errors import DataError, UserError
+from hf_finetune.files import write_json
+from hf_finetune.finished.predict import load_predictor
+from hf_finetune.outputs import read_finished_run, read_run, record_files
+from hf_finetune.recipe import FILE_FORMATS, Recipe, validate_recipe
+
+logger = logging.getLogger(__name__)
+
+SOURCE_KEYS = ("dataset", "config", "revision", "files", "image_folder")
+
+
+@dataclass
+class Evaluation:
+    """A finished evaluation: its name, its report and the files written."""
+
+    name: str
+    report: dict[str, Any]  # metrics.json split format: metrics, loss, per_class, confusion_matrix, num_samples
+    files: list[Path]
+
+
+def evaluation_recipe(out_dir: Path, data: str | None, split: str | None, column: str | None = None,
+                      label_column: str | None = None) -> tuple[Recipe, str | None, str | None]:
+    """The run's recipe with its data source replaced by `data` (when given).
+
+    Returns:
+        (recipe, the split to score or None for "the only one, else test", what the data is called in
+        file names: None for the run's own data, whose files are named after the split alone).
+
+    Raises:
+        UserError: the folder has no recipe.yaml, or `data`/`split` cannot be used.
+    """
+    raw = read_finished_run(out_dir).recipe if read_run(out_dir) is not None else {}
+    if not raw:
+        raise UserError(f"OUTPUT_DIR: {out_dir} has no recipe.yaml, so the columns and metrics are unknown")
+    raw = copy.deepcopy(raw)
+    section = raw.setdefault("data", {})
+    columns = section.setdefault("columns", {})
+    if column:
+        columns["text" if raw.get("task") == "text-classification" else "image"] = column
+    if label_column:
+        columns["label"] = label_column
+    section["max_samples"] = {}
+    called = None
+    if data is None:
+        split = split or (section.get("splits") or {}).get("test")
+        if split is None:
+            raise UserError("--split: the run had no test split; name the split to score (e.g. --split validation)")
+    else:
+        original, original_config = section.get("dataset"), section.get("config")
+        for key in SOURCE_KEYS:
+            section[key] = None
+        path = Path(data).expanduser()
+        if path.is_file():
+            if path.suffix.lower() not in FILE_FORMATS:
+                raise UserError(f"--data: {data}: unsupported file type; use {', '.join(FILE_FORMATS)}")
+            if split is not None:
+                raise UserError(f"--split: {data} is a file, which is a single split; leave --split out")
+            split = called = path.stem
+            section["files"] = {split: [str(path)]}
+        elif path.is_dir():
+            is_saved = (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()
+            if raw.get("task") == "image-classification" and not is_saved:
+                section["image_folder"] = str(path)
+            else:
+                section["dataset"] = str(path)
+            called = path.name
+        elif data.startswith((".", "/", "~")) or Path(data).suffix.lower() in FILE_FORMATS:
+            raise UserError(f"--data: no such file or folder: {data}")
+        else:  # a Hub dataset id
+            section["dataset"] = data
+            if data == original:  # the run's own Hub dataset: keep its configuration
+                section["config"] = original_config
+            called = data.split("/")[-1]
+    raw["data"] = section
+    raw["model"] = {**(raw.get("model") or {}), "name": str(out_dir)}
+    raw["output"] = {"dir": str(out_dir)}
+    raw["hub"] = {}
+    # Only for validation (data.files must hold the training split): build_eval_dataset picks the split.
+    files = section.get("files") or {}
+    section["splits"] = {"train": next(iter(files), split or "test"), "validation": None, "test": None}
+    return validate_recipe(raw, source=str(out_dir / "recipe.yaml")), split, called
+
+
+def slug(name: str) -> str:
+    """`name` made safe for a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "eval"
+
+
+def evaluate_output(out_dir: str | os.PathLike, data: str | None = None, split: str | None = None, *,
+                    column: str | None = None, label_column: str | None = None, name: str | None = None,
+                    output_dir: str | os.PathLike | None = None, batch_size: int = 32) -> Evaluation:
+    """Scores a finished run's model on a split of its own data or on new data, and writes the report.
+
+    Args:
+        out_dir: the finished run's output folder.
+        data: a data file (csv/tsv/json/jsonl/parquet), an image folder, a saved dataset folder or a
+            Hub dataset id; None scores a split of the run's own data.
+        split: the split to score (default: the run's test split; for new data its only split, else test).
+        column, label_column: input and label columns of the new data (default: the run's).
+        name: names the files written (default: from the data and split).
+        output_dir: where to write (default: `out_dir`, where run.json then lists the files).
+        batch_size: rows per forward pass.
+
+    Raises:
+        UserError: naming the argument, file, split, column or label that is wrong.
+    """
+    from hf_finetune.data import build_eval_dataset
+    from hf_finetune.metrics import ClassificationMetrics
+    from hf_finetune.report.card import plot_confusion_matrix
+
+    out_dir = Path(out_dir)
+    predictor = load_predictor(out_dir)  # checks the folder holds a model, and loads it once
+    recipe, split, called = evaluation_recipe(out_dir, data, split, column, label_column)
+    if recipe.task != predictor.task:
+        raise UserError(f"OUTPUT_DIR: recipe.yaml says {recipe.task}, but the model is for {predictor.task}")
+    if recipe.is_text:
+        prepared, split = build_eval_dataset(recipe, split, predictor.labels, tokenizer=predictor.tokenizer,
+                                             max_length=predictor.max_length)
+    else:
+        from hf_finetune.models.backbones import vision_data_config
+
+        prepared, split = build_eval_dataset(recipe, split, predictor.labels,
+                                             data_config=vision_data_config(predictor.model.config))
+    dataset = prepared.splits["eval"]
+    if name is None:
+        name = split if called is None else called if called == split else f"{called}-{split}"
+    name = slug(name)
+    predictions, references, loss = run_model(predictor.model, dataset, prepared.collator, batch_size)
+    report = ClassificationMetrics(recipe.metrics, list(predictor.labels)).report(predictions, references)
+    report["loss"] = loss
+    report["source"] = {
+        "data": data if data is not None else f"the run's data ({_describe(recipe)})",
+        "split": split,
+        "rows": len(dataset),
+        "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+    dest = Path(output_dir) if output_dir is not None else out_dir
+    dest.mkdir(parents=True, exist_ok=True)
+    json_path = dest / f"evaluation-{name}.json"
+    plot_path = dest / f"evaluation-{name}-confusion_matrix.png"
+    write_json(json_path, report)
+    files = [json_path]
+    try:
+        plot_confusion_matrix(report, plot_path, f"Confusion matrix ({name})")
+        files.append(plot_path)
+    except Exception:  # the numbers are written; a drawing problem must not hide them
+        logger.warning("Could not draw %s", plot_path, exc_info=True)
+    if dest.resolve() == out_dir.resolve() and read_run(out_dir) is not None:
+        record_files(out_dir, [f.name for f in files])  # so push uploads them, and overwrite clears them
+    return Evaluation(name=name, report=report, files=files)
+
+
+def _describe(recipe: Recipe) -> str:
+    data = recipe.data
+    return data.dataset or data.image_folder or ", ".join(p for paths in (data.files or {}).values() for p in paths)
+
+
+def run_model(model: Any, dataset: Any, collator: Any, batch_size: int) -> tuple[list[int], list[int], float]:
+    """Predicted class ids, label ids and mean cross-entropy loss over a dataset, in its order."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
+    predictions: list[int] = []
+    references: list[int] = []
+    total = 0.0
+    model.eval()
+    with torch.inference_mode():
+        for batch in loader:
+            labels = batch.pop("labels")
+            logits = model(**batch).logits.float()
+            total += F.cross_entropy(logits, labels, reduction="sum").item()
+            predictions += logits.argmax(dim=-1).tolist()
+            references += labels.tolist()
+    if not references:
+        raise DataError("nothing to evaluate: the split has no rows left")
+    return predictions, references, total / len(references)
+
+
+def format_evaluation(evaluation: Evaluation) -> str:
+    """A few readable lines: the metrics, then precision/recall/F1/support per class."""
+    report = evaluation.report
+    skip = {"per_class", "confusion_matrix", "num_samples", "source"}
+    scalars = "  ".join(f"{k} {v:.4f}" for k, v in report.items() if k not in skip and isinstance(v, float))
+    lines = [f"{evaluation.name}: {report['num_samples']} rows (split '{report['source']['split']}')", f"  {scalars}"]
+    per_class = report.get("per_class") or {}
+    width = max([len(label) for label in per_class] + [5])
+    lines.append(f"  {'class':<{width}}  precision  recall  f1      support")
+    for label, v in per_class.items():
+        lines.append(f"  {label:<{width}}  {v['precision']:.4f}     {v['recall']:.4f}  {v['f1']:.4f}  {v['support']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,325 @@
+"""Use a finished run: label texts or images with the fine-tuned model, in batches.
+
+    load_predictor     the model, its tokenizer or eval image transform, and its label names
+    read_inputs        strings, .txt/.csv/.tsv/.jsonl/.json/.parquet files, image files and folders, or '-'
+    predict            top-k (label, score) per input; softmax scores, batched
+    write_predictions  JSONL or CSV
+
+Inputs are preprocessed exactly as evaluation during training did (and as `pipeline()` does): the
+tokenizer with the run's max_length, or the timm eval transform from the model's pretrained config
+after decoding to RGB as training did.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hf_finetune.errors import DataError, NotAFinishedRunError, UserError
+from hf_finetune.outputs import read_finished_run, read_run
+
+logger = logging.getLogger(__name__)
+
+TEXT_FILES = {".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet"}
+OUTPUT_FORMATS = (".jsonl", ".csv")
+
+
+@dataclass
+class Predictor:
+    """A fine-tuned model ready to label inputs, with what it needs to preprocess them."""
+
+    task: str
+    model: Any
+    labels: list[str]
+    recipe: dict[str, Any]
+    tokenizer: Any = None
+    max_length: int | None = None
+    transform: Any = None
+
+    @property
+    def is_text(self) -> bool:
+        return self.task == "text-classification"
+
+    @property
+    def text_pair_column(self) -> str | None:
+        return ((self.recipe.get("data") or {}).get("columns") or {}).get("text_pair")
+
+    def default_column(self) -> str:
+        columns = (self.recipe.get("data") or {}).get("columns") or {}
+        return columns.get("text" if self.is_text else "image") or ("text" if self.is_text else "image")
+
+
+@dataclass
+class Item:
+    """One input: what it is (text, or an image path) and, for sentence pairs, its second text."""
+
+    value: Any
+    pair: str | None = None
+
+
+def output_task(out_dir: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """The task of a finished run's folder and its resolved recipe (from run.json, or without one,
+    from config.json, with an empty recipe).
+
+    Raises:
+        NotAFinishedRunError: the folder holds neither, or its config.json cannot be read.
+    """
+    out_dir = Path(out_dir)
+    if read_run(out_dir) is not None:
+        finished = read_finished_run(out_dir)
+        return finished.task, finished.recipe
+    config = out_dir / "config.json"
+    if not config.is_file():
+        raise NotAFinishedRunError(
+            f"OUTPUT_DIR: {out_dir} holds no finished run (no run.json) and no model (no config.json)"
+        )
+    try:
+        fields = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise NotAFinishedRunError(f"OUTPUT_DIR: {config} is not a readable model config: {exc}") from None
+    if not isinstance(fields, dict):
+        raise NotAFinishedRunError(f"OUTPUT_DIR: {config} is not a model config (a JSON object)")
+    logger.warning("%s has no run.json (not a finished run): using the model in it anyway", out_dir)
+    return ("image-classification" if "architecture" in fields else "text-classification"), {}
+
+
+def load_predictor(out_dir: str | os.PathLike) -> Predictor:
+    """Loads the fine-tuned model in `out_dir` for inference (eval mode, local files only)."""
+    out_dir = Path(out_dir)
+    task, recipe = output_task(out_dir)
+    kwargs = {"local_files_only": True}
+    try:
+        if task == "text-classification":
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            from hf_finetune.data.text import default_max_length
+
+            tokenizer = AutoTokenizer.from_pretrained(out_dir, **kwargs)
+            model = AutoModelForSequenceClassification.from_pretrained(out_dir, **kwargs).eval()
+            max_length = (recipe.get("preprocessing") or {}).get("max_length") or default_max_length(
+                tokenizer, model.config)
+            return Predictor(task, model, _labels(model), recipe, tokenizer=tokenizer, max_length=max_length)
+        from transformers import AutoModelForImageClassification
+
+        from hf_finetune.data.vision import build_eval_transform
+        from hf_finetune.models.backbones import vision_data_config
+
+        model = AutoModelForImageClassification.from_pretrained(out_dir, **kwargs).eval()
+        transform = build_eval_transform(vision_data_config(model.config))
+        return Predictor(task, model, _labels(model), recipe, transform=transform)
+    except OSError as exc:
+        raise NotAFinishedRunError(f"OUTPUT_DIR: cannot load the model in {out_dir}: {exc}") from None
+
+
+def _labels(model: Any) -> list[str]:
+    id2label = model.config.id2label
+    return [str(id2label[i]) for i in range(len(id2label))]
+
+
+# --- inputs --------------------------------------------------------------------------------------------
+
+def image_extensions() -> set[str]:
+    """File extensions that PIL can open."""
+    from PIL import Image
+
+    Image.init()
+    return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def read_inputs(predictor: Predictor, inputs: list[str], column: str | None = None) -> list[Item]:
+    """Turns command-line inputs into items to label.
+
+    Text models: each input is a string to classify, or a file: .txt (one text per line), .csv/.tsv,
+    .jsonl/.json or .parquet (the `column`, default the run's text column). Image models: image
+    files, folders (every image inside, recursively), or those same list files naming image paths
+    (relative to the list file's folder). '-' reads lines from standard input.
+
+    Raises:
+        DataError: naming the input, file, column or row that is wrong.
+    """
+    column = column or predictor.default_column()
+    pair = predictor.text_pair_column if predictor.is_text else None
+    items: list[Item] = []
+    for raw in inputs:
+        if raw == "-":
+            lines = [line.rstrip("\n") for line in sys.stdin]
+            items += [_item(predictor, line, None, "standard input", Path.cwd()) for line in lines if line.strip()]
+            continue
+        path = Path(raw).expanduser()
+        suffix = path.suffix.lower()
+        if path.is_file() and suffix in TEXT_FILES:
+            for row, (value, second) in enumerate(read_column(path, column, pair)):
+                items.append(_item(predictor, value, second, f"{path} row {row}", path.parent))
+        elif predictor.is_text:
+            if path.is_file() or path.is_dir():
+                raise DataError(f"INPUTS: {raw} is a {'folder' if path.is_dir() else 'file'}; a text model reads "
+                                f"texts, or files ending in {', '.join(sorted(TEXT_FILES))}")
+            if suffix in TEXT_FILES and " " not in raw:
+                raise DataError(f"INPUTS: file not found: {raw}")
+            if pair:
+                raise DataError(
+                    f"INPUTS: this model classifies sentence pairs; give a csv/jsonl file with columns "
+                    f"'{column}' and '{pair}' instead of the text {raw!r}"
+                )
+            items.append(Item(raw))
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in image_extensions())
+            if not found:
+                raise DataError(f"INPUTS: no image files in folder {raw}")
+            items += [Item(str(p)) for p in found]
+        elif path.is_file():
+            items.append(Item(str(path)))
+        else:
+            raise DataError(f"INPUTS: no such file or folder: {raw}")
+    if not items:
+        raise DataError("INPUTS: nothing to label (the inputs hold no texts or images)")
+    return items
+
+
+def _item(predictor: Predictor, value: str, pair: str | None, where: str, base: Path) -> Item:
+    if predictor.is_text:
+        return Item(value, pair)
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise DataError(f"INPUTS: {where} names no existing image file: {value}")
+    return Item(str(path))
+
+
+def read_column(path: Path, column: str, pair: str | None = None) -> Iterator[tuple[str, str | None]]:
+    """(value, pair value) for every row of a data file; .txt files are one value per line."""
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        if pair:
+            raise DataError(f"INPUTS: {path}: this model classifies sentence pairs; a .txt file holds single texts")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                yield line, None
+        return
+    rows = _rows(path)
+    wanted = [column] + ([pair] if pair else [])
+    for i, row in enumerate(rows):
+        for name in wanted:
+            if name not in row:
+                from hf_finetune.errors import did_you_mean
+
+                raise DataError(f"--column: {path} has no column '{name}' (columns: {', '.join(map(str, row))})"
+                                + did_you_mean(name, list(map(str, row))))
+            if row[name] is None or str(row[name]).strip() == "":
+                raise DataError(f"INPUTS: {path} row {i}: column '{name}' is empty")
+        yield str(row[column]), (str(row[pair]) if pair else None)
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            with open(path, newline="", encoding="utf-8") as f:
+                return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+        if suffix == ".parquet":
+            import pyarrow.parquet
+
+            return pyarrow.parquet.read_table(path).to_pylist()
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".json" and text.lstrip().startswith("["):
+            rows = json.loads(text)
+        else:  # JSON lines (what `datasets` also accepts in a .json file)
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"INPUTS: cannot read {path}: {exc}") from None
+    if not all(isinstance(row, dict) for row in rows):
+        raise DataError(f"INPUTS: {path} must hold one JSON object per row")
+    return rows
+
+
+# --- prediction ----------------------------------------------------------------------------------------
+
+def predict(predictor: Predictor, items: list[Item], batch_size: int = 32,
+            top_k: int = 1) -> list[list[tuple[str, float]]]:
+    """The `top_k` most likely (label, score) pairs per item, best first; scores are softmax probabilities.
+
+    Raises:
+        UnreadableImageError: an image file that does not decode, named.
+    """
+    import torch
+
+    top_k = max(1, min(top_k, len(predictor.labels)))
+    out: list[list[tuple[str, float]]] = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        with torch.inference_mode():
+            logits = _logits(predictor, batch)
+        probs = torch.softmax(logits.float(), dim=-1)
+        scores, ids = probs.topk(top_k, dim=-1)
+        for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
+            out.append([(predictor.labels[i], s) for i, s in zip(row_ids, row_scores, strict=True)])
+    return out
+
+
+def _logits(predictor: Predictor, batch: list[Item]) -> Any:
+    import torch
+
+    if predictor.is_text:
+        texts = [item.value for item in batch]
+        pairs = [item.pair for item in batch] if predictor.text_pair_column else None
+        encoded = predictor.tokenizer(texts, pairs, truncation=True, max_length=predictor.max_length,
+                                      padding=True, return_tensors="pt")
+        return predictor.model(**encoded).logits
+    from hf_finetune.data.images import decode_image
+
+    pixels = torch.stack([predictor.transform(decode_image(item.value)) for item in batch])
+    return predictor.model(pixel_values=pixels).logits
+
+
+# --- output ----------------------------------------------------------------------------------------------
+
+def format_line(item: Item, top: list[tuple[str, float]], width: int = 100) -> str:
+    """`pos (0.973), neg (0.027)  the film was...`: labels first, then the input, shortened to one line."""
+    shown = " ".join(str(item.value).split())
+    if item.pair is not None:
+        shown += " || " + " ".join(item.pair.split())
+    if len(shown) > width:
+        shown = shown[: width - 1] + "…"
+    return ", ".join(f"{label} ({score:.3f})" for label, score in top) + "  " + shown
+
+
+def write_predictions(path: str | os.PathLike, items: list[Item], predictions: list[list[tuple[str, float]]],
+                      ) -> None:
+    """Writes one record per input: JSONL (input, label, score, top_k) or CSV (input, label, score, label_2, ...).
+
+    Raises:
+        UserError: the file name ends in neither .jsonl nor .csv.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UserError(f"--output: {path}: write .jsonl or .csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    has_pair = any(item.pair is not None for item in items)
+    if suffix == ".jsonl":
+        with open(path, "w", encoding="utf-8") as f:
+            for item, top in zip(items, predictions, strict=True):
+                record: dict[str, Any] = {"input": item.value}
+                if has_pair:
+                    record["input_pair"] = item.pair
+                record.update(label=top[0][0], score=top[0][1],
+                              top_k=[{"label": label, "score": score} for label, score in top])
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return
+    k = max(len(top) for top in predictions)
+    header = ["input"] + (["input_pair"] if has_pair else []) + ["label", "score"]
+    header += [f"{name}_{i}" for i in range(2, k + 1) for name in ("label", "score")]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for item, top in zip(items, predictions, strict=True):
+            row = [item.value] + ([item.pair] if has_pair else [])
+            writer.writerow(row + [v for pair in top for v in pair])

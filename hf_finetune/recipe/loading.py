@@ -1,0 +1,106 @@
+"""Reading a recipe: YAML file (safe loader), then `dotted.key=value` overrides, then validation."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from hf_finetune.errors import Problem, RecipeError, did_you_mean
+from hf_finetune.recipe.schema import Recipe, is_free_mapping, section_model
+from hf_finetune.recipe.validation import validate_recipe
+from hf_finetune.training.fields import training_fields
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a recipe file with YAML's safe loader (no Python objects can be constructed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError([Problem("", f"recipe file not found: {path}")])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError([Problem("", f"not valid YAML{where}: {problem}")], source=str(path)) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError([Problem("", f"a recipe must be a YAML mapping, got {type(raw).__name__}")], str(path))
+    return raw
+
+
+def _check_override_path(parts: list[str]) -> str | None:
+    """Returns a message when a dotted override path names no recipe key, else None."""
+    model: type[BaseModel] = Recipe
+    for i, part in enumerate(parts):
+        fields = model.model_fields
+        here = ".".join(parts[: i + 1])
+        if part not in fields:
+            return f"{here}: no such recipe key" + did_you_mean(part, fields)
+        annotation = fields[part].annotation
+        rest = parts[i + 1 :]
+        if not rest:
+            return None
+        if model is Recipe and part == "training":
+            key = rest[0]
+            if len(rest) > 1:
+                return None  # a dict-valued TrainingArguments field (e.g. lr_scheduler_kwargs.x)
+            if key not in training_fields():
+                return f"{here}.{key}: unknown TrainingArguments field" + did_you_mean(key, training_fields())
+            return None
+        sub = section_model(annotation)
+        if sub is None:
+            if is_free_mapping(annotation):
+                return None
+            return f"{here}: is a value, not a section; set it as {here}=..."
+        model = sub
+    return None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies `dotted.key=value` overrides; values are parsed as YAML (`3e-5`, `[a, b]`, `null`)."""
+    raw = copy.deepcopy(raw)
+    problems: list[Problem] = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(Problem(item, "an override must look like dotted.key=value"))
+            continue
+        key, _, text = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not key or any(not p for p in parts):
+            problems.append(Problem(key or item, "an override must look like dotted.key=value"))
+            continue
+        message = _check_override_path(parts)
+        if message:
+            problems.append(Problem("", f"override '{item}': {message}"))
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text  # not YAML: keep it as the literal string
+        node = raw
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    if problems:
+        raise RecipeError(problems)
+    return raw
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+    """Reads, overrides and validates a recipe file."""
+    raw = read_yaml(path)
+    try:
+        raw = apply_overrides(raw, overrides or [])
+    except RecipeError as exc:
+        raise RecipeError(exc.problems, str(path)) from None
+    return validate_recipe(raw, str(path), overrides)

@@ -1,0 +1,415 @@
+"""The recipe's schema: every section and key typed, defaulted and described (pydantic models)."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+Task = Literal["text-classification", "image-classification"]
+TASKS: tuple[str, ...] = typing.get_args(Task)
+
+# Local data files: extension -> `datasets` builder name.
+FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(Section):
+    name: str = Field(
+        description="Backbone: a Hub id (bert-base-uncased, timm/resnet50.a1_in1k, hf-hub:timm/...), "
+        "a timm architecture name (resnet50) or a local folder."
+    )
+    revision: str | None = Field(None, description="Hub branch, tag or commit of the backbone.")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped in the model's Hub repository (off unless you trust it)."
+    )
+    pretrained: bool = Field(
+        True, description="Load pretrained weights; false builds the architecture with random weights."
+    )
+    allow_pickle: bool = Field(
+        False,
+        description="Allow pickle-based weights (pytorch_model.bin); pickle can run code, so safetensors only by default.",
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None, description="Attention kernel of text models (default: the fastest available, sdpa; recorded)."
+    )
+    channels_last: bool | None = Field(
+        None, description="Channels-last memory layout for convolutional vision models (default: on with a GPU)."
+    )
+
+
+class Columns(Section):
+    text: str | None = Field(None, description="Text column (text-classification; default `text`).")
+    text_pair: str | None = Field(None, description="Second text column for sentence-pair tasks.")
+    image: str | None = Field(
+        None, description="Image column: images or file paths (image-classification; default `image`)."
+    )
+    label: str = Field("label", description="Label column: strings or integers, ClassLabel or plain.")
+
+
+class SplitNames(Section):
+    train: str = Field("train", description="Split to train on.")
+    validation: str | None = Field(
+        "validation",
+        description="Split for model selection; when the dataset has none (or null), carved from train.",
+    )
+    test: str | None = Field("test", description="Split for the final held-out score; null for none.")
+
+
+class SampleCaps(Section):
+    train: int | None = Field(None, gt=0, description="Use at most this many training rows (seeded shuffle).")
+    validation: int | None = Field(None, gt=0, description="Use at most this many validation rows.")
+    test: int | None = Field(None, gt=0, description="Use at most this many test rows.")
+
+
+class DataSpec(Section):
+    dataset: str | None = Field(
+        None, description="Hub dataset id (stanfordnlp/imdb), or a folder written by `Dataset.save_to_disk`."
+    )
+    config: str | None = Field(None, description="Hub dataset configuration name (e.g. sst2 for glue).")
+    revision: str | None = Field(None, description="Hub dataset branch, tag or commit.")
+    files: dict[str, list[str]] | None = Field(
+        None,
+        description="Local files per split: {train: a.csv, test: b.jsonl}; csv/tsv/json/jsonl/parquet, globs allowed.",
+    )
+    image_folder: str | None = Field(
+        None,
+        description="Folder of images, one sub-folder per class (optionally inside train/validation/test folders).",
+    )
+    splits: SplitNames = Field(default_factory=SplitNames, description="Which split names to use.")
+    columns: Columns = Field(default_factory=Columns, description="Which columns hold inputs and labels.")
+    label_names: list[str] | None = Field(
+        None, description="Names for integer labels 0..K-1 when the dataset has no ClassLabel names."
+    )
+    validation_size: float = Field(
+        0.1, gt=0, description="Share (<1) or number of rows (>=1) of train carved out as validation when needed."
+    )
+    seed: int = Field(42, description="Seed for carving validation and for sample caps.")
+    max_samples: SampleCaps = Field(default_factory=SampleCaps, description="Per-split row caps for quick runs.")
+    bad_images: Literal["error", "skip"] = Field(
+        "error", description="Unreadable images: stop with their paths, or skip them and report the count."
+    )
+    num_proc: int | None = Field(None, gt=0, description="Processes for dataset preprocessing (default: 1).")
+    cache_dir: str | None = Field(
+        None, description="Where preprocessed splits are cached (default: the `datasets` cache)."
+    )
+    verify_images: bool = Field(
+        True,
+        description="Decode every image once before training (cached) to find unreadable files up front.",
+    )
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _paths_as_lists(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for split, paths in value.items():
+            if isinstance(paths, str):
+                paths = [paths]
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+                raise ValueError(f"data.files.{split} must be a path or a list of paths, got {paths!r}")
+            out[split] = paths
+        return out
+
+    @field_validator("validation_size")
+    @classmethod
+    def _whole_number_when_count(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError("a row count (>= 1) must be a whole number; use a value below 1 for a share")
+        return value
+
+
+class Preprocessing(Section):
+    max_length: int | None = Field(
+        None, gt=0, description="Truncate texts to this many tokens (default and cap: the tokenizer's limit)."
+    )
+
+
+# Friendly names for timm's augmentation policy strings.
+AUTO_AUGMENT_ALIASES = {
+    "randaugment": "rand-m9-mstd0.5-inc1",  # timm's standard RandAugment recipe
+    "trivialaugment": "rand-n1-m10-mstd101-p1.0",  # one op, uniform magnitude, always applied
+    "augmix": "augmix-m5-w3",
+}
+
+
+class Augmentation(Section):
+    """Training-time image augmentation (evaluation always uses resize + center crop)."""
+
+    crop_scale: tuple[float, float] = Field(
+        (0.08, 1.0), description="Random resized crop: range of the image area kept (ImageNet standard)."
+    )
+    crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="Random resized crop: aspect-ratio range.")
+    hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip.")
+    vflip: float = Field(0.0, ge=0, le=1, description="Probability of a vertical flip.")
+    color_jitter: float = Field(
+        0.4, ge=0, description="Brightness/contrast/saturation jitter strength (0 = off; off with auto_augment)."
+    )
+    auto_augment: str | None = Field(
+        None,
+        description="randaugment, trivialaugment, augmix, or a timm policy string (rand-m9-mstd0.5-inc1, augmix-m5-w3).",
+    )
+    random_erasing: float = Field(0.0, ge=0, le=1, description="Probability of erasing a random rectangle.")
+    mixup: float = Field(0.0, ge=0, description="Mixup alpha (0 = off); targets become soft.")
+    cutmix: float = Field(0.0, ge=0, description="CutMix alpha (0 = off); targets become soft.")
+    mix_prob: float = Field(1.0, ge=0, le=1, description="Probability of mixing a batch when mixup/cutmix is on.")
+    mix_switch_prob: float = Field(0.5, ge=0, le=1, description="With both on: probability of CutMix over mixup.")
+
+    @field_validator("auto_augment")
+    @classmethod
+    def _known_policy(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        policy = AUTO_AUGMENT_ALIASES.get(value, value)
+        import timm.data.auto_augment as aa
+
+        try:
+            if policy.startswith("rand"):
+                aa.rand_augment_transform(policy, {})
+            elif policy.startswith("augmix"):
+                aa.augment_and_mix_transform(policy, {})
+            else:
+                aa.auto_augment_transform(policy, {})
+        except (AssertionError, ValueError, KeyError) as exc:
+            raise ValueError(
+                f"unknown augmentation policy {value!r} ({exc}); use {', '.join(AUTO_AUGMENT_ALIASES)} "
+                "or a timm policy string such as rand-m9-mstd0.5-inc1"
+            ) from None
+        return value
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 < low <= high:
+            raise ValueError(f"must be [low, high] with 0 < low <= high, got {list(value)}")
+        return value
+
+    def timm_kwargs(self) -> dict[str, Any]:
+        """Arguments for `timm.data.create_transform(is_training=True)`."""
+        return {
+            "scale": tuple(self.crop_scale),
+            "ratio": tuple(self.crop_ratio),
+            "hflip": self.hflip,
+            "vflip": self.vflip,
+            "color_jitter": self.color_jitter,
+            "auto_augment": AUTO_AUGMENT_ALIASES.get(self.auto_augment, self.auto_augment),
+            "re_prob": self.random_erasing,
+            "re_mode": "pixel",  # erase with per-pixel noise (timm's recommended mode)
+        }
+
+
+Strategy = Literal["full", "linear_probe", "gradual_unfreeze", "probe_then_full"]
+
+
+class Finetune(Section):
+    """How to fine-tune: which parameters train when, at which learning rate, with which loss."""
+
+    strategy: Strategy = Field(
+        "full",
+        description="full: everything trains; linear_probe: only the new head; gradual_unfreeze: head first, "
+        "then backbone blocks top-down; probe_then_full: linear probe, then full fine-tuning (LP-FT).",
+    )
+    cache_features: bool = Field(
+        False,
+        description="linear_probe: compute frozen-backbone features once (eval preprocessing) and train the head "
+        "on them.",
+    )
+    unfreeze_every: float = Field(
+        1, gt=0, description="gradual_unfreeze: unfreeze more blocks every this many epochs (or steps)."
+    )
+    unfreeze_unit: Literal["epoch", "step"] = Field("epoch", description="gradual_unfreeze: unit of unfreeze_every.")
+    blocks_per_unfreeze: int = Field(1, gt=0, description="gradual_unfreeze: blocks unfrozen at each stage.")
+    probe_epochs: float = Field(
+        1, gt=0, description="probe_then_full: epochs of linear probing before the whole model trains."
+    )
+    head_learning_rate: float | None = Field(
+        None, gt=0, description="Learning rate of the new head (default: training.learning_rate)."
+    )
+    backbone_lr_scale: float = Field(
+        1.0, gt=0, description="Backbone learning rate = training.learning_rate x this (e.g. 0.1)."
+    )
+    layer_decay: float | None = Field(
+        None, gt=0, le=1,
+        description="Layer-wise decay: the block d steps below the head gets backbone rate x decay^d.",
+    )
+    class_weights: Literal["balanced"] | list[float] | dict[str, float] | None = Field(
+        None,
+        description="Weighted loss: balanced (n / (classes x count)), a list in label order, or {label: weight}; "
+        "the resolved recipe records the weights used.",
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after this many evaluations without improvement of the selection metric."
+    )
+    early_stopping_threshold: float = Field(
+        0.0, ge=0, description="Smallest change of the selection metric that counts as an improvement."
+    )
+
+
+class Batch(Section):
+    """Batch size stated for the whole run, independent of how many processes share it."""
+
+    global_size: int | None = Field(
+        None, gt=0,
+        description="Samples per optimizer step over all processes; per-device batch and gradient accumulation "
+        "are derived for the number of processes. Unset: training.per_device_train_batch_size is used as given.",
+    )
+    max_per_device: int | None = Field(
+        None, gt=0,
+        description="Largest per-device batch when deriving from global_size "
+        "(default: training.per_device_train_batch_size).",
+    )
+
+
+class OutputSpec(Section):
+    dir: str | None = Field(None, description="Output folder (default: outputs/<recipe file name>).")
+    overwrite: bool = Field(False, description="Replace a finished run in output.dir instead of refusing.")
+    keep_checkpoints: bool = Field(
+        False, description="Keep <output.dir>/checkpoints after a successful run (they are only needed to resume)."
+    )
+
+
+def _hub_id(value: str | None) -> str | None:
+    """A Hub repository id (owner/name or name), or None."""
+    if value is not None:
+        from hf_finetune.hub import repo_id_problem
+
+        problem = repo_id_problem(value)
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
+class HubSpec(Section):
+    """Publishing the finished run; the token comes from HF_TOKEN or `hf auth login`, never from here."""
+
+    push: bool = Field(
+        False, description="Upload the finished output folder to the Hub (token: HF_TOKEN or `hf auth login`)."
+    )
+    repo_id: str | None = Field(None, description="Hub repository to push to: owner/name (or name, under your account).")
+    private: bool = Field(
+        True, description="Create the repository private; an existing repository keeps its visibility."
+    )
+    revision: str | None = Field(None, description="Branch to push to (created when missing; default: main).")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _valid_repo_id(cls, value: str | None) -> str | None:
+        return _hub_id(value)
+
+
+class CardSpec(Section):
+    """Model card metadata that the run cannot know by itself."""
+
+    license: str | None = Field(
+        None, description="License id for the model card (apache-2.0, mit, other, ...); omitted when unset."
+    )
+    base_model: str | None = Field(
+        None, description="Hub id credited as the base model when model.name is a local folder (default: none)."
+    )
+    dataset: str | None = Field(
+        None, description="Hub dataset id credited in the card when the data is local (default: none)."
+    )
+
+    @field_validator("base_model", "dataset")
+    @classmethod
+    def _valid_hub_ids(cls, value: str | None) -> str | None:
+        return _hub_id(value)
+
+
+class Recipe(Section):
+    task: Task = Field(description="text-classification or image-classification.")
+    model: ModelSpec = Field(description="The pretrained backbone.")
+    data: DataSpec = Field(description="Where the data comes from and which columns to use.")
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Input preprocessing.")
+    finetune: Finetune = Field(default_factory=Finetune, description="Fine-tuning strategy and learning rates.")
+    batch: Batch = Field(default_factory=Batch, description="Global batch size, derived per device.")
+    augmentation: Augmentation = Field(
+        default_factory=Augmentation, description="Image augmentation for training (image-classification)."
+    )
+    metrics: list[str] = Field(
+        default_factory=lambda: ["accuracy", "precision", "recall", "f1"],
+        description="`evaluate` metrics: bundled ones work offline, other names load from the Hub.",
+    )
+    training: dict[str, Any] = Field(
+        default_factory=dict, description="TrainingArguments fields (checked against the installed transformers)."
+    )
+    output: OutputSpec = Field(default_factory=OutputSpec, description="Where results are written.")
+    hub: HubSpec = Field(default_factory=HubSpec, description="Pushing the finished run to the Hugging Face Hub.")
+    card: CardSpec = Field(default_factory=CardSpec, description="Model card metadata.")
+
+    # Where the recipe came from; set once by validation (`set_origin`), read through the properties.
+    _user_training_keys: frozenset[str] = PrivateAttr(default_factory=frozenset)
+    _source: str | None = PrivateAttr(default=None)  # the recipe file, for messages
+    _overrides: tuple[str, ...] = PrivateAttr(default=())
+
+    def set_origin(self, source: str | None, user_training_keys: set[str], overrides: list[str] | None = None) -> None:
+        """Records the recipe file, the `training` keys its author wrote and the command-line overrides."""
+        self._source = source
+        self._user_training_keys = frozenset(user_training_keys)
+        self._overrides = tuple(overrides or ())
+
+    @property
+    def source(self) -> str | None:
+        """The recipe file, for messages (None for a recipe given as a mapping)."""
+        return self._source
+
+    @property
+    def user_training_keys(self) -> frozenset[str]:
+        """The `training` keys the user wrote; the others are defaults the run may adapt to the machine."""
+        return self._user_training_keys
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The `dotted.key=value` overrides the recipe was loaded with, as given."""
+        return self._overrides
+
+    @property
+    def is_text(self) -> bool:
+        return self.task == "text-classification"
+
+    @property
+    def is_vision(self) -> bool:
+        return self.task == "image-classification"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe, without the keys that do not apply to its task (valid recipe input)."""
+        exclude: dict[str, Any]
+        if self.is_text:
+            exclude = {"augmentation": True, "model": {"channels_last"},
+                       "data": {"image_folder": True, "bad_images": True, "verify_images": True,
+                                "columns": {"image"}}}
+        else:
+            exclude = {"preprocessing": True, "model": {"attn_implementation"},
+                       "data": {"columns": {"text", "text_pair"}}}
+        return self.model_dump(mode="json", exclude=exclude)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def section_model(annotation: Any) -> type[BaseModel] | None:
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def is_free_mapping(annotation: Any) -> bool:
+    """True for dict-typed fields whose keys are the user's own (data.files, training)."""
+    for arg in typing.get_args(annotation) or (annotation,):
+        if typing.get_origin(arg) is dict or arg is dict:
+            return True
+    return False

@@ -1,0 +1,1 @@
+"""Training: recipe.training -> TrainingArguments, the Trainer and its assembly, strategies, callbacks, checkpoints."""

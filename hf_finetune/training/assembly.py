@@ -1,0 +1,110 @@
+"""Assemble the Trainer for a recipe: strategy, loss, augmentation mixing, early stopping."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hf_finetune.data import PreparedData
+from hf_finetune.data.labels import LABEL_COLUMN, LabelSpace
+from hf_finetune.errors import DataError
+from hf_finetune.metrics import ClassificationMetrics, logits_to_predictions
+from hf_finetune.recipe import Recipe
+from hf_finetune.training.distributed import configure_fsdp_wrapping
+from hf_finetune.training.strategies import FinetunePlan, StrategyCallback, build_plan
+from hf_finetune.training.trainer import ClassificationLoss, FinetuneTrainer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerSetup:
+    trainer: FinetuneTrainer
+    eval_splits: dict[str, Any]  # role -> what the final evaluation scores (cached features or data)
+    model: Any  # the full model, saved at the end
+    tokenizer: Any
+    plan: FinetunePlan | None  # None for a probe on cached features (only the head exists for the trainer)
+    class_weights: dict[str, float] | None
+
+    def save(self, folder: Path) -> None:
+        """Saves the full model (and tokenizer); every process calls it (FSDP/DeepSpeed gather)."""
+        if self.plan is not None:
+            self.trainer.save_model(str(folder))
+        elif self.trainer.is_world_process_zero():
+            self.model.save_pretrained(folder)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(folder)
+
+
+def resolve_class_weights(spec: Any, labels: LabelSpace, train: Any) -> dict[str, float] | None:
+    """The recipe's class weights as {label: weight}; `balanced` is n / (classes x count) on train."""
+    if spec is None:
+        return None
+    if spec == "balanced":
+        counts = np.bincount(np.asarray(train[LABEL_COLUMN]), minlength=labels.num_labels)
+        total, k = counts.sum(), labels.num_labels
+        # A class absent from (capped) training data never weighs in the loss; 1.0 keeps the record clean.
+        return {name: float(total / (k * c)) if c else 1.0 for name, c in zip(labels.names, counts, strict=True)}
+    if isinstance(spec, list):
+        if len(spec) != labels.num_labels:
+            raise DataError(f"finetune.class_weights: gives {len(spec)} weights for {labels.num_labels} labels "
+                            f"({', '.join(labels.names)})")
+        return dict(zip(labels.names, map(float, spec), strict=True))
+    unknown = sorted(set(spec) - set(labels.names))
+    if unknown:
+        raise DataError(f"finetune.class_weights: '{unknown[0]}' is not a label; labels: {', '.join(labels.names)}")
+    return {name: float(spec.get(name, 1.0)) for name in labels.names}
+
+
+def _mixer(recipe: Recipe, args: Any, num_labels: int) -> Any:
+    aug = recipe.augmentation
+    if not recipe.is_vision or not aug.mixes:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix, prob=aug.mix_prob, switch_prob=aug.mix_switch_prob,
+                 label_smoothing=args.label_smoothing_factor, num_classes=num_labels)
+
+
+def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tokenizer: Any,
+                  metrics: ClassificationMetrics) -> TrainerSetup:
+    """The trainer for the recipe's strategy; a probe on cached features trains the head alone."""
+    from transformers import EarlyStoppingCallback
+
+    ft = recipe.finetune
+    weights = resolve_class_weights(ft.class_weights, data.labels, data.splits["train"])
+    if weights is not None:
+        logger.info("Class weights: %s", ", ".join(f"{k} {v:.3g}" for k, v in weights.items()))
+    loss = ClassificationLoss(
+        label_smoothing=args.label_smoothing_factor,
+        class_weights=torch.tensor(list(weights.values()), dtype=torch.float32) if weights else None,
+    )
+    callbacks = []
+    if ft.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(ft.early_stopping_patience, ft.early_stopping_threshold))
+    common = dict(args=args, compute_metrics=metrics, preprocess_logits_for_metrics=logits_to_predictions,
+                  loss_fn=loss, callbacks=callbacks)
+
+    if ft.cache_features:
+        from hf_finetune.models.features import cache_features, collate_features
+
+        head, cached = cache_features(model, data.splits, data.collator, args.per_device_eval_batch_size,
+                                      args.device)
+        trainer = FinetuneTrainer(model=head, train_dataset=cached["train"], eval_dataset=cached["validation"],
+                                  data_collator=collate_features, **common)
+        return TrainerSetup(trainer, cached, model, tokenizer, plan=None, class_weights=weights)
+
+    plan = build_plan(model, ft, args)
+    trainer = FinetuneTrainer(
+        model=model, train_dataset=data.splits["train"], eval_dataset=data.splits["validation"],
+        data_collator=data.collator, processing_class=tokenizer, plan=plan,
+        mixer=_mixer(recipe, args, data.labels.num_labels), **common,
+    )
+    trainer.add_callback(StrategyCallback(plan))
+    configure_fsdp_wrapping(trainer.accelerator, model)
+    return TrainerSetup(trainer, data.splits, model, tokenizer, plan=plan, class_weights=weights)

@@ -1,0 +1,148 @@
+"""The recipe's `training` section: checked against the installed `TrainingArguments`' real fields.
+
+The section is passed to `transformers.TrainingArguments`, so its keys are whatever the installed
+transformers accepts. Names are checked against `dataclasses.fields(TrainingArguments)` and values
+against each field's type annotation, so a typo or a wrong type is reported with the recipe key
+before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import re
+import typing
+from typing import Any
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from hf_finetune.errors import Problem, did_you_mean, show
+from hf_finetune.hub import TOKEN_HINT
+
+# Keys the pipeline sets itself; the message says where the user controls the same thing.
+MANAGED_KEYS: dict[str, str] = {
+    "output_dir": "set output.dir instead (checkpoints go to <output.dir>/checkpoints)",
+    "push_to_hub": "set hub.push instead",
+    "hub_model_id": "set hub.repo_id instead",
+    "hub_private_repo": "set hub.private instead",
+    "hub_revision": "set hub.revision instead",
+    "hub_token": f"tokens never go in a recipe: {TOKEN_HINT}",
+    "hub_strategy": "the finished run is pushed once; see hub.push",
+    "hub_always_push": "the finished run is pushed once; see hub.push",
+    "remove_unused_columns": "the data stage keeps exactly the columns the model needs",
+    "label_names": "labels always travel as `labels`",
+    "do_train": "a run always trains, then evaluates on validation and test",
+    "do_eval": "a run always trains, then evaluates on validation and test",
+    "do_predict": "a run always trains, then evaluates on validation and test",
+    "local_rank": "set by the launcher (accelerate launch)",
+    "include_for_metrics": "metrics are computed from predictions and labels",
+    "batch_eval_metrics": "metrics are accumulated batch by batch already",
+    "enable_jit_checkpoint": "SIGTERM and SIGINT always save a checkpoint at the next step boundary",
+}
+
+
+def _training_arguments_class():
+    from transformers import TrainingArguments
+
+    return TrainingArguments
+
+
+@functools.cache
+def training_fields() -> dict[str, Any]:
+    """Name -> resolved type annotation of every `TrainingArguments` field the recipe may set."""
+    cls = _training_arguments_class()
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: hints.get(f.name, f.type)
+        for f in dataclasses.fields(cls)
+        if f.init and f.name not in MANAGED_KEYS
+    }
+
+
+@functools.cache
+def training_defaults() -> dict[str, Any]:
+    """Name -> the installed `TrainingArguments` default, for the fields a recipe may set."""
+    out = {}
+    for f in dataclasses.fields(_training_arguments_class()):
+        if f.name in training_fields():
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+    return out
+
+
+@functools.cache
+def _adapter(name: str) -> TypeAdapter:
+    return TypeAdapter(training_fields()[name], config=ConfigDict(arbitrary_types_allowed=True))
+
+
+def _enum_choices(annotation: Any) -> list[str] | None:
+    """The allowed string values when a field's type includes an Enum (e.g. `SchedulerType | str`)."""
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, enum.Enum):
+            return [str(m.value) for m in arg]
+    return None
+
+
+def _describe_type(annotation: Any) -> str:
+    choices = _enum_choices(annotation)
+    if choices is not None:
+        return "one of " + ", ".join(choices)
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    text = re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", text)  # drop module paths
+    return text.replace("NoneType", "None")
+
+
+def check_training_section(section: Any, path: str = "training") -> tuple[dict[str, Any], list[Problem]]:
+    """Checks the recipe's `training` mapping key by key.
+
+    Args:
+        section: the raw `training` value from the recipe.
+        path: the dotted key path used in messages.
+
+    Returns:
+        The values coerced to their field types (e.g. "1e-5" -> 1e-05) and the problems found.
+    """
+    if section is None:
+        return {}, []
+    if not isinstance(section, dict):
+        return {}, [Problem(path, f"must be a mapping of TrainingArguments fields, got {type(section).__name__}")]
+    fields = training_fields()
+    clean: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for key, value in section.items():
+        key_path = f"{path}.{key}"
+        if not isinstance(key, str):
+            problems.append(Problem(key_path, "keys must be strings"))
+            continue
+        if key in MANAGED_KEYS:
+            problems.append(Problem(key_path, f"not settable here: {MANAGED_KEYS[key]}"))
+            continue
+        if key not in fields:
+            problems.append(
+                Problem(key_path, "unknown TrainingArguments field" + did_you_mean(key, fields))
+            )
+            continue
+        try:
+            coerced = _adapter(key).validate_python(value)
+        except ValidationError as exc:
+            message = f"expected {_describe_type(fields[key])}, got {show(value)} ({type(value).__name__})"
+            if _enum_choices(fields[key]) is None and exc.errors():
+                message += f": {exc.errors()[0]['msg']}"
+            problems.append(Problem(key_path, message))
+            continue
+        choices = _enum_choices(fields[key])
+        if choices is not None and isinstance(coerced, str) and coerced not in choices:
+            problems.append(
+                Problem(
+                    key_path,
+                    f"{coerced!r} is not one of {', '.join(choices)}" + did_you_mean(coerced, choices),
+                )
+            )
+            continue
+        if isinstance(coerced, enum.Enum):
+            coerced = coerced.value
+        clean[key] = coerced
+    return clean, problems

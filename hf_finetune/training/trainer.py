@@ -1,0 +1,128 @@
+"""The Trainer with the loss computed here, so that it is right under accumulation and many processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from hf_finetune.data.text import LENGTH_COLUMN
+from hf_finetune.training.callbacks import is_finite
+from hf_finetune.training.samplers import SeededLengthGroupedSampler
+
+
+class ClassificationLoss:
+    """Per-sample cross-entropy with optional label smoothing and class weights.
+
+    Targets are class ids, or soft targets (one probability row per sample, from mixup/cutmix).
+    With class weights, a sample's loss is multiplied by its class's weight (for soft targets,
+    each class's term by that class's weight). Returns one loss per sample; the Trainer below
+    sums and divides them by the number of samples in the whole optimizer step, which makes the
+    result independent of how the step is split across gradient accumulation and processes.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None):
+        self.label_smoothing = label_smoothing
+        self.class_weights = class_weights
+
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        logits = logits.float()
+        if targets.ndim == 2:  # soft targets already carry any label smoothing
+            terms = targets * F.log_softmax(logits, dim=-1)
+            if weight is not None:
+                terms = terms * weight
+            return -terms.sum(dim=-1)
+        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.label_smoothing,
+                               reduction="none")
+
+
+class FinetuneTrainer(Trainer):
+    """`transformers.Trainer` whose `compute_loss` is ours.
+
+    Trainer counts the labelled samples of a whole optimizer step (`num_items_in_batch`, summed over
+    accumulation steps and, with `average_tokens_across_devices`, over processes). We divide the
+    summed per-sample loss by that count, so one process with batch 16 and two processes with batch
+    8 take the same step. Models' built-in losses are per-micro-batch means, which are not.
+    """
+
+    def __init__(self, *args: Any, loss_fn: ClassificationLoss, plan: Any = None, mixer: Any = None,
+                 **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss_fn
+        self.plan = plan  # strategies.FinetunePlan: parameter groups and freezing; None = Trainer's defaults
+        self.mixer = mixer  # timm Mixup for image batches (mixup/cutmix), applied in training only
+        # Make Trainer count `num_items_in_batch` for us and not rescale our loss for accumulation.
+        self.model_accepts_loss_kwargs = True
+        self.loss_is_scaled_for_ga = True
+        self.nonfinite_loss_seen = False  # read (and reset) by NonFiniteLossCallback before each optimizer step
+
+    def create_optimizer(self, model=None):
+        if self.plan is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model or self.model)
+        # Every parameter, frozen or not, with its block's learning rate: unfreezing later needs no
+        # new optimizer, and a frozen parameter (no gradient) is left untouched by AdamW.
+        self.optimizer = optimizer_cls(self.plan.param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _clip_grad_norm(self, model):
+        if self.plan is not None:
+            self.plan.freeze.drop_frozen_grads()  # frozen gradients must not count in the clipping norm
+        return super()._clip_grad_norm(model)
+
+    def _groups_by_length(self, dataset: Any) -> bool:
+        return self.args.train_sampling_strategy == "group_by_length" and LENGTH_COLUMN in getattr(
+            dataset, "column_names", ()
+        )
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self._groups_by_length(dataset):
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            # Grouped by the global batch (all processes, all accumulation steps): the index order is
+            # then the same whatever the number of processes, and each process takes its share.
+            return SeededLengthGroupedSampler(
+                lengths=dataset[LENGTH_COLUMN],
+                batch_size=self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size,
+                seed=seed,
+                epoch_source=lambda: int(self.state.epoch or 0),
+            )
+        if self.args.train_sampling_strategy == "group_by_length":
+            # Rows of one size (cached features, images): nothing to group. Accelerate turns this
+            # sampler into its seeded version, so the order still depends only on (seed, epoch).
+            return torch.utils.data.RandomSampler(dataset)
+        return super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        if self.args.train_sampling_strategy == "group_by_length" and not self._groups_by_length(eval_dataset):
+            return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+        return super()._get_eval_sampler(eval_dataset)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        targets = labels
+        if self.mixer is not None and model.training:
+            inputs["pixel_values"], targets = self.mixer(inputs["pixel_values"], labels)
+        outputs = model(**inputs)
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        per_sample = self.loss_fn(logits, targets)
+        if model.training and not is_finite(per_sample):
+            self.nonfinite_loss_seen = True
+        if num_items_in_batch is None:
+            loss = per_sample.mean()
+        else:
+            loss = per_sample.sum() / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                # The count covers every process; DDP averages gradients over processes, so scale back up.
+                loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
