@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
 from hf_finetune.errors import Problem, RecipeError, did_you_mean
+from hf_finetune.recipe.file import read_override_value, read_recipe_file
 from hf_finetune.recipe.schema import Recipe, is_free_mapping, section_model
 from hf_finetune.recipe.validation import validate_recipe
 from hf_finetune.training.fields import training_fields
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Reads a recipe file with YAML's safe loader (no Python objects can be constructed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError([Problem("", f"recipe file not found: {path}")])
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError([Problem("", f"not valid YAML{where}: {problem}")], source=str(path)) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise RecipeError([Problem("", f"a recipe must be a YAML mapping, got {type(raw).__name__}")], str(path))
-    return raw
+    """Reads a recipe file: YAML's safe loader, bounded (size, nesting, alias expansion), no duplicate keys."""
+    return read_recipe_file(path)
 
 
 def _check_override_path(parts: list[str]) -> str | None:
@@ -82,9 +67,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             problems.append(Problem("", f"override '{item}': {message}"))
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text  # not YAML: keep it as the literal string
+            value = read_override_value(text, key) if text.strip() else None
+        except RecipeError as exc:
+            problems += exc.problems
+            continue
         node = raw
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
