@@ -59,6 +59,10 @@ class OutputExistsError(UserError):
     """The output folder already holds a finished run."""
 
 
+class OutputLockedError(UserError):
+    """Another process is using the output folder."""
+
+
 class NotAFinishedRunError(UserError):
     """The folder holds no model or run that this package wrote."""
 

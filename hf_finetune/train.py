@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +29,15 @@ from hf_finetune.models.backbones import (
 )
 from hf_finetune.outputs import (
     checkpoints_dir,
-    clear_previous_run,
     guard_output_dir,
+    output_lock,
+    prepare_output_dir,
     publish,
     read_run,
+    settle_checkpoints,
     staging_dir,
 )
+from hf_finetune.outputs.lock import is_main_process
 from hf_finetune.preflight import preflight
 from hf_finetune.recipe import Recipe
 from hf_finetune.report.card import write_report
@@ -93,25 +95,27 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
         logger.info("%s holds a finished run (completed %s): nothing to resume", out_dir, finished.get("finished_at"))
         return RunResult(output_dir=out_dir, metrics=read_metrics(out_dir))
     guard_output_dir(out_dir, recipe.output.overwrite, resume)
-    session = setup(recipe, resume, started)
-    train_output = train_with_safeguards(session.setup.trainer, recipe, session.checkpoint)
-    return finish(session, train_output)
+    if is_main_process():
+        prepare_output_dir(out_dir, recipe.output.overwrite)
+    with output_lock(out_dir, "train"):
+        guard_output_dir(out_dir, recipe.output.overwrite, resume)  # again, now that nobody else can change it
+        session = setup(recipe, resume, started)
+        train_output = train_with_safeguards(session.setup.trainer, recipe, session.checkpoint)
+        return finish(session, train_output)
 
 
 def setup(recipe: Recipe, resume: bool, started: float) -> Session:
     """Checks, resolves the training settings, prepares data and model, and assembles the Trainer."""
     out_dir = Path(recipe.output.dir)
     resolved_training = resolve_training(recipe)
-    args = build_training_arguments(resolved_training.training, checkpoints_dir(out_dir))
+    args = build_training_arguments(resolved_training.training, checkpoints_dir(out_dir, recipe.output.overwrite))
     configure_process_logging(args)
     with args.main_process_first(desc="pre-flight checks"):
         preflight(recipe)  # columns, labels, sample images, model name, metrics: before any heavy work
-    if recipe.output.overwrite and args.process_index == 0:
-        clear_previous_run(out_dir)
     checkpoint = find_resume_checkpoint(recipe, args) if resume else None
     resolved = resolved_recipe(recipe, {"training": resolved_training.training})
     if args.process_index == 0:
-        record_or_compare_recipe(out_dir, resolved, resuming=checkpoint is not None)
+        record_or_compare_recipe(args.output_dir, resolved, resuming=checkpoint is not None)
 
     seed_everything(args)  # before the new head is initialised, so a run is repeatable
     data, model, tokenizer, preprocessing, decided = prepare_data_and_model(recipe, args)
@@ -152,9 +156,8 @@ def publish_run(session: Session, results: dict[str, Any]) -> None:
         write_json(staging / "metrics.json", results)
         manifest = build_manifest(recipe, session.args, session.data, session.preprocessing, session.started)
         write_report(staging, session.resolved, results, manifest, trainer.state.log_history)
-        publish(staging, out_dir, manifest)
-        if not recipe.output.keep_checkpoints:
-            shutil.rmtree(checkpoints_dir(out_dir), ignore_errors=True)
+        publish(staging, out_dir, manifest)  # the previous finished run, if any, stays until this moment
+        settle_checkpoints(out_dir, recipe.output.overwrite, recipe.output.keep_checkpoints)
         logger.info(summary_line(results, time.time() - session.started, out_dir))
     trainer.accelerator.wait_for_everyone()
     if recipe.hub.push and trainer.is_world_process_zero():

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_finetune.errors import DataError, UserError
+from hf_finetune.errors import DataError, NotAFinishedRunError, UserError
 from hf_finetune.files import write_json
 from hf_finetune.finished.predict import load_predictor
-from hf_finetune.outputs import read_finished_run, read_run, record_files
+from hf_finetune.outputs import output_dir_problem, output_lock, read_finished_run, read_run, record_files
 from hf_finetune.recipe import FILE_FORMATS, Recipe, validate_recipe
 
 logger = logging.getLogger(__name__)
@@ -126,9 +126,17 @@ def evaluate_output(out_dir: str | os.PathLike, data: str | None = None, split: 
     Raises:
         UserError: naming the argument, file, split, column or label that is wrong.
     """
+    if not Path(out_dir).is_dir():
+        raise NotAFinishedRunError(f"OUTPUT_DIR: {out_dir} is not a folder")
+    with output_lock(out_dir, "evaluate"):  # a run overwriting the folder meanwhile would change the model
+        return _evaluate(Path(out_dir), data, split, column, label_column, name, output_dir, batch_size)
+
+
+def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | None, label_column: str | None,
+              name: str | None, output_dir: str | os.PathLike | None, batch_size: int) -> Evaluation:
     from hf_finetune.data import build_eval_dataset
     from hf_finetune.metrics import ClassificationMetrics
-    from hf_finetune.report.card import plot_confusion_matrix
+    from hf_finetune.report.plots import plot_confusion_matrix
 
     out_dir = Path(out_dir)
     predictor = load_predictor(out_dir)  # checks the folder holds a model, and loads it once
@@ -158,6 +166,9 @@ def evaluate_output(out_dir: str | os.PathLike, data: str | None = None, split: 
     }
 
     dest = Path(output_dir) if output_dir is not None else out_dir
+    problem = output_dir_problem(str(dest))
+    if problem:
+        raise UserError(f"--output-dir: {problem}")
     dest.mkdir(parents=True, exist_ok=True)
     json_path = dest / f"evaluation-{name}.json"
     plot_path = dest / f"evaluation-{name}-confusion_matrix.png"

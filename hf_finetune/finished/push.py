@@ -18,7 +18,7 @@ from hf_finetune import hub
 from hf_finetune.errors import UserError
 from hf_finetune.files import write_text
 from hf_finetune.hub import TOKEN_HINT
-from hf_finetune.outputs import CHECKPOINTS, RUN_FILE, STAGING, read_finished_run
+from hf_finetune.outputs import CHECKPOINTS, RUN_FILE, STAGING, output_lock, read_finished_run
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,12 @@ def push_output(out_dir: str | os.PathLike, repo_id: str, *, private: bool = Tru
     if token is None:
         raise PushError(f"cannot push to '{repo_id}': no Hugging Face token; {TOKEN_HINT}. {later}")
 
+    with output_lock(out_dir, "push"):  # a run or evaluation writing here meanwhile would change the files
+        return _upload(out_dir, run, repo_id, private, revision, token, later)
+
+
+def _upload(out_dir: Path, run: dict[str, Any], repo_id: str, private: bool, revision: str | None, token: str,
+            later: str) -> str:
     refresh_card(out_dir, repo_id)
     files = files_to_upload(out_dir, run)
     api = hub_api()

@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from hf_finetune.errors import Problem, RecipeError, did_you_mean, show
 from hf_finetune.hub import TOKEN_HINT
 from hf_finetune.metrics.names import BUNDLED_METRICS, metric_keys, suggest_bundled
+from hf_finetune.outputs.folder import output_dir_problem
 from hf_finetune.recipe.schema import (
     FILE_FORMATS,
     Augmentation,
@@ -363,6 +364,11 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None,
                                     "is derived from batch.global_size; set one or the other"))
     if parts.get("finetune") is not None:
         problems += _finetune_checks(parts["finetune"], parts.get("training"), task, parts.get("augmentation"))
+    output = parts.get("output")
+    if output is not None and output.dir is not None:
+        problem = output_dir_problem(output.dir)
+        if problem:
+            problems.append(Problem("output.dir", problem))
     if problems:
         raise RecipeError(problems, source)
     recipe = Recipe(**{k: v for k, v in parts.items() if v is not None})

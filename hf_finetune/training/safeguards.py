@@ -47,9 +47,9 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): node}
 
 
-def record_or_compare_recipe(out_dir: str | Path, current: dict[str, Any], resuming: bool) -> None:
+def record_or_compare_recipe(checkpoints: str | Path, current: dict[str, Any], resuming: bool) -> None:
     """Keeps the recipe a run started with next to its checkpoints; a resume says what changed since."""
-    path = checkpoints_dir(out_dir) / "recipe.yaml"
+    path = Path(checkpoints) / "recipe.yaml"
     if resuming and path.is_file():
         before, now = _flatten(yaml.safe_load(path.read_text())), _flatten(current)
         changed = sorted(k for k in before.keys() | now.keys()
@@ -80,7 +80,7 @@ def train_with_safeguards(trainer: Any, recipe: Recipe, checkpoint: str | None) 
     try:
         output = trainer.train(resume_from_checkpoint=checkpoint)
     except NonFiniteLossError as exc:
-        last = latest_complete_checkpoint(checkpoints_dir(recipe.output.dir))
+        last = latest_complete_checkpoint(Path(trainer.args.output_dir))
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been saved yet"
         precision = "fp16" if trainer.args.fp16 else "bf16" if trainer.args.bf16 else "fp32"
         raise TrainingAborted(
@@ -94,7 +94,7 @@ def train_with_safeguards(trainer: Any, recipe: Recipe, checkpoint: str | None) 
         preemption.uninstall()
     if preemption.received is not None:
         name = signal.Signals(preemption.received).name
-        checkpoint_dir = checkpoints_dir(recipe.output.dir) / f"checkpoint-{preemption.stopped_at_step}"
+        checkpoint_dir = Path(trainer.args.output_dir) / f"checkpoint-{preemption.stopped_at_step}"
         raise TrainingAborted(
             f"stopped by {name} after step {preemption.stopped_at_step}; checkpoint saved in {checkpoint_dir}. "
             f"Resume with: {resume_command(recipe)}",
