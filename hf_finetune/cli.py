@@ -103,6 +103,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hf_finetune.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    from hf_finetune.training.arguments import check_training_arguments
+
+    check_training_arguments(recipe)  # the combinations TrainingArguments itself refuses
     if args.schema_only:
         sys.stdout.write(f"# {args.recipe}: valid recipe (data, model and metrics not checked). Resolved recipe:\n")
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import typing
 from typing import Any, Literal
 
@@ -19,6 +20,18 @@ class Section(BaseModel):
     """A recipe section: unknown keys are errors, values are validated on assignment too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: Any) -> Any:
+        """`true` is no count and NaN no rate: pydantic would take them as 1 and nan."""
+        annotation = cls.model_fields[info.field_name].annotation
+        args = set(typing.get_args(annotation) or (annotation,))
+        if isinstance(value, bool) and args & {int, float} and bool not in args:
+            raise ValueError(f"expected a number, got {value!r} (bool)")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        return value
 
 
 class ModelSpec(Section):
@@ -91,7 +104,7 @@ class DataSpec(Section):
     validation_size: float = Field(
         0.1, gt=0, description="Share (<1) or number of rows (>=1) of train carved out as validation when needed."
     )
-    seed: int = Field(42, description="Seed for carving validation and for sample caps.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for carving validation and for sample caps.")
     max_samples: SampleCaps = Field(default_factory=SampleCaps, description="Per-split row caps for quick runs.")
     bad_images: Literal["error", "skip"] = Field(
         "error", description="Unreadable images: stop with their paths, or skip them and report the count."

@@ -183,3 +183,12 @@ def build_training_arguments(training: dict[str, Any], checkpoints: str | os.Pat
         return TrainingArguments(**kwargs)
     except (ValueError, TypeError, ImportError) as exc:
         raise RecipeError([Problem("training", str(exc).strip())], source=None) from None
+
+
+def check_training_arguments(recipe: Recipe) -> None:
+    """Builds the run's TrainingArguments once, so `check` reports what they refuse (nothing is written).
+
+    Raises:
+        RecipeError: TrainingArguments refused a value.
+    """
+    build_training_arguments(resolve_training(recipe).training, Path(recipe.output.dir) / "checkpoints")

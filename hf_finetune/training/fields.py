@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import json
+import math
 import re
 import typing
 from typing import Any
@@ -40,6 +42,67 @@ MANAGED_KEYS: dict[str, str] = {
     "batch_eval_metrics": "metrics are accumulated batch by batch already",
     "enable_jit_checkpoint": "SIGTERM and SIGINT always save a checkpoint at the next step boundary",
 }
+
+
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
+
+# Ranges TrainingArguments does not check itself (or checks only deep inside training): value -> ok?
+# Each with what the message says is allowed. Steps given as a float below 1 are a share of the run.
+RANGES: dict[str, tuple[Any, str]] = {
+    "per_device_train_batch_size": (lambda v: v >= 1, "at least 1"),
+    "per_device_eval_batch_size": (lambda v: v >= 1, "at least 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "at least 1"),
+    "eval_accumulation_steps": (lambda v: v >= 1, "at least 1 (or null)"),
+    "num_train_epochs": (lambda v: v > 0, "above 0 (a run of 0 epochs would publish an untrained model)"),
+    "max_steps": (lambda v: v == -1 or v >= 1, "-1 (train for num_train_epochs) or at least 1"),
+    "learning_rate": (lambda v: v > 0, "above 0"),
+    "weight_decay": (lambda v: v >= 0, "0 or more"),
+    "adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_epsilon": (lambda v: v > 0, "above 0"),
+    "max_grad_norm": (lambda v: v >= 0, "0 or more (0 turns clipping off)"),
+    "warmup_steps": (lambda v: v >= 0 and (v < 1 or v == int(v)), "0 or more: a share below 1, or whole steps"),
+    "label_smoothing_factor": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "seed": (lambda v: 0 <= v <= SEED_MAX, f"in [0, {SEED_MAX}]"),
+    "data_seed": (lambda v: 0 <= v <= SEED_MAX, f"in [0, {SEED_MAX}] (or null)"),
+    "dataloader_num_workers": (lambda v: v >= 0, "0 or more"),
+    "dataloader_prefetch_factor": (lambda v: v >= 1, "at least 1 (or null)"),
+    "logging_steps": (lambda v: v > 0 and (v < 1 or v == int(v)), "above 0: a share below 1, or whole steps"),
+    "save_steps": (lambda v: v > 0 and (v < 1 or v == int(v)), "above 0: a share below 1, or whole steps"),
+    "eval_steps": (lambda v: v > 0 and (v < 1 or v == int(v)), "above 0: a share below 1, or whole steps"),
+    "save_total_limit": (lambda v: v >= 1, "at least 1 (or null to keep every checkpoint)"),
+    "eval_delay": (lambda v: v >= 0, "0 or more"),
+    "torch_empty_cache_steps": (lambda v: v >= 1, "at least 1 (or null)"),
+}
+
+
+def _number_types(annotation: Any) -> tuple[bool, bool]:
+    """(takes a number, takes a bool) for a field's annotation."""
+    args = set(typing.get_args(annotation) or (annotation,))
+    return bool(args & {int, float}), bool in args
+
+
+def value_problem(key: str, value: Any, annotation: Any) -> str | None:
+    """What is wrong with a coerced value that its type alone allows (a bool for a number, NaN, a range)."""
+    numeric, boolean = _number_types(annotation)
+    if numeric and not boolean and isinstance(value, bool):
+        return f"expected a number, got {value!r} (bool)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if key.endswith("_kwargs") and value is not None:
+        parsed = value
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+        if not isinstance(parsed, dict):
+            return f"must be a mapping of keyword arguments (e.g. {{power: 2.0}}), got {show(value)}"
+    if key in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
+        ok, allowed = RANGES[key]
+        if not ok(value):
+            return f"must be {allowed}, got {value!r}"
+    return None
 
 
 def _training_arguments_class():
@@ -129,6 +192,8 @@ def check_training_section(section: Any, path: str = "training") -> tuple[dict[s
             coerced = _adapter(key).validate_python(value)
         except ValidationError as exc:
             message = f"expected {_describe_type(fields[key])}, got {show(value)} ({type(value).__name__})"
+            if isinstance(value, bool) and "no" in (_enum_choices(fields[key]) or []):
+                message += "; YAML reads a bare no/yes as a boolean: write \"no\" in quotes"
             if _enum_choices(fields[key]) is None and exc.errors():
                 message += f": {exc.errors()[0]['msg']}"
             problems.append(Problem(key_path, message))
@@ -144,5 +209,9 @@ def check_training_section(section: Any, path: str = "training") -> tuple[dict[s
             continue
         if isinstance(coerced, enum.Enum):
             coerced = coerced.value
+        problem = value_problem(key, value if isinstance(value, bool) else coerced, fields[key])
+        if problem:
+            problems.append(Problem(key_path, problem))
+            continue
         clean[key] = coerced
     return clean, problems
