@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from hf_finetune.errors import UserError
+from hf_finetune.errors import UserError, redact
 
 logger = logging.getLogger("hf_finetune")
 
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {redact(str(exc))}\n")
         # 2 by default; TrainingAborted says 1 or 128+signal, PushError 3 (trained, not pushed).
         return getattr(exc, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ Every error names what the user can change: a recipe key (dotted path), a file, 
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        return redact(text)  # a last guard: no message prints a token
 
 
 class RecipeError(UserError):
@@ -102,3 +104,28 @@ def show(value: Any, limit: int = 60) -> str:
     """A value as it appears in a message: its repr, shortened."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- secrets: recognised by key name or by shape, never printed ----------------------------------------
+
+_TOKEN = re.compile(r"\b(hf_|api_org_)[A-Za-z0-9]{16,}")  # Hugging Face user and organisation tokens
+_SECRET_WORDS = ("password", "passwd", "secret", "api_key", "apikey", "credential")
+
+
+def is_secret_key(name: Any) -> bool:
+    """True for keys that name a credential: token, hub_token, hf_token, password, client_secret, api_key."""
+    if not isinstance(name, str):
+        return False
+    low = name.lower()
+    return low == "token" or low.endswith("_token") or low.startswith("token_") or any(
+        word in low for word in _SECRET_WORDS)
+
+
+def looks_like_token(value: Any) -> bool:
+    """True for strings that contain a Hugging Face token (hf_... or api_org_...)."""
+    return isinstance(value, str) and _TOKEN.search(value) is not None
+
+
+def redact(text: str) -> str:
+    """`text` with anything shaped like a token replaced by `hf_***`."""
+    return _TOKEN.sub(lambda m: m.group(1) + "***", text)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from hf_finetune.errors import Problem, RecipeError, did_you_mean
+from hf_finetune.errors import Problem, RecipeError, did_you_mean, is_secret_key
 from hf_finetune.recipe.file import read_override_value, read_recipe_file
 from hf_finetune.recipe.schema import Recipe, is_free_mapping, section_model
 from hf_finetune.recipe.validation import validate_recipe
@@ -64,7 +64,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             continue
         message = _check_override_path(parts)
         if message:
-            problems.append(Problem("", f"override '{item}': {message}"))
+            shown = f"{key}=***" if any(is_secret_key(p) for p in parts) else item  # never echo a credential
+            problems.append(Problem("", f"override '{shown}': {message}"))
             continue
         try:
             value = read_override_value(text, key) if text.strip() else None
