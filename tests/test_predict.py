@@ -150,3 +150,53 @@ def test_predict_needs_a_model_folder(tmp_path, vision_run, capsys):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     assert main(["predict", str(vision_run), str(tmp_path / "broken.png")]) == 2
     assert f"unreadable image {tmp_path / 'broken.png'}" in capsys.readouterr().err
+
+
+def _copy_run(run: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, dest)
+    return dest
+
+
+def test_pickle_weights_are_refused_by_predict_and_evaluate(text_run, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    out = _copy_run(text_run, tmp_path / "pickled")
+    torch.save(load_file(out / "model.safetensors"), out / "pytorch_model.bin")
+    (out / "model.safetensors").unlink()
+    for command in (["predict", str(out), "great"], ["evaluate", str(out)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"error: OUTPUT_DIR: {out} holds only pickle-based weights (pytorch_model.bin)" in err
+        assert "model.allow_pickle: true" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("damage", ["config", "run", "recipe"])
+def test_a_damaged_output_folder_is_an_error_not_a_traceback(text_run, tmp_path, capsys, damage):
+    out = _copy_run(text_run, tmp_path / "damaged")
+    if damage == "config":
+        (out / "config.json").write_text("{not json")
+    elif damage == "run":
+        (out / "run.json").unlink()
+        (out / "config.json").write_text("[1, 2]")
+    else:
+        (out / "recipe.yaml").write_bytes(b"\xff\xfe not yaml")
+    for command in (["predict", str(out), "great"], ["evaluate", str(out)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: OUTPUT_DIR: ") and "Traceback" not in err
+
+
+def test_unreadable_inputs_and_outputs_are_named(text_run, tmp_path, capsys):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    assert main(["predict", str(text_run), str(tmp_path / "latin1.txt")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: INPUTS: cannot read {tmp_path / 'latin1.txt'}" in err and "UTF-8" in err
+    (tmp_path / "afile").write_text("x")
+    assert main(["predict", str(text_run), "great", "--output", str(tmp_path / "afile" / "p.csv")]) == 2
+    assert f"error: --output: cannot write {tmp_path / 'afile' / 'p.csv'}" in capsys.readouterr().err
+    assert main(["evaluate", str(text_run), "--output-dir", str(tmp_path / "afile" / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --output-dir: {tmp_path / 'afile' / 'sub'} sits under {tmp_path / 'afile'}, which is a file" in err

@@ -94,7 +94,10 @@ def load_predictor(out_dir: str | os.PathLike) -> Predictor:
     """Loads the fine-tuned model in `out_dir` for inference (eval mode, local files only)."""
     out_dir = Path(out_dir)
     task, recipe = output_task(out_dir)
-    kwargs = {"local_files_only": True}
+    allow_pickle = bool((recipe.get("model") or {}).get("allow_pickle"))
+    check_weights(out_dir, allow_pickle)
+    # The same rule as training: pickle can run code when loaded, so safetensors only unless allowed.
+    kwargs = {"local_files_only": True, "use_safetensors": None if allow_pickle else True}
     try:
         if task == "text-classification":
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -114,8 +117,23 @@ def load_predictor(out_dir: str | os.PathLike) -> Predictor:
         model = AutoModelForImageClassification.from_pretrained(out_dir, **kwargs).eval()
         transform = build_eval_transform(vision_data_config(model.config))
         return Predictor(task, model, _labels(model), recipe, transform=transform)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # missing files; a damaged config.json or weights file
         raise NotAFinishedRunError(f"OUTPUT_DIR: cannot load the model in {out_dir}: {exc}") from None
+
+
+def check_weights(out_dir: Path, allow_pickle: bool) -> None:
+    """Refuses a folder whose only weights are pickle-based, unless the run's recipe allowed pickle.
+
+    Raises:
+        NotAFinishedRunError: naming the pickle file and the recipe key that allows it.
+    """
+    safe = any(out_dir.glob("*.safetensors")) or (out_dir / "model.safetensors.index.json").is_file()
+    pickled = sorted(p.name for p in out_dir.glob("*.bin") if p.name != "training_args.bin")
+    if not safe and pickled and not allow_pickle:
+        raise NotAFinishedRunError(
+            f"OUTPUT_DIR: {out_dir} holds only pickle-based weights ({', '.join(pickled)}); pickle can run code "
+            "when loaded, so it is refused unless the run's recipe.yaml sets model.allow_pickle: true. Convert "
+            "the weights to safetensors (model.save_pretrained(dir, safe_serialization=True)) to use them.")
 
 
 def _labels(model: Any) -> list[str]:
@@ -200,7 +218,11 @@ def read_column(path: Path, column: str, pair: str | None = None) -> Iterator[tu
     if suffix == ".txt":
         if pair:
             raise DataError(f"INPUTS: {path}: this model classifies sentence pairs; a .txt file holds single texts")
-        for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"INPUTS: cannot read {path}: {exc}; save it as UTF-8 text") from None
+        for line in lines:
             if line.strip():
                 yield line, None
         return
@@ -302,7 +324,12 @@ def write_predictions(path: str | os.PathLike, items: list[Item], predictions: l
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise UserError(f"--output: {path}: write .jsonl or .csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, no permission
+        raise UserError(f"--output: cannot write {path}: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise UserError(f"--output: {path} is a folder; name a .jsonl or .csv file")
     has_pair = any(item.pair is not None for item in items)
     if suffix == ".jsonl":
         with open(path, "w", encoding="utf-8") as f:
