@@ -180,8 +180,29 @@ def test_missing_column_and_null_text_are_named(text_recipe, tiny_bert, tmp_path
     rows = review_rows(6, seed=0)
     rows[3]["text"] = ""
     text_recipe["data"]["files"]["train"] = str(write_csv(tmp_path / "holes.csv", rows))
-    with pytest.raises(DataError, match=r"column 'text' of split 'train' has 1 empty \(null\) rows, first at row 3"):
+    with pytest.raises(DataError, match=r"column 'text' of split 'train' has 1 empty \(null, empty or "
+                                         r"whitespace-only\) rows, first at row 3"):
         build_datasets(validate_recipe(text_recipe), tokenizer=_tokenizer(tiny_bert), max_length=32)
+    rows[3]["text"], rows[5]["text"] = "   \t ", "\u3000"  # whitespace only: nothing for the tokenizer
+    text_recipe["data"]["files"]["train"] = str(write_csv(tmp_path / "blank.csv", rows))
+    with pytest.raises(DataError, match=r"has 2 empty \(null, empty or whitespace-only\) rows, first at row 3"):
+        build_datasets(validate_recipe(text_recipe), tokenizer=_tokenizer(tiny_bert), max_length=32)
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    ([1, "neg", 0, "pos"], "mixes integers (1, 0) and names (neg, pos); use one kind"),
+    (["1", "neg", "0", "neg"], "mixes integers (1, 0) and names (neg)"),
+    ([["a", "b"], "a", "b", "a"], "holds ['a', 'b'] (list); labels must be strings or integers (multi-label"),
+])
+def test_labels_of_two_kinds_or_lists_are_errors(labels, message):
+    from datasets import Value
+    from datasets.features import Json
+
+    feature = Json() if any(not isinstance(v, str) for v in labels) else Value("string")
+    ds = Dataset.from_dict({"label": labels}, features=Features({"label": feature}))
+    with pytest.raises(DataError) as info:
+        space(ds)
+    assert f"data.columns.label: column 'label' of split 'train' {message}" in str(info.value)
 
 
 def test_unknown_test_label_in_files(text_recipe, tiny_bert, tmp_path):

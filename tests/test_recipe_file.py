@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_finetune.recipe import file as recipe_file
 from hf_finetune.errors import Problem, RecipeError
+from hf_finetune.recipe import file as recipe_file
 from hf_finetune.recipe.file import read_recipe_file
 
 LOADERS = [yaml.SafeLoader] + ([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])

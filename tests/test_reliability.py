@@ -44,8 +44,8 @@ def train_in_process(tmp_path: Path, recipe: dict, name: str, *extra: str) -> in
     return main(["train", str(path), *extra])
 
 
-def run_helper(recipe_path: Path, point: str, step: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(HELPER), point, str(step), "train", str(recipe_path)],
+def run_helper(recipe_path: Path, point: str, step: int, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(HELPER), point, str(step), "train", str(recipe_path), *overrides],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
@@ -59,6 +59,7 @@ def uninterrupted(tmp_path, resumable):
 @pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, resumable, uninterrupted):
     expected_weights, expected_metrics = weights(uninterrupted), comparable_metrics(uninterrupted)
+    expected_train = json.loads((uninterrupted / "metrics.json").read_text())["train"]
     # Killed mid-epoch (after step 3, checkpoint 2 on disk), right after the checkpoint that ends
     # epoch 1, in epoch 2, and while writing checkpoint 8 (which must be skipped).
     for point, step, resumed_from in [("kill-after-step", 3, 2), ("kill-after-save", 6, 6),
@@ -79,6 +80,9 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, resumable, u
         for key, value in expected_weights.items():
             assert torch.equal(got[key], value), f"{point} {step}: {key} differs after resume"
         assert comparable_metrics(out) == expected_metrics
+        # The record of training too: the loss over all 12 steps and the phases since step 0.
+        assert run_metrics["train"]["loss"] == pytest.approx(expected_train["loss"], rel=1e-6), point
+        assert run_metrics["train"]["phases"] == expected_train["phases"], point
 
 
 @pytest.mark.slow
@@ -86,11 +90,13 @@ def test_sigterm_checkpoints_at_the_step_boundary_and_says_how_to_resume(tmp_pat
     out = tmp_path / "preempted"
     resumable["output"]["dir"] = str(out)
     path = write_recipe(tmp_path / "preempted.yaml", resumable)
-    stopped = run_helper(path, "term-at-step", 5)
+    # Step 6 is an evaluation step and the end of epoch 1: both would evaluate in an ordinary run.
+    stopped = run_helper(path, "term-at-step", 6, "training.seed=42", "data.seed=42")
     assert stopped.returncode == 128 + 15, stopped.stderr[-2000:]
-    checkpoint = out / "checkpoints" / "checkpoint-5"
-    assert f"stopped by SIGTERM after step 5; checkpoint saved in {checkpoint}" in stopped.stderr
-    assert f"Resume with: hf-finetune train {path} --resume" in stopped.stderr
+    checkpoint = out / "checkpoints" / "checkpoint-6"
+    assert f"stopped by SIGTERM after step 6; checkpoint saved in {checkpoint}" in stopped.stderr
+    assert f"Resume with: hf-finetune train {path} training.seed=42 data.seed=42 --resume" in stopped.stderr
+    assert "EVALUATED AFTER SIGTERM" not in stopped.stderr
     assert "Traceback" not in stopped.stderr
     assert checkpoint_problem(checkpoint) is None
     assert not (out / "run.json").exists()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, Value
 
-from hf_finetune.errors import DataError
+from hf_finetune.errors import DataError, show
 
 LABEL_COLUMN = "labels"  # the column the model and the Trainer see
 
@@ -54,6 +54,16 @@ def null_rows(ds: Dataset, column: str) -> list[int]:
     return pc.indices_nonzero(mask).to_pylist()
 
 
+def blank_rows(ds: Dataset, column: str) -> list[int]:
+    """Rows of a text column that are null, empty or whitespace only (nothing for the tokenizer to read)."""
+    values = ds.with_format("arrow")[column]
+    mask = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_trim_whitespace(values), ""))
+    mask = pc.fill_null(mask, True)
+    if not pc.any(mask).as_py():
+        return []
+    return pc.indices_nonzero(mask).to_pylist()
+
+
 def require_labels(ds: Dataset, column: str, subject: str) -> None:
     """Every row has a label; else a DataError naming how many lack one and the first of them."""
     missing = null_rows(ds, column)
@@ -81,6 +91,8 @@ def build_label_space(
     train = splits["train"]
     feature = train.features[column]
     require_labels(train, column, f"column '{column}' of split '{train_split}'")
+    for role, ds in splits.items():
+        _check_one_kind(ds, column, train_split if role == "train" else role)
 
     present = train.unique(column)
     if len(present) < 2:
@@ -118,6 +130,38 @@ def build_label_space(
         if role != "train":
             check_split_labels(ds, role, column, space)
     return space
+
+
+def _check_one_kind(ds: Dataset, column: str, split: str) -> None:
+    """Labels are all names or all integers: a mix (1 and 'neg', or '1' and 'neg') is a data error.
+
+    Also refuses values that are neither (lists: multi-label data; mappings), naming the first.
+    """
+    feature = ds.features[column]
+    if isinstance(feature, ClassLabel) or (isinstance(feature, Value) and feature.dtype not in (
+            "string", "large_string")):
+        return  # one Arrow type: cannot mix
+    # Strings: their distinct values (few); anything else (JSON-typed, lists): the values themselves.
+    values = ds.unique(column) if isinstance(feature, Value) else ds[column]
+    kinds: dict[str, list[str]] = {"integers": [], "names": []}
+    for value in values:
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
+            kind = "integers"
+        elif isinstance(value, str):
+            kind = "names"
+        else:
+            raise DataError(f"data.columns.label: column '{column}' of split '{split}' holds {show(value)} "
+                            f"({type(value).__name__}); labels must be strings or integers"
+                            + (" (multi-label classification is not supported)" if isinstance(value, list) else ""))
+        if len(kinds[kind]) < 3 and str(value) not in kinds[kind]:
+            kinds[kind].append(str(value))
+    if kinds["integers"] and kinds["names"]:
+        raise DataError(
+            f"data.columns.label: column '{column}' of split '{split}' mixes integers "
+            f"({', '.join(kinds['integers'])}) and names ({', '.join(kinds['names'])}); use one kind "
+            "(names, or integers 0..K-1 with data.label_names)")
 
 
 def _from_class_label(

@@ -12,7 +12,7 @@ from typing import Any
 import datasets
 from datasets import Dataset, Value
 
-from hf_finetune.data.labels import LABEL_COLUMN, null_rows, row_hint
+from hf_finetune.data.labels import LABEL_COLUMN, blank_rows, row_hint
 from hf_finetune.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -32,11 +32,11 @@ def check_text_columns(splits: dict[str, Dataset], columns: list[tuple[str, str]
                     f"data.columns.{key}: column '{column}' of split '{split_names[role]}' holds {feature!r}, "
                     "not text"
                 )
-            missing = null_rows(ds, column)
+            missing = blank_rows(ds, column)
             if missing:
                 raise DataError(
                     f"data.columns.{key}: column '{column}' of split '{split_names[role]}' has "
-                    f"{len(missing)} empty (null) rows, first at {row_hint(ds, missing[0])}"
+                    f"{len(missing)} empty (null, empty or whitespace-only) rows, first at {row_hint(ds, missing[0])}"
                 )
 
 

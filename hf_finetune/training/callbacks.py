@@ -59,9 +59,18 @@ class PreemptionCallback(TrainerCallback):
         if any_process(self.received is not None, self.trainer):
             control.should_save = True
             control.should_training_stop = True
+            # No evaluation pass before stopping: a scheduler's grace period (often 30 s) may not
+            # cover one, and the checkpoint is all a resume needs.
+            control.should_evaluate = False
             self.stopped_at_step = state.global_step
             if self.received is None:
                 self.received = signal.SIGTERM  # another process was signalled
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.stopped_at_step is not None:  # stopping ended the epoch: no epoch-end evaluation or save
+            control.should_evaluate = False
+            control.should_save = False
         return control
 
 

@@ -113,6 +113,11 @@ class FinetunePlan:
     freeze: FreezeController
     param_groups: list[dict[str, Any]]
     phases: list[dict[str, Any]] = field(default_factory=list)  # filled while training
+    applied: bool = False  # the freezing of the current phase is applied to this model instance
+
+    def restore_phases(self, phases: list[dict[str, Any]]) -> None:
+        """The phases a resumed run went through before its checkpoint (the freezing is applied anew)."""
+        self.phases = [dict(p) for p in phases]
 
     def group_summary(self) -> list[dict[str, Any]]:
         return [{"name": g["name"], "params": sum(p.numel() for p in g["params"]), "lr": g["lr"],
@@ -175,9 +180,14 @@ class StrategyCallback(TrainerCallback):
 
     def _update(self, state) -> None:
         wanted = self.plan.schedule.trainable_blocks(state.epoch or 0.0, state.global_step)
-        if self.plan.phases and wanted == self.plan.freeze.trainable:
+        if self.plan.applied and wanted == self.plan.freeze.trainable:
             return
+        resumed_in_phase = (not self.plan.applied and self.plan.phases
+                            and self.plan.phases[-1]["trainable_blocks"] == wanted)
         self.plan.freeze.apply(wanted)
+        self.plan.applied = True
+        if resumed_in_phase:
+            return  # a resumed run goes on in the phase its checkpoint was in: not a new phase
         phase = {
             "phase": len(self.plan.phases),
             "step": state.global_step,

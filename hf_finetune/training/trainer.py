@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
+from transformers.trainer_utils import TrainOutput
 
 from hf_finetune.data.text import LENGTH_COLUMN
 from hf_finetune.training.callbacks import is_finite
@@ -39,6 +40,9 @@ class ClassificationLoss:
                                reduction="none")
 
 
+RUN_STATE = "HfFinetuneRunState"  # our entry in a checkpoint's trainer_state.json
+
+
 class FinetuneTrainer(Trainer):
     """`transformers.Trainer` whose `compute_loss` is ours.
 
@@ -58,6 +62,35 @@ class FinetuneTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
         self.loss_is_scaled_for_ga = True
         self.nonfinite_loss_seen = False  # read (and reset) by NonFiniteLossCallback before each optimizer step
+        self._loss_before_resume = 0.0  # summed per-step losses of the steps a resumed run starts after
+
+    # --- a resumed run reports what the uninterrupted run would: loss over all steps, all phases ---------
+
+    def _save_checkpoint(self, model, trial):
+        # Kept in trainer_state.json (written with the rest of the checkpoint, last): Trainer itself
+        # forgets the loss of the steps before a resume, and the phases that started before it.
+        self.state.stateful_callbacks[RUN_STATE] = {"args": {}, "attributes": {
+            "loss_sum": self._loss_before_resume + self._total_loss_scalar + float(self._tr_loss.item()),
+            "phases": list(self.plan.phases) if self.plan is not None else [],
+        }}
+        super()._save_checkpoint(model, trial)
+
+    def _load_callback_state(self):
+        saved = self.state.stateful_callbacks.pop(RUN_STATE, None)
+        if saved is not None:
+            self._loss_before_resume = float(saved["attributes"]["loss_sum"])
+            if self.plan is not None:
+                self.plan.restore_phases(saved["attributes"]["phases"])
+        super()._load_callback_state()
+
+    def train(self, *args: Any, **kwargs: Any) -> TrainOutput:
+        output = super().train(*args, **kwargs)
+        if not self._loss_before_resume:
+            return output
+        steps = self.state.global_step
+        trained = steps - self._initial_global_step
+        loss = (self._loss_before_resume + output.training_loss * max(trained, 0.001)) / max(steps, 0.001)
+        return TrainOutput(output.global_step, loss, {**output.metrics, "train_loss": loss})
 
     def create_optimizer(self, model=None):
         if self.plan is None or self.optimizer is not None:

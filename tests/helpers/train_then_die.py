@@ -22,9 +22,16 @@ POINT, STEP, ARGS = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 
 
 class Die(TrainerCallback):
+    signalled = False
+
     def on_step_begin(self, args, state, control, **kwargs):
         if POINT == "term-at-step" and state.global_step + 1 == STEP:
+            Die.signalled = True
             os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if Die.signalled:  # a scheduler's grace period (often 30 s) has no time for an evaluation pass
+            sys.stderr.write(f"EVALUATED AFTER SIGTERM at step {state.global_step}\n")
 
     def on_step_end(self, args, state, control, **kwargs):
         if POINT == "kill-after-step" and state.global_step == STEP:
