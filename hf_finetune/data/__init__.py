@@ -157,9 +157,7 @@ def build_eval_dataset(
     ds = raw[split]
     if len(ds) == 0:
         raise DataError(f"split '{split}' is empty: it has no rows")
-    # As the training split, so that check_columns' messages name the split by its own name.
-    data = data.model_copy(update={"splits": data.splits.model_copy(update={"train": split})})
-    check_columns({"train": ds}, data)
+    check_columns({"eval": ds}, data, split_names={"eval": split})
     column = data.columns.label
     if recipe.is_vision:
         ds = prepare_image_column(ds, data.columns.image, split)

@@ -45,8 +45,14 @@ def select_splits(raw: DatasetDict, data: DataSpec) -> dict[str, Dataset]:
     return out
 
 
-def check_columns(splits: dict[str, Dataset], data: DataSpec) -> None:
-    """Every split must hold the input and label columns the recipe names."""
+def check_columns(splits: dict[str, Dataset], data: DataSpec, split_names: dict[str, str] | None = None) -> None:
+    """Every split must hold the input and label columns the recipe names.
+
+    Args:
+        splits: role -> dataset.
+        data: the recipe's data section.
+        split_names: role -> the split's name in messages (default: the recipe's data.splits).
+    """
     cols = data.columns
     wanted = [("text", cols.text), ("text_pair", cols.text_pair), ("image", cols.image), ("label", cols.label)]
     for role, ds in splits.items():
@@ -55,7 +61,8 @@ def check_columns(splits: dict[str, Dataset], data: DataSpec) -> None:
             if column is not None and column not in ds.column_names:
                 raise DataError(
                     f"data.columns.{key}: column '{column}' not found in split "
-                    f"'{getattr(data.splits, role)}' (columns: {', '.join(present)})" + did_you_mean(column, present)
+                    f"'{(split_names or {}).get(role) or getattr(data.splits, role)}' (columns: {', '.join(present)})"
+                    + did_you_mean(column, present)
                 )
 
 

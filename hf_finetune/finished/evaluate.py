@@ -97,10 +97,7 @@ def evaluation_recipe(out_dir: Path, data: str | None, split: str | None, column
     raw["model"] = {**(raw.get("model") or {}), "name": str(out_dir)}
     raw["output"] = {"dir": str(out_dir)}
     raw["hub"] = {}
-    # Only for validation (data.files must hold the training split): build_eval_dataset picks the split.
-    files = section.get("files") or {}
-    section["splits"] = {"train": next(iter(files), split or "test"), "validation": None, "test": None}
-    return validate_recipe(raw, source=str(out_dir / "recipe.yaml")), split, called
+    return validate_recipe(raw, source=str(out_dir / "recipe.yaml"), purpose="evaluate"), split, called
 
 
 def slug(name: str) -> str:

@@ -114,7 +114,7 @@ def _pydantic_problems(exc: ValidationError, prefix: list[str]) -> list[Problem]
 
 
 def _cross_checks(task: str | None, data: DataSpec | None, prep: Preprocessing | None,
-                  augmentation: Augmentation | None) -> list[Problem]:
+                  augmentation: Augmentation | None, for_training: bool = True) -> list[Problem]:
     """Checks that need several keys at once; a section that failed validation is skipped (None)."""
     problems: list[Problem] = []
     if task == "text-classification" and augmentation not in (None, Augmentation()):
@@ -136,7 +136,7 @@ def _cross_checks(task: str | None, data: DataSpec | None, prep: Preprocessing |
     if data.files is not None:
         if not data.files:
             problems.append(Problem("data.files", "is empty; give at least a train file"))
-        elif data.splits.train not in data.files:
+        elif for_training and data.splits.train not in data.files:
             problems.append(
                 Problem(
                     "data.files",
@@ -330,7 +330,7 @@ def _resolve_data(task: str, data: DataSpec) -> None:
 
 
 def validate_recipe(raw: dict[str, Any], source: str | None = None,
-                    overrides: list[str] | None = None) -> Recipe:
+                    overrides: list[str] | None = None, purpose: str = "train") -> Recipe:
     """Validates a raw recipe mapping into a `Recipe`, reporting every problem at once.
 
     Each top-level section is validated on its own, so a mistake in one section does not hide the
@@ -341,6 +341,8 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None,
         source: the recipe file path, used in messages and for the default output folder.
         overrides: the `dotted.key=value` overrides already applied to `raw`, recorded for messages
             (a resume command repeats them).
+        purpose: "train", or "evaluate" for a finished run's recipe pointed at data to score (which
+            needs no training split: `hf-finetune evaluate` picks the split itself).
 
     Raises:
         RecipeError: listing every problem with its dotted key path.
@@ -374,7 +376,8 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None,
     metrics = parts.get("metrics", fields["metrics"].default_factory())
     if task is not None and data is not None:
         _resolve_data(task, data)
-    problems += _cross_checks(task, data, parts.get("preprocessing"), parts.get("augmentation"))
+    problems += _cross_checks(task, data, parts.get("preprocessing"), parts.get("augmentation"),
+                              for_training=purpose == "train")
     problems += _hub_checks(parts.get("hub"))
     if metrics is not None:
         problems += _metric_checks(metrics)
