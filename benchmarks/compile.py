@@ -20,7 +20,7 @@ from common import StepTimer, add_callback_to_every_trainer, report, write_minil
 
 def run_once(model_dir: Path, files: dict, work: Path, compile_: bool, steps: int) -> tuple[float, float]:
     from hf_finetune.recipe import validate_recipe
-    from hf_finetune.train import run
+    from hf_finetune.pipeline import run
 
     timer = StepTimer()
     add_callback_to_every_trainer(timer)

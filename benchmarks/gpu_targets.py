@@ -108,7 +108,7 @@ def pipeline_images_per_second(work: Path, arch: str, images: int, batch: int) -
     from common import StepTimer, add_callback_to_every_trainer, write_photos
 
     from hf_finetune.recipe import validate_recipe
-    from hf_finetune.train import run
+    from hf_finetune.pipeline import run
 
     write_photos(work / "photos", {"train": images // 3}, size=(500, 375))
     timer = StepTimer()

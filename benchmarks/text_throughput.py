@@ -8,7 +8,7 @@ learnable bag-of-words task whose texts have long-tailed lengths (mean about 120
 
   baseline  what run_glue.py-style scripts do by default: every row padded to max_length, random
             batches, the default collator, fp32
-  ours      `hf_finetune.train.run` with its defaults: dynamic padding, length-grouped batches
+  ours      `hf_finetune.pipeline.run` with its defaults: dynamic padding, length-grouped batches
             (plus its end-of-epoch evaluation and checkpoint, which count against it)
 
 Prints training samples/s (Trainer's own figure), final validation accuracy, and the share of
@@ -72,7 +72,7 @@ def ours(model_dir: Path, files: dict[str, Path], work: Path) -> dict:
 
     from hf_finetune.data.text import LENGTH_COLUMN
     from hf_finetune.recipe import validate_recipe
-    from hf_finetune.train import run
+    from hf_finetune.pipeline import run
     from hf_finetune.training.samplers import SeededLengthGroupedSampler
 
     recipe = validate_recipe({

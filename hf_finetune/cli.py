@@ -91,8 +91,8 @@ def _positive(text: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from hf_finetune.pipeline import run
     from hf_finetune.recipe import load_recipe
-    from hf_finetune.train import run
 
     recipe = load_recipe(args.recipe, args.overrides)
     run(recipe, resume=args.resume)

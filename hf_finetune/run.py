@@ -8,7 +8,7 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     # As a script, Python puts this folder first on sys.path, where our module names (data, metrics,
-    # train...) could shadow other packages: put the repository root there instead.
+    # pipeline...) could shadow other packages: put the repository root there instead.
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from hf_finetune.cli import main  # noqa: E402

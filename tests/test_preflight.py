@@ -12,7 +12,7 @@ from .conftest import review_rows, write_csv, write_recipe
 @pytest.fixture
 def no_heavy_work(monkeypatch):
     """Fails the test if training gets as far as building the model or preprocessing the data."""
-    import hf_finetune.train as train
+    import hf_finetune.pipeline as train
 
     def forbidden(*args, **kwargs):
         raise AssertionError("pre-flight should have stopped the run before this")

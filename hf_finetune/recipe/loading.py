@@ -72,12 +72,37 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         except RecipeError as exc:
             problems += exc.problems
             continue
-        node = raw
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
+        _set(raw, parts, value)
+    if problems:
+        raise RecipeError(problems)
+    return raw
+
+
+def _set(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def apply_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Applies {dotted.key: value} overrides given as Python values (not YAML text), checked like overrides.
+
+    A `__` in a key stands for a dot, so keyword arguments can name nested keys
+    (`training__learning_rate=3e-5`).
+    """
+    raw = copy.deepcopy(raw)
+    problems: list[Problem] = []
+    for name, value in values.items():
+        key = name.replace("__", ".")
+        parts = key.split(".")
+        message = _check_override_path(parts) if all(parts) else "an override must name a dotted key"
+        if message:
+            problems.append(Problem("", f"override '{key}': {message}"))
+            continue
+        _set(raw, parts, value)
     if problems:
         raise RecipeError(problems)
     return raw
