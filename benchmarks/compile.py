@@ -19,8 +19,8 @@ from common import StepTimer, add_callback_to_every_trainer, report, write_minil
 
 
 def run_once(model_dir: Path, files: dict, work: Path, compile_: bool, steps: int) -> tuple[float, float]:
-    from hf_finetune.recipe import validate_recipe
     from hf_finetune.pipeline import run
+    from hf_finetune.recipe import validate_recipe
 
     timer = StepTimer()
     add_callback_to_every_trainer(timer)

@@ -38,8 +38,8 @@ def child(mode: str, rows: int, classes: int) -> dict:
 
     from hf_finetune.data.text import TextCollator
     from hf_finetune.metrics import ClassificationMetrics, logits_to_predictions
-    from hf_finetune.testing import write_tiny_bert
     from hf_finetune.pipeline import evaluate_split
+    from hf_finetune.testing import write_tiny_bert
     from hf_finetune.training.trainer import ClassificationLoss, FinetuneTrainer
 
     set_seed(0)

@@ -107,8 +107,8 @@ def resnet_model_only(device: str, batch: int, size: int, arch: str, steps: int)
 def pipeline_images_per_second(work: Path, arch: str, images: int, batch: int) -> float:
     from common import StepTimer, add_callback_to_every_trainer, write_photos
 
-    from hf_finetune.recipe import validate_recipe
     from hf_finetune.pipeline import run
+    from hf_finetune.recipe import validate_recipe
 
     write_photos(work / "photos", {"train": images // 3}, size=(500, 375))
     timer = StepTimer()

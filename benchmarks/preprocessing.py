@@ -53,8 +53,8 @@ def tokenization(model_dir: Path, rows: int) -> tuple[float, float]:
 
 
 def setup_times(model_dir: Path, rows: int) -> tuple[float, float]:
-    from hf_finetune.recipe import validate_recipe
     from hf_finetune.pipeline import run
+    from hf_finetune.recipe import validate_recipe
 
     files = {"train": write_text_split(WORK / "train.csv", rows, seed=4),
              "validation": write_text_split(WORK / "validation.csv", 200, seed=5)}

@@ -71,8 +71,8 @@ def ours(model_dir: Path, files: dict[str, Path], work: Path) -> dict:
     import json
 
     from hf_finetune.data.text import LENGTH_COLUMN
-    from hf_finetune.recipe import validate_recipe
     from hf_finetune.pipeline import run
+    from hf_finetune.recipe import validate_recipe
     from hf_finetune.training.samplers import SeededLengthGroupedSampler
 
     recipe = validate_recipe({

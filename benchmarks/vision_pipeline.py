@@ -59,8 +59,8 @@ def loader_images_per_second(recipe: dict) -> tuple[float, int]:
 
 
 def train_with_timer(recipe: dict) -> tuple[float, float]:
-    from hf_finetune.recipe import validate_recipe
     from hf_finetune.pipeline import run
+    from hf_finetune.recipe import validate_recipe
 
     timer = StepTimer()
     add_callback_to_every_trainer(timer)
