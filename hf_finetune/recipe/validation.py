@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from hf_finetune.errors import Problem, RecipeError, did_you_mean, is_secret_key, looks_like_token, show
+from hf_finetune.errors import Problem, RecipeError, did_you_mean, show
 from hf_finetune.hub import TOKEN_HINT
 from hf_finetune.metrics.names import BUNDLED_METRICS, metric_keys, suggest_bundled
 from hf_finetune.outputs.folder import output_dir_problem
@@ -26,42 +26,9 @@ from hf_finetune.recipe.schema import (
     Recipe,
     section_model,
 )
+from hf_finetune.recipe.secrets import without_secrets
 from hf_finetune.training.arguments import house_defaults, installed_default
-from hf_finetune.training.fields import MANAGED_KEYS, check_training_section
-
-SECRET_MESSAGE = f"credentials never go in a recipe (the value is not shown, saved or logged): {TOKEN_HINT}"
-
-
-def _without_secrets(raw: Any, path: str = "") -> tuple[Any, list[Problem]]:
-    """A copy of the raw recipe with credentials taken out (at any depth), and a problem for each.
-
-    A key named like a credential (token, hub_token, password, ...) or a value shaped like a Hugging
-    Face token is refused before anything else sees it, so no later message can echo the value.
-    """
-    problems: list[Problem] = []
-    if isinstance(raw, dict):
-        clean = {}
-        for key, value in raw.items():
-            here = f"{path}.{key}" if path else str(key)
-            if is_secret_key(key):
-                if path == "training" and key in MANAGED_KEYS:
-                    clean[key] = "***"  # the training check says where tokens go instead
-                else:
-                    problems.append(Problem(here, SECRET_MESSAGE))
-                continue
-            clean[key], inner = _without_secrets(value, here)
-            problems += inner
-        return clean, problems
-    if isinstance(raw, list):
-        items = []
-        for i, value in enumerate(raw):
-            item, inner = _without_secrets(value, f"{path}[{i}]")
-            items.append(item)
-            problems += inner
-        return items, problems
-    if looks_like_token(raw):
-        return "***", [Problem(path, "looks like a Hugging Face token; " + SECRET_MESSAGE)]
-    return raw, problems
+from hf_finetune.training.fields import check_training_section
 
 
 def _unknown_key(key: str, valid: Any) -> str:
@@ -347,7 +314,7 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None,
     Raises:
         RecipeError: listing every problem with its dotted key path.
     """
-    raw, problems = _without_secrets(raw)
+    raw, problems = without_secrets(raw)
     fields = Recipe.model_fields
     for key in raw:
         if key not in fields:
