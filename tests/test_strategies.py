@@ -306,6 +306,18 @@ def test_vision_run_with_mixup_cutmix_and_randaugment(tmp_path, vision_recipe):
     assert np.isfinite(metrics["train"]["loss"])
 
 
+def test_mixup_drops_only_training_batches(tmp_path, vision_recipe):
+    # 9 validation and 9 test images, eval batch 64: dropping the last eval batch would score nothing.
+    vision_recipe["augmentation"] = {"mixup": 0.2}
+    vision_recipe["training"]["per_device_eval_batch_size"] = 64
+    path = write_recipe(tmp_path / "recipe.yaml", vision_recipe)
+    assert main(["train", str(path)]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        assert metrics[split]["num_samples"] == 9
+        assert sum(map(sum, metrics[split]["confusion_matrix"]["matrix"])) == 9
+
+
 def test_balanced_class_weights_are_resolved_and_recorded(tmp_path, text_recipe):
     labels = LabelSpace(names=("a", "b", "c"), values=("a", "b", "c"))
     train = {"labels": [0, 0, 0, 0, 1, 1, 2, 0]}

@@ -129,6 +129,18 @@ class FinetuneTrainer(Trainer):
             return torch.utils.data.RandomSampler(dataset)
         return super()._get_train_sampler(train_dataset)
 
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
+                        dataloader_key=None):
+        if is_training or not self.args.dataloader_drop_last:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+        # drop_last is for training batches (mixup/cutmix pair samples up); evaluation sees every sample,
+        # or a validation set smaller than one batch would be scored on nothing.
+        self.args.dataloader_drop_last = False
+        try:
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
+        finally:
+            self.args.dataloader_drop_last = True
+
     def _get_eval_sampler(self, eval_dataset):
         if self.args.train_sampling_strategy == "group_by_length" and not self._groups_by_length(eval_dataset):
             return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
