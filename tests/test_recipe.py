@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -76,17 +77,26 @@ def test_training_values_are_coerced_to_field_types(tmp_path):
     # PyYAML reads 1e-5 (no dot) as a string; the field type turns it into a float.
     recipe = validate_recipe(minimal(tmp_path, training={"learning_rate": "1e-5", "num_train_epochs": 2}))
     assert recipe.training["learning_rate"] == pytest.approx(1e-5)
-    assert isinstance(recipe.training["num_train_epochs"], float)
+    assert type(recipe.training["num_train_epochs"]) is float and recipe.training["num_train_epochs"] == 2.0
 
 
-def test_training_section_knows_every_real_field():
+# TrainingArguments fields the pipeline sets itself; a recipe may set every other one
+PIPELINE_OWNED = {"output_dir", "push_to_hub", "hub_model_id", "hub_private_repo", "hub_revision", "hub_token",
+                  "hub_strategy", "hub_always_push", "remove_unused_columns", "label_names", "do_train", "do_eval",
+                  "do_predict", "local_rank", "include_for_metrics", "batch_eval_metrics", "enable_jit_checkpoint"}
+
+
+def test_training_section_knows_every_real_field_but_the_pipelines_own():
     from dataclasses import fields
 
     from transformers import TrainingArguments
 
-    names = {f.name for f in fields(TrainingArguments)}
+    settable = {f.name for f in fields(TrainingArguments) if f.init}
+    assert set(training_fields()) == settable - PIPELINE_OWNED
     assert {"learning_rate", "eval_strategy", "train_sampling_strategy", "warmup_steps"} <= set(training_fields())
-    assert set(training_fields()) <= names
+    types = training_fields()
+    assert (types["learning_rate"], types["num_train_epochs"], types["per_device_train_batch_size"]) == (
+        float, float, int)
 
 
 @pytest.mark.parametrize(
@@ -153,6 +163,7 @@ def test_missing_and_unsupported_files_are_named(tmp_path):
 
 def test_overrides_parse_yaml_values_and_must_name_real_keys(tmp_path):
     raw = minimal(tmp_path)
+    before = copy.deepcopy(raw)
     out = apply_overrides(raw, ["training.learning_rate=3e-5", "metrics=[accuracy, f1]", "data.splits.test=null",
                                 "model.trust_remote_code=true", "data.files.extra=x.csv"])
     assert out["training"]["learning_rate"] == "3e-5"  # coerced to float by validation
@@ -160,7 +171,7 @@ def test_overrides_parse_yaml_values_and_must_name_real_keys(tmp_path):
     assert out["data"]["splits"]["test"] is None
     assert out["model"]["trust_remote_code"] is True
     assert out["data"]["files"]["extra"] == "x.csv"
-    assert raw.get("training") is None  # the input is not modified
+    assert raw == before  # the input is not modified
     with pytest.raises(RecipeError) as info:
         apply_overrides(raw, ["training.learnin_rate=1", "model.nme=x", "data.splits.train.deep=1", "novalue"])
     text = str(info.value)
@@ -183,19 +194,56 @@ def test_yaml_is_read_with_the_safe_loader(tmp_path):
         load_recipe(tmp_path / "missing.yaml")
 
 
-def test_field_reference_documents_every_key():
+def leaf_keys(resolved: dict, sections: set[str], prefix: str = "") -> set[str]:
+    """Dotted keys of a resolved recipe; a mapping is descended into when it is a section of the reference."""
+    out = set()
+    for key, value in resolved.items():
+        path = prefix + key
+        if isinstance(value, dict) and path in sections:
+            out |= leaf_keys(value, sections, path + ".")
+        else:
+            out.add(path)
+    return out
+
+
+def test_field_reference_documents_every_key(tmp_path):
     rows = field_reference()
-    keys = {row[0] for row in rows}
+    keys = [row[0] for row in rows]
+    assert len(keys) == len(set(keys))
     assert {"task", "model.name", "data.files", "data.columns.text", "data.max_samples.train",
-            "preprocessing.max_length", "training", "output.dir"} <= keys
+            "preprocessing.max_length", "training", "output.dir"} <= set(keys)
     assert all(description for _, _, _, description in rows)
+    # exactly the keys a resolved recipe has, text and vision together (some apply to one task only)
+    sections = {".".join(key.split(".")[:n]) for key in keys for n in range(1, key.count(".") + 1)}
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    vision = {"task": "image-classification", "model": {"name": "timm/resnet50.a1_in1k"},
+              "data": {"image_folder": str(tmp_path / "images")}}
+    resolved = [validate_recipe(minimal(tmp_path)).to_dict(), validate_recipe(vision).to_dict()]
+    assert leaf_keys(resolved[0], sections) | leaf_keys(resolved[1], sections) == set(keys)
+    assert "augmentation.hflip" not in leaf_keys(resolved[0], sections)
+    assert "preprocessing.max_length" not in leaf_keys(resolved[1], sections)
+
+
+SHIPPED = {  # task, backbone, strategy of every recipe in recipes/
+    "bert_sentiment.yaml": ("text-classification", "google-bert/bert-base-uncased", "full"),
+    "quickstart_text.yaml": ("text-classification", "examples/models/tiny-bert", "full"),
+    "quickstart_vision.yaml": ("image-classification", "examples/models/tiny-resnet", "full"),
+    "resnet50_beans.yaml": ("image-classification", "timm/resnet50.a1_in1k", "full"),
+    "vit_beans_lpft.yaml": ("image-classification", "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",
+                            "probe_then_full"),
+}
+
+
+def test_the_shipped_recipes_are_the_listed_ones():
+    assert sorted(p.name for p in (REPO / "recipes").glob("*.yaml")) == sorted(SHIPPED)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_validates_and_names_its_launch_command(path, monkeypatch):
     monkeypatch.chdir(REPO)  # recipes use paths relative to the repository root
     recipe = load_recipe(path.relative_to(REPO))
-    assert recipe.task in ("text-classification", "image-classification")
+    assert (recipe.task, recipe.model.name, recipe.finetune.strategy) == SHIPPED[path.name]
+    assert recipe.output.dir == f"outputs/{path.stem}"
     first_lines = path.read_text().splitlines()[:4]
     assert first_lines[0].startswith("#")
     assert any(f"recipes/{path.name}" in line and ("hf-finetune train" in line or "accelerate launch" in line)
