@@ -18,6 +18,7 @@ from hf_finetune.errors import Problem, RecipeError
 from hf_finetune.files import write_json, write_yaml
 from hf_finetune.logs import configure_process_logging
 from hf_finetune.metrics import ClassificationMetrics
+from hf_finetune.metrics.baseline import add_baselines
 from hf_finetune.models.backbones import (
     build_text_model,
     build_tokenizer,
@@ -45,6 +46,14 @@ from hf_finetune.report.record import build_manifest, train_record
 from hf_finetune.report.summary import summary_line
 from hf_finetune.training.arguments import build_training_arguments, resolve_training
 from hf_finetune.training.assembly import TrainerSetup, build_trainer
+from hf_finetune.training.data_aware import (
+    apply_decisions,
+    backbone_limit,
+    class_counts,
+    data_aware_defaults,
+    log_decisions,
+    measured_max_length,
+)
 from hf_finetune.training.safeguards import (
     find_resume_checkpoint,
     record_or_compare_recipe,
@@ -113,12 +122,19 @@ def setup(recipe: Recipe, resume: bool, started: float) -> Session:
     with args.main_process_first(desc="pre-flight checks"):
         preflight(recipe)  # columns, labels, sample images, model name, metrics: before any heavy work
     checkpoint = find_resume_checkpoint(recipe, args) if resume else None
-    resolved = resolved_recipe(recipe, {"training": resolved_training.training})
-    if args.process_index == 0:
-        record_or_compare_recipe(args.output_dir, resolved, resuming=checkpoint is not None)
 
     seed_everything(args)  # before the new head is initialised, so a run is repeatable
     data, model, tokenizer, preprocessing, decided = prepare_data_and_model(recipe, args)
+    if recipe.finetune.data_aware:
+        decisions = data_aware_defaults(recipe, data.splits["train"], data.labels.num_labels, model,
+                                        resolved_training.batch.global_size)
+        log_decisions(decisions)
+        recipe = apply_decisions(recipe, decisions)  # a copy: the user's recipe stays as it was
+        resolved_training = resolve_training(recipe, log=False)  # the batch split is unchanged
+        args = build_training_arguments(resolved_training.training, args.output_dir)
+    if args.process_index == 0:
+        record_or_compare_recipe(args.output_dir, resolved_recipe(recipe, {"training": resolved_training.training}),
+                                 resuming=checkpoint is not None)
     metrics = ClassificationMetrics(recipe.metrics, list(data.labels.names))
     trainer_setup = build_trainer(recipe, args, data, model, tokenizer, metrics)
     if trainer_setup.class_weights is not None:
@@ -138,6 +154,8 @@ def finish(session: Session, train_output: Any) -> RunResult:
         if role in session.setup.eval_splits:
             results[role] = evaluate_split(trainer, session.setup.eval_splits[role], session.metrics, role)
     results["train"] = train_record(session, train_output)
+    counts = class_counts(session.data.splits["train"], session.data.labels.num_labels)
+    results["warnings"] = add_baselines(results, counts.tolist())
     publish_run(session, results)
     return RunResult(output_dir=Path(session.recipe.output.dir), metrics=results)
 
@@ -158,7 +176,9 @@ def publish_run(session: Session, results: dict[str, Any]) -> None:
         write_report(staging, session.resolved, results, manifest, trainer.state.log_history)
         publish(staging, out_dir, manifest)  # the previous finished run, if any, stays until this moment
         settle_checkpoints(out_dir, recipe.output.overwrite, recipe.output.keep_checkpoints)
-        logger.info(summary_line(results, time.time() - session.started, out_dir))
+        for warning in results["warnings"]:
+            logger.warning(warning)
+        logger.info(summary_line(results, time.time() - session.started, out_dir))  # the last line
     trainer.accelerator.wait_for_everyone()
     if recipe.hub.push and trainer.is_world_process_zero():
         from hf_finetune.finished.push import push_output
@@ -197,14 +217,23 @@ def seed_everything(args: Any) -> None:
 
 
 def resolve_max_length(recipe: Recipe, tokenizer: Any, model_config: Any) -> int:
-    """The recipe's max_length, or the backbone's limit when unset; more than the limit is an error."""
+    """The recipe's max_length; unset, what the training texts need (data-aware) or the backbone's limit.
+
+    Raises:
+        RecipeError: the recipe asks for more than the backbone's limit.
+    """
     limit = default_max_length(tokenizer, model_config)
     asked = recipe.preprocessing.max_length
     if asked is not None and asked > limit:
         raise RecipeError(
             [Problem("preprocessing.max_length", f"{asked} exceeds the backbone's limit of {limit} tokens")]
         )
-    return asked or limit
+    if asked is not None or not recipe.finetune.data_aware:
+        return asked or limit
+    local = recipe.model.name if Path(recipe.model.name).is_dir() else None
+    chosen, reason = measured_max_length(recipe, tokenizer, backbone_limit(tokenizer, model_config, local))
+    logger.info("Default from the data: preprocessing.max_length = %d (%s)", chosen, reason)
+    return chosen
 
 
 def prepare_data_and_model(recipe: Recipe, args: Any) -> tuple[PreparedData, Any, Any, dict[str, Any], dict]:
@@ -224,6 +253,8 @@ def prepare_data_and_model(recipe: Recipe, args: Any) -> tuple[PreparedData, Any
         data = build_datasets(recipe, tokenizer=tokenizer, max_length=max_length,
                               pad_to_multiple_of=pad_multiple, main_process_first=first("tokenizing"))
         model = build_text_model(recipe.model, data.labels, tokenizer)
+        # Saved with the model: `pipeline(..., truncation=True)` then cuts inputs where training did.
+        tokenizer.model_max_length = max_length
         decided: dict[str, dict[str, Any]] = {"preprocessing": {"max_length": max_length}}
         attention = getattr(model.config, "_attn_implementation", None)
         if attention in ("sdpa", "eager", "flash_attention_2"):

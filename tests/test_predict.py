@@ -31,7 +31,10 @@ def test_text_predictions_equal_the_pipeline(text_run):
 
     predictor = load_predictor(text_run)
     ours = predict(predictor, read_inputs(predictor, TEXTS), batch_size=4, top_k=2)  # padded batches
-    theirs = pipeline("text-classification", model=str(text_run))(TEXTS, top_k=2)
+    # truncation=True: pipeline() then cuts inputs at the max_length the run trained with (saved with
+    # the tokenizer), as predict does.
+    theirs = pipeline("text-classification", model=str(text_run))(TEXTS, top_k=2, truncation=True)
+    assert predictor.max_length < max(len(predictor.tokenizer(t)["input_ids"]) for t in TEXTS)
     assert_same(ours, theirs)
     assert {top[0][0] for top in ours} == {"neg", "pos"}  # the model tells the classes apart
     for top in ours:

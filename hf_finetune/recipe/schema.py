@@ -269,6 +269,11 @@ class Finetune(Section):
     early_stopping_threshold: float = Field(
         0.0, ge=0, description="Smallest change of the selection metric that counts as an improvement."
     )
+    data_aware: bool = Field(
+        True,
+        description="Let the data and backbone choose what the recipe leaves unset: epochs, learning rates and "
+        "warmup, class weights, the selection metric, max_length (each logged with its reason and recorded).",
+    )
 
 
 class Batch(Section):

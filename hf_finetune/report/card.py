@@ -261,6 +261,15 @@ def _results_section(recipe: dict[str, Any], results: dict[str, Any], plots: lis
     rows.append(["Loss"] + [results[r].get("loss", "") for r in roles])
     rows.append(["Samples"] + [results[r].get("num_samples", "") for r in roles])
     parts = ["## Results", _table(["metric"] + roles, rows)]
+    baselines = {r: results[r].get("majority_baseline") for r in roles if results[r].get("majority_baseline")}
+    if baselines:
+        names = [n for n in metric_names(results) if any(n in b for b in baselines.values())]
+        majority = next(iter(baselines.values()))["class"]
+        parts.append(f"For scale, always predicting the largest training class ('{majority}') would score:")
+        parts.append(_table(["metric"] + list(baselines),
+                            [[METRIC_NAMES.get(n, n)] + [b.get(n, "") for b in baselines.values()] for n in names]))
+    for warning in results.get("warnings") or []:
+        parts.append(f"**Warning:** {warning}")
     train = results.get("train") or {}
     selected = _selected_metric(recipe)
     if train.get("best_metric") is not None and selected:

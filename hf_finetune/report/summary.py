@@ -35,6 +35,11 @@ def summary_line(results: dict[str, Any], wall_time_s: float, out_dir: str | os.
         if split in results:
             figures = " ".join(f"{k} {results[split][k]:.3f}" for k in shown if k in results[split])
             parts.append(f"{split} {figures}")
+    last = next((results[s] for s in ("test", "validation") if s in results), {})
+    baseline = last.get("majority_baseline")
+    if baseline:  # what always predicting the largest class would score, for scale
+        figures = " ".join(f"{k} {baseline[k]:.3f}" for k in ("accuracy", "f1") if k in baseline)
+        parts.append(f"majority-class baseline {figures}")
     speed = results.get("train", {}).get("samples_per_second")
     if speed:
         parts.append(f"{speed:,.0f} samples/s" if speed >= 10 else f"{speed:.1f} samples/s")

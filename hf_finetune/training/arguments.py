@@ -149,7 +149,7 @@ class ResolvedTraining:
     batch: BatchSplit
 
 
-def resolve_training(recipe: Recipe, processes: int | None = None) -> ResolvedTraining:
+def resolve_training(recipe: Recipe, processes: int | None = None, log: bool = True) -> ResolvedTraining:
     """The recipe's `training` section completed for this machine and number of processes."""
     processes = launched_processes() if processes is None else processes
     machine = machine_defaults(recipe)
@@ -158,9 +158,10 @@ def resolve_training(recipe: Recipe, processes: int | None = None) -> ResolvedTr
     if batch.from_global_size:
         training["per_device_train_batch_size"] = batch.per_device
         training["gradient_accumulation_steps"] = batch.accumulation_steps
-    logger.info("Batch: %d samples per optimizer step = %d processes x %d per device x %d accumulation steps%s",
-                batch.global_size, processes, batch.per_device, batch.accumulation_steps,
-                " (from batch.global_size)" if batch.from_global_size else " (per-device values as given)")
+    if log:
+        logger.info("Batch: %d samples per optimizer step = %d processes x %d per device x %d accumulation steps%s",
+                    batch.global_size, processes, batch.per_device, batch.accumulation_steps,
+                    " (from batch.global_size)" if batch.from_global_size else " (per-device values as given)")
     return ResolvedTraining(training, machine, batch)
 
 

@@ -1,0 +1,249 @@
+"""Quality on real backbones and real data: ours at its defaults beside what a user would otherwise run.
+
+    python benchmarks/quality.py                      # every task (tens of minutes on 2 CPU cores)
+    python benchmarks/quality.py --tasks bbc-imbalanced bbc-few
+    python benchmarks/quality.py --tasks speed        # equal settings: samples/s and padding share
+
+Tasks (assets from benchmarks/real_assets.py, cached after the first run):
+    bbc-full, bbc-few, bbc-imbalanced   all-MiniLM-L6-v2 on BBC News (5 topics): the full training set,
+                                        16 labels per class, and class counts 64/32/16/8/4; the same
+                                        held-out validation and test splits in every regime
+    digits                              EfficientNet-Lite0 (ImageNet) on scikit-learn's digits as images
+
+Systems, in the same run:
+    ours       `hf_finetune.train` with a recipe naming only model, data and output (all defaults)
+    example    transformers' example scripts at their defaults (run_classification.py /
+               run_image_classification.py): pad to 128, batch 8, lr 5e-5, 3 epochs, no class weights,
+               no evaluation during training, the last checkpoint
+    tfidf      (text) TF-IDF + logistic regression, scikit-learn defaults
+    random     (vision) the same architecture and our defaults, from random weights
+
+Reported per task and system: test accuracy and macro-F1 (validation too), wall time, training
+samples/s, and ratios to the example script. Results are appended to benchmarks/results/quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import real_assets
+from common import REPO, machine
+
+RESULTS = REPO / "benchmarks" / "results" / "quality.json"
+TEXT_TASKS = {"bbc-full": ("full", 16), "bbc-few": ("few", 16), "bbc-imbalanced": ("imbalanced", 16)}
+EXAMPLE_MAX_LENGTH = 128  # run_classification.py: --max_seq_length 128, --pad_to_max_length True
+EXAMPLE_ARGS = {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "num_train_epochs": 3}
+
+logger = logging.getLogger("quality")
+
+
+def scores(truth: list[int], predicted: list[int]) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(truth, predicted)),
+            "f1": float(f1_score(truth, predicted, average="macro", zero_division=0))}
+
+
+def read_csv(path: Path) -> tuple[list[str], list[str]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+# --- systems ----------------------------------------------------------------------------------------
+
+def ours(recipe: dict[str, Any], work: Path) -> dict[str, Any]:
+    import hf_finetune
+
+    recipe = {**recipe, "output": {"dir": str(work / "ours"), "overwrite": True}}
+    started = time.perf_counter()
+    result = hf_finetune.train(recipe)
+    wall = time.perf_counter() - started
+    m = result.metrics
+    resolved = json.loads((result.output_dir / "run.json").read_text())
+    return {"validation": {k: m["validation"][k] for k in ("accuracy", "f1")},
+            "test": {k: m["test"][k] for k in ("accuracy", "f1")},
+            "baseline_test_f1": m["test"].get("majority_baseline", {}).get("f1"),
+            "warnings": m.get("warnings", []), "wall_s": wall,
+            "samples_per_s": m["train"]["samples_per_second"], "epochs": m["train"]["epochs"],
+            "steps": m["train"]["steps"], "max_length": resolved["preprocessing"].get("max_length"),
+            "learning_rate": resolved["training"]["learning_rate"]}
+
+
+def example_text(files: dict[str, Path], model_dir: Path, work: Path) -> dict[str, Any]:
+    """run_classification.py at its defaults, reduced to what it does for a csv with text,label."""
+    import datasets
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+
+    started = time.perf_counter()
+    raw = datasets.load_dataset("csv", data_files={k: str(v) for k, v in files.items()},
+                                cache_dir=str(work / "hf-cache"))
+    names = sorted(set(raw["train"]["label"]))
+    label2id = {n: i for i, n in enumerate(names)}
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def encode(batch):
+        out = tokenizer(batch["text"], padding="max_length", max_length=EXAMPLE_MAX_LENGTH, truncation=True)
+        out["label"] = [label2id[x] for x in batch["label"]]
+        return out
+
+    ready = raw.map(encode, batched=True, remove_columns=["text"])
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id)
+    args = TrainingArguments(output_dir=str(work / "example"), seed=42, report_to="none", save_strategy="no",
+                             per_device_eval_batch_size=8, use_cpu=True, **EXAMPLE_ARGS)
+    trainer = Trainer(model=model, args=args, train_dataset=ready["train"], processing_class=tokenizer)
+    train = trainer.train()
+    out: dict[str, Any] = {}
+    for split in ("validation", "test"):
+        predicted = trainer.predict(ready[split])
+        out[split] = scores(list(predicted.label_ids), list(np.argmax(predicted.predictions, axis=-1)))
+    out.update(wall_s=time.perf_counter() - started, samples_per_s=train.metrics["train_samples_per_second"],
+               max_length=EXAMPLE_MAX_LENGTH, learning_rate=EXAMPLE_ARGS["learning_rate"])
+    return out
+
+
+def tfidf(files: dict[str, Path]) -> dict[str, Any]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    started = time.perf_counter()
+    texts, labels = read_csv(files["train"])
+    names = sorted(set(labels))
+    vectorizer = TfidfVectorizer()
+    classifier = LogisticRegression(max_iter=1000).fit(vectorizer.fit_transform(texts), labels)
+    out: dict[str, Any] = {}
+    for split in ("validation", "test"):
+        texts_s, labels_s = read_csv(files[split])
+        predicted = classifier.predict(vectorizer.transform(texts_s))
+        out[split] = scores([names.index(x) for x in labels_s], [names.index(x) for x in predicted])
+    out["wall_s"] = time.perf_counter() - started
+    return out
+
+
+# --- tasks ------------------------------------------------------------------------------------------
+
+def text_task(name: str, work: Path) -> dict[str, Any]:
+    regime, per_class = TEXT_TASKS[name]
+    files = real_assets.bbc_news(regime, per_class=per_class)
+    model_dir = real_assets.minilm_dir()
+    recipe = {"task": "text-classification", "model": {"name": str(model_dir)},
+              "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(work / "cache")}}
+    return {"ours": ours(recipe, work), "example": example_text(files, model_dir, work), "tfidf": tfidf(files)}
+
+
+def digits_task(work: Path) -> dict[str, Any]:
+    folder = real_assets.digits_folder()
+    model_dir = real_assets.efficientnet_lite_dir(0)
+    recipe = {"task": "image-classification", "model": {"name": str(model_dir)},
+              "data": {"image_folder": str(folder), "cache_dir": str(work / "cache")}}
+    example = {**recipe, "finetune": {"data_aware": False},
+               "training": {**EXAMPLE_ARGS, "eval_strategy": "no", "save_strategy": "no",
+                            "load_best_model_at_end": False}}
+    random_init = {**recipe, "model": {"name": str(model_dir), "pretrained": False}}
+    return {"ours": ours(recipe, work / "a"), "example": ours(example, work / "b"),
+            "random": ours(random_init, work / "c")}
+
+
+def speed_task(work: Path) -> dict[str, Any]:
+    """Equal settings (max_length 128, batch 8, 1 epoch, lr 5e-5): throughput and padding share."""
+    from transformers import AutoTokenizer
+
+    files = real_assets.bbc_news("full")
+    model_dir = real_assets.minilm_dir()
+    texts, _ = read_csv(files["train"])
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    lengths = np.array([len(ids) for ids in tokenizer(texts, truncation=True, max_length=128)["input_ids"]])
+    recipe = {"task": "text-classification", "model": {"name": str(model_dir)},
+              "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(work / "cache")},
+              "preprocessing": {"max_length": EXAMPLE_MAX_LENGTH}, "finetune": {"data_aware": False},
+              "training": {**EXAMPLE_ARGS, "num_train_epochs": 1, "eval_strategy": "no", "save_strategy": "no",
+                           "load_best_model_at_end": False}}
+    mine = ours(recipe, work)
+    example = _example_one_epoch(files, model_dir, work)
+    # Padding share: ours pads each length-grouped batch (our own sampler's order) to its longest row;
+    # the script pads every row to 128.
+    from hf_finetune.training.samplers import SeededLengthGroupedSampler
+
+    order = np.array(list(SeededLengthGroupedSampler(lengths=lengths.tolist(), batch_size=8, seed=42)))
+    grouped = [lengths[order[i:i + 8]] for i in range(0, len(order), 8)]
+    ours_padded = sum(len(b) * b.max() for b in grouped)
+    return {"ours": mine, "example": example,
+            "padding_share": {"ours": 1 - lengths.sum() / ours_padded,
+                              "example": 1 - lengths.sum() / (len(lengths) * EXAMPLE_MAX_LENGTH)},
+            "no_padding_limit": (len(lengths) * EXAMPLE_MAX_LENGTH) / lengths.sum()}
+
+
+def _example_one_epoch(files: dict[str, Path], model_dir: Path, work: Path) -> dict[str, Any]:
+    saved = dict(EXAMPLE_ARGS)
+    EXAMPLE_ARGS["num_train_epochs"] = 1
+    try:
+        return example_text(files, model_dir, work)
+    finally:
+        EXAMPLE_ARGS.update(saved)
+
+
+def summarize(task: str, result: dict[str, Any]) -> list[str]:
+    lines = [f"## {task}"]
+    reference = result.get("example")
+    for system, r in result.items():
+        if not isinstance(r, dict) or "test" not in r:
+            continue
+        line = (f"{system:8s} test acc {r['test']['accuracy']:.3f} F1 {r['test']['f1']:.3f} | val acc "
+                f"{r['validation']['accuracy']:.3f} F1 {r['validation']['f1']:.3f} | {r['wall_s']:.0f}s")
+        if r.get("samples_per_s"):
+            line += f" | {r['samples_per_s']:.1f} samples/s"
+        if reference and system != "example":
+            line += (f" | F1 {r['test']['f1'] - reference['test']['f1']:+.3f} vs example, "
+                     f"time x{r['wall_s'] / reference['wall_s']:.2f}")
+        lines.append(line)
+    if "padding_share" in result:
+        lines.append(f"padding share ours {result['padding_share']['ours']:.1%} vs example "
+                     f"{result['padding_share']['example']:.1%}; samples/s ratio "
+                     f"{result['ours']['samples_per_s'] / result['example']['samples_per_s']:.2f}x; "
+                     f"no-padding limit {result['no_padding_limit']:.2f}x")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["bbc-imbalanced", "bbc-few", "bbc-full", "digits", "speed"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    import torch
+
+    torch.manual_seed(0)
+    record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    record["machine"] = machine()
+    record["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for task in args.tasks:
+        work = Path(tempfile.mkdtemp(prefix=f"quality-{task}-"))
+        try:
+            if task in TEXT_TASKS:
+                result = text_task(task, work)
+            elif task == "digits":
+                result = digits_task(work)
+            elif task == "speed":
+                result = speed_task(work)
+            else:
+                raise SystemExit(f"unknown task {task}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        record.setdefault("tasks", {})[task] = result
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
+        print("\n".join(summarize(task, result)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

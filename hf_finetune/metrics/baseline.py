@@ -1,0 +1,64 @@
+"""The majority-class baseline beside every score, and the collapse guard.
+
+On imbalanced data a model that always predicts the largest class reaches that class's share in
+accuracy while learning nothing. Every report therefore carries what that trivial model scores, and
+a run whose selected model predicts (almost) one class, or is no better than the trivial model on
+macro-F1, says so at the end and in the card, with what to try.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+ONE_CLASS_SHARE = 0.95  # the model predicts one class for at least this share of the rows
+F1_MARGIN = 0.02  # macro-F1 within this of the trivial model's counts as no better
+
+
+def majority_baseline(report: dict[str, Any], train_counts: list[int]) -> dict[str, Any]:
+    """What always predicting the training set's largest class scores on this split (macro averages)."""
+    matrix = np.asarray(report["confusion_matrix"]["matrix"], dtype=float)
+    labels = report["confusion_matrix"]["labels"]
+    k, total = len(labels), matrix.sum()
+    majority = int(np.argmax(train_counts))
+    share = matrix[majority].sum() / total if total else 0.0
+    f1 = 2 * share / (1 + share) if share else 0.0
+    return {"class": labels[majority], "accuracy": share, "precision": share / k, "recall": 1 / k if share else 0.0,
+            "f1": f1 / k}
+
+
+def collapse_warning(report: dict[str, Any], split: str) -> str | None:
+    """A warning when the split's predictions collapse to one class or do not beat the baseline."""
+    matrix = np.asarray(report["confusion_matrix"]["matrix"], dtype=float)
+    labels = report["confusion_matrix"]["labels"]
+    predicted = matrix.sum(axis=0)
+    if predicted.sum() == 0 or len(labels) < 2:
+        return None
+    top = int(np.argmax(predicted))
+    top_share = predicted[top] / predicted.sum()
+    baseline = report.get("majority_baseline") or {}
+    f1, floor = report.get("f1"), baseline.get("f1")
+    no_better = f1 is not None and floor is not None and f1 <= floor + F1_MARGIN
+    if top_share < ONE_CLASS_SHARE and not no_better:
+        return None
+    what = (f"predicts '{labels[top]}' for {top_share:.0%} of the {split} rows" if top_share >= ONE_CLASS_SHARE
+            else f"scores macro-F1 {f1:.3f} on {split}, no better than always predicting "
+                 f"'{baseline.get('class')}' ({floor:.3f})")
+    return (f"The selected model {what}: it has collapsed to the majority class. Try "
+            "finetune.class_weights: balanced, training.metric_for_best_model: f1, a different "
+            "training.learning_rate (higher for a new head, lower if the loss diverged), more "
+            "training.num_train_epochs, or finetune.strategy: probe_then_full.")
+
+
+def add_baselines(results: dict[str, Any], train_counts: list[int]) -> list[str]:
+    """Adds `majority_baseline` to each split's report; returns the collapse warnings."""
+    warnings = []
+    for split in ("validation", "test"):
+        report = results.get(split)
+        if report and report.get("confusion_matrix"):
+            report["majority_baseline"] = majority_baseline(report, train_counts)
+            warning = collapse_warning(report, split)
+            if warning:
+                warnings.append(warning)
+    return warnings

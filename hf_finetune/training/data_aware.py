@@ -1,0 +1,196 @@
+"""Defaults that read the data and the backbone, decided at run time for the keys the recipe leaves unset.
+
+Each default is a `Decision` with its reason; the run logs them, applies them to a copy of the
+recipe, and writes them into the resolved recipe (the user's own value always wins). Thresholds
+are measured in `benchmarks/quality.py` on real backbones and real data (full, few-label and
+imbalanced BBC News with MiniLM; digits with EfficientNet-Lite): see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# Imbalance = largest / smallest training class.
+SELECT_ON_F1_FROM = 1.5  # accuracy rewards the majority class: select the model on macro-F1 instead
+CLASS_WEIGHTS_FROM = 3.0  # the loss itself is then dominated by the majority: weight classes by 1/frequency
+# Training budget, in optimizer steps and epochs (the Trainer's default is 3 epochs, whatever the size).
+MIN_OPTIMIZER_STEPS = 100  # a new head and a backbone need this many updates to move from their start
+MAX_EPOCHS = 20  # ...but a tiny set gets no more passes than this
+LARGE_SET = 50_000  # rows from which 2 epochs are enough (and 1 from 10x this)
+LENGTH_QUANTILE = 0.99  # max_length covers this share of training texts (the rest is truncated)
+LENGTH_SAMPLE = 2_000  # texts tokenized to measure lengths (seeded sample)
+# Learning rates of the AdamW fine-tuning recipes per backbone family (the Trainer default, 5e-5,
+# is a BERT-base rate: it barely moves a CNN and is cautious for small distilled encoders).
+TEXT_LR_BY_SIZE = ((50e6, 1e-4), (200e6, 5e-5), (math.inf, 2e-5))  # (parameters below, rate)
+CNN_LR = 1e-3
+VISION_TRANSFORMER_LR = 1e-4
+HEAD_LR_FACTOR = 10.0  # the new head starts from random weights: it learns faster than the backbone
+WARMUP_SHARE = 0.1  # of all steps; protects the pretrained weights from the first, noisy updates
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One default the run chose: the dotted recipe key, its value, and why."""
+
+    key: str
+    value: Any
+    reason: str
+
+    @property
+    def section(self) -> str:
+        return self.key.split(".", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split(".", 1)[1]
+
+
+def class_counts(train: Any, num_labels: int) -> np.ndarray:
+    from hf_finetune.data.labels import LABEL_COLUMN
+
+    return np.bincount(np.asarray(train[LABEL_COLUMN]), minlength=num_labels)
+
+
+def imbalance(counts: np.ndarray) -> float:
+    present = counts[counts > 0]
+    return float(present.max() / present.min()) if len(present) else 1.0
+
+
+def _user_set(recipe: Any, section: str, key: str) -> bool:
+    if section == "training":
+        return key in recipe.user_training_keys
+    return key in getattr(recipe, section).model_fields_set
+
+
+def measured_max_length(recipe: Any, tokenizer: Any, limit: int) -> tuple[int, str]:
+    """A max_length covering `LENGTH_QUANTILE` of a sample of training texts, capped at `limit`."""
+    from hf_finetune.data.sources import load_raw_splits
+
+    data = recipe.data
+    raw = load_raw_splits(data)
+    train = raw[data.splits.train] if data.splits.train in raw else next(iter(raw.values()))
+    rng = np.random.default_rng(data.seed)
+    rows = rng.choice(len(train), size=min(LENGTH_SAMPLE, len(train)), replace=False)
+    sample = train.select(sorted(rows.tolist()))
+    texts = [t if isinstance(t, str) else "" for t in sample[data.columns.text]]
+    pairs = ([p if isinstance(p, str) else "" for p in sample[data.columns.text_pair]]
+             if data.columns.text_pair else None)
+    encoded = tokenizer(texts, pairs, truncation=False, verbose=False) if pairs else tokenizer(
+        texts, truncation=False, verbose=False)
+    lengths = np.array([len(ids) for ids in encoded["input_ids"]])
+    covering = int(np.quantile(lengths, LENGTH_QUANTILE)) if len(lengths) else limit
+    chosen = min(limit, max(8, -(-covering // 8) * 8))  # a multiple of 8
+    share = float((lengths <= chosen).mean()) if len(lengths) else 1.0
+    reason = (f"{share:.0%} of {len(lengths)} sampled training texts fit in {chosen} tokens "
+              f"({LENGTH_QUANTILE:.0%} quantile {covering}, backbone limit {limit})")
+    return chosen, reason
+
+
+def backbone_limit(tokenizer: Any, model_config: Any, model_dir: str | None) -> int:
+    """The longest input worth giving the backbone: its limit, or the length it was trained at when
+    its folder says so (sentence-transformers' max_seq_length, e.g. 256 for all-MiniLM-L6-v2)."""
+    import json
+    from pathlib import Path
+
+    from hf_finetune.data.text import default_max_length
+
+    limit = default_max_length(tokenizer, model_config)
+    if model_dir is not None:
+        path = Path(model_dir) / "sentence_bert_config.json"
+        try:
+            trained = json.loads(path.read_text()).get("max_seq_length") if path.is_file() else None
+        except (OSError, ValueError):
+            trained = None
+        if isinstance(trained, int) and 0 < trained < limit:
+            limit = trained
+    return limit
+
+
+def learning_rate_for(model: Any, is_text: bool) -> tuple[float, str]:
+    """The AdamW learning rate for the backbone family and size."""
+    if is_text:
+        params = sum(p.numel() for p in model.parameters())
+        rate = next(lr for below, lr in TEXT_LR_BY_SIZE if params < below)
+        return rate, f"text encoder of {params / 1e6:.0f}M parameters"
+    from hf_finetune.models.backbones import is_convolutional
+
+    if is_convolutional(model):
+        return CNN_LR, "a convolutional network (BatchNorm): fine-tunes at 1e-3 with AdamW"
+    return VISION_TRANSFORMER_LR, "a vision transformer"
+
+
+def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, global_batch: int) -> list[Decision]:
+    """The defaults this data and backbone call for, for the keys the recipe leaves unset.
+
+    Args:
+        recipe: the validated recipe (house defaults applied).
+        train: the preprocessed training split (labels encoded).
+        num_labels: the size of the label space.
+        model: the backbone with its new head.
+        global_batch: samples per optimizer step.
+    """
+    decisions: list[Decision] = []
+
+    def decide(key: str, value: Any, reason: str) -> None:
+        section, name = key.split(".", 1)
+        if not _user_set(recipe, section, name):
+            decisions.append(Decision(key, value, reason))
+
+    counts = class_counts(train, num_labels)
+    ratio = imbalance(counts)
+    if ratio >= SELECT_ON_F1_FROM and "f1" in recipe.metrics:
+        decide("training.metric_for_best_model", "f1",
+               f"classes are imbalanced ({counts.max()} vs {counts[counts > 0].min()} training rows): accuracy "
+               "would reward predicting the majority, macro-F1 counts every class")
+    if ratio >= CLASS_WEIGHTS_FROM and not recipe.finetune.cache_features:
+        decide("finetune.class_weights", "balanced",
+               f"the largest class has {ratio:.1f}x the rows of the smallest: without weights the loss is "
+               "dominated by the majority")
+
+    n = len(train)
+    steps_per_epoch = max(1, math.ceil(n / global_batch))
+    if not _user_set(recipe, "training", "max_steps"):
+        if n >= 10 * LARGE_SET:
+            epochs, why = 1, f"{n:,} training rows: one pass is enough"
+        elif n >= LARGE_SET:
+            epochs, why = 2, f"{n:,} training rows: two passes are enough"
+        else:
+            epochs = min(MAX_EPOCHS, max(3, math.ceil(MIN_OPTIMIZER_STEPS / steps_per_epoch)))
+            why = (f"{n:,} training rows make {steps_per_epoch} optimizer steps per epoch; {epochs} epochs give "
+                   f"{epochs * steps_per_epoch} steps (at least {MIN_OPTIMIZER_STEPS} where the data allows)")
+        decide("training.num_train_epochs", float(epochs), why)
+
+    if not _user_set(recipe, "training", "learning_rate"):
+        # The optimizer recipe is one unit: who picks the learning rate picks warmup and head rate too.
+        rate, family = learning_rate_for(model, recipe.is_text)
+        decide("training.learning_rate", rate, family)
+        if recipe.finetune.strategy != "linear_probe":
+            decide("finetune.head_learning_rate", min(rate * HEAD_LR_FACTOR, 1e-2),
+                   f"the new head starts from random weights: {HEAD_LR_FACTOR:g}x the backbone rate")
+        decide("training.warmup_steps", WARMUP_SHARE,
+               "a short warmup keeps the first noisy updates from wrecking the pretrained weights")
+    return decisions
+
+
+def apply_decisions(recipe: Any, decisions: list[Decision]) -> Any:
+    """A copy of the recipe with the decisions applied (the user's Recipe is left as it is)."""
+    updates: dict[str, dict[str, Any]] = {}
+    for d in decisions:
+        updates.setdefault(d.section, {})[d.name] = d.value
+    training = {**recipe.training, **updates.pop("training", {})}
+    if "metric_for_best_model" in training and "greater_is_better" not in recipe.user_training_keys:
+        training["greater_is_better"] = not str(training["metric_for_best_model"]).endswith("loss")
+    copies = {section: getattr(recipe, section).model_copy(update=values) for section, values in updates.items()}
+    return recipe.model_copy(update={"training": training, **copies})
+
+
+def log_decisions(decisions: list[Decision]) -> None:
+    for d in decisions:
+        logger.info("Default from the data: %s = %s (%s)", d.key, d.value, d.reason)

@@ -1,0 +1,153 @@
+"""Defaults that read the data: each decided for unset keys only, logged with its reason, recorded;
+the majority-class baseline beside every score and the collapse guard."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from datasets import Dataset
+
+from hf_finetune.cli import main
+from hf_finetune.metrics.baseline import add_baselines, collapse_warning, majority_baseline
+from hf_finetune.recipe import validate_recipe
+from hf_finetune.training.data_aware import (
+    CNN_LR,
+    MIN_OPTIMIZER_STEPS,
+    apply_decisions,
+    data_aware_defaults,
+)
+
+from .conftest import review_rows, write_csv, write_recipe
+
+
+def _recipe(training=None, finetune=None, metrics=None, task="text-classification"):
+    raw = {"task": task, "model": {"name": "m"}, "data": {"dataset": "d"}, "training": training or {}}
+    if finetune:
+        raw["finetune"] = finetune
+    if metrics:
+        raw["metrics"] = metrics
+    return validate_recipe(raw)
+
+
+def _train(counts):
+    return Dataset.from_dict({"labels": [i for i, c in enumerate(counts) for _ in range(c)]})
+
+
+class TinyText(torch.nn.Module):
+    def __init__(self, params):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(params))
+
+
+def _decided(recipe, counts, model=None, batch=8):
+    return {d.key: d for d in data_aware_defaults(recipe, _train(counts), len(counts), model or TinyText(10), batch)}
+
+
+def test_imbalanced_data_selects_on_f1_and_weights_classes():
+    decided = _decided(_recipe(), [64, 32, 16, 8, 4])
+    assert decided["training.metric_for_best_model"].value == "f1"
+    assert "64 vs 4 training rows" in decided["training.metric_for_best_model"].reason
+    assert decided["finetune.class_weights"].value == "balanced"
+    balanced = _decided(_recipe(), [16, 16, 16])
+    assert "training.metric_for_best_model" not in balanced and "finetune.class_weights" not in balanced
+    mild = _decided(_recipe(), [30, 20])  # 1.5x: select on F1, but the loss needs no weights yet
+    assert "training.metric_for_best_model" in mild and "finetune.class_weights" not in mild
+
+
+def test_the_budget_follows_the_data_size():
+    few = _decided(_recipe(), [8, 8, 8, 8, 8])  # 40 rows, batch 8: 5 steps an epoch
+    assert few["training.num_train_epochs"].value == 20.0  # capped: 100 steps would need 20 epochs
+    mid = _decided(_recipe(), [400, 400])  # 100 steps an epoch: the Trainer's 3 epochs
+    assert mid["training.num_train_epochs"].value == 3.0
+    assert f"at least {MIN_OPTIMIZER_STEPS}" in mid["training.num_train_epochs"].reason
+    big = _decided(_recipe(), [30_000, 30_000])
+    assert big["training.num_train_epochs"].value == 2.0
+
+
+def test_learning_rates_follow_the_backbone_and_the_recipe_wins():
+    small = _decided(_recipe(), [10, 10], model=TinyText(22_000_000))
+    assert small["training.learning_rate"].value == 1e-4 and "22M parameters" in small["training.learning_rate"].reason
+    assert small["finetune.head_learning_rate"].value == pytest.approx(1e-3)
+    assert small["training.warmup_steps"].value == 0.1
+    base = _decided(_recipe(), [10, 10], model=TinyText(110_000_000))
+    assert base["training.learning_rate"].value == 5e-5
+    cnn = torch.nn.Sequential(*[torch.nn.Conv2d(3, 3, 3) for _ in range(3)], torch.nn.BatchNorm2d(3))
+    vision = _decided(_recipe(task="image-classification"), [10, 10], model=cnn)
+    assert vision["training.learning_rate"].value == CNN_LR
+    # What the recipe says is never replaced; an explicit learning rate keeps warmup and head rate too.
+    user = _decided(_recipe(training={"learning_rate": 3e-5, "num_train_epochs": 4}, finetune={
+        "class_weights": [1, 1, 1, 1, 1]}), [64, 32, 16, 8, 4])
+    assert not {"training.learning_rate", "training.num_train_epochs", "training.warmup_steps",
+                "finetune.head_learning_rate", "finetune.class_weights"} & set(user)
+    assert "training.metric_for_best_model" in user
+
+
+def test_decisions_apply_to_a_copy_and_switch_off():
+    recipe = _recipe()
+    decisions = data_aware_defaults(recipe, _train([64, 4]), 2, TinyText(10), 8)
+    applied = apply_decisions(recipe, decisions)
+    assert applied.training["metric_for_best_model"] == "f1" and applied.training["greater_is_better"] is True
+    assert applied.finetune.class_weights == "balanced"
+    assert recipe.training["metric_for_best_model"] == "accuracy" and recipe.finetune.class_weights is None
+    assert _recipe(finetune={"data_aware": False}).finetune.data_aware is False
+
+
+def test_a_run_records_its_data_aware_defaults_and_the_reasons(tmp_path, tiny_bert, caplog):
+    rows = review_rows(60, seed=3)
+    rows = [r for r in rows if r["label"] == "pos"][:36] + [r for r in rows if r["label"] == "neg"][:6]
+    files = {"train": write_csv(tmp_path / "train.csv", rows),
+             "validation": write_csv(tmp_path / "val.csv", review_rows(12, seed=4))}
+    recipe = {"task": "text-classification", "model": {"name": str(tiny_bert)},
+              "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(tmp_path / "cache")},
+              "training": {"max_steps": 4, "per_device_train_batch_size": 8},
+              "output": {"dir": str(tmp_path / "out")}}
+    path = write_recipe(tmp_path / "recipe.yaml", recipe)
+    caplog.set_level("INFO")
+    assert main(["train", str(path)]) == 0
+    resolved = yaml.safe_load((tmp_path / "out" / "recipe.yaml").read_text())
+    assert resolved["training"]["metric_for_best_model"] == "f1"
+    pos, neg = sum(r["label"] == "pos" for r in rows), sum(r["label"] == "neg" for r in rows)
+    assert neg == 6 and pos >= 3 * neg
+    assert resolved["finetune"]["class_weights"]["neg"] == pytest.approx((pos + neg) / (2 * neg))
+    assert resolved["training"]["warmup_steps"] == 0.1 and resolved["finetune"]["head_learning_rate"] == 1e-3
+    assert f"Default from the data: training.metric_for_best_model = f1 (classes are imbalanced ({pos} vs 6" in caplog.text
+    assert "Default from the data: preprocessing.max_length" in caplog.text
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["training"]["learning_rate"] == 1e-4  # a 20k-parameter BERT: the small-encoder rate
+
+
+def _report(matrix, labels=("a", "b", "c"), f1=None):
+    report = {"confusion_matrix": {"labels": list(labels), "matrix": matrix}}
+    if f1 is not None:
+        report["f1"] = f1
+    return report
+
+
+def test_the_majority_baseline_is_what_predicting_the_largest_class_scores():
+    report = _report([[6, 0, 0], [0, 3, 0], [0, 0, 1]])
+    baseline = majority_baseline(report, train_counts=[50, 30, 20])
+    share = 6 / 10
+    assert baseline["class"] == "a" and baseline["accuracy"] == pytest.approx(share)
+    assert baseline["f1"] == pytest.approx((2 * share / (1 + share)) / 3)
+    # Independent check: sklearn on the trivial predictions.
+    from sklearn.metrics import f1_score
+
+    truth = [0] * 6 + [1] * 3 + [2]
+    assert baseline["f1"] == pytest.approx(f1_score(truth, [0] * 10, average="macro", zero_division=0))
+
+
+def test_the_collapse_guard_fires_on_one_class_and_on_no_better_than_baseline():
+    collapsed = _report([[6, 0, 0], [3, 0, 0], [1, 0, 0]], f1=0.25)
+    warnings = add_baselines({"validation": collapsed}, [50, 30, 20])
+    assert warnings and "predicts 'a' for 100% of the validation rows" in warnings[0]
+    assert "finetune.class_weights: balanced" in warnings[0]
+    healthy = _report([[5, 1, 0], [1, 2, 0], [0, 0, 1]], f1=0.78)
+    assert add_baselines({"test": healthy}, [50, 30, 20]) == []
+    weak = _report([[4, 1, 1], [2, 1, 0], [1, 0, 0]], f1=0.26)
+    weak["majority_baseline"] = majority_baseline(weak, [50, 30, 20])
+    assert "no better than always predicting 'a'" in collapse_warning(weak, "test")
+    assert np.isclose(weak["majority_baseline"]["accuracy"], 0.6)
