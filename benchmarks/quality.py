@@ -43,6 +43,8 @@ EXAMPLE_MAX_LENGTH = 128  # run_classification.py: --max_seq_length 128, --pad_t
 EXAMPLE_ARGS = {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "num_train_epochs": 3}
 
 logger = logging.getLogger("quality")
+SYSTEMS = {"ours", "example", "tfidf", "random"}  # --systems narrows it
+OURS_OVERRIDES: list[str] = []  # --set: dotted.key=value for ours
 
 
 def scores(truth: list[int], predicted: list[int]) -> dict[str, float]:
@@ -63,11 +65,14 @@ def read_csv(path: Path) -> tuple[list[str], list[str]]:
 # --- systems ----------------------------------------------------------------------------------------
 
 def ours(recipe: dict[str, Any], work: Path) -> dict[str, Any]:
+    import yaml
+
     import hf_finetune
 
     recipe = {**recipe, "output": {"dir": str(work / "ours"), "overwrite": True}}
+    values = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
     started = time.perf_counter()
-    result = hf_finetune.train(recipe)
+    result = hf_finetune.train(recipe, **values)
     wall = time.perf_counter() - started
     m = result.metrics
     resolved = json.loads((result.output_dir / "run.json").read_text())
@@ -94,10 +99,10 @@ def example_text(files: dict[str, Path], model_dir: Path, work: Path) -> dict[st
 
     def encode(batch):
         out = tokenizer(batch["text"], padding="max_length", max_length=EXAMPLE_MAX_LENGTH, truncation=True)
-        out["label"] = [label2id[x] for x in batch["label"]]
+        out["labels"] = [label2id[x] for x in batch["label"]]
         return out
 
-    ready = raw.map(encode, batched=True, remove_columns=["text"])
+    ready = raw.map(encode, batched=True, remove_columns=["text", "label"])
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id)
     args = TrainingArguments(output_dir=str(work / "example"), seed=42, report_to="none", save_strategy="no",
@@ -139,7 +144,9 @@ def text_task(name: str, work: Path) -> dict[str, Any]:
     model_dir = real_assets.minilm_dir()
     recipe = {"task": "text-classification", "model": {"name": str(model_dir)},
               "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(work / "cache")}}
-    return {"ours": ours(recipe, work), "example": example_text(files, model_dir, work), "tfidf": tfidf(files)}
+    systems = {"ours": lambda: ours(recipe, work), "example": lambda: example_text(files, model_dir, work),
+               "tfidf": lambda: tfidf(files)}
+    return {name: run() for name, run in systems.items() if name in SYSTEMS}
 
 
 def digits_task(work: Path) -> dict[str, Any]:
@@ -151,8 +158,9 @@ def digits_task(work: Path) -> dict[str, Any]:
                "training": {**EXAMPLE_ARGS, "eval_strategy": "no", "save_strategy": "no",
                             "load_best_model_at_end": False}}
     random_init = {**recipe, "model": {"name": str(model_dir), "pretrained": False}}
-    return {"ours": ours(recipe, work / "a"), "example": ours(example, work / "b"),
-            "random": ours(random_init, work / "c")}
+    systems = {"ours": lambda: ours(recipe, work / "a"), "example": lambda: ours(example, work / "b"),
+               "random": lambda: ours(random_init, work / "c")}
+    return {name: run() for name, run in systems.items() if name in SYSTEMS}
 
 
 def speed_task(work: Path) -> dict[str, Any]:
@@ -218,7 +226,12 @@ def summarize(task: str, result: dict[str, Any]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=["bbc-imbalanced", "bbc-few", "bbc-full", "digits", "speed"])
+    parser.add_argument("--systems", nargs="+", default=sorted(SYSTEMS), help="which systems to run")
+    parser.add_argument("--set", nargs="*", default=[], metavar="dotted.key=value",
+                        help="extra recipe values for ours (to measure a candidate default)")
     args = parser.parse_args()
+    SYSTEMS.intersection_update(args.systems)
+    OURS_OVERRIDES.extend(args.set)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
