@@ -1,0 +1,39 @@
+"""The output folder: locked while in use, protected when it holds a finished run, published atomically.
+
+Layout of `output.dir`:
+
+    config.json, model.safetensors, tokenizer files   the fine-tuned model (pipeline() loads the folder)
+    recipe.yaml                                       the resolved recipe
+    metrics.json                                      final validation and test metrics
+    run.json                                          marks the run finished (status complete), lists its files
+    checkpoints/                                      Trainer checkpoints while training (for resuming)
+    .next-checkpoints/                                an overwriting run's checkpoints, until it publishes
+    .staging/, .previous/                             the run being published, the run it replaces (briefly)
+    .hf-finetune.lock                                 the process using the folder (pid, host)
+
+    folder     what may be written where: guards, staging, publishing, recovery
+    finished   reading a finished run (recipe, metrics, manifest)
+    lock       one process per output folder
+"""
+
+from hf_finetune.outputs.finished import FinishedRun, read_finished_run, read_run
+from hf_finetune.outputs.folder import (
+    CHECKPOINTS,
+    RUN_FILE,
+    STAGING,
+    checkpoints_dir,
+    guard_output_dir,
+    output_dir_problem,
+    prepare_output_dir,
+    publish,
+    record_files,
+    settle_checkpoints,
+    staging_dir,
+)
+from hf_finetune.outputs.lock import LOCK_FILE, output_lock
+
+__all__ = [
+    "CHECKPOINTS", "LOCK_FILE", "RUN_FILE", "STAGING", "FinishedRun", "checkpoints_dir", "guard_output_dir",
+    "output_dir_problem", "output_lock", "prepare_output_dir", "publish", "read_finished_run", "read_run",
+    "record_files", "settle_checkpoints", "staging_dir",
+]

@@ -1,0 +1,80 @@
+"""Reading a finished run's output folder: the one reader predict, evaluate, push and the card use."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hf_finetune.errors import NotAFinishedRunError
+
+RUN_FILE = "run.json"
+
+
+def read_run(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The finished run's manifest, or None when the folder holds no finished run."""
+    path = Path(out_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return run if isinstance(run, dict) and run.get("status") == "complete" else None
+
+
+@dataclass
+class FinishedRun:
+    """A finished run's output folder, as predict, evaluate, push and the card read it."""
+
+    folder: Path
+    manifest: dict[str, Any]  # run.json
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @functools.cached_property
+    def recipe(self) -> dict[str, Any]:
+        """The resolved recipe the run saved (recipe.yaml), as a plain mapping."""
+        return _read_mapping(self.folder / "recipe.yaml", yaml.safe_load)
+
+    @functools.cached_property
+    def metrics(self) -> dict[str, Any]:
+        """The run's metrics.json: validation, test and train figures."""
+        return _read_mapping(self.folder / "metrics.json", json.loads)
+
+
+def _read_mapping(path: Path, parse: Any) -> dict[str, Any]:
+    try:
+        value = parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise NotAFinishedRunError(f"OUTPUT_DIR: cannot read {path}: {exc}") from None
+    if not isinstance(value, dict):
+        raise NotAFinishedRunError(f"OUTPUT_DIR: {path} is not a mapping; the folder is damaged")
+    return value
+
+
+def read_finished_run(out_dir: str | os.PathLike, consequence: str = "") -> FinishedRun:
+    """The finished run in `out_dir`.
+
+    Args:
+        out_dir: the output folder.
+        consequence: appended to the error (e.g. ": nothing to push").
+
+    Raises:
+        NotAFinishedRunError: the folder holds no finished run of this tool (no complete run.json).
+    """
+    from hf_finetune.outputs.folder import recover_interrupted_publish
+
+    recover_interrupted_publish(Path(out_dir))
+    run = read_run(out_dir)
+    if run is None:
+        raise NotAFinishedRunError(f"OUTPUT_DIR: {out_dir} holds no finished run (no complete {RUN_FILE})"
+                                   + consequence)
+    return FinishedRun(Path(out_dir), run)
