@@ -117,7 +117,8 @@ def setup(recipe: Recipe, resume: bool, started: float) -> Session:
     """Checks, resolves the training settings, prepares data and model, and assembles the Trainer."""
     out_dir = Path(recipe.output.dir)
     resolved_training = resolve_training(recipe)
-    args = build_training_arguments(resolved_training.training, checkpoints_dir(out_dir, recipe.output.overwrite))
+    args = build_training_arguments(resolved_training.training, checkpoints_dir(out_dir, recipe.output.overwrite),
+                                    recipe.source)
     configure_process_logging(args)
     with args.main_process_first(desc="pre-flight checks"):
         preflight(recipe)  # columns, labels, sample images, model name, metrics: before any heavy work
@@ -131,7 +132,7 @@ def setup(recipe: Recipe, resume: bool, started: float) -> Session:
         log_decisions(decisions)
         recipe = apply_decisions(recipe, decisions)  # a copy: the user's recipe stays as it was
         resolved_training = resolve_training(recipe, log=False)  # the batch split is unchanged
-        args = build_training_arguments(resolved_training.training, args.output_dir)
+        args = build_training_arguments(resolved_training.training, args.output_dir, recipe.source)
     if args.process_index == 0:
         record_or_compare_recipe(args.output_dir, resolved_recipe(recipe, {"training": resolved_training.training}),
                                  resuming=checkpoint is not None)

@@ -8,13 +8,14 @@ here writes into the Recipe: `resolve_training` returns what it resolved and the
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_finetune.errors import Problem, RecipeError
+from hf_finetune.errors import Problem, RecipeError, did_you_mean
 from hf_finetune.training.fields import training_defaults
 
 if TYPE_CHECKING:
@@ -165,7 +166,8 @@ def resolve_training(recipe: Recipe, processes: int | None = None, log: bool = T
     return ResolvedTraining(training, machine, batch)
 
 
-def build_training_arguments(training: dict[str, Any], checkpoints: str | os.PathLike) -> Any:
+def build_training_arguments(training: dict[str, Any], checkpoints: str | os.PathLike,
+                             source: str | None = None) -> Any:
     """`TrainingArguments` from a resolved `training` section (plus the keys the pipeline owns).
 
     Raises:
@@ -180,10 +182,48 @@ def build_training_arguments(training: dict[str, Any], checkpoints: str | os.Pat
         remove_unused_columns=False,  # the data stage keeps exactly the model's inputs and labels
         label_names=["labels"],
     )
+    if training.get("deepspeed") is not None and importlib.util.find_spec("deepspeed") is None:
+        raise RecipeError([Problem("training.deepspeed", "needs the deepspeed package: pip install deepspeed")],
+                          source)
     try:
-        return TrainingArguments(**kwargs)
+        args = TrainingArguments(**kwargs)
     except (ValueError, TypeError, ImportError) as exc:
-        raise RecipeError([Problem("training", str(exc).strip())], source=None) from None
+        raise RecipeError([Problem("training", str(exc).strip())], source) from None
+    problems = runtime_problems(args)
+    if problems:
+        raise RecipeError(problems, source)
+    return args
+
+
+def runtime_problems(args: Any) -> list[Problem]:
+    """What TrainingArguments accept but training would refuse later, after the data and model are loaded:
+    an optimizer or kernel whose package is missing, scheduler arguments the scheduler does not take."""
+    import inspect
+
+    from transformers import Trainer
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+    from transformers.utils import is_liger_kernel_available
+
+    problems: list[Problem] = []
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(args)
+    except (ImportError, ValueError) as exc:
+        problems.append(Problem("training.optim", f"{args.optim.value if hasattr(args.optim, 'value') else args.optim}"
+                                                  f" cannot be used here: {str(exc).strip().splitlines()[0]}"))
+    if args.use_liger_kernel and not is_liger_kernel_available():
+        problems.append(Problem("training.use_liger_kernel", "needs the liger-kernel package: pip install liger-kernel"))
+    scheduler = TYPE_TO_SCHEDULER_FUNCTION.get(args.lr_scheduler_type)
+    kwargs = args.lr_scheduler_kwargs or {}
+    if scheduler is not None and isinstance(kwargs, dict) and kwargs:
+        params = inspect.signature(scheduler).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        accepted = [n for n in params if n not in ("optimizer", "num_warmup_steps", "num_training_steps")]
+        for key in kwargs:
+            if not takes_any and key not in accepted:
+                problems.append(Problem(f"training.lr_scheduler_kwargs.{key}",
+                                        f"not an argument of the {args.lr_scheduler_type.value} scheduler "
+                                        f"(it takes: {', '.join(accepted) or 'none'})" + did_you_mean(key, accepted)))
+    return problems
 
 
 def check_training_arguments(recipe: Recipe) -> None:
@@ -192,4 +232,5 @@ def check_training_arguments(recipe: Recipe) -> None:
     Raises:
         RecipeError: TrainingArguments refused a value.
     """
-    build_training_arguments(resolve_training(recipe).training, Path(recipe.output.dir) / "checkpoints")
+    build_training_arguments(resolve_training(recipe, log=False).training, Path(recipe.output.dir) / "checkpoints",
+                             recipe.source)

@@ -45,12 +45,13 @@ MANAGED_KEYS: dict[str, str] = {
 
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
+MAX_BATCH = 65_536  # per device; torch's samplers allocate a list per batch, so 1e9 takes gigabytes
 
 # Ranges TrainingArguments does not check itself (or checks only deep inside training): value -> ok?
 # Each with what the message says is allowed. Steps given as a float below 1 are a share of the run.
 RANGES: dict[str, tuple[Any, str]] = {
-    "per_device_train_batch_size": (lambda v: v >= 1, "at least 1"),
-    "per_device_eval_batch_size": (lambda v: v >= 1, "at least 1"),
+    "per_device_train_batch_size": (lambda v: 1 <= v <= MAX_BATCH, f"in [1, {MAX_BATCH}]"),
+    "per_device_eval_batch_size": (lambda v: 1 <= v <= MAX_BATCH, f"in [1, {MAX_BATCH}]"),
     "gradient_accumulation_steps": (lambda v: v >= 1, "at least 1"),
     "eval_accumulation_steps": (lambda v: v >= 1, "at least 1 (or null)"),
     "num_train_epochs": (lambda v: v > 0, "above 0 (a run of 0 epochs would publish an untrained model)"),
@@ -76,6 +77,9 @@ RANGES: dict[str, tuple[Any, str]] = {
 }
 
 
+LOG_LEVELS = ("passive", "detail", "debug", "info", "warning", "error", "critical")
+
+
 def _number_types(annotation: Any) -> tuple[bool, bool]:
     """(takes a number, takes a bool) for a field's annotation."""
     args = set(typing.get_args(annotation) or (annotation,))
@@ -89,6 +93,11 @@ def value_problem(key: str, value: Any, annotation: Any) -> str | None:
         return f"expected a number, got {value!r} (bool)"
     if isinstance(value, float) and not math.isfinite(value):
         return f"must be a finite number, got {value!r}"
+    if key in ("log_level", "log_level_replica") and isinstance(value, str) and value not in LOG_LEVELS:
+        return f"{value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}" + did_you_mean(value, LOG_LEVELS)
+    if key == "debug" and "underflow_overflow" in str(value):
+        return ("underflow_overflow is not supported: transformers' detector fails on the boolean masks of text "
+                "models; hf-finetune stops on a NaN or infinite loss by itself")
     if key.endswith("_kwargs") and value is not None:
         parsed = value
         if isinstance(value, str):
