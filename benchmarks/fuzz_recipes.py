@@ -27,14 +27,12 @@ import os
 import sys
 import tempfile
 
-# Before any Hugging Face import, as in tests/conftest.py: a private cache, and a Hub endpoint that
-# refuses at once, so no recipe can reach (or wait for) the network or touch the machine's cache.
-_CACHE = tempfile.mkdtemp(prefix="hf-finetune-fuzz-cache-")
-os.environ["HF_HOME"] = _CACHE
-os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "datasets")
-os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.pop("HF_HUB_OFFLINE", None)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests.*, from a checkout
+from tests.helpers.isolation import isolate_hub  # noqa: E402
+
+# Before any Hugging Face import, as in tests/conftest.py: no recipe can reach (or wait for) the
+# network or touch the machine's cache.
+_CACHE = isolate_hub("hf-finetune-fuzz-cache-")
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402

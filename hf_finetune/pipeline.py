@@ -34,6 +34,7 @@ from hf_finetune.outputs import (
     output_lock,
     prepare_output_dir,
     publish,
+    read_finished_run,
     read_run,
     settle_checkpoints,
     staging_dir,
@@ -203,8 +204,6 @@ def resolved_recipe(recipe: Recipe, *decided: dict[str, dict[str, Any]]) -> dict
 
 
 def read_metrics(out_dir: Path) -> dict[str, Any]:
-    from hf_finetune.outputs import read_finished_run
-
     return read_finished_run(out_dir).metrics
 
 

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+from .helpers.isolation import isolate_hub, write_csv
 
-# Before any Hugging Face import: a private cache, and a Hub endpoint that refuses at once, so no test
-# can reach (or wait for) the network and the default cache of the machine is never touched.
-_CACHE = tempfile.mkdtemp(prefix="hf-finetune-tests-")
-os.environ["HF_HOME"] = _CACHE
-os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "datasets")
-os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.pop("HF_HUB_OFFLINE", None)
+# Before any Hugging Face import: no test can reach (or wait for) the network or touch the machine's cache.
+_CACHE = isolate_hub("hf-finetune-tests-")
 
-import csv  # noqa: E402
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -38,15 +30,6 @@ def review_rows(n: int, seed: int, labels: tuple[str, ...] = ("neg", "pos")) -> 
         text = f"the {rng.choice(['movie', 'film', 'plot'])} was {rng.choice(['really', 'quite', ''])} {rng.choice(words)}"
         rows.append({"text": " ".join(text.split()), "label": label})
     return rows
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:

@@ -21,7 +21,6 @@ the recipe text.
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import enum
 import functools
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .helpers.isolation import write_csv
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ("text-classification", "image-classification")
@@ -116,15 +117,6 @@ def _review_rows(n: int, seed: int) -> list[dict[str, str]]:
             for i in range(n)]
 
 
-def _write_csv(path: Path, rows: list[dict[str, str]]) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
-
-
 def assets_in(folder: str | os.PathLike, bert: str | os.PathLike | None = None,
               resnet: str | os.PathLike | None = None) -> Assets:
     """The paths `write_assets(folder, bert, resnet)` writes (or wrote), without writing anything."""
@@ -161,7 +153,7 @@ def write_assets(folder: str | os.PathLike, bert: str | os.PathLike | None = Non
     if resnet is None:
         write_tiny_timm(assets.resnet, "test_resnet", pretrained_cfg={"input_size": [3, 32, 32], "crop_pct": 1.0})
     for i, (split, n) in enumerate(DATA_SIZES.items()):
-        _write_csv(Path(assets.text_files[split]), _review_rows(n, seed=i))
+        write_csv(Path(assets.text_files[split]), _review_rows(n, seed=i))
     write_pattern_folder(assets.image_folder, {"train": 4, "validation": 2, "test": 2}, size=32, odd_modes=True)
     Path(assets.unicode_bert).parent.mkdir(parents=True, exist_ok=True)
     for split in DATA_SIZES:
