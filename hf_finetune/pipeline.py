@@ -60,6 +60,7 @@ from hf_finetune.training.safeguards import (
     record_or_compare_recipe,
     train_with_safeguards,
 )
+from hf_finetune.training.trainer import full_precision
 
 logger = logging.getLogger(__name__)
 
@@ -152,9 +153,10 @@ def finish(session: Session, train_output: Any) -> RunResult:
     """Scores validation and test, then writes, publishes (and pushes) the output folder."""
     trainer = session.setup.trainer
     results: dict[str, Any] = {}
-    for role in ("validation", "test"):
-        if role in session.setup.eval_splits:
-            results[role] = evaluate_split(trainer, session.setup.eval_splits[role], session.metrics, role)
+    with full_precision(trainer.model):  # the figures of the weights as saved
+        for role in ("validation", "test"):
+            if role in session.setup.eval_splits:
+                results[role] = evaluate_split(trainer, session.setup.eval_splits[role], session.metrics, role)
     results["train"] = train_record(session, train_output)
     counts = class_counts(session.data.splits["train"], session.data.labels.num_labels)
     results["warnings"] = add_baselines(results, counts.tolist())

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from hf_finetune import hub
 from hf_finetune.data.labels import LabelSpace
 from hf_finetune.errors import HubUnreachableError, ModelError
+from hf_finetune.models.attention import training_attention
 from hf_finetune.recipe import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,15 @@ def load_text_config(spec: ModelSpec, labels: LabelSpace | None = None) -> Any:
     return _load(spec, name, "model config", lambda: AutoConfig.from_pretrained(name, **kwargs))
 
 
+def _sequence_classification_class(config: Any) -> Any:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    try:
+        return MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+    except KeyError:  # remote code or an architecture without a head class: transformers decides
+        return None
+
+
 def build_text_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> Any:
     """A sequence-classification model with a new head of `labels.num_labels` outputs."""
     from transformers import AutoModelForSequenceClassification
@@ -112,7 +122,8 @@ def build_text_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> Any
     config.problem_type = "single_label_classification"
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
-    attention = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
+    chosen = spec.attn_implementation or training_attention(config, _sequence_classification_class(config))
+    attention = {"attn_implementation": chosen} if chosen else {}
     if not spec.pretrained:
         logger.warning("model.pretrained is false: %s starts from random weights", name)
         return AutoModelForSequenceClassification.from_config(

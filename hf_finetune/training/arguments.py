@@ -55,6 +55,17 @@ def house_defaults(task: str, mixes: bool = False) -> dict[str, Any]:
     return defaults
 
 
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX), where bf16 is much faster than fp32."""
+    import torch
+
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    try:
+        return bool(capabilities and capabilities().get("amx_bf16"))
+    except Exception:  # an unknown CPU or torch build: keep fp32
+        return False
+
+
 def device_defaults(task: str) -> dict[str, Any]:
     """`training` defaults for this machine; the recipe's own values always win."""
     import torch
@@ -74,6 +85,11 @@ def device_defaults(task: str) -> dict[str, Any]:
     if not cuda and not mps:
         # Several processes on CPUs only form a group (gloo) when accelerate is told it is on the CPU.
         defaults["use_cpu"] = True
+        if task == "text-classification" and cpu_has_bf16_matmul():
+            # bf16 autocast (fp32 master weights) runs transformer matmuls on the CPU's AMX units:
+            # a MiniLM training step 1.6x faster, evaluation 2.8x. Not for timm CNNs: their
+            # depthwise convolutions gain nothing in bf16 on CPUs (measured 0.87 s vs 1.00 s a step).
+            defaults["bf16"] = True
     if task == "image-classification":
         # Decoding and augmenting images is the slow part of a vision input pipeline. With a GPU,
         # do it in worker processes, leaving one core to the training loop. Without one, the model

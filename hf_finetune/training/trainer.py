@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -171,3 +173,23 @@ class FinetuneTrainer(Trainer):
                 # The count covers every process; DDP averages gradients over processes, so scale back up.
                 loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
+
+
+@contextlib.contextmanager
+def full_precision(model: Any) -> Iterator[None]:
+    """Runs `model` without the mixed-precision autocast that accelerate wrapped its forward in.
+
+    The run's reported metrics must be those of the saved fp32 weights as `pipeline()` and
+    `hf-finetune predict` run them; evaluations during training (model selection) keep the faster
+    mixed precision.
+    """
+    original = model.__dict__.get("_original_forward")
+    if original is None:
+        yield
+        return
+    patched = model.__dict__["forward"]
+    model.forward = original
+    try:
+        yield
+    finally:
+        model.forward = patched
