@@ -235,3 +235,23 @@ def test_rank_keys_do_not_reach_the_train_command(tmp_path, rank_recipe, tiny_re
     command = train_command(recipe, ModelSpec(name="my model", pretrained=False))
     assert command == f"hf-finetune train {path} training.learning_rate=0.01 'model.name=my model' model.pretrained=false"
     assert yaml.safe_load(recipe.to_yaml())["rank"]["by"] == "knn"
+
+
+def test_knn_is_not_swamped_by_a_common_offset():
+    """Features far from the origin: raw cosine sees one direction (all similarities round to 1 here, and
+    the vote is chance); centred on the training mean it sees the classes."""
+    train, y_train = clusters(20, 8, classes=3, spread=0.1, seed=0)
+    val, y_val = clusters(10, 8, classes=3, spread=0.1, seed=0)
+    offset = np.full(8, 1e8)
+    assert knn_accuracy(train + offset, y_train, val + offset, y_val).accuracy == 1.0
+
+
+def test_knn_and_logme_do_not_depend_on_the_feature_scale():
+    """A randomly initialised EfficientNet gives features about 1e-21 in size (seen on real digits)."""
+    train, y_train = clusters(20, 8, classes=3, spread=0.5, seed=0)
+    val, y_val = clusters(10, 8, classes=3, spread=0.5, seed=0)
+    knn = knn_accuracy(train, y_train, val, y_val).accuracy
+    assert knn > 0.9
+    assert knn_accuracy(train * 1e-21, y_train, val * 1e-21, y_val).accuracy == knn
+    # The prior precision alpha absorbs a global scale: the maximised evidence is unchanged.
+    assert logme(train * 1e-21, y_train).score == pytest.approx(logme(train, y_train).score, abs=1e-6)

@@ -7,7 +7,9 @@ the linear probe are also scored on the validation split. Larger is better for e
                    Learning", ICML 2021: the log marginal likelihood (evidence) of a Bayesian linear
                    regression from the features to each one-hot label column, maximised over its two
                    hyper-parameters, per sample, averaged over classes.
-    knn            accuracy (and macro-F1) of a k-nearest-neighbour classifier (cosine) on validation
+    knn            accuracy (and macro-F1) of a k-nearest-neighbour vote on validation, by cosine
+                   similarity after subtracting the training mean (SimpleShot's CL2N, Wang et al. 2019:
+                   uncentred features share a large common direction that swamps the cosine)
     probe          accuracy (and macro-F1) of a logistic regression on standardised features
     hscore         Bao et al., "An information-theoretic approach to transferability", ICIP 2019:
                    tr(cov(f)^-1 cov(E[f|y])), with a Ledoit-Wolf shrinkage covariance (as Ibrahim et
@@ -138,12 +140,24 @@ def _scored(truth: np.ndarray, predicted: np.ndarray) -> Accuracy:
 
 def knn_accuracy(train: np.ndarray, train_labels: np.ndarray, validation: np.ndarray,
                  validation_labels: np.ndarray, k: int = 5) -> Accuracy:
-    """Validation accuracy of a k-nearest-neighbour vote (cosine similarity) over the training features."""
+    """Validation accuracy of a k-nearest-neighbour vote, cosine similarity of training-mean-centred features."""
     from sklearn.neighbors import KNeighborsClassifier
 
-    knn = KNeighborsClassifier(n_neighbors=min(k, len(train)), metric="cosine")
-    knn.fit(np.asarray(train, dtype=np.float64), train_labels)
-    return _scored(validation_labels, knn.predict(np.asarray(validation, dtype=np.float64)))
+    train = np.asarray(train, dtype=np.float64)
+    mean = train.mean(axis=0)
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(train)), metric="euclidean")
+    knn.fit(_unit_rows(train - mean), train_labels)
+    return _scored(validation_labels, knn.predict(_unit_rows(np.asarray(validation, dtype=np.float64) - mean)))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; between unit vectors, Euclidean distance orders as cosine similarity does.
+
+    Done here rather than by scikit-learn's cosine metric, which takes norms below about 1e-15 for zero
+    and leaves those rows unscaled: a randomly initialised deep network's features can be 1e-21 small.
+    """
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
 
 
 def probe_accuracy(train: np.ndarray, train_labels: np.ndarray, validation: np.ndarray,
