@@ -8,6 +8,8 @@ fine-tunes every candidate with the same recipe (`hf_finetune.train`, data-aware
 settings named below), and reports for each score the weighted Kendall tau (scipy.stats.weightedtau,
 hyperbolic weights on rank, as the LogME paper uses) between the score and the fine-tuned test
 accuracy (and test macro-F1), and the time of ranking against the time of fine-tuning them all.
+Few-label fine-tuning is itself noisy (a few points of accuracy between seeds): `--seeds N` fine-tunes
+each candidate N times and compares with the mean.
 
 To fit a run in under 10 minutes on 2 CPU cores, the fine-tuning is short and the images small:
     digits   every candidate's data config is kept (mean, std, crop, interpolation) except the input
@@ -81,16 +83,25 @@ def bbc_task(work: Path, args: argparse.Namespace) -> tuple[dict[str, Any], list
     return recipe, candidates
 
 
-def fine_tune(recipe: dict[str, Any], candidate: dict[str, Any], out: Path) -> dict[str, Any]:
+def fine_tune(recipe: dict[str, Any], candidate: dict[str, Any], out: Path, seeds: int) -> dict[str, Any]:
+    """Fine-tunes one candidate with seeds 42, 43, ...; test and validation figures are means over seeds."""
+    import numpy as np
+
     import hf_finetune
 
     started = time.perf_counter()
-    result = hf_finetune.train({**recipe, "model": candidate, "output": {"dir": str(out), "overwrite": True}})
-    m = result.metrics
-    return {"wall_s": time.perf_counter() - started,
-            "validation": {k: m["validation"][k] for k in ("accuracy", "f1")},
-            "test": {k: m["test"][k] for k in ("accuracy", "f1")},
-            "epochs": m["train"]["epochs"], "steps": m["train"]["steps"]}
+    runs = []
+    for seed in range(42, 42 + seeds):
+        training = {**recipe["training"], "seed": seed}
+        result = hf_finetune.train({**recipe, "model": candidate, "training": training,
+                                    "output": {"dir": str(out), "overwrite": True}})
+        runs.append(result.metrics)
+    out_record: dict[str, Any] = {"wall_s": time.perf_counter() - started, "seeds": seeds}
+    for split in ("validation", "test"):
+        out_record[split] = {k: float(np.mean([m[split][k] for m in runs])) for k in ("accuracy", "f1")}
+        out_record[f"{split}_per_seed"] = [{k: m[split][k] for k in ("accuracy", "f1")} for m in runs]
+    out_record["epochs"], out_record["steps"] = runs[0]["train"]["epochs"], runs[0]["train"]["steps"]
+    return out_record
 
 
 def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -110,7 +121,7 @@ def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
         tuned = {}
         for index, candidate in enumerate(candidates):
             label = candidate["name"] if candidate.get("pretrained", True) else f"{candidate['name']} (random init)"
-            tuned[label] = fine_tune(recipe, candidate, work / f"ft{index}")
+            tuned[label] = fine_tune(recipe, candidate, work / f"ft{index}", args.seeds)
             logger.info("fine-tuned %s: test accuracy %.3f F1 %.3f in %.0fs", label, tuned[label]["test"]["accuracy"],
                         tuned[label]["test"]["f1"], tuned[label]["wall_s"])
         rows = {r["name"]: r for r in ranked.rows}
@@ -121,7 +132,7 @@ def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
             taus[score] = {metric: weighted_tau(values, [tuned[n]["test"][metric] for n in names])
                            for metric in ("accuracy", "f1")}
         finetune_s = sum(t["wall_s"] for t in tuned.values())
-        return {"settings": {k: getattr(args, k) for k in ("image_size", "epochs", "max_length")},
+        return {"settings": {k: getattr(args, k) for k in ("image_size", "epochs", "max_length", "seeds")},
                 "candidates": {n: {"scores": rows[n]["scores"], "dim": rows[n]["dim"],
                                    "extraction_s": rows[n]["extraction_s"], "fine_tuned": tuned[n]} for n in names},
                 "weighted_tau": taus, "rank_s": rank_s, "finetune_s": finetune_s,
@@ -153,6 +164,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128, help="digits: input size of every candidate (px)")
     parser.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs (digits 12, bbc 3)")
     parser.add_argument("--max-length", type=int, default=128, help="bbc: max tokens")
+    parser.add_argument("--seeds", type=int, default=1, help="fine-tune each candidate with this many seeds "
+                                                               "(42, 43, ...) and compare with the mean accuracy")
     args = parser.parse_args()
     if args.epochs is None:
         args.epochs = 12 if args.task == "digits" else 3
