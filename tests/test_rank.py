@@ -255,3 +255,25 @@ def test_knn_and_logme_do_not_depend_on_the_feature_scale():
     assert knn_accuracy(train * 1e-21, y_train, val * 1e-21, y_val).accuracy == knn
     # The prior precision alpha absorbs a global scale: the maximised evidence is unchanged.
     assert logme(train * 1e-21, y_train).score == pytest.approx(logme(train, y_train).score, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_extract_features_once(tmp_path, rank_recipe, tiny_resnet, tiny_vit):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    rank_recipe["rank"] = {"candidates": [str(tiny_resnet), str(tiny_vit)]}
+    path = write_recipe(tmp_path / "r.yaml", rank_recipe)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO / "accelerate_configs" / "cpu_ddp.yaml"), "--main_process_port", "29531",
+               str(REPO / "tests" / "helpers" / "rank_each_process.py"), str(path), str(tmp_path)]
+    launched = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    main_process = json.loads((tmp_path / "process0.json").read_text())
+    other = json.loads((tmp_path / "process1.json").read_text())
+    assert main_process == {str(tiny_resnet): False, str(tiny_vit): False}  # extracted here, once
+    assert other == {str(tiny_resnet): True, str(tiny_vit): True}  # read what the main process wrote
+    assert len(list((tmp_path / "cache" / "rank-features").glob("*.npz"))) == 2
+    assert json.loads((tmp_path / "out-rank" / "rank.json").read_text())["winner"] in main_process

@@ -102,7 +102,11 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     settings = recipe.rank
     cache_root = Path(settings.cache_dir) if settings.cache_dir else default_cache_root(recipe)
     out_dir = Path(output_dir or settings.output_dir or f"{recipe.output.dir}-rank")
-    state = PartialState()  # one process, or one of several under `accelerate launch`
+    import torch
+
+    # One process, or one of several under `accelerate launch`; without a GPU the processes form a
+    # gloo group on the CPU only when asked to (as hf-finetune's training sets use_cpu).
+    state = PartialState(cpu=not torch.cuda.is_available())
     rows = []
     for spec in specs:
         # The main process extracts and writes the cache; the others wait, then read it.
