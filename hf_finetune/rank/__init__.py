@@ -87,6 +87,7 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     Raises:
         RecipeError, ModelError, DataError: naming the candidate, key, file or column at fault.
     """
+    import torch
     from accelerate import PartialState
 
     from hf_finetune.rank.features import check_fits_task, default_cache_root, extract_candidate
@@ -102,8 +103,6 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     settings = recipe.rank
     cache_root = Path(settings.cache_dir) if settings.cache_dir else default_cache_root(recipe)
     out_dir = Path(output_dir or settings.output_dir or f"{recipe.output.dir}-rank")
-    import torch
-
     # One process, or one of several under `accelerate launch`; without a GPU the processes form a
     # gloo group on the CPU only when asked to (as hf-finetune's training sets use_cpu).
     state = PartialState(cpu=not torch.cuda.is_available())
