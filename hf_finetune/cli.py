@@ -6,6 +6,7 @@
     hf-finetune predict OUTPUT_DIR INPUTS... [--top-k K] [--output FILE]
     hf-finetune evaluate OUTPUT_DIR [--data FILE_OR_FOLDER_OR_DATASET] [--split NAME] [--output-dir DIR]
     hf-finetune push OUTPUT_DIR [--repo-id OWNER/NAME] [--no-private] [--revision BRANCH]
+    hf-finetune rank RECIPE [dotted.key=value ...] [--candidates A B ...] [--by logme|knn|probe|hscore]
 """
 
 from __future__ import annotations
@@ -80,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="create the repository private, or public with --no-private (default: the run's "
                            "hub.private, true unless set); an existing repository keeps its visibility")
     push.add_argument("--revision", metavar="BRANCH", help="branch to push to (default: the run's hub.revision, else main)")
+
+    rank = sub.add_parser("rank", help="score candidate backbones on frozen features (LogME, k-NN, linear probe) "
+                                       "before fine-tuning")
+    _add_recipe_args(rank)
+    rank.add_argument("--candidates", nargs="+", metavar="MODEL",
+                      help="backbones to rank: model.name values, or YAML mappings such as "
+                           "'{name: NAME, pretrained: false}' (default: the recipe's rank.candidates)")
+    rank.add_argument("--by", choices=["logme", "knn", "probe", "hscore"], help="score that orders the table "
+                                                                                 "(default: rank.by, logme)")
+    rank.add_argument("--hscore", action="store_true", help="also compute the H-score")
+    rank.add_argument("--output-dir", dest="rank_output_dir", metavar="DIR",
+                      help="where rank.json and rank.png go (default: rank.output_dir, else <output.dir>-rank)")
     return parser
 
 
@@ -187,8 +200,29 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rank(args: argparse.Namespace) -> int:
+    import yaml
+
+    from hf_finetune.rank import rank
+    from hf_finetune.rank.report import format_table
+    from hf_finetune.recipe import load_recipe
+
+    overrides = list(args.overrides)
+    overrides += [f"rank.by={args.by}"] if args.by else []
+    overrides += ["rank.hscore=true"] if args.hscore else []
+    recipe = load_recipe(args.recipe, overrides)
+    candidates = None
+    if args.candidates:
+        candidates = [yaml.safe_load(c) if c.lstrip().startswith("{") else c for c in args.candidates]
+    _quiet_loading()
+    result = rank(recipe, candidates, output_dir=args.rank_output_dir)
+    sys.stdout.write(format_table(result.record))
+    logger.info("Wrote %s and %s", result.output_dir / "rank.json", result.output_dir / "rank.png")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "push": cmd_push}
+            "evaluate": cmd_evaluate, "push": cmd_push, "rank": cmd_rank}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -347,6 +347,39 @@ class CardSpec(Section):
         return _hub_id(value)
 
 
+RankScore = Literal["logme", "knn", "probe", "hscore"]
+
+
+class RankSpec(Section):
+    """`hf-finetune rank`: score candidate backbones on frozen features before any fine-tuning."""
+
+    candidates: list[ModelSpec] | None = Field(
+        None,
+        description="Backbones to rank: model.name values, or model sections ({name: ..., pretrained: false}); "
+        "`--candidates` on the command line replaces them.",
+    )
+    by: RankScore = Field(
+        "logme", description="Score that orders the table and picks the winner: logme, knn, probe or hscore."
+    )
+    hscore: bool = Field(False, description="Also compute the H-score (Ledoit-Wolf shrinkage covariance).")
+    knn_k: int = Field(5, gt=0, description="Neighbours of the k-NN validation accuracy (cosine similarity).")
+    batch_size: int = Field(32, gt=0, description="Rows per forward pass while extracting features.")
+    output_dir: str | None = Field(
+        None, description="Where rank.json and rank.png go (default: <output.dir>-rank)."
+    )
+    cache_dir: str | None = Field(
+        None, description="Feature cache (default: rank-features in data.cache_dir, or in the datasets cache's hf_finetune folder)."
+    )
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _names_are_model_sections(cls, value: Any) -> Any:
+        """A bare name is the model section {name: NAME}."""
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
 class Recipe(Section):
     task: Task = Field(description="text-classification or image-classification.")
     model: ModelSpec = Field(description="The pretrained backbone.")
@@ -367,6 +400,7 @@ class Recipe(Section):
     output: OutputSpec = Field(default_factory=OutputSpec, description="Where results are written.")
     hub: HubSpec = Field(default_factory=HubSpec, description="Pushing the finished run to the Hugging Face Hub.")
     card: CardSpec = Field(default_factory=CardSpec, description="Model card metadata.")
+    rank: RankSpec = Field(default_factory=RankSpec, description="Ranking candidate backbones (`hf-finetune rank`).")
 
     # Where the recipe came from; set once by validation (`set_origin`), read through the properties.
     _user_training_keys: frozenset[str] = PrivateAttr(default_factory=frozenset)

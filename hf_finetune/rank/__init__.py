@@ -1,0 +1,136 @@
+"""Rank candidate backbones for a recipe before any fine-tuning: `hf-finetune rank`.
+
+    features   each candidate's frozen features of train and validation, its own preprocessing, cached
+    scores     LogME, k-NN and linear-probe validation accuracy, H-score
+    report     the ranked table, rank.json, rank.png, and the command that trains the winner
+
+`rank(recipe, candidates)` reads top to bottom: resolve and check every candidate (configs only, so
+a candidate that does not fit the task fails before any extraction), extract or read features, score,
+report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hf_finetune.errors import Problem, RecipeError
+from hf_finetune.recipe import ModelSpec, Recipe
+
+logger = logging.getLogger(__name__)
+
+# Policies of the recipe's own model section that a candidate keeps unless it sets them itself.
+INHERITED = ("trust_remote_code", "allow_pickle", "attn_implementation", "channels_last")
+
+
+@dataclass
+class RankResult:
+    rows: list[dict[str, Any]]  # one per candidate, best first
+    winner: str
+    command: str  # the line that trains the winner
+    output_dir: Path
+    record: dict[str, Any]  # rank.json
+
+
+def resolve_candidates(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None
+                       ) -> list[ModelSpec]:
+    """The candidates as model sections: the command line's, else `rank.candidates`.
+
+    A name is the recipe's model section with that name (pretrained, no revision); a mapping sets
+    model keys, and keeps the recipe's own trust_remote_code, allow_pickle and kernel settings
+    unless it sets them.
+
+    Raises:
+        RecipeError: no candidates, an invalid model section, or the same candidate twice.
+    """
+    from pydantic import ValidationError
+
+    from hf_finetune.recipe.schema import RankSpec
+    from hf_finetune.recipe.validation import _pydantic_problems
+
+    given = candidates if candidates is not None else recipe.rank.candidates
+    if not given:
+        raise RecipeError([Problem("rank.candidates", "no candidates to rank: list backbones under rank.candidates "
+                                   "or pass --candidates A B ...")], recipe.source)
+    try:
+        parsed = RankSpec(candidates=[c.model_dump(exclude_unset=True) if isinstance(c, ModelSpec) else c
+                                      for c in given]).candidates or []
+    except ValidationError as exc:
+        raise RecipeError(_pydantic_problems(exc, ["rank"]), recipe.source) from None
+    base = {k: getattr(recipe.model, k) for k in INHERITED}
+    # Keys that apply to the other task are dropped (a text recipe's attention kernel means nothing to timm).
+    drop = {"channels_last": None} if recipe.is_text else {"attn_implementation": None}
+    specs = [spec.model_copy(update={**{k: v for k, v in base.items() if k not in spec.model_fields_set}, **drop})
+             for spec in parsed]
+    problems = []
+    keys = [(s.name, s.revision, s.pretrained) for s in specs]
+    for index, key in enumerate(keys):
+        if key in keys[:index]:
+            problems.append(Problem(f"rank.candidates.{index}", f"'{key[0]}' is listed twice"))
+    if problems:
+        raise RecipeError(problems, recipe.source)
+    return specs
+
+
+def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
+         output_dir: str | Path | None = None) -> RankResult:
+    """Scores every candidate backbone on the recipe's data and writes rank.json and rank.png.
+
+    Args:
+        recipe: a validated recipe; its data, preprocessing, training.seed and `rank` section are used.
+        candidates: backbones to rank (names or model sections); default `rank.candidates`.
+        output_dir: where the report goes; default `rank.output_dir`, else `<output.dir>-rank`.
+
+    Raises:
+        RecipeError, ModelError, DataError: naming the candidate, key, file or column at fault.
+    """
+    import torch
+    from accelerate import PartialState
+
+    from hf_finetune.rank.features import check_fits_task, default_cache_root, extract_candidate
+    from hf_finetune.rank.report import build_record, train_command, write_report
+    from hf_finetune.rank.scores import hscore, knn_accuracy, logme, probe_accuracy
+
+    started = time.perf_counter()
+    if recipe.rank.by == "hscore" and not recipe.rank.hscore:
+        raise RecipeError([Problem("rank.by", "hscore needs rank.hscore: true")], recipe.source)
+    specs = resolve_candidates(recipe, candidates)
+    for spec in specs:
+        check_fits_task(recipe, spec)  # every candidate, before any heavy work
+    settings = recipe.rank
+    cache_root = Path(settings.cache_dir) if settings.cache_dir else default_cache_root(recipe)
+    out_dir = Path(output_dir or settings.output_dir or f"{recipe.output.dir}-rank")
+    # One process, or one of several under `accelerate launch`; without a GPU the processes form a
+    # gloo group on the CPU only when asked to (as hf-finetune's training sets use_cpu).
+    state = PartialState(cpu=not torch.cuda.is_available())
+    rows = []
+    for spec in specs:
+        # The main process extracts and writes the cache; the others wait, then read it.
+        cand = extract_candidate(recipe, spec, cache_root, settings.batch_size, state.device,
+                                 state.main_process_first)
+        train, val = cand.features["train"], cand.features["validation"]
+        y_train, y_val = cand.labels["train"], cand.labels["validation"]
+        scoring = time.perf_counter()
+        knn = knn_accuracy(train, y_train, val, y_val, k=settings.knn_k)
+        probe = probe_accuracy(train, y_train, val, y_val, seed=int(recipe.training.get("seed", 42)))
+        scores = {"logme": logme(train, y_train).score, "knn": knn.accuracy, "knn_f1": knn.f1,
+                  "probe": probe.accuracy, "probe_f1": probe.f1}
+        if settings.hscore:
+            scores["hscore"] = hscore(train, y_train)
+        rows.append({"name": cand.name, "model": spec.model_dump(mode="json", exclude_defaults=True),
+                     "scores": scores, "dim": cand.dim, "num_params": cand.num_params, "pooling": cand.pooling,
+                     "preprocessing": cand.preprocessing, "extraction_s": cand.extraction_s,
+                     "from_cache": cand.cached, "scoring_s": time.perf_counter() - scoring,
+                     "rows": {role: len(cand.labels[role]) for role in cand.labels},
+                     "num_classes": len(cand.label_names), "spec": spec})
+    by = settings.by
+    rows.sort(key=lambda r: r["scores"][by], reverse=True)
+    command = train_command(recipe, rows[0]["spec"])
+    record = build_record(recipe, rows, by, command, time.perf_counter() - started)
+    if state.is_main_process:
+        write_report(out_dir, record)
+    state.wait_for_everyone()
+    return RankResult(rows=rows, winner=rows[0]["name"], command=command, output_dir=out_dir, record=record)

