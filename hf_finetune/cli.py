@@ -6,6 +6,7 @@
     hf-finetune predict OUTPUT_DIR INPUTS... [--top-k K] [--output FILE]
     hf-finetune evaluate OUTPUT_DIR [--data FILE_OR_FOLDER_OR_DATASET] [--split NAME] [--output-dir DIR]
     hf-finetune push OUTPUT_DIR [--repo-id OWNER/NAME] [--no-private] [--revision BRANCH]
+    hf-finetune tune RECIPE [dotted.key=value ...] [--trials N] [--timeout 30m]
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="create the repository private, or public with --no-private (default: the run's "
                            "hub.private, true unless set); an existing repository keeps its visibility")
     push.add_argument("--revision", metavar="BRANCH", help="branch to push to (default: the run's hub.revision, else main)")
+
+    tune = sub.add_parser("tune", help="hyperparameter search on Optuna: trials of the recipe, the best model kept")
+    _add_recipe_args(tune)
+    tune.add_argument("--trials", type=_positive, help="trials in the study in all (default: search.trials, 20); "
+                                                       "running the command again continues the study up to it")
+    tune.add_argument("--timeout", metavar="DURATION",
+                      help="wall time of this command: 90s, 30m, 2h (default: search.timeout, none); no trial "
+                           "starts after it")
     return parser
 
 
@@ -187,8 +196,17 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from hf_finetune.search.tune import tune
+
+    result = tune(args.recipe, args.overrides, trials=args.trials, timeout=args.timeout)
+    if result is not None and result.best_dir is not None:
+        sys.stdout.write(f"{result.best_dir}\n")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "push": cmd_push}
+            "evaluate": cmd_evaluate, "push": cmd_push, "tune": cmd_tune}
 
 
 def main(argv: list[str] | None = None) -> int:
