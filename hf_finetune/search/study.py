@@ -27,7 +27,7 @@ def import_optuna() -> Any:
         import optuna
     except ImportError:
         raise UserError("tune needs Optuna: pip install 'hf-finetune[tune]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log lines say what each trial did
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own log lines say what each trial did
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
