@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import typing
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -404,12 +404,19 @@ class SearchPruner(Section):
         description="Stops poor trials at an evaluation: successive_halving (asynchronous, ASHA), hyperband, "
         "median, or none.",
     )
-    min_resource: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
+    min_resource: int | Literal["auto"] = Field(
         1, description="successive_halving/hyperband: evaluations before a trial can be pruned (auto: "
         "Optuna's estimate from the first complete trial, which is never pruned against)."
     )
     reduction_factor: int = Field(3, ge=2, description="successive_halving/hyperband: keep 1 in this many per rung.")
     warmup_evaluations: int = Field(1, ge=0, description="median: evaluations before a trial can be pruned.")
+
+    @field_validator("min_resource")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"must be at least 1 (or auto), got {value}")
+        return value
 
 
 class SearchSpec(Section):
