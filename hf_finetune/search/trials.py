@@ -126,8 +126,10 @@ def run_trial(plan: TrialPlan, recipe: Any, trial: Any, number: int) -> float:
         except optuna.TrialPruned:
             raise
         except TrainingAborted as exc:
-            if exc.exit_code != 1:
-                raise  # a signal: the user or the scheduler stops the search
+            if exc.exit_code != 1:  # a signal: the user or the scheduler stops the search
+                raise TrainingAborted(f"the search stopped during trial {number} ({str(exc).split(';')[0]}); the "
+                                      "trial is recorded as failed. Run the same tune command to continue the "
+                                      "study", exit_code=exc.exit_code) from None
             raise TrialFailed(str(exc)) from None  # a non-finite loss: every rank agreed on it
         except Exception as exc:
             if not (isinstance(exc, UserError) or _out_of_memory(exc)):
