@@ -7,6 +7,7 @@
     hf-finetune evaluate OUTPUT_DIR [--data FILE_OR_FOLDER_OR_DATASET] [--split NAME] [--output-dir DIR]
     hf-finetune push OUTPUT_DIR [--repo-id OWNER/NAME] [--no-private] [--revision BRANCH]
     hf-finetune rank RECIPE [dotted.key=value ...] [--candidates A B ...] [--by logme|knn|probe|hscore]
+    hf-finetune tune RECIPE [dotted.key=value ...] [--trials N] [--timeout 30m]
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--hscore", action="store_true", help="also compute the H-score")
     rank.add_argument("--output-dir", dest="rank_output_dir", metavar="DIR",
                       help="where rank.json and rank.png go (default: rank.output_dir, else <output.dir>-rank)")
+    tune = sub.add_parser("tune", help="hyperparameter search on Optuna: trials of the recipe, the best model kept")
+    _add_recipe_args(tune)
+    tune.add_argument("--trials", type=_positive, help="trials in the study in all (default: search.trials, 20); "
+                                                       "running the command again continues the study up to it")
+    tune.add_argument("--timeout", metavar="DURATION",
+                      help="wall time of this command: 90s, 30m, 2h (default: search.timeout, none); no trial "
+                           "starts after it")
     return parser
 
 
@@ -218,11 +226,17 @@ def cmd_rank(args: argparse.Namespace) -> int:
     result = rank(recipe, candidates, output_dir=args.rank_output_dir)
     sys.stdout.write(format_table(result.record))
     logger.info("Wrote %s and %s", result.output_dir / "rank.json", result.output_dir / "rank.png")
+def cmd_tune(args: argparse.Namespace) -> int:
+    from hf_finetune.search.tune import tune
+
+    result = tune(args.recipe, args.overrides, trials=args.trials, timeout=args.timeout)
+    if result is not None and result.best_dir is not None:
+        sys.stdout.write(f"{result.best_dir}\n")
     return 0
 
 
 COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "push": cmd_push, "rank": cmd_rank}
+            "evaluate": cmd_evaluate, "push": cmd_push, "rank": cmd_rank, "tune": cmd_tune}
 
 
 def main(argv: list[str] | None = None) -> int:

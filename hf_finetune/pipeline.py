@@ -88,13 +88,14 @@ class Session:
     setup_s: float
 
 
-def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
+def run(recipe: Recipe, *, resume: bool = False, callbacks: list[Any] | None = None) -> RunResult:
     """Fine-tunes the recipe's backbone on its data and writes the output folder.
 
     Args:
         recipe: a validated recipe.
         resume: continue from the latest complete checkpoint in `<output.dir>/checkpoints` (as does
             `training.resume_from_checkpoint: auto`); with none there, start from the beginning.
+        callbacks: extra `TrainerCallback`s (the search's pruning callback).
     """
     started = time.time()
     out_dir = Path(recipe.output.dir)
@@ -110,12 +111,12 @@ def run(recipe: Recipe, *, resume: bool = False) -> RunResult:
         prepare_output_dir(out_dir, recipe.output.overwrite)
     with output_lock(out_dir, "train"):
         guard_output_dir(out_dir, recipe.output.overwrite, resume)  # again, now that nobody else can change it
-        session = setup(recipe, resume, started)
+        session = setup(recipe, resume, started, callbacks)
         train_output = train_with_safeguards(session.setup.trainer, recipe, session.checkpoint)
         return finish(session, train_output)
 
 
-def setup(recipe: Recipe, resume: bool, started: float) -> Session:
+def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | None = None) -> Session:
     """Checks, resolves the training settings, prepares data and model, and assembles the Trainer."""
     out_dir = Path(recipe.output.dir)
     resolved_training = resolve_training(recipe)
@@ -140,6 +141,8 @@ def setup(recipe: Recipe, resume: bool, started: float) -> Session:
                                  resuming=checkpoint is not None)
     metrics = ClassificationMetrics(recipe.metrics, list(data.labels.names))
     trainer_setup = build_trainer(recipe, args, data, model, tokenizer, metrics)
+    for callback in callbacks or ():
+        trainer_setup.trainer.add_callback(callback)
     if trainer_setup.class_weights is not None:
         decided["finetune"] = {"class_weights": trainer_setup.class_weights}  # the weights used
     setup_s = time.time() - started

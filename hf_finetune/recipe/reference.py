@@ -12,7 +12,8 @@ from hf_finetune.recipe.schema import Recipe, section_model
 
 def _type_name(annotation: Any) -> str:
     text = str(annotation) if typing.get_origin(annotation) else getattr(annotation, "__name__", str(annotation))
-    return text.replace("typing.", "").replace("hf_finetune.recipe.schema.", "").replace("NoneType", "None").replace("Literal", "one of ")
+    text = text.replace("hf_finetune.recipe.schema.", "")  # a section's own class: its name is enough
+    return text.replace("typing.", "").replace("NoneType", "None").replace("Literal", "one of ")
 
 
 def field_reference() -> list[tuple[str, str, str, str]]:

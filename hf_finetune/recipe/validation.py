@@ -373,6 +373,12 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None,
         problem = output_dir_problem(output.dir)
         if problem:
             problems.append(Problem("output.dir", problem))
+    if "search" in raw:
+        from hf_finetune.search.space import endpoint_problems, search_problems
+
+        problems += search_problems(raw, parts.get("search"), metrics, parts.get("training"))
+        if not problems and parts["search"].space:  # each edge of the space, on an otherwise valid recipe
+            problems += endpoint_problems(raw, parts["search"].space, source)
     if problems:
         raise RecipeError(problems, source)
     recipe = Recipe(**{k: v for k, v in parts.items() if v is not None})

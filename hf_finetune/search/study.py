@@ -1,0 +1,110 @@
+"""The Optuna study: its storage (an SQLite file in the output folder, or any SQLAlchemy URL), sampler, pruner.
+
+The study lives in a real database, so running the same command again continues it, a killed search
+loses at most the trials that were running (a heartbeat marks them failed for the next worker), and
+workers on several machines share one study through one PostgreSQL or MySQL URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from hf_finetune.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+STUDY_FILE = "study.db"
+HEARTBEAT_S = 60  # a running trial's worker updates the database this often...
+GRACE_S = 180  # ...and a trial not heard of for this long was killed: the next worker marks it failed
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+
+
+def import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("tune needs Optuna: pip install 'hf-finetune[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own log lines say what each trial did
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def storage_url(search: Any, out_dir: Path) -> str:
+    """The study's database: search.storage, or an SQLite file in the output folder."""
+    if search.storage:
+        return search.storage
+    return f"sqlite:///{(Path(out_dir) / STUDY_FILE).resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: the storage will say so itself
+        return url
+
+
+def build_storage(url: str) -> Any:
+    optuna = import_optuna()
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    except ImportError as exc:  # a database driver that is not installed (psycopg2, pymysql)
+        raise UserError(f"search.storage: {shown_url(url)} needs a database driver: {exc}") from None
+    except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server, no permission
+        raise UserError(f"search.storage: cannot open {shown_url(url)}: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0]}") from None
+
+
+def build_sampler(search: Any, offset: int) -> Any:
+    """The seeded sampler; the seed is offset by the trials already in the study, so a continued study
+    does not propose its first trials again."""
+    optuna = import_optuna()
+    seed = search.sampler.seed + offset
+    if search.sampler.type == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # constant_liar: parallel workers treat running trials as bad, so they do not all try the same values.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.sampler.startup_trials, constant_liar=True)
+
+
+def build_pruner(search: Any) -> Any:
+    optuna = import_optuna()
+    p = search.pruner
+    if p.type == "successive_halving":  # asynchronous successive halving (ASHA)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_resource, reduction_factor=p.reduction_factor)
+    if p.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1 if p.min_resource == "auto" else p.min_resource,
+                                              reduction_factor=p.reduction_factor)
+    if p.type == "median":
+        return optuna.pruners.MedianPruner(n_warmup_steps=p.warmup_evaluations)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(search: Any, url: str, name: str, direction: str) -> Any:
+    """Creates the study or loads the existing one of that name (then continuing it).
+
+    Raises:
+        UserError: the stored study optimizes in the other direction, or the storage cannot be used.
+    """
+    optuna = import_optuna()
+    storage = build_storage(url)
+    existing = {s.study_name: s for s in optuna.study.get_all_study_summaries(storage)}
+    if name in existing:
+        stored = existing[name].direction.name.lower()
+        if stored != direction:
+            raise UserError(f"search.objective.direction: the study '{name}' in {shown_url(url)} was created to "
+                            f"{stored}, not {direction}; set search.study_name to start another study")
+    offset = existing[name].n_trials if name in existing else 0
+    study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True,
+                                sampler=build_sampler(search, offset), pruner=build_pruner(search))
+    return study
+
+
+def finished_trials(study: Any) -> int:
+    optuna = import_optuna()
+    states = tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED)
+    return len(study.get_trials(deepcopy=False, states=states))

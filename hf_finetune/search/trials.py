@@ -1,0 +1,194 @@
+"""One trial: an ordinary run of the pipeline with the trial's recipe values, in its own folder.
+
+A trial's recipe is the user's recipe (with the command's overrides), plus the sampled values, plus
+what the search owns: `output.dir` (the trial folder), `hub.push: false`, and
+`training.metric_for_best_model` (the objective: each trial selects its checkpoint on what the
+search optimizes). It runs through `pipeline.run`, so preprocessing caches, strategies, model
+building, safeguards and the output folder are those of `hf-finetune train`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from hf_finetune.errors import TrainingAborted, UserError
+from hf_finetune.search import ranks
+
+logger = logging.getLogger(__name__)
+
+TRIALS_DIR = "trials"
+
+
+class TrialFailed(Exception):
+    """A trial that failed on every process alike (its recipe, a non-finite loss, out of memory on the
+    only process): recorded as failed, and the search goes on."""
+
+
+class SearchStopped(UserError):
+    """A failure the search cannot go past safely (several processes, one of them failed): every rank stops."""
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What every trial of one tune command shares."""
+
+    raw: dict[str, Any]  # the user's recipe with the command's overrides, without its search section
+    source: str | None  # the recipe file
+    out_dir: Path  # the search folder (the recipe's output.dir)
+    metric: str  # the objective: a validation metric name without prefix (f1, accuracy, loss)
+
+
+def trial_dir(out_dir: Path, number: int) -> Path:
+    return Path(out_dir) / TRIALS_DIR / f"trial-{number:04d}"
+
+
+def trial_recipe(plan: TrialPlan, values: dict[str, Any], number: int) -> Any:
+    """The validated recipe of trial `number`.
+
+    Raises:
+        RecipeError: the sampled values make an invalid recipe (recorded as a failed trial).
+    """
+    from hf_finetune.errors import RecipeError
+    from hf_finetune.recipe.loading import apply_values
+    from hf_finetune.recipe.validation import validate_recipe
+
+    owned = {"output.dir": str(trial_dir(plan.out_dir, number)), "output.overwrite": False, "hub.push": False,
+             "training.metric_for_best_model": plan.metric}
+    try:
+        raw = apply_values(plan.raw, {**values, **owned})
+    except RecipeError as exc:
+        raise RecipeError(exc.problems, plan.source) from None
+    return validate_recipe(raw, plan.source, [f"{k}={v}" for k, v in values.items()])
+
+
+class PruningCallback(TrainerCallback):
+    """Reports the objective at every evaluation; rank 0 decides whether to prune and every rank follows.
+
+    All ranks call `on_evaluate` at the same point (evaluation gathers from every process), so the
+    broadcast of the decision meets on every rank, and a pruned trial stops on all of them together.
+    """
+
+    def __init__(self, trial: Any, metric: str):
+        self.trial = trial  # the Optuna trial on rank 0; None on the other ranks
+        self.metric = metric
+        self.evaluations = 0
+        self.last: float | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        import optuna
+
+        self.evaluations += 1
+        value = (metrics or {}).get(f"eval_{self.metric}")
+        prune = False
+        if self.trial is not None and isinstance(value, (int, float)) and math.isfinite(value):
+            self.last = float(value)
+            self.trial.report(float(value), self.evaluations)
+            prune = self.trial.should_prune()
+        if ranks.broadcast(prune):
+            raise optuna.TrialPruned(f"pruned at evaluation {self.evaluations} (step {state.global_step}, "
+                                     f"{self.metric} {value})")
+        return control
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))
+
+
+def run_trial(plan: TrialPlan, recipe: Any, trial: Any, number: int) -> float:
+    """Trains one trial and returns its objective: the selected model's validation metric.
+
+    Raises:
+        optuna.TrialPruned: the pruner stopped it (on every rank).
+        TrialFailed: it failed alike on every rank; the search goes on.
+        SearchStopped: it failed in a way several processes cannot recover from together.
+        TrainingAborted: stopped by SIGTERM/SIGINT: the whole search stops.
+    """
+    import optuna
+
+    from hf_finetune.pipeline import run
+
+    callback = PruningCallback(trial, plan.metric)
+    try:
+        try:
+            result = run(recipe, callbacks=[callback])
+        except optuna.TrialPruned:
+            raise
+        except TrainingAborted as exc:
+            if exc.exit_code != 1:  # a signal: the user or the scheduler stops the search
+                raise TrainingAborted(f"the search stopped during trial {number} ({str(exc).split(';')[0]}); the "
+                                      "trial is recorded as failed. Run the same tune command to continue the "
+                                      "study", exit_code=exc.exit_code) from None
+            raise TrialFailed(str(exc)) from None  # a non-finite loss: every rank agreed on it
+        except Exception as exc:
+            if not (isinstance(exc, UserError) or _out_of_memory(exc)):
+                raise  # a bug: stop with its traceback
+            if ranks.world_size() > 1:
+                raise SearchStopped(
+                    f"trial {number} failed on process {ranks.rank()}: {exc}\nUnder several processes the search "
+                    "stops here on every process (the others may be waiting for this one inside training, "
+                    "where nothing can reach them). The trial is recorded as failed; run the same command to "
+                    "continue the study."
+                ) from None
+            raise TrialFailed(f"{type(exc).__name__}: {exc}") from None
+        value = (result.metrics.get("validation") or {}).get(plan.metric)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise TrialFailed(f"the run produced no finite validation {plan.metric} (got {value!r})")
+        if trial is not None:
+            test = result.metrics.get("test") or {}
+            trial.set_user_attr("test_" + plan.metric, test.get(plan.metric))
+            trial.set_user_attr("evaluations", callback.evaluations)
+        return float(value)
+    except BaseException:
+        if trial is not None:
+            trial.set_user_attr("evaluations", callback.evaluations)
+        if ranks.is_main():  # a stopped trial's checkpoints are of no use: trials never resume
+            shutil.rmtree(trial_dir(plan.out_dir, number) / "checkpoints", ignore_errors=True)
+        raise
+    finally:
+        release_memory()
+
+
+def release_memory() -> None:
+    """Frees what a finished trial held before the next one starts."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def host_rss_mb() -> float | None:
+    """This process's resident memory in MiB (psutil comes with accelerate)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def follow(plan: TrialPlan) -> None:
+    """The loop of ranks other than 0: run each trial rank 0 broadcasts, until it broadcasts the end."""
+    import optuna
+
+    while True:
+        message = ranks.broadcast(None)
+        if message is None:
+            return
+        number, values = message["number"], message["values"]
+        recipe = trial_recipe(plan, values, number)  # rank 0 validated the same values already
+        try:
+            run_trial(plan, recipe, None, number)
+        except (optuna.TrialPruned, TrialFailed):
+            continue  # rank 0 records it; the next trial (or the end) comes from rank 0

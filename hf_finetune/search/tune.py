@@ -1,0 +1,240 @@
+"""`hf-finetune tune RECIPE`: check everything, open the study, run trials until the budget is spent, report.
+
+Under `accelerate launch` with several processes, rank 0 runs Optuna's `study.optimize`; its objective
+broadcasts each trial's values and every rank trains that trial (`trials.follow` on the others).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hf_finetune.errors import Problem, RecipeError
+from hf_finetune.search import ranks
+from hf_finetune.search.outputs import (
+    check_writable,
+    guard_search_dir,
+    publish_best,
+    remove_trial_folder,
+    write_plots,
+    write_trials_csv,
+)
+from hf_finetune.search.space import endpoint_problems, resolve_space, space_yaml, suggest
+from hf_finetune.search.study import finished_trials, import_optuna, open_study, shown_url, storage_url
+from hf_finetune.search.trials import (
+    SearchStopped,
+    TrialFailed,
+    TrialPlan,
+    follow,
+    host_rss_mb,
+    run_trial,
+    trial_dir,
+    trial_recipe,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchResult:
+    out_dir: Path
+    study_name: str
+    storage: str
+    metric: str
+    direction: str
+    best_value: float | None
+    best_params: dict[str, Any] | None
+    best_dir: Path | None
+    states: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+def load_search_recipe(path: str | os.PathLike, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The validated recipe (search section included) and its raw mapping with the overrides applied."""
+    from hf_finetune.recipe.loading import apply_overrides, read_yaml
+    from hf_finetune.recipe.validation import validate_recipe
+
+    raw = read_yaml(path)
+    try:
+        raw = apply_overrides(raw, overrides)
+    except RecipeError as exc:
+        raise RecipeError(exc.problems, str(path)) from None
+    return validate_recipe(raw, str(path), overrides), raw
+
+
+def training_imbalance(recipe: Any) -> float:
+    """Largest / smallest class of the training split as the run builds it (carved, capped)."""
+    from hf_finetune.data.labels import build_label_space, encode_labels
+    from hf_finetune.data.sources import load_raw_splits
+    from hf_finetune.data.splits import cap_rows, carve_validation, select_splits
+    from hf_finetune.training.data_aware import class_counts, imbalance
+
+    data = recipe.data
+    splits = select_splits(load_raw_splits(data), data)
+    labels = build_label_space(splits, data.splits.train, data.columns.label, data.label_names)
+    train = encode_labels(splits["train"], data.columns.label, labels)
+    if "validation" not in splits:
+        train, _ = carve_validation(train, data.validation_size, data.seed)
+    train = cap_rows(train, data.max_samples.train, data.seed)
+    return imbalance(class_counts(train, labels.num_labels))
+
+
+def resolve_objective(recipe: Any) -> tuple[str, str]:
+    """(metric, direction): search.objective, else the selection metric the run itself would resolve
+    (training.metric_for_best_model, or f1 where the data-aware default picks it)."""
+    from hf_finetune.metrics.names import BUNDLED_METRICS
+    from hf_finetune.training.data_aware import SELECT_ON_F1_FROM
+
+    objective = recipe.search.objective
+    selected = recipe.training.get("metric_for_best_model")
+    if objective.metric is not None:
+        metric = objective.metric
+    elif "metric_for_best_model" in recipe.user_training_keys or not recipe.finetune.data_aware:
+        metric = selected or BUNDLED_METRICS.get(recipe.metrics[0], ("loss",))[0]
+    elif "f1" in recipe.metrics and training_imbalance(recipe) >= SELECT_ON_F1_FROM:
+        metric = "f1"
+    else:
+        metric = selected or BUNDLED_METRICS.get(recipe.metrics[0], ("loss",))[0]
+    metric = metric.removeprefix("eval_").removeprefix("validation_")
+    direction = objective.direction or ("minimize" if metric.endswith("loss") else "maximize")
+    return metric, direction
+
+
+def describe(search: Any) -> dict[str, str]:
+    sampler = (f"TPE sampler, seed {search.sampler.seed}, {search.sampler.startup_trials} random startup trials"
+               if search.sampler.type == "tpe" else f"random sampler, seed {search.sampler.seed}")
+    pruner = {"successive_halving": "asynchronous successive halving pruner (ASHA), reduction factor "
+                                    f"{search.pruner.reduction_factor}",
+              "hyperband": f"Hyperband pruner, reduction factor {search.pruner.reduction_factor}",
+              "median": "median pruner", "none": "no pruning"}[search.pruner.type]
+    return {"sampler": sampler, "pruner": pruner}
+
+
+def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials: int | None = None,
+         timeout: str | float | None = None) -> SearchResult | None:
+    """Runs (or continues) the recipe's hyperparameter search; returns its result on rank 0, None elsewhere.
+
+    Args:
+        path: the recipe file (its `search:` section, or the default space).
+        overrides: `dotted.key=value` overrides, for the recipe and its search section alike.
+        trials: the study's total number of trials (default: search.trials).
+        timeout: this command's wall time (default: search.timeout); no trial starts after it.
+
+    Raises:
+        UserError: RecipeError for the recipe and the search section (before any trial runs), or what
+            makes the search impossible (storage, output folder, unsupported launch).
+    """
+    from hf_finetune.recipe.schema import seconds
+    from hf_finetune.training.arguments import check_training_arguments
+
+    optuna = import_optuna()
+    recipe, raw = load_search_recipe(path, list(overrides or []))
+    check_training_arguments(recipe)
+    search = recipe.search
+    budget = trials if trials is not None else search.trials
+    try:
+        timeout_s = seconds(timeout) if timeout is not None else seconds(search.timeout) if search.timeout else None
+    except ValueError as exc:
+        raise RecipeError([Problem("--timeout" if timeout is not None else "search.timeout", str(exc))],
+                          str(path)) from None
+    space, is_default = resolve_space(recipe)
+    if is_default:
+        problems = endpoint_problems(raw, space, str(path))
+        if problems:
+            raise RecipeError(problems, str(path))
+    out_dir = Path(recipe.output.dir)
+    guard_search_dir(out_dir)
+    from hf_finetune.preflight import preflight
+
+    preflight(recipe)  # data, model, metrics: once, before any trial
+    metric, direction = resolve_objective(recipe)
+    plan = TrialPlan({k: v for k, v in raw.items() if k != "search"}, str(path), out_dir, metric)
+    ranks.start_process_group(int(recipe.training.get("ddp_timeout", 1800)))
+    if not ranks.is_main():
+        follow(plan)
+        return None
+
+    check_writable(out_dir)
+    url = storage_url(search, out_dir)
+    name = search.study_name or Path(path).stem
+    if is_default:
+        sys.stdout.write("# No search.space in the recipe: searching the default fine-tuning space\n"
+                         + space_yaml(space))
+        sys.stdout.flush()
+    study = open_study(search, url, name, direction)
+    done = finished_trials(study)
+    settings = describe(search)
+    logger.info("Study '%s' in %s: %d trials finished, budget %d%s; objective: %s validation %s; %s; %s; %d "
+                "process(es)", name, shown_url(url), done, budget,
+                f", timeout {timeout_s:.0f}s" if timeout_s else "", direction, metric, settings["sampler"],
+                settings["pruner"], ranks.world_size())
+
+    def objective(trial: Any) -> float:
+        values = suggest(trial, space)
+        folder = trial_dir(out_dir, trial.number)
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("folder", str(folder.resolve()))
+        logger.info("Trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
+        try:
+            recipe_n = trial_recipe(plan, values, trial.number)  # before the broadcast: invalid = failed here
+        except RecipeError as exc:
+            trial.set_user_attr("error", str(exc))
+            raise TrialFailed(str(exc)) from None
+        ranks.broadcast({"number": trial.number, "values": values})
+        try:
+            return run_trial(plan, recipe_n, trial, trial.number)
+        except (TrialFailed, SearchStopped) as exc:
+            trial.set_user_attr("error", str(exc).splitlines()[0])
+            raise
+        finally:
+            trial.set_user_attr("host_rss_mb", host_rss_mb())
+
+    def after_trial(study: Any, frozen: Any) -> None:
+        value = f"validation {metric} {frozen.value:.4f}" if frozen.value is not None else ""
+        logger.info("Trial %d %s %s", frozen.number, frozen.state.name.lower(), value)
+        if not search.keep_trials:
+            keep = {study.best_trial.number} if any(t.state.name == "COMPLETE" for t in study.trials) else set()
+            for t in study.get_trials(deepcopy=False):
+                if t.number not in keep and t.state.name in ("COMPLETE", "PRUNED", "FAIL") \
+                        and t.user_attrs.get("host") == socket.gethostname():
+                    remove_trial_folder(t.user_attrs.get("folder"))
+        write_trials_csv(study, out_dir, metric)  # after every trial: a killed search keeps its table
+
+    if done >= budget:
+        logger.info("The study already has %d finished trials (budget %d): raise --trials to run more", done, budget)
+    else:
+        callbacks = [optuna.study.MaxTrialsCallback(budget, states=tuple(
+            getattr(optuna.trial.TrialState, s) for s in ("COMPLETE", "PRUNED", "FAIL"))), after_trial]
+        study.optimize(objective, timeout=timeout_s, catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True)
+    ranks.broadcast(None)  # the other ranks leave their loop
+    return report(study, space, out_dir, metric, direction, url, settings)
+
+
+def report(study: Any, space: dict[str, Any], out_dir: Path, metric: str, direction: str, url: str,
+           settings: dict[str, Any]) -> SearchResult:
+    """Writes trials.csv, the plots and the best model folder; logs the outcome."""
+    from hf_finetune.search.space import decode_params
+
+    files = [write_trials_csv(study, out_dir, metric).name, *write_plots(study, out_dir)]
+    best_dir = publish_best(study, space, out_dir, metric, settings)
+    states: dict[str, int] = {}
+    for t in study.trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    complete = states.get("complete", 0)
+    best = study.best_trial if complete else None
+    result = SearchResult(out_dir, study.study_name, shown_url(url), metric, direction,
+                          best.value if best else None, decode_params(best.params, space) if best else None,
+                          best_dir, states, files)
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    if best is not None:
+        logger.info("Search done: %d trials (%s) | best trial %d: validation %s %.4f | %s | %s", len(study.trials),
+                    summary, best.number, metric, best.value,
+                    ", ".join(f"{k}={v}" for k, v in result.best_params.items()), best_dir or "best model elsewhere")
+    else:
+        logger.warning("Search done: %d trials (%s), none completed", len(study.trials), summary)
+    return result

@@ -1,0 +1,173 @@
+"""`hf-finetune tune`: the search section's checks, the default space, and real searches (one and two processes).
+
+The searches use a seeded random sampler over values chosen to make each kind of trial happen in a
+known order: a learning rate that learns (5e-3) and one that diverges (1.0, pruned at its first
+evaluation against the first trial), class weights that make the loss infinite (a non-finite-loss
+failure) and three weights for two labels (a UserError from the run).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_finetune.errors import RecipeError
+from hf_finetune.recipe import validate_recipe
+
+from .conftest import REPO, review_rows, write_csv, write_recipe
+
+optuna = pytest.importorskip("optuna")
+
+# With RandomSampler(seed=197) these choices come out as: (5e-3, none) complete, (1.0, none) pruned,
+# (1.0, infinite weight) non-finite loss, (5e-3, three weights) a DataError, then anything.
+SEEDED_SPACE = {
+    "training.learning_rate": {"choices": [5e-3, 1.0]},
+    "finetune.class_weights": {"choices": [None, [float("inf"), 1.0], [1.0, 2.0, 3.0]]},
+}
+SEED = 197
+
+
+def _base(tmp_path: Path, tiny_bert: Path) -> dict:
+    files = {split: str(write_csv(tmp_path / "data" / f"{split}.csv", review_rows(n, seed=seed)))
+             for split, n, seed in (("train", 32, 0), ("validation", 16, 1), ("test", 16, 2))}
+    return {
+        "task": "text-classification",
+        "model": {"name": str(tiny_bert)},
+        "data": {"files": files, "cache_dir": str(tmp_path / "cache")},
+        "training": {"num_train_epochs": 2, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 16,
+                     "logging_steps": 1, "learning_rate": 1e-3},
+        "batch": {"global_size": 16},
+        "search": {"space": SEEDED_SPACE, "objective": {"metric": "loss"},
+                   "sampler": {"type": "random", "seed": SEED}, "trials": 4},
+        "output": {"dir": str(tmp_path / "search")},
+    }
+
+
+def _rows(folder: Path) -> list[dict]:
+    with open(folder / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_search_mistakes_are_recipe_errors_with_key_paths_all_at_once():
+    raw = {"task": "text-classification", "model": {"name": "m"}, "data": {"dataset": "d"},
+           "search": {"space": {"training.learnin_rate": {"low": 1e-5, "high": 1e-3},
+                                "training.warmup_steps": {"low": 0.0, "high": 0.2, "log": True},
+                                "training.num_train_epochs": {"low": 8, "high": 2},
+                                "model.nme": {"choices": ["a"]},
+                                "output.dir": {"choices": ["x"]}},
+                      "objective": {"metric": "f1s"}}}
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe(raw)
+    text = str(caught.value)
+    assert "search.space.training.learnin_rate: not a recipe key" in text and "did you mean 'learning_rate'" in text
+    assert "search.space.training.warmup_steps: log scale needs low > 0, got low 0" in text
+    assert "search.space.training.num_train_epochs: low (8) is greater than high (2)" in text
+    assert "search.space.model.nme: not a recipe key" in text and "did you mean 'name'" in text
+    assert "search.space.output.dir: cannot be searched" in text
+    assert "search.objective.metric: 'f1s' is not produced by this run" in text and "did you mean 'f1'" in text
+    assert len(caught.value.problems) == 6
+
+    # Each edge of the space must make a valid recipe; nested keys are the same as dotted ones.
+    raw["search"] = {"space": {"training": {"per_device_train_batch_size": {"choices": [8, 0]}},
+                               "finetune.strategy": {"choices": ["full", "lin_probe"]}}}
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe(raw)
+    paths = [p.path for p in caught.value.problems]
+    assert paths == ["search.space.training.per_device_train_batch_size.choices[1]",
+                     "search.space.finetune.strategy.choices[1]"]
+    assert "did you mean 'linear_probe'" in str(caught.value)
+
+    raw["search"] = {"pruner": {"type": "median"}}
+    raw["training"] = {"eval_strategy": "no", "load_best_model_at_end": False}
+    with pytest.raises(RecipeError, match="search.pruner.type: 'median' prunes at evaluations"):
+        validate_recipe(raw)
+
+
+def test_recipes_without_search_stay_as_they_were_and_the_default_space_fits_the_recipe():
+    from hf_finetune.search.space import default_space, resolve_space
+
+    plain = validate_recipe({"task": "text-classification", "model": {"name": "m"}, "data": {"dataset": "d"}})
+    assert "search" not in plain.to_dict()
+    space, is_default = resolve_space(plain)
+    assert is_default and set(space) == {"training.learning_rate", "finetune.head_learning_rate",
+                                         "training.num_train_epochs", "training.per_device_train_batch_size",
+                                         "training.warmup_steps", "finetune.class_weights"}
+    probe = validate_recipe({"task": "image-classification", "model": {"name": "m"}, "data": {"dataset": "d"},
+                             "finetune": {"strategy": "linear_probe", "cache_features": True},
+                             "batch": {"global_size": 32}})
+    keys = set(default_space(probe))
+    assert "batch.global_size" in keys and "finetune.head_learning_rate" not in keys
+    assert "finetune.class_weights" not in keys  # cached-feature probes train without them
+
+
+def test_tune_records_complete_pruned_and_failed_trials_publishes_the_best_and_continues(tmp_path, tiny_bert):
+    from transformers import pipeline
+
+    from hf_finetune.cli import main
+
+    recipe = write_recipe(tmp_path / "search.yaml", _base(tmp_path, tiny_bert))
+    assert main(["tune", str(recipe)]) == 0
+    out = tmp_path / "search"
+    rows = _rows(out)
+    assert [r["state"] for r in rows] == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
+    assert rows[1]["evaluations"] == "1"  # pruned at its first evaluation, against trial 0
+    assert "loss became NaN or infinite" in rows[2]["error"]
+    assert "DataError" in rows[3]["error"] and "3 weights for 2 labels" in rows[3]["error"]
+    assert float(rows[0]["validation_loss"]) > 0 and float(rows[0]["duration_s"]) > 0
+    assert rows[0]["training.learning_rate"] == "0.005"
+    # Only the best trial's folder stays; the best model is an ordinary output folder.
+    assert sorted(p.name for p in (out / "trials").iterdir()) == ["trial-0000"]
+    best = out / "best"
+    assert (best / "run.json").is_file() and (out / "optimization_history.png").stat().st_size > 1000
+    answer = pipeline("text-classification", model=str(best))("the movie was great")
+    assert answer[0]["label"] in {"neg", "pos"}
+    card = (best / "README.md").read_text()
+    assert "## Hyperparameter search" in card and "trial 0 of a hyperparameter search of 4 trials" in card
+    assert "1 complete, 2 fail, 1 pruned" in card and "`training.learning_rate` | one of `0.005`, `1.0`" in card
+    summary = json.loads((best / "search.json").read_text())
+    assert summary["best_params"] == {"training.learning_rate": 0.005, "finetune.class_weights": None}
+    assert yaml.safe_load((best / "recipe.yaml").read_text())["output"]["dir"] == str(best)
+
+    # The same command again continues the study (in study.db) up to the new budget.
+    assert main(["tune", str(recipe), "--trials", "5", "search.pruner.type=none"]) == 0
+    rows = _rows(out)
+    assert [r["number"] for r in rows] == ["0", "1", "2", "3", "4"] and rows[4]["state"] in ("COMPLETE", "FAIL")
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 5
+
+
+def test_tune_refuses_a_folder_holding_a_training_run(tmp_path, tiny_bert):
+    from hf_finetune.cli import main
+
+    raw = _base(tmp_path, tiny_bert)
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "run.json").write_text('{"status": "complete"}')
+    assert main(["tune", str(write_recipe(tmp_path / "r.yaml", raw))]) == 2
+    assert sorted(p.name for p in (tmp_path / "search").iterdir()) == ["run.json"]
+
+
+@pytest.mark.slow
+def test_two_processes_run_every_trial_together_and_none_hangs(tmp_path, tiny_bert):
+    """A real 2-process CPU search (accelerate, gloo): a complete, a pruned and a non-finite-loss trial go by
+    on both ranks; a trial that fails otherwise stops every rank with a message instead of hanging."""
+    raw = _base(tmp_path, tiny_bert)
+    recipe = write_recipe(tmp_path / "ddp.yaml", raw)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(REPO / "accelerate_configs" / "cpu_ddp.yaml"), "-m", "hf_finetune.cli", "tune", str(recipe)]
+    launched = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    output = launched.stdout + launched.stderr
+    assert launched.returncode != 0, output[-3000:]
+    assert "trial 3 failed on process" in output and "stops here on every process" in output
+    assert output.count("Batch: 16 samples per optimizer step = 2 processes x 8 per device") == 4
+    out = tmp_path / "search"
+    study = optuna.load_study(study_name="ddp", storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
+    assert study.trials[1].user_attrs["evaluations"] == 1
+    assert _rows(out)[2]["state"] == "FAIL"  # trials.csv is written after every finished trial
