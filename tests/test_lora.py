@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -160,3 +161,68 @@ def test_a_missing_peft_names_the_extra(monkeypatch, tiny_bert):
     monkeypatch.setitem(sys.modules, "peft", None)  # what an environment without peft imports
     with pytest.raises(MissingExtraError, match=r'finetune.strategy: lora needs the .peft. package.*hf-finetune\[lora\]'):
         apply_lora(model, LoraSpec())
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_lora_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, text_recipe, monkeypatch):
+    from transformers import TrainerCallback
+
+    from hf_finetune.training import trainer as trainer_module
+
+    recipe = lora_text_recipe(text_recipe)
+    recipe["finetune"].pop("early_stopping_patience")
+    recipe["training"].update(num_train_epochs=1, per_device_train_batch_size=8, eval_strategy="steps",
+                              save_strategy="steps", eval_steps=2, save_steps=2)  # 6 steps
+    recipe["output"]["dir"] = str(tmp_path / "straight")
+    straight = train(tmp_path, recipe)
+
+    class CrashAfterStep5(TrainerCallback):  # the process dies: checkpoint 4 on disk, step 5 lost
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise Crash()
+
+    original_init = trainer_module.FinetuneTrainer.__init__
+
+    def init_with_crash(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.add_callback(CrashAfterStep5())
+
+    recipe["output"]["dir"] = str(tmp_path / "crashed")
+    path = write_recipe(tmp_path / "crashed.yaml", recipe)
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module.FinetuneTrainer, "__init__", init_with_crash)
+        with pytest.raises(Crash):
+            main(["train", str(path)])
+    out = tmp_path / "crashed"
+    assert (out / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors").is_file()
+    assert not (out / "run.json").exists()
+    assert main(["train", str(path), "--resume"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["train"]["resumed_from"].endswith("checkpoint-4")
+    for name in ("model.safetensors", f"{ADAPTER_DIR}/adapter_model.safetensors"):
+        expected, got = load_file(straight / name), load_file(out / name)
+        assert expected.keys() == got.keys()
+        for key, value in expected.items():
+            assert torch.equal(got[key], value), f"{name}: {key}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("HF_FINETUNE_LONG_TESTS"),
+                    reason="about 30 s on 2 cores; HF_FINETUNE_LONG_TESTS=1 runs it (test_distributed covers DDP)")
+def test_two_process_lora_run_matches_one_process(tmp_path, text_recipe):
+    from hf_finetune.testing import write_tiny_bert
+
+    from .conftest import FILLER, NEGATIVE, POSITIVE
+    from .test_distributed import compare_one_and_two_processes
+
+    recipe = lora_text_recipe(text_recipe)
+    recipe["model"]["name"] = str(write_tiny_bert(tmp_path / "bert-no-dropout", POSITIVE + NEGATIVE + FILLER,
+                                                  dropout=0.0))
+    recipe["finetune"]["lora"]["dropout"] = 0.0  # the same computation on both sides
+    recipe["finetune"].pop("early_stopping_patience")
+    recipe["batch"] = {"global_size": 16}
+    recipe["training"].update(num_train_epochs=1, per_device_train_batch_size=16)
+    m1, m2 = compare_one_and_two_processes(tmp_path, recipe)  # merged weights within float rounding
+    assert m1["train"]["lora"]["trainable_params"] == m2["train"]["lora"]["trainable_params"]
