@@ -226,3 +226,26 @@ def test_two_process_lora_run_matches_one_process(tmp_path, text_recipe):
     recipe["training"].update(num_train_epochs=1, per_device_train_batch_size=16)
     m1, m2 = compare_one_and_two_processes(tmp_path, recipe)  # merged weights within float rounding
     assert m1["train"]["lora"]["trainable_params"] == m2["train"]["lora"]["trainable_params"]
+
+
+@pytest.mark.parametrize("family, targets, head", [
+    ("distilbert", ["q_lin", "v_lin"], ["classifier", "pre_classifier"]),
+    ("roberta", ["query", "value"], ["classifier.dense", "classifier.out_proj"]),
+    ("gpt2", ["c_attn"], ["score"]),
+])
+def test_default_targets_and_head_per_text_family(tmp_path, family, targets, head):
+    from hf_finetune.models.backbones import build_text_model, build_tokenizer
+    from hf_finetune.testing import write_tiny_text_model
+
+    from .conftest import FILLER, NEGATIVE, POSITIVE
+
+    spec = ModelSpec(name=str(write_tiny_text_model(tmp_path / family, POSITIVE + NEGATIVE + FILLER, family)))
+    tokenizer = build_tokenizer(spec)
+    model, record = apply_lora(build_text_model(spec, LabelSpace(("a", "b", "c"), ("a", "b", "c")), tokenizer),
+                               LoraSpec())
+    assert record["target_modules"] == targets and record["modules_to_save"] == head
+    assert record["adapted_layers"] == 2 * len(targets)  # two layers each
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable)
+    logits = model(**tokenizer(["good film", "bad"], padding=True, return_tensors="pt")).logits
+    assert logits.shape == (2, 3)

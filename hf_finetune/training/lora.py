@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 ADAPTER_DIR = "adapter"  # <output.dir>/adapter: adapter_config.json + adapter_model.safetensors
 PURPOSE = "finetune.strategy: lora"
 _ADAPTED = (nn.Linear, nn.Conv2d)  # what the error lists as candidate targets (peft adapts more)
+# Encoders that peft's table (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING) leaves out: their
+# attention query and value projections, as the table gives for BERT.
+MORE_DEFAULTS = {"distilbert": ["q_lin", "v_lin"], "mpnet": ["q", "v"], "albert": ["query", "value"],
+                 "electra": ["query", "value"], "xlm-roberta": ["query", "value"], "camembert": ["query", "value"]}
 
 
 def lora_recipe_problems(ft: Any, model: Any = None) -> list[Problem]:
@@ -74,6 +78,7 @@ def default_target_modules(model: nn.Module) -> tuple[list[str], str]:
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
 
         model_type = getattr(model.config, "model_type", None)
+        DEFAULTS = {**MORE_DEFAULTS, **DEFAULTS}
         if model_type in DEFAULTS:
             return list(DEFAULTS[model_type]), f"peft's default for {model_type}: the attention projections"
         raise ModelError(f"finetune.lora.target_modules: peft has no default LoRA targets for model type "
