@@ -8,6 +8,7 @@
     hf-finetune push OUTPUT_DIR [--repo-id OWNER/NAME] [--no-private] [--revision BRANCH]
     hf-finetune rank RECIPE [dotted.key=value ...] [--candidates A B ...] [--by logme|knn|probe|hscore]
     hf-finetune tune RECIPE [dotted.key=value ...] [--trials N] [--timeout 30m]
+    hf-finetune export OUTPUT_DIR --format onnx [--opset N] [--output-dir DIR] [--external-data]
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_positive, default=32, help="inputs per forward pass (default 32)")
     predict.add_argument("--column", help="column of csv/jsonl/parquet inputs (default: the run's text or image column)")
     predict.add_argument("--output", metavar="FILE", help="also write the predictions to FILE (.jsonl or .csv)")
+    predict.add_argument("--onnx", action="store_true",
+                         help="run the exported model (OUTPUT_DIR/onnx/model.onnx, from hf-finetune export) in ONNX "
+                              "Runtime instead of PyTorch")
+    predict.add_argument("--onnx-model", metavar="MODEL.onnx", help="with --onnx: an exported model elsewhere")
 
     evaluate = sub.add_parser("evaluate", help="score a finished run's model on another split or new labelled data")
     evaluate.add_argument("output_dir", metavar="OUTPUT_DIR", help="a finished run's output folder")
@@ -101,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--timeout", metavar="DURATION",
                       help="wall time of this command: 90s, 30m, 2h (default: search.timeout, none); no trial "
                            "starts after it")
+    export = sub.add_parser("export", help="export a finished run's model to ONNX, checked with ONNX Runtime")
+    export.add_argument("output_dir", metavar="OUTPUT_DIR", help="a finished run's output folder")
+    export.add_argument("--format", choices=["onnx"], required=True, help="export format (onnx)")
+    export.add_argument("--opset", type=_positive, help="ONNX opset version (default: the exporter's)")
+    export.add_argument("--output-dir", dest="output_dir_out", metavar="DIR",
+                        help="where to write model.onnx and labels.json (default: OUTPUT_DIR/onnx)")
+    export.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None,
+                        help="weights in model.onnx.data beside the graph (default: when they exceed 2 GB)")
     return parser
 
 
@@ -170,7 +183,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
 
     _quiet_loading()
-    predictor = load_predictor(args.output_dir)
+    if args.onnx or args.onnx_model:
+        from hf_finetune.finished.export import load_onnx_predictor
+
+        predictor = load_onnx_predictor(args.output_dir, args.onnx_model)
+    else:
+        predictor = load_predictor(args.output_dir)
     items = read_inputs(predictor, args.inputs, column=args.column)
     predictions = predict(predictor, items, batch_size=args.batch_size, top_k=args.top_k)
     if args.output:  # first, so the file is complete even when the reader of stdout stops early
@@ -232,11 +250,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     result = tune(args.recipe, args.overrides, trials=args.trials, timeout=args.timeout)
     if result is not None and result.best_dir is not None:
         sys.stdout.write(f"{result.best_dir}\n")
+def cmd_export(args: argparse.Namespace) -> int:
+    from hf_finetune.finished.export import export_onnx, format_result
+
+    _quiet_loading()
+    result = export_onnx(args.output_dir, opset=args.opset, output_dir=args.output_dir_out,
+                         external_data=args.external_data)
+    sys.stdout.write(format_result(result))
     return 0
 
 
 COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "push": cmd_push, "rank": cmd_rank, "tune": cmd_tune}
+            "evaluate": cmd_evaluate, "push": cmd_push, "rank": cmd_rank, "tune": cmd_tune,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

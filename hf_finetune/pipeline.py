@@ -145,6 +145,10 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
         trainer_setup.trainer.add_callback(callback)
     if trainer_setup.class_weights is not None:
         decided["finetune"] = {"class_weights": trainer_setup.class_weights}  # the weights used
+    if trainer_setup.lora is not None:
+        from hf_finetune.training.lora import resolved_settings
+
+        decided.setdefault("finetune", {})["lora"] = resolved_settings(recipe.finetune.lora, trainer_setup.lora)
     setup_s = time.time() - started
     logger.info("Setup took %.1fs (checks, data, model); training starts", setup_s)
     return Session(recipe, resolved_recipe(recipe, {"training": resolved_training.training}, decided), args, data,

@@ -218,9 +218,11 @@ def test_field_reference_documents_every_key(tmp_path):
     (tmp_path / "images" / "a").mkdir(parents=True)
     vision = {"task": "image-classification", "model": {"name": "timm/resnet50.a1_in1k"},
               "data": {"image_folder": str(tmp_path / "images")}}
-    # The search section (hf-finetune tune) appears in a resolved recipe only when the recipe has one.
-    resolved = [validate_recipe({**minimal(tmp_path), "search": {}}).to_dict(), validate_recipe(vision).to_dict()]
-    assert leaf_keys(resolved[0], sections) | leaf_keys(resolved[1], sections) == set(keys)
+    # The search and rank sections (hf-finetune tune / rank) appear in a resolved recipe only when the
+    # recipe has them; finetune.lora and output.save_adapter with strategy lora only.
+    resolved = [validate_recipe({**minimal(tmp_path), "search": {}, "rank": {}}).to_dict(), validate_recipe(vision).to_dict(),
+                validate_recipe(minimal(tmp_path, finetune={"strategy": "lora"})).to_dict()]
+    assert set().union(*(leaf_keys(r, sections) for r in resolved)) == set(keys)
     assert "augmentation.hflip" not in leaf_keys(resolved[0], sections)
     assert "preprocessing.max_length" not in leaf_keys(resolved[1], sections)
 

@@ -42,6 +42,7 @@ class Block:
 class ModelParts:
     head: Block
     blocks: list[Block]  # bottom to top
+    frozen: int = 0  # parameters in neither, which never train (the base model under LoRA adapters)
 
     def all_blocks(self) -> list[Block]:
         """Bottom to top, head last."""

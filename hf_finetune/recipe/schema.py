@@ -224,7 +224,20 @@ class Augmentation(Section):
         }
 
 
-Strategy = Literal["full", "linear_probe", "gradual_unfreeze", "probe_then_full"]
+Strategy = Literal["full", "linear_probe", "gradual_unfreeze", "probe_then_full", "lora"]
+
+
+class LoraSpec(Section):
+    """LoRA adapters (finetune.strategy: lora, through peft): low-rank updates of chosen backbone layers."""
+
+    r: int = Field(8, gt=0, description="LoRA rank: the inner size of each low-rank update.")
+    alpha: float = Field(16, gt=0, description="LoRA scaling numerator: updates are scaled by alpha / r.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the input of each LoRA update.")
+    target_modules: list[str] | None = Field(
+        None,
+        description="Backbone modules (name or name suffix) that get adapters (default per architecture: BERT "
+        "family query/value, timm ViTs qkv, other timm models their linear layers; recorded).",
+    )
 
 
 class Finetune(Section):
@@ -233,8 +246,10 @@ class Finetune(Section):
     strategy: Strategy = Field(
         "full",
         description="full: everything trains; linear_probe: only the new head; gradual_unfreeze: head first, "
-        "then backbone blocks top-down; probe_then_full: linear probe, then full fine-tuning (LP-FT).",
+        "then backbone blocks top-down; probe_then_full: linear probe, then full fine-tuning (LP-FT); "
+        "lora: LoRA adapters on the frozen backbone, the new head in full (needs the lora extra).",
     )
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings (finetune.strategy: lora).")
     cache_features: bool = Field(
         False,
         description="linear_probe: compute frozen-backbone features once (eval preprocessing) and train the head "
@@ -296,6 +311,11 @@ class OutputSpec(Section):
     overwrite: bool = Field(False, description="Replace a finished run in output.dir instead of refusing.")
     keep_checkpoints: bool = Field(
         False, description="Keep <output.dir>/checkpoints after a successful run (they are only needed to resume)."
+    )
+    save_adapter: bool = Field(
+        False,
+        description="finetune.strategy lora: also keep the LoRA adapter in PEFT's layout in <output.dir>/adapter "
+        "(the folder itself always holds the merged model).",
     )
 
 
@@ -587,8 +607,12 @@ class Recipe(Section):
         else:
             exclude = {"preprocessing": True, "model": {"attn_implementation"},
                        "data": {"columns": {"text", "text_pair"}}}
-        if "search" not in self.model_fields_set:
-            exclude["search"] = True  # only `tune` reads it; a recipe without one stays as it was
+        for section in ("search", "rank"):  # only `tune` / `rank` read them; a recipe without one stays as it was
+            if section not in self.model_fields_set:
+                exclude[section] = True
+        if self.finetune.strategy != "lora":  # LoRA keys mean nothing to the other strategies
+            exclude["finetune"] = {"lora"}
+            exclude["output"] = {"save_adapter"}
         return self.model_dump(mode="json", exclude=exclude)
 
     def to_yaml(self) -> str:

@@ -178,6 +178,8 @@ def _finetune_checks(ft: Finetune, training: dict[str, Any] | None, task: str | 
     for key, strategy in only_for.items():
         if getattr(ft, key) != getattr(default, key) and ft.strategy != strategy:
             problems.append(Problem(f"finetune.{key}", f"only applies to finetune.strategy: {strategy}"))
+    if ft.strategy != "lora" and "lora" in ft.model_fields_set:
+        problems.append(Problem("finetune.lora", "only applies to finetune.strategy: lora"))
     if ft.strategy == "linear_probe":
         for key in ("layer_decay", "backbone_lr_scale"):
             if getattr(ft, key) != getattr(default, key):
@@ -366,9 +368,16 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None,
         if batch.global_size is not None and "gradient_accumulation_steps" in user_training:
             problems.append(Problem("training.gradient_accumulation_steps",
                                     "is derived from batch.global_size; set one or the other"))
+    output = parts.get("output")
     if parts.get("finetune") is not None:
         problems += _finetune_checks(parts["finetune"], parts.get("training"), task, parts.get("augmentation"))
-    output = parts.get("output")
+    finetune = parts.get("finetune") if "finetune" in raw else Finetune()
+    if finetune is not None and finetune.strategy == "lora":
+        from hf_finetune.training.lora import lora_recipe_problems
+
+        problems += lora_recipe_problems(finetune, parts.get("model"))
+    if output is not None and output.save_adapter and finetune is not None and finetune.strategy != "lora":
+        problems.append(Problem("output.save_adapter", "only applies to finetune.strategy: lora"))
     if output is not None and output.dir is not None:
         problem = output_dir_problem(output.dir)
         if problem:

@@ -111,4 +111,5 @@ def train_record(session: Any, train_output: Any) -> dict[str, Any]:
         "phases": plan.phases if plan else [{"phase": 0, "training": "head only, on cached features"}],
         "param_groups": plan.group_summary() if plan else [],
         "class_weights": session.setup.class_weights,
+        **({"lora": session.setup.lora} if session.setup.lora is not None else {}),
     }

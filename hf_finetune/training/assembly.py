@@ -30,10 +30,16 @@ class TrainerSetup:
     tokenizer: Any
     plan: FinetunePlan | None  # None for a probe on cached features (only the head exists for the trainer)
     class_weights: dict[str, float] | None
+    lora: dict[str, Any] | None = None  # strategy lora: what was adapted and how many parameters train
+    save_adapter: bool = False
 
     def save(self, folder: Path) -> None:
         """Saves the full model (and tokenizer); every process calls it (FSDP/DeepSpeed gather)."""
-        if self.plan is not None:
+        if self.lora is not None:
+            from hf_finetune.training.lora import save_merged
+
+            save_merged(self.trainer, self.tokenizer, folder, self.save_adapter)
+        elif self.plan is not None:
             self.trainer.save_model(str(folder))
         elif self.trainer.is_world_process_zero():
             self.model.save_pretrained(folder)
@@ -99,6 +105,11 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
                                   data_collator=collate_features, **common)
         return TrainerSetup(trainer, cached, model, tokenizer, plan=None, class_weights=weights)
 
+    lora = None
+    if ft.strategy == "lora":
+        from hf_finetune.training.lora import apply_lora
+
+        model, lora = apply_lora(model, ft.lora)
     plan = build_plan(model, ft, args)
     trainer = FinetuneTrainer(
         model=model, train_dataset=data.splits["train"], eval_dataset=data.splits["validation"],
@@ -106,5 +117,10 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
         mixer=_mixer(recipe, args, data.labels.num_labels), **common,
     )
     trainer.add_callback(StrategyCallback(plan))
+    if lora is not None:
+        from hf_finetune.training.lora import check_sharding
+
+        check_sharding(trainer)
     configure_fsdp_wrapping(trainer.accelerator, model)
-    return TrainerSetup(trainer, data.splits, model, tokenizer, plan=plan, class_weights=weights)
+    return TrainerSetup(trainer, data.splits, model, tokenizer, plan=plan, class_weights=weights, lora=lora,
+                        save_adapter=recipe.output.save_adapter)

@@ -32,6 +32,9 @@ TEXT_LR_BY_SIZE = ((50e6, 1e-4), (200e6, 5e-5), (math.inf, 2e-5))  # (parameters
 CNN_LR = 1e-3
 VISION_TRANSFORMER_LR = 1e-4
 HEAD_LR_FACTOR = 10.0  # the new head starts from random weights: it learns faster than the backbone
+# LoRA's updates start at zero and are low-rank: its recipes train at about 10x the full fine-tuning
+# rate (the LoRA paper's RoBERTa/DeBERTa GLUE runs: 4e-4 to 5e-4 against 1e-5 to 3e-5), capped here.
+LORA_LR_FACTOR, LORA_LR_CAP = 10.0, 1e-3
 WARMUP_SHARE = 0.1  # of all steps; protects the pretrained weights from the first, noisy updates
 
 
@@ -170,6 +173,9 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
     if not _user_set(recipe, "training", "learning_rate"):
         # The optimizer recipe is one unit: who picks the learning rate picks warmup and head rate too.
         rate, family = learning_rate_for(model, recipe.is_text)
+        if recipe.finetune.strategy == "lora":
+            rate = min(rate * LORA_LR_FACTOR, max(rate, LORA_LR_CAP))
+            family += f"; LoRA adapters train at {LORA_LR_FACTOR:g}x that (at most {LORA_LR_CAP:g})"
         decide("training.learning_rate", rate, family)
         if recipe.finetune.strategy != "linear_probe":
             decide("finetune.head_learning_rate", min(rate * HEAD_LR_FACTOR, 1e-2),

@@ -5,6 +5,7 @@
     gradual_unfreeze   the head first, then backbone blocks from the top down, a few more every N
                        epochs (or steps), until the whole model trains
     probe_then_full    a linear probe for `probe_epochs`, then the whole model (LP-FT)
+    lora               LoRA adapters on the frozen backbone and the new head (training/lora.py)
 
 Learning rates: the head gets `head_learning_rate` (default: training.learning_rate); the backbone
 gets learning_rate x backbone_lr_scale, times layer_decay^d for the block d steps below the head.
@@ -43,7 +44,7 @@ class Schedule:
     probe_epochs: float = 1
 
     def trainable_blocks(self, epoch: float, step: int) -> int:
-        if self.strategy == "full":
+        if self.strategy in ("full", "lora"):
             return self.num_blocks
         if self.strategy == "linear_probe":
             return 0
@@ -99,6 +100,8 @@ class FreezeController:
         if self.trainable == 0:
             return "head only"
         if self.trainable == len(self.parts.blocks):
+            if self.parts.frozen:  # LoRA: the blocks are the adapters, the backbone stays frozen
+                return "head + " + ", ".join(b.name for b in self.parts.blocks)
             return "all blocks"
         top = self.parts.blocks[len(self.parts.blocks) - self.trainable:]
         return f"head + top {self.trainable} blocks (from {top[0].name})"
@@ -156,7 +159,12 @@ def _no_decay_names(model: nn.Module) -> set[str]:
 
 def build_plan(model: nn.Module, ft: Finetune, args: Any) -> FinetunePlan:
     """The plan for `model`: its blocks, the unfreezing schedule and the optimizer groups."""
-    parts = split_model(model)
+    if ft.strategy == "lora":
+        from hf_finetune.training.lora import lora_parts
+
+        parts = lora_parts(model)
+    else:
+        parts = split_model(model)
     schedule = Schedule(
         strategy=ft.strategy,
         num_blocks=len(parts.blocks),
@@ -197,7 +205,8 @@ class StrategyCallback(TrainerCallback):
             "trainable_params": self.plan.freeze.trainable_parameters(),
         }
         self.plan.phases.append(phase)
-        total = self.plan.parts.head.num_params + sum(b.num_params for b in self.plan.parts.blocks)
+        total = (self.plan.parts.head.num_params + sum(b.num_params for b in self.plan.parts.blocks)
+                 + self.plan.parts.frozen)
         logger.info("Phase %d from step %d (epoch %.2f): %s train, %s of %s parameters",
                     phase["phase"], phase["step"], phase["epoch"], phase["training"],
                     f"{phase['trainable_params']:,}", f"{total:,}")

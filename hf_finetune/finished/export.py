@@ -1,0 +1,294 @@
+"""Export a finished run's model to ONNX, checked against PyTorch with ONNX Runtime.
+
+    hf-finetune export OUTPUT_DIR --format onnx [--opset N] [--output-dir DIR] [--external-data]
+
+    export_onnx         torch.onnx.export(dynamo=True) with a dynamic batch axis (and sequence, for text),
+                        the label names in the model's metadata and in labels.json beside it, then
+                        `verify` at shapes other than the traced example
+    load_onnx_predictor a Predictor (as `hf-finetune predict` uses) whose model runs in ONNX Runtime
+
+The example traced has batch 2 and sequence 16: torch.export specialises dimensions of size 0 and 1,
+so tracing at batch 1 would give a graph that only takes batch 1. Optimum, the usual exporter,
+does not support transformers 5, hence torch's own exporter (as timm's utils/onnx.py does).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from hf_finetune.errors import NotAFinishedRunError, UserError
+from hf_finetune.extras import require
+
+logger = logging.getLogger(__name__)
+
+ONNX_DIR = "onnx"
+MODEL_FILE = "model.onnx"
+LABELS_FILE = "labels.json"
+METADATA_KEY = "hf_finetune"  # metadata_props entry: JSON with task, labels, inputs, max_length
+ATOL = 1e-4  # fp32: ONNX Runtime's kernels against PyTorch's
+EXTERNAL_DATA_FROM = 2 * 1024**3  # protobuf's limit for one file: larger weights go to model.onnx.data
+EXAMPLE_BATCH, EXAMPLE_SEQUENCE = 2, 16  # traced shapes: >= 2, so torch.export keeps them dynamic
+CHECK_BATCHES = (1, 3, 5)  # checked shapes differ from the traced ones
+CHECK_SEQUENCES = (1, 7, 33)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    opset: int | None
+    external_data: bool
+    example: list[int] = field(default_factory=list)  # the traced input shape
+    checks: list[dict[str, Any]] = field(default_factory=list)  # per checked shape: max abs diff, argmax agreement
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(c["max_abs_diff"] for c in self.checks)
+
+    @property
+    def argmax_agreement(self) -> float:
+        return min(c["argmax_agreement"] for c in self.checks)
+
+
+def _require_onnx() -> tuple[Any, Any]:
+    onnx = require("onnx", "onnx", "hf-finetune export --format onnx")
+    require("onnxscript", "onnx", "hf-finetune export --format onnx")  # torch.onnx.export(dynamo=True) needs it
+    ort = require("onnxruntime", "onnx", "hf-finetune export --format onnx")
+    return onnx, ort
+
+
+class _Logits:
+    """The model as a function of its input tensors, returning logits only (one ONNX output)."""
+
+    def __new__(cls, model: Any, names: list[str]) -> Any:
+        import torch
+
+        class Logits(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, *tensors: Any) -> Any:
+                return self.model(**dict(zip(names, tensors, strict=True))).logits
+
+        return Logits().eval()
+
+
+def _text_inputs(predictor: Any, batch: int, length: int, seed: int) -> dict[str, Any]:
+    """Random token ids of the vocabulary, rows after the first padded at random points."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    vocab = len(predictor.tokenizer)
+    ids = torch.randint(0, vocab, (batch, length), generator=generator)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    for row in range(1, batch):
+        keep = int(torch.randint(1, length + 1, (1,), generator=generator))
+        mask[row, keep:] = 0
+        ids[row, keep:] = predictor.tokenizer.pad_token_id
+    tensors = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    return {name: tensors[name] for name in _text_input_names(predictor)}
+
+
+def _text_input_names(predictor: Any) -> list[str]:
+    import inspect
+
+    accepted = inspect.signature(predictor.model.forward).parameters
+    return [n for n in ("input_ids", "attention_mask", "token_type_ids")
+            if n in predictor.tokenizer.model_input_names and n in accepted]
+
+
+def _image_inputs(predictor: Any, batch: int, seed: int) -> dict[str, Any]:
+    import torch
+
+    size = tuple(predictor.model.config.pretrained_cfg.get("input_size") or (3, 224, 224))
+    return {"pixel_values": torch.randn((batch, *size), generator=torch.Generator().manual_seed(seed))}
+
+
+def export_onnx(out_dir: str | os.PathLike, *, opset: int | None = None, output_dir: str | os.PathLike | None = None,
+                external_data: bool | None = None) -> ExportResult:
+    """Exports the run's model to `<out_dir>/onnx/model.onnx` (or `output_dir`) and verifies it.
+
+    Args:
+        out_dir: a finished run's output folder.
+        opset: the ONNX opset (default: the exporter's).
+        output_dir: where to write (default `<out_dir>/onnx`, then listed in run.json so push uploads it).
+        external_data: weights in a separate model.onnx.data file (default: when they exceed 2 GB).
+
+    Raises:
+        UserError: not a finished run, a missing onnx extra, or an export that fails the check.
+    """
+    import torch
+
+    from hf_finetune.finished.predict import load_predictor
+    from hf_finetune.outputs import output_lock, read_run, record_files
+
+    _require_onnx()
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise NotAFinishedRunError(f"OUTPUT_DIR: {out_dir} is not a folder")
+    with output_lock(out_dir, "export"):
+        predictor = load_predictor(out_dir)
+        dest = Path(output_dir) if output_dir is not None else out_dir / ONNX_DIR
+        dest.mkdir(parents=True, exist_ok=True)
+        path = dest / MODEL_FILE
+        model = predictor.model.float().eval()
+        if predictor.is_text:
+            names = _text_input_names(predictor)
+            example = _text_inputs(predictor, EXAMPLE_BATCH, min(EXAMPLE_SEQUENCE, predictor.max_length), seed=0)
+            batch = torch.export.Dim("batch", min=1)
+            sequence = torch.export.Dim("sequence", min=1, max=predictor.max_length)
+            dynamic = (tuple({0: batch, 1: sequence} for _ in names),)  # forward(*tensors): one varargs entry
+        else:
+            names = ["pixel_values"]
+            example = _image_inputs(predictor, EXAMPLE_BATCH, seed=0)
+            dynamic = (({0: torch.export.Dim("batch", min=1)},),)
+        wrapper = _Logits(model, names)
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        external = size > EXTERNAL_DATA_FROM if external_data is None else external_data
+        for stale in (path, path.with_name(path.name + ".data")):
+            stale.unlink(missing_ok=True)
+        metadata = {"task": predictor.task, "labels": predictor.labels, "inputs": names,
+                    "max_length": predictor.max_length if predictor.is_text else None}
+        with warnings.catch_warnings():  # "axis name batch will not be used": the names are kept as given
+            warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
+            try:
+                program = torch.onnx.export(wrapper, tuple(example[n] for n in names), dynamo=True,
+                                            input_names=names, output_names=["logits"], dynamic_shapes=dynamic,
+                                            opset_version=opset, verbose=False)
+            except Exception as exc:  # the exporter's errors are long: keep the summary line
+                raise UserError(f"export: torch.onnx.export failed for {type(model).__name__}: "
+                                f"{_summary(exc)}") from exc
+            program.model.metadata_props[METADATA_KEY] = json.dumps(metadata)
+            program.model.metadata_props["id2label"] = json.dumps(dict(enumerate(predictor.labels)))
+            program.save(str(path), external_data=external)
+        (dest / LABELS_FILE).write_text(json.dumps(predictor.labels, indent=2) + "\n", encoding="utf-8")
+        result = ExportResult(path=path, opset=_opset(path), external_data=external,
+                              example=list(example[names[0]].shape))
+        result.checks = verify(path, predictor, wrapper, names)
+        if result.max_abs_diff > ATOL or result.argmax_agreement < 1.0:
+            raise UserError(f"export: {path} does not match PyTorch (max abs difference {result.max_abs_diff:.2e}, "
+                            f"argmax agreement {result.argmax_agreement:.1%}; needed <= {ATOL:g} and 100%)")
+        result.files = [p for p in (path, path.with_name(path.name + ".data"), dest / LABELS_FILE) if p.is_file()]
+        if dest.resolve().parent == out_dir.resolve() and read_run(out_dir) is not None:
+            record_files(out_dir, [f"{dest.name}/{p.name}" for p in result.files])  # push uploads them
+        return result
+
+
+def _summary(exc: Exception) -> str:
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith("<class")), lines[0] if lines else type(exc).__name__)
+    return detail
+
+
+def _opset(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def verify(path: Path, predictor: Any, wrapper: Any, names: list[str]) -> list[dict[str, Any]]:
+    """ONNX Runtime (CPU) against PyTorch at shapes other than the traced example."""
+    import numpy as np
+    import torch
+
+    session = _session(path)
+    shapes = ([(b, min(s, predictor.max_length)) for b, s in zip(CHECK_BATCHES, CHECK_SEQUENCES, strict=True)]
+              if predictor.is_text else [(b,) for b in CHECK_BATCHES])
+    checks = []
+    for seed, shape in enumerate(shapes, start=1):
+        inputs = (_text_inputs(predictor, *shape, seed=seed) if predictor.is_text
+                  else _image_inputs(predictor, shape[0], seed=seed))
+        with torch.inference_mode():
+            expected = wrapper(*(inputs[n] for n in names)).float().numpy()
+        got = session.run(["logits"], {n: inputs[n].numpy() for n in names})[0]
+        checks.append({"shape": list(inputs[names[0]].shape), "max_abs_diff": float(np.abs(got - expected).max()),
+                       "argmax_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean())})
+    return checks
+
+
+def _session(path: Path) -> Any:
+    _, ort = _require_onnx()
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def format_result(result: ExportResult) -> str:
+    lines = [f"Exported {result.path} (opset {result.opset}"
+             f"{', weights in ' + result.path.name + '.data' if result.external_data else ''})",
+             f"Checked with ONNX Runtime against PyTorch at shapes other than the traced "
+             f"{'x'.join(map(str, result.example))} example (needed: max abs difference <= {ATOL:g}, "
+             "argmax agreement 100%):"]
+    for check in result.checks:
+        shape = "x".join(map(str, check["shape"]))
+        lines.append(f"  input {shape:<12} max abs difference {check['max_abs_diff']:.2e}  "
+                     f"argmax agreement {check['argmax_agreement']:.0%}")
+    lines.append(f"Files: {', '.join(str(p) for p in result.files)}")
+    return "\n".join(lines) + "\n"
+
+
+# --- running an exported model ---------------------------------------------------------------------------
+
+class OnnxModel:
+    """An ONNX Runtime session called like a transformers model: `model(**tensors).logits`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.session = _session(Path(path))
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
+
+    def __call__(self, **tensors: Any) -> Any:
+        import numpy as np
+        import torch
+
+        missing = [n for n in self.inputs if n not in tensors]
+        if missing:
+            raise UserError(f"--onnx: the exported model needs inputs {missing} that the preprocessing did not make")
+        feed = {n: np.ascontiguousarray(tensors[n].numpy()) for n in self.inputs}
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
+
+
+def onnx_model_path(out_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    return Path(path) if path else Path(out_dir) / ONNX_DIR / MODEL_FILE
+
+
+def load_onnx_predictor(out_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Any:
+    """A Predictor whose model is the exported ONNX file, with the run's tokenizer or image transform.
+
+    Raises:
+        UserError: no exported model (says how to make one), or a missing onnx extra.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from hf_finetune.data.text import default_max_length
+    from hf_finetune.finished.predict import Predictor, output_task
+
+    model_path = onnx_model_path(out_dir, path)
+    if not model_path.is_file():
+        raise NotAFinishedRunError(f"--onnx: {model_path} not found; make it with: hf-finetune export {out_dir} "
+                                   "--format onnx")
+    task, recipe = output_task(out_dir)
+    model = OnnxModel(model_path)
+    labels_file = model_path.with_name(LABELS_FILE)
+    labels = model.metadata.get("labels") or json.loads(labels_file.read_text(encoding="utf-8"))
+    config = AutoConfig.from_pretrained(out_dir, local_files_only=True)
+    if task == "text-classification":
+        tokenizer = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
+        max_length = (model.metadata.get("max_length") or (recipe.get("preprocessing") or {}).get("max_length")
+                      or default_max_length(tokenizer, config))
+        return Predictor(task, model, list(labels), recipe, tokenizer=tokenizer, max_length=max_length)
+    from hf_finetune.data.vision import build_eval_transform
+    from hf_finetune.models.backbones import vision_data_config
+
+    return Predictor(task, model, list(labels), recipe, transform=build_eval_transform(vision_data_config(config)))
