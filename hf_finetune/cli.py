@@ -6,6 +6,7 @@
     hf-finetune predict OUTPUT_DIR INPUTS... [--top-k K] [--output FILE]
     hf-finetune evaluate OUTPUT_DIR [--data FILE_OR_FOLDER_OR_DATASET] [--split NAME] [--output-dir DIR]
     hf-finetune push OUTPUT_DIR [--repo-id OWNER/NAME] [--no-private] [--revision BRANCH]
+    hf-finetune ensemble OUT_DIR RUN_DIR RUN_DIR ... [--method logits|soup|greedy-soup] [--weights uniform|validation]
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="create the repository private, or public with --no-private (default: the run's "
                            "hub.private, true unless set); an existing repository keeps its visibility")
     push.add_argument("--revision", metavar="BRANCH", help="branch to push to (default: the run's hub.revision, else main)")
+    ensemble = sub.add_parser("ensemble", help="combine finished runs: a logit ensemble, or a (greedy) model soup")
+    ensemble.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (new or empty)")
+    ensemble.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished runs with the same labels")
+    ensemble.add_argument("--method", choices=["logits", "soup", "greedy-soup"], default="logits",
+                          help="logits: average the runs' probabilities (any backbones); soup: average the weights "
+                               "of runs of one backbone; greedy-soup: add runs best-validation-first while "
+                               "validation improves (default logits)")
+    ensemble.add_argument("--weights", choices=["uniform", "validation"], default="uniform",
+                          help="logits: equal weights, or proportional to each run's validation score (default uniform)")
+    ensemble.add_argument("--metric", help="validation metric that ranks and weighs the runs (default: the first "
+                                           "run's selection metric, training.metric_for_best_model)")
+    ensemble.add_argument("--overwrite", action="store_true", help="replace an earlier result in OUT_DIR")
+    ensemble.add_argument("--batch-size", type=_positive, default=32, help="rows per forward pass (default 32)")
     return parser
 
 
@@ -187,8 +201,29 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    _quiet_loading()
+    if args.method == "logits":
+        from hf_finetune.combine.ensemble import build_ensemble
+
+        result = build_ensemble(args.out_dir, args.run_dirs, weights=args.weights, metric=args.metric,
+                                overwrite=args.overwrite, batch_size=args.batch_size)
+    else:
+        if args.weights != "uniform":
+            raise UserError("--weights: only applies to --method logits (a soup weighs its ingredients equally)")
+        from hf_finetune.combine.soup import build_soup
+
+        result = build_soup(args.out_dir, args.run_dirs, method=args.method, metric=args.metric,
+                            overwrite=args.overwrite, batch_size=args.batch_size)
+    from hf_finetune.combine.card import scores_table
+
+    sys.stdout.write(scores_table(args.method, result.metrics) + "\n")
+    logger.info("Wrote %s", result.output_dir)
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predict": cmd_predict,
-            "evaluate": cmd_evaluate, "push": cmd_push}
+            "evaluate": cmd_evaluate, "push": cmd_push, "ensemble": cmd_ensemble}
 
 
 def main(argv: list[str] | None = None) -> int:
