@@ -225,7 +225,8 @@ def main() -> None:
     result.update(epochs=args.epochs, wall_s=time.perf_counter() - started)
     record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     record.update(machine=machine(), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    record.setdefault("parts", {})[args.part] = result
+    key = args.part if args.epochs == 5.0 else f"{args.part}-{args.epochs:g}-epochs"
+    record.setdefault("parts", {})[key] = result
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print("\n".join(summarize(args.part, result)) + f"\n(part took {result['wall_s']:.0f}s)", flush=True)
