@@ -9,6 +9,7 @@
     hf-finetune rank RECIPE [dotted.key=value ...] [--candidates A B ...] [--by logme|knn|probe|hscore]
     hf-finetune tune RECIPE [dotted.key=value ...] [--trials N] [--timeout 30m]
     hf-finetune export OUTPUT_DIR --format onnx [--opset N] [--output-dir DIR] [--external-data]
+    hf-finetune ensemble OUT_DIR RUN_DIR RUN_DIR ... [--method logits|soup|greedy-soup] [--weights uniform|validation]
 """
 
 from __future__ import annotations
@@ -114,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to write model.onnx and labels.json (default: OUTPUT_DIR/onnx)")
     export.add_argument("--external-data", action=argparse.BooleanOptionalAction, default=None,
                         help="weights in model.onnx.data beside the graph (default: when they exceed 2 GB)")
+    ensemble = sub.add_parser("ensemble", help="combine finished runs: a logit ensemble, or a (greedy) model soup")
+    ensemble.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (new or empty)")
+    ensemble.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished runs with the same labels")
+    ensemble.add_argument("--method", choices=["logits", "soup", "greedy-soup"], default="logits",
+                          help="logits: average the runs' probabilities (any backbones); soup: average the weights "
+                               "of runs of one backbone; greedy-soup: add runs best-validation-first while "
+                               "validation improves (default logits)")
+    ensemble.add_argument("--weights", choices=["uniform", "validation"], default="uniform",
+                          help="logits: equal weights, or proportional to each run's validation score (default uniform)")
+    ensemble.add_argument("--metric", help="validation metric that ranks and weighs the runs (default: the first "
+                                           "run's selection metric, training.metric_for_best_model)")
+    ensemble.add_argument("--overwrite", action="store_true", help="replace an earlier result in OUT_DIR")
+    ensemble.add_argument("--batch-size", type=_positive, default=32, help="rows per forward pass (default 32)")
     return parser
 
 
@@ -257,12 +271,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_onnx(args.output_dir, opset=args.opset, output_dir=args.output_dir_out,
                          external_data=args.external_data)
     sys.stdout.write(format_result(result))
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    _quiet_loading()
+    if args.method == "logits":
+        from hf_finetune.combine.ensemble import build_ensemble
+
+        result = build_ensemble(args.out_dir, args.run_dirs, weights=args.weights, metric=args.metric,
+                                overwrite=args.overwrite, batch_size=args.batch_size)
+    else:
+        if args.weights != "uniform":
+            raise UserError("--weights: only applies to --method logits (a soup weighs its ingredients equally)")
+        from hf_finetune.combine.soup import build_soup
+
+        result = build_soup(args.out_dir, args.run_dirs, method=args.method, metric=args.metric,
+                            overwrite=args.overwrite, batch_size=args.batch_size)
+    from hf_finetune.combine.card import scores_table
+
+    sys.stdout.write(scores_table(args.method, result.metrics) + "\n")
+    logger.info("Wrote %s", result.output_dir)
     return 0
 
 
 COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "push": cmd_push, "rank": cmd_rank, "tune": cmd_tune,
-            "export": cmd_export}
+            "export": cmd_export, "ensemble": cmd_ensemble}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,25 +140,31 @@ def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | 
     recipe, split, called = evaluation_recipe(out_dir, data, split, column, label_column)
     if recipe.task != predictor.task:
         raise UserError(f"OUTPUT_DIR: recipe.yaml says {recipe.task}, but the model is for {predictor.task}")
-    if recipe.is_text:
-        prepared, split = build_eval_dataset(recipe, split, predictor.labels, tokenizer=predictor.tokenizer,
-                                             max_length=predictor.max_length)
-    else:
-        from hf_finetune.models.backbones import vision_data_config
+    if getattr(predictor, "members", None):  # an ensemble: each member preprocesses the data itself
+        from hf_finetune.combine.ensemble import score_ensemble
 
-        prepared, split = build_eval_dataset(recipe, split, predictor.labels,
-                                             data_config=vision_data_config(predictor.model.config))
-    dataset = prepared.splits["eval"]
+        predictions, references, loss, split, rows = score_ensemble(predictor, recipe, split, batch_size)
+    else:
+        if recipe.is_text:
+            prepared, split = build_eval_dataset(recipe, split, predictor.labels, tokenizer=predictor.tokenizer,
+                                                 max_length=predictor.max_length)
+        else:
+            from hf_finetune.models.backbones import vision_data_config
+
+            prepared, split = build_eval_dataset(recipe, split, predictor.labels,
+                                                 data_config=vision_data_config(predictor.model.config))
+        dataset = prepared.splits["eval"]
+        rows = len(dataset)
+        predictions, references, loss = run_model(predictor.model, dataset, prepared.collator, batch_size)
     if name is None:
         name = split if called is None else called if called == split else f"{called}-{split}"
     name = slug(name)
-    predictions, references, loss = run_model(predictor.model, dataset, prepared.collator, batch_size)
     report = ClassificationMetrics(recipe.metrics, list(predictor.labels)).report(predictions, references)
     report["loss"] = loss
     report["source"] = {
         "data": data if data is not None else f"the run's data ({_describe(recipe)})",
         "split": split,
-        "rows": len(dataset),
+        "rows": rows,
         "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -55,6 +55,12 @@ class Predictor:
         columns = (self.recipe.get("data") or {}).get("columns") or {}
         return columns.get("text" if self.is_text else "image") or ("text" if self.is_text else "image")
 
+    def probabilities(self, batch: list[Item]) -> Any:
+        """Softmax class probabilities of a batch of inputs (an ensemble averages its members')."""
+        import torch
+
+        return torch.softmax(_logits(self, batch).float(), dim=-1)
+
 
 @dataclass
 class Item:
@@ -91,8 +97,13 @@ def output_task(out_dir: str | os.PathLike) -> tuple[str, dict[str, Any]]:
 
 
 def load_predictor(out_dir: str | os.PathLike) -> Predictor:
-    """Loads the fine-tuned model in `out_dir` for inference (eval mode, local files only)."""
+    """Loads the fine-tuned model in `out_dir` for inference (eval mode, local files only); for an
+    ensemble folder, every member (hf_finetune.combine.ensemble)."""
     out_dir = Path(out_dir)
+    if read_run(out_dir) is not None and read_finished_run(out_dir).is_ensemble:
+        from hf_finetune.combine.ensemble import load_ensemble
+
+        return load_ensemble(out_dir)
     task, recipe = output_task(out_dir)
     allow_pickle = bool((recipe.get("model") or {}).get("allow_pickle"))
     check_weights(out_dir, allow_pickle)
@@ -278,8 +289,7 @@ def predict(predictor: Predictor, items: list[Item], batch_size: int = 32,
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
         with torch.inference_mode():
-            logits = _logits(predictor, batch)
-        probs = torch.softmax(logits.float(), dim=-1)
+            probs = predictor.probabilities(batch)
         scores, ids = probs.topk(top_k, dim=-1)
         for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
             out.append([(predictor.labels[i], s) for i, s in zip(row_ids, row_scores, strict=True)])

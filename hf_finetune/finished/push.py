@@ -87,6 +87,8 @@ def refresh_card(out_dir: Path, repo_id: str) -> None:
     if not card.is_file():
         return
     finished = read_finished_run(out_dir)
+    if finished.kind != "run":  # an ensemble's or a soup's card (hf_finetune.combine.card) names no repository
+        return
     recipe, results, run = finished.recipe, finished.metrics, finished.manifest
     plots = [name for name in run.get("files", []) if name.endswith(".png")]
     current = card.read_text(encoding="utf-8")

@@ -14,6 +14,7 @@ import yaml
 from hf_finetune.errors import NotAFinishedRunError
 
 RUN_FILE = "run.json"
+ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder's members and weights (hf_finetune.combine.ensemble)
 
 
 def read_run(out_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -48,6 +49,31 @@ class FinishedRun:
     def metrics(self) -> dict[str, Any]:
         """The run's metrics.json: validation, test and train figures."""
         return _read_mapping(self.folder / "metrics.json", json.loads)
+
+    @property
+    def kind(self) -> str:
+        """`run` (trained), `soup` (weight-averaged runs: a plain model folder) or `ensemble` (no model
+        of its own: its members' probabilities are averaged)."""
+        return str(self.manifest.get("kind", "run"))
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.kind == "ensemble"
+
+    @functools.cached_property
+    def ensemble(self) -> dict[str, Any]:
+        """An ensemble folder's ensemble.json: method, members (folder inside this one, weight), labels."""
+        if not self.is_ensemble:
+            raise NotAFinishedRunError(f"OUTPUT_DIR: {self.folder} is a {self.kind}, not an ensemble")
+        return _read_mapping(self.folder / ENSEMBLE_FILE, json.loads)
+
+    def member_folders(self) -> list[Path]:
+        """An ensemble's member run folders (copies inside the ensemble folder), in order."""
+        members = self.ensemble.get("members")
+        if not isinstance(members, list) or not members:
+            raise NotAFinishedRunError(f"OUTPUT_DIR: {self.folder / ENSEMBLE_FILE} lists no members; the folder "
+                                       "is damaged")
+        return [self.folder / str(m["folder"]) for m in members]
 
 
 def _read_mapping(path: Path, parse: Any) -> dict[str, Any]:

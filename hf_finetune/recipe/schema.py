@@ -291,6 +291,23 @@ class Finetune(Section):
     )
 
 
+class Distill(Section):
+    """Knowledge distillation: the recipe's model (the student) also learns the teacher's soft predictions."""
+
+    teacher: str | None = Field(
+        None,
+        description="Teacher: a finished run folder or an ensemble folder (`hf-finetune ensemble`) with the same "
+        "labels; null for no distillation.",
+    )
+    temperature: float = Field(
+        2.0, gt=0, description="Softens teacher and student probabilities in the distillation term (T)."
+    )
+    alpha: float = Field(
+        0.5, ge=0, le=1,
+        description="Loss = alpha x cross-entropy with the labels + (1 - alpha) x T^2 x KL(teacher || student).",
+    )
+
+
 class Batch(Section):
     """Batch size stated for the whole run, independent of how many processes share it."""
 
@@ -547,6 +564,7 @@ class Recipe(Section):
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Input preprocessing.")
     finetune: Finetune = Field(default_factory=Finetune, description="Fine-tuning strategy and learning rates.")
     batch: Batch = Field(default_factory=Batch, description="Global batch size, derived per device.")
+    distill: Distill = Field(default_factory=Distill, description="Distillation from a finished run or an ensemble.")
     augmentation: Augmentation = Field(
         default_factory=Augmentation, description="Image augmentation for training (image-classification)."
     )

@@ -20,6 +20,7 @@ from hf_finetune.recipe.schema import (
     FILE_FORMATS,
     Augmentation,
     DataSpec,
+    Distill,
     Finetune,
     HubSpec,
     Preprocessing,
@@ -207,6 +208,29 @@ def _finetune_checks(ft: Finetune, training: dict[str, Any] | None, task: str | 
     return problems
 
 
+def _distill_checks(distill: Distill, ft: Finetune | None, task: str | None, check_teacher: bool) -> list[Problem]:
+    """Distillation settings need a teacher; the teacher must be a finished run (or ensemble) for the task."""
+    default = Distill()
+    if distill.teacher is None:
+        return [Problem(f"distill.{key}", "only applies with distill.teacher")
+                for key in ("temperature", "alpha") if getattr(distill, key) != getattr(default, key)]
+    problems = []
+    if ft is not None and ft.cache_features:
+        problems.append(Problem("distill.teacher", "cannot be combined with finetune.cache_features (the teacher "
+                                                   "needs the inputs, not the student's cached features)"))
+    if check_teacher:
+        from hf_finetune.outputs import read_run
+
+        run = read_run(distill.teacher)
+        if run is None:
+            problems.append(Problem("distill.teacher", f"{show(distill.teacher)} holds no finished run or ensemble "
+                                                       "(no complete run.json)"))
+        elif task is not None and run.get("task") != task:
+            problems.append(Problem("distill.teacher", f"{show(distill.teacher)} is a {run.get('task')} model; "
+                                                       f"the recipe's task is {task}"))
+    return problems
+
+
 def _hub_checks(hub: HubSpec | None) -> list[Problem]:
     if hub is not None and hub.push and hub.repo_id is None:
         return [Problem("hub.repo_id", "required when hub.push is true (e.g. my-name/my-model)")]
@@ -378,6 +402,8 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None,
         problems += lora_recipe_problems(finetune, parts.get("model"))
     if output is not None and output.save_adapter and finetune is not None and finetune.strategy != "lora":
         problems.append(Problem("output.save_adapter", "only applies to finetune.strategy: lora"))
+    if parts.get("distill") is not None:
+        problems += _distill_checks(parts["distill"], parts.get("finetune"), task, check_teacher=purpose == "train")
     if output is not None and output.dir is not None:
         problem = output_dir_problem(output.dir)
         if problem:

@@ -111,10 +111,15 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
 
         model, lora = apply_lora(model, ft.lora)
     plan = build_plan(model, ft, args)
+    distiller, train, collator = None, data.splits["train"], data.collator
+    if recipe.distill.teacher is not None:
+        from hf_finetune.training.distill import build_distiller
+
+        distiller, train, collator = build_distiller(recipe, args, data, model)
     trainer = FinetuneTrainer(
-        model=model, train_dataset=data.splits["train"], eval_dataset=data.splits["validation"],
-        data_collator=data.collator, processing_class=tokenizer, plan=plan,
-        mixer=_mixer(recipe, args, data.labels.num_labels), **common,
+        model=model, train_dataset=train, eval_dataset=data.splits["validation"],
+        data_collator=collator, processing_class=tokenizer, plan=plan,
+        mixer=_mixer(recipe, args, data.labels.num_labels), distiller=distiller, **common,
     )
     trainer.add_callback(StrategyCallback(plan))
     if lora is not None:

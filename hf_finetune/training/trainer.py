@@ -55,11 +55,12 @@ class FinetuneTrainer(Trainer):
     """
 
     def __init__(self, *args: Any, loss_fn: ClassificationLoss, plan: Any = None, mixer: Any = None,
-                 **kwargs: Any):
+                 distiller: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.plan = plan  # strategies.FinetunePlan: parameter groups and freezing; None = Trainer's defaults
         self.mixer = mixer  # timm Mixup for image batches (mixup/cutmix), applied in training only
+        self.distiller = distiller  # training.distill.Distiller (distill.teacher), in training only
         # Make Trainer count `num_items_in_batch` for us and not rescale our loss for accumulation.
         self.model_accepts_loss_kwargs = True
         self.loss_is_scaled_for_ga = True
@@ -157,12 +158,15 @@ class FinetuneTrainer(Trainer):
     ):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        cached_teacher = self.distiller.pop(inputs) if self.distiller is not None else None
         targets = labels
         if self.mixer is not None and model.training:
             inputs["pixel_values"], targets = self.mixer(inputs["pixel_values"], labels)
         outputs = model(**inputs)
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         per_sample = self.loss_fn(logits, targets)
+        if self.distiller is not None and model.training:  # on the same (augmented, mixed) batch
+            per_sample = self.distiller.blend(per_sample, logits, inputs, cached_teacher)
         if model.training and not is_finite(per_sample):
             self.nonfinite_loss_seen = True
         if num_items_in_batch is None:
