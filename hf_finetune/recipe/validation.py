@@ -368,6 +368,10 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None,
                                     "is derived from batch.global_size; set one or the other"))
     if parts.get("finetune") is not None:
         problems += _finetune_checks(parts["finetune"], parts.get("training"), task, parts.get("augmentation"))
+    from hf_finetune.selftrain.checks import self_training_problems
+
+    problems += self_training_problems(task, data, parts.get("self_training"),
+                                       training_given=raw.get("self_training") is not None)
     output = parts.get("output")
     if output is not None and output.dir is not None:
         problem = output_dir_problem(output.dir)
