@@ -161,43 +161,82 @@ def test_pool_label_column_is_kept_apart(st_recipe, pool_file):
 # --- end to end ----------------------------------------------------------------------------------------
 
 
-def test_text_self_training_rounds_and_best_round(st_recipe, tmp_path):
+def test_text_rounds_records_and_best_round(st_recipe, monkeypatch):
+    """Three rounds train for real; their selection metric is scripted (0.5, 0.7, 0.6), so round 1 must be
+    published and round 2 must stop the run."""
     import hf_finetune
+    from hf_finetune.selftrain import rounds as rounds_module
 
-    st_recipe["self_training"]["score_test_each_round"] = True
+    scripted = iter([0.5, 0.7, 0.6])
+    real_train_round = rounds_module._train_round
+
+    def scripted_round(*args, **kwargs):
+        done = real_train_round(*args, **kwargs)
+        done.record["validation"]["accuracy"] = next(scripted)
+        return done
+
+    monkeypatch.setattr(rounds_module, "_train_round", scripted_round)
+    st_recipe["self_training"].update(rounds=5, threshold=0.99, class_thresholds={"neg": 0.5}, init="continue",
+                                      score_test_each_round=True)
+    st_recipe["training"].update(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=5e-3,
+                                 warmup_steps=0.1)
     result = hf_finetune.train(st_recipe)
     metrics = result.metrics
     st = metrics["self_training"]
     rounds = st["rounds"]
-    metric = st["metric"]
-    assert rounds[0]["round"] == 0 and rounds[0]["kept"] == 0 and rounds[0]["train_rows"] == 48
-    assert st["pool"] == {"rows": 60, "source": st_recipe["data"]["unlabeled"]["files"], "labelled_rows": 60}
+    assert st["metric"] == "accuracy" and st["pool"]["rows"] == 60 and st["pool"]["labelled_rows"] == 60
+    assert [r["round"] for r in rounds] == [0, 1, 2] and all(r["trained"] for r in rounds)
+    assert rounds[0]["kept"] == 0 and rounds[0]["train_rows"] == 48
     for r in rounds[1:]:
-        assert r["pool_rows"] == 60
-        assert sum(r["kept_per_class"].values()) == r["kept"] <= r["confident"] <= 60
-        if r["trained"]:
-            assert r["train_rows"] == 48 + r["kept"]
-            assert 0 <= r["pseudo_label_accuracy"] <= 1 and r["scored_rows"] == r["kept"]
-            assert "test" in r and metric in r["validation"]
-    trained = [r for r in rounds if r["trained"]]
-    best = st["best_round"]
-    # The best round is the first with the highest validation metric; rounds stop at the first that does not improve.
-    values = [r["validation"][metric] for r in trained]
-    assert best == trained[int(np.argmax(values))]["round"]
-    assert [r["selected"] for r in rounds] == [r["round"] == best for r in rounds]
-    if len(trained) < 3 and rounds[-1]["trained"]:
-        assert not rounds[-1]["improved"] and "did not raise" in st["stopped"]
-    # The published model is the best round's: scoring it again gives that round's validation figures.
-    assert metrics["validation"][metric] == pytest.approx(rounds[best]["validation"][metric])
-    assert json.loads((result.output_dir / "metrics.json").read_text())["self_training"]["best_round"] == best
+        # Every prediction is above 0.5: 'neg' rows pass their own threshold, 'pos' ones cannot reach 0.99.
+        assert r["pool_rows"] == 60 and r["kept_per_class"]["pos"] == 0 and 0 < r["kept_per_class"]["neg"] < 60
+        assert r["kept_per_class"]["neg"] == r["kept"] == r["confident"]
+        assert r["train_rows"] == 48 + r["kept"]
+        assert 0 <= r["pseudo_label_accuracy"] <= 1 and r["scored_rows"] == r["kept"]
+        curve = {p["threshold"]: p["kept"] for p in r["threshold_curve"]}
+        assert curve[0.5] == 60 and curve[0.99] <= curve[0.6] <= curve[0.5]
+        assert "test" in r and "f1" in r["validation"]
+    assert [r.get("improved") for r in rounds] == [None, True, False]
+    assert st["best_round"] == 1 and [r["selected"] for r in rounds] == [False, True, False]
+    assert st["stopped"].startswith("round 2 did not raise validation accuracy above 0.7000 (round 1)")
+    # The published model is round 1's: scoring it again gives round 1's validation loss, not round 2's.
+    assert metrics["validation"]["loss"] == pytest.approx(rounds[1]["validation"]["loss"], rel=1e-6)
+    assert metrics["validation"]["loss"] != pytest.approx(rounds[2]["validation"]["loss"], rel=1e-6)
+    assert json.loads((result.output_dir / "metrics.json").read_text())["self_training"]["best_round"] == 1
 
     from transformers import pipeline
 
     classifier = pipeline("text-classification", model=str(result.output_dir))
     assert classifier("the film was good")[0]["label"] in {"neg", "pos"}
     card = (result.output_dir / "README.md").read_text()
-    assert "## Self-training" in card and "**this model**" in card and "pseudo-label accuracy" in card
+    assert "## Self-training" in card and "| 1 | " in card and "**this model**" in card
+    assert "pseudo-label accuracy" in card
     assert "self_training" in (result.output_dir / "recipe.yaml").read_text()
+    assert not (result.output_dir / "checkpoints").exists()
+
+
+def test_rounds_from_the_backbone_stop_when_the_pseudo_labels_repeat(st_recipe, monkeypatch):
+    import hf_finetune
+    from hf_finetune.selftrain import rounds as rounds_module
+
+    scripted = iter([0.5, 0.7])
+    real_train_round = rounds_module._train_round
+
+    def scripted_round(*args, **kwargs):
+        done = real_train_round(*args, **kwargs)
+        done.record["validation"]["accuracy"] = next(scripted)
+        return done
+
+    monkeypatch.setattr(rounds_module, "_train_round", scripted_round)
+    st_recipe["self_training"].update(rounds=5, threshold=0.99, class_thresholds={"neg": 0.5})
+    st_recipe["training"].update(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=5e-3,
+                                 warmup_steps=0.1)
+    st = hf_finetune.train(st_recipe).metrics["self_training"]
+    rounds = st["rounds"]
+    # Round 1's model labels the pool as round 0's did (every 'neg' row): round 2 would repeat round 1.
+    assert [(r["round"], r["trained"]) for r in rounds] == [(0, True), (1, True), (2, False)]
+    assert rounds[2]["kept_per_class"] == rounds[1]["kept_per_class"]
+    assert st["best_round"] == 1 and "kept the pseudo-labels round 1 trained on" in st["stopped"]
 
 
 def test_vision_pool_from_a_flat_folder(vision_recipe, tmp_path):

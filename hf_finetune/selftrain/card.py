@@ -30,7 +30,7 @@ def self_training_section(results: dict[str, Any]) -> str:
             f"rows ({pool.get('source')}). Round 0 trained on the {st.get('labelled_rows')} labelled rows alone; in "
             f"each later round the best model so far labelled the pool, its predictions with a probability of at "
             f"least {threshold} were kept{cap}, and a model trained {start} on the labelled and pseudo-labelled "
-            f"rows. Rounds are compared on validation `{metric}`; the run stopped because it {st.get('stopped')}.")
+            f"rows. Rounds are compared on validation `{metric}`; self-training stopped: {st.get('stopped')}.")
     if pool.get("labelled_rows"):
         text += (f" {pool['labelled_rows']} pool rows have true labels: they were never trained on, only used to "
                  "score the pseudo-labels.")

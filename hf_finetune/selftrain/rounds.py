@@ -118,7 +118,8 @@ def _run_rounds(recipe: Recipe, pool: Pool, started: float) -> pipeline.RunResul
                                              "kept_per_class": dict.fromkeys(names, 0)})
     summary["rounds"].append(best.record)
     _save(work, summary)
-    stopped = f"ran all {st.rounds} rounds"
+    stopped = f"all {st.rounds} rounds ran"
+    trained_on: Selection | None = None  # the pseudo-labels the best round trained on
     for number in range(1, st.rounds + 1):
         probs = predict_probabilities(best.session.setup.model, ready, session.data.collator,
                                       session.args.per_device_eval_batch_size, session.args)
@@ -127,7 +128,12 @@ def _run_rounds(recipe: Recipe, pool: Pool, started: float) -> pipeline.RunResul
         _log_selection(number, pseudo)
         if selection.kept == 0:
             summary["rounds"].append({"round": number, "trained": False, **pseudo})
-            stopped = f"round {number}: no pool row reached its class's threshold"
+            stopped = f"round {number} kept no pseudo-label (no pool row reached its class's threshold)"
+            break
+        if st.init == "backbone" and trained_on is not None and _same(selection, trained_on):
+            summary["rounds"].append({"round": number, "trained": False, **pseudo})
+            stopped = (f"round {number} kept the pseudo-labels round {best.number} trained on: from the backbone, "
+                       "the same data trains the same model")
             break
         _clear_checkpoints(work)
         extra = pseudo_labelled_rows(pool, selection.indices, selection.labels, labels)
@@ -147,7 +153,7 @@ def _run_rounds(recipe: Recipe, pool: Pool, started: float) -> pipeline.RunResul
                        f"{best.number}) by more than {st.min_improvement:g}")
             del current, session
             break
-        best = current
+        best, trained_on = current, selection
         gc.collect()
     summary["best_round"] = best.number
     summary["stopped"] = stopped
@@ -198,6 +204,10 @@ def _pseudo_label_record(probs: np.ndarray, selection: Selection, truth: np.ndar
         record["pseudo_label_accuracy_per_class"] = per_class
     record["threshold_curve"] = threshold_curve(probs, truth)
     return record
+
+
+def _same(a: Selection, b: Selection) -> bool:
+    return np.array_equal(a.indices, b.indices) and np.array_equal(a.labels, b.labels)
 
 
 def _log_selection(number: int, pseudo: dict[str, Any]) -> None:
