@@ -218,8 +218,14 @@ def test_field_reference_documents_every_key(tmp_path):
     (tmp_path / "images" / "a").mkdir(parents=True)
     vision = {"task": "image-classification", "model": {"name": "timm/resnet50.a1_in1k"},
               "data": {"image_folder": str(tmp_path / "images")}}
-    resolved = [validate_recipe(minimal(tmp_path)).to_dict(), validate_recipe(vision).to_dict()]
-    assert leaf_keys(resolved[0], sections) | leaf_keys(resolved[1], sections) == set(keys)
+    # self-training keys appear only in a recipe that self-trains
+    vision_st = {**vision, "data": {**vision["data"], "unlabeled": {"image_folder": str(tmp_path / "images")}},
+                 "self_training": {}}
+    resolved = [validate_recipe(minimal(tmp_path)).to_dict(), validate_recipe(vision).to_dict(),
+                validate_recipe(vision_st).to_dict()]
+    assert leaf_keys(resolved[0], sections) | leaf_keys(resolved[1], sections) | leaf_keys(resolved[2], sections) \
+        == set(keys)
+    assert not {k for k in leaf_keys(resolved[0], sections) if "unlabeled" in k or "self_training" in k}
     assert "augmentation.hflip" not in leaf_keys(resolved[0], sections)
     assert "preprocessing.max_length" not in leaf_keys(resolved[1], sections)
 

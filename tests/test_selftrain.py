@@ -150,6 +150,11 @@ def test_pool_label_column_is_kept_apart(st_recipe, pool_file):
     from hf_finetune.data.labels import LabelSpace
     from hf_finetune.selftrain.pool import load_pool, truth_ids
 
+    from hf_finetune.preflight import preflight
+
+    report = preflight(load_recipe(st_recipe))  # what `hf-finetune check` prints
+    assert report.splits["unlabeled"] == (f"60 unlabelled rows from {pool_file} (60 with a label column: only to "
+                                          "score the pseudo-labels)")
     pool = load_pool(load_recipe(st_recipe))
     assert set(pool.rows.column_names) == {"text", "__source_file__"}  # no label, no stray column
     ids = truth_ids(pool, LabelSpace(("neg", "pos"), ("neg", "pos")))

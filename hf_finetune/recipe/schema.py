@@ -478,6 +478,11 @@ class Recipe(Section):
         else:
             exclude = {"preprocessing": True, "model": {"attn_implementation"},
                        "data": {"columns": {"text", "text_pair"}}}
+        if self.self_training is None:  # a run without self-training records no trace of it
+            exclude["self_training"] = True
+        if self.data.unlabeled is None:
+            data_exclude = exclude.setdefault("data", {})
+            data_exclude["unlabeled"] = True
         return self.model_dump(mode="json", exclude=exclude)
 
     def to_yaml(self) -> str:

@@ -113,9 +113,15 @@ def load_pool(recipe: Recipe) -> Pool:
         feature = ds.features[TRUTH_COLUMN]
         truth = ds[TRUTH_COLUMN]
         ds = ds.remove_columns(TRUTH_COLUMN)
-    logger.info("Unlabelled pool: %d rows from %s%s", len(ds), where,
-                f" (column '{label}' holds true labels: used only to score the pseudo-labels)" if label else "")
     return Pool(ds, truth, feature, key, where)
+
+
+def describe_pool(recipe: Recipe) -> str:
+    """Loads and checks the pool (pre-flight); one line saying what it holds."""
+    pool = load_pool(recipe)
+    known = sum(v is not None for v in pool.truth) if pool.truth is not None else 0
+    return f"{len(pool)} unlabelled rows from {pool.where}" + (
+        f" ({known} with a label column: only to score the pseudo-labels)" if known else "")
 
 
 def _drop_blank_texts(ds: Dataset, inputs: list[tuple[str, str]], key: str, where: str) -> Dataset:

@@ -32,7 +32,7 @@ from hf_finetune.files import write_json
 from hf_finetune.outputs import guard_output_dir, output_lock, prepare_output_dir
 from hf_finetune.outputs.lock import is_main_process
 from hf_finetune.recipe import Recipe
-from hf_finetune.selftrain.pool import Pool, load_pool, pseudo_labelled_rows, truth_ids
+from hf_finetune.selftrain.pool import load_pool, pseudo_labelled_rows, truth_ids
 from hf_finetune.selftrain.predict import model_ready_pool, predict_probabilities
 from hf_finetune.selftrain.select import (
     Selection,
@@ -76,8 +76,7 @@ def run_self_training(recipe: Recipe, *, resume: bool = False) -> pipeline.RunRe
         prepare_output_dir(out_dir, recipe.output.overwrite)
     with output_lock(out_dir, "train"):
         guard_output_dir(out_dir, recipe.output.overwrite, False)
-        pool = load_pool(recipe)  # before any training: a wrong pool costs seconds
-        return _run_rounds(recipe, pool, started)
+        return _run_rounds(recipe, started)
 
 
 def selection_metric(args: Any) -> tuple[str, bool]:
@@ -92,9 +91,12 @@ def improves(value: float, best: float, greater: bool, min_improvement: float) -
     return value - best > min_improvement if greater else best - value > min_improvement
 
 
-def _run_rounds(recipe: Recipe, pool: Pool, started: float) -> pipeline.RunResult:
+def _run_rounds(recipe: Recipe, started: float) -> pipeline.RunResult:
     st = recipe.self_training
-    session = pipeline.setup(recipe, False, started)
+    session = pipeline.setup(recipe, False, started)  # its pre-flight checks the pool too, before any heavy work
+    pool = load_pool(recipe)
+    logger.info("Unlabelled pool: %d rows from %s%s", len(pool), pool.where,
+                "; its label column is used only to score the pseudo-labels" if pool.truth is not None else "")
     labels = session.data.labels
     names = list(labels.names)
     thresholds = class_thresholds(names, st.threshold, st.class_thresholds)
