@@ -148,9 +148,8 @@ def test_pool_errors_name_file_and_column(st_recipe, tmp_path):
 def test_pool_label_column_is_kept_apart(st_recipe, pool_file):
     from hf_finetune import load_recipe
     from hf_finetune.data.labels import LabelSpace
-    from hf_finetune.selftrain.pool import load_pool, truth_ids
-
     from hf_finetune.preflight import preflight
+    from hf_finetune.selftrain.pool import load_pool, truth_ids
 
     report = preflight(load_recipe(st_recipe))  # what `hf-finetune check` prints
     assert report.splits["unlabeled"] == (f"60 unlabelled rows from {pool_file} (60 with a label column: only to "
@@ -166,7 +165,7 @@ def test_pool_label_column_is_kept_apart(st_recipe, pool_file):
 # --- end to end ----------------------------------------------------------------------------------------
 
 
-def test_text_rounds_records_and_best_round(st_recipe, monkeypatch):
+def test_text_rounds_records_and_best_round(st_recipe, pool_file, monkeypatch):
     """Three rounds train for real; their selection metric is scripted (0.5, 0.7, 0.6), so round 1 must be
     published and round 2 must stop the run."""
     import hf_finetune
@@ -218,6 +217,11 @@ def test_text_rounds_records_and_best_round(st_recipe, monkeypatch):
     assert "pseudo-label accuracy" in card
     assert "self_training" in (result.output_dir / "recipe.yaml").read_text()
     assert not (result.output_dir / "checkpoints").exists()
+    # A finished run is scored without its pool, which may be gone by then.
+    from hf_finetune.cli import main
+
+    pool_file.unlink()
+    assert main(["evaluate", str(result.output_dir), "--split", "validation"]) == 0
 
 
 def test_rounds_from_the_backbone_stop_when_the_pseudo_labels_repeat(st_recipe, monkeypatch):
