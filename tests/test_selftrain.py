@@ -160,6 +160,9 @@ def test_pool_label_column_is_kept_apart(st_recipe, pool_file):
     assert ids.tolist()[:4] == [0, 1, 0, 1]
     with pytest.raises(DataError, match=r"data.columns.label: the unlabelled pool .* has label 'neg' \(row 0\)"):
         truth_ids(pool, LabelSpace(("bad", "good"), ("bad", "good")))
+    # Integer labels in a pool file match class names that are digits (an image folder's classes 0..9).
+    pool.truth = [7, 0, None]
+    assert truth_ids(pool, LabelSpace(tuple("0123456789"), tuple("0123456789"))).tolist() == [7, 0, -1]
 
 
 # --- end to end ----------------------------------------------------------------------------------------

@@ -178,6 +178,8 @@ def truth_ids(pool: Pool, labels: LabelSpace) -> np.ndarray | None:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if value not in mapping:
+            value = str(value)  # integers in a file, for class names that are digits (an image folder's 0..9)
+        if value not in mapping:
             raise DataError(f"data.columns.label: the unlabelled pool ({pool.where}) has label '{value}' (row {row}), "
                             f"which the training split does not have; training labels: {', '.join(labels.names)}")
         out[row] = mapping[value]
