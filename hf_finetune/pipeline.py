@@ -97,6 +97,14 @@ def run(recipe: Recipe, *, resume: bool = False, callbacks: list[Any] | None = N
             `training.resume_from_checkpoint: auto`); with none there, start from the beginning.
         callbacks: extra `TrainerCallback`s (the search's pruning callback).
     """
+    if recipe.self_training is not None:  # rounds of training around this pipeline's setup and finish
+        from hf_finetune.selftrain import run as run_self_training
+
+        if callbacks:  # a trial's pruning would see each round restart its evaluations
+            raise RecipeError([Problem("self_training", "hf-finetune tune does not search self-training recipes; "
+                                       "tune the labelled run, then self-train with its best settings")])
+
+        return run_self_training(recipe, resume=resume)
     started = time.time()
     out_dir = Path(recipe.output.dir)
     resume = resume or recipe.training.get("resume_from_checkpoint") is not None
@@ -116,8 +124,13 @@ def run(recipe: Recipe, *, resume: bool = False, callbacks: list[Any] | None = N
         return finish(session, train_output)
 
 
-def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | None = None) -> Session:
-    """Checks, resolves the training settings, prepares data and model, and assembles the Trainer."""
+def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | None = None,
+          extra_train: Any = None) -> Session:
+    """Checks, resolves the training settings, prepares data and model, and assembles the Trainer.
+
+    `callbacks`: extra `TrainerCallback`s (the search's pruning callback). `extra_train`: rows in the
+    label space appended to the training split (self-training's pseudo-labels).
+    """
     out_dir = Path(recipe.output.dir)
     resolved_training = resolve_training(recipe)
     args = build_training_arguments(resolved_training.training, checkpoints_dir(out_dir, recipe.output.overwrite),
@@ -128,7 +141,7 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
     checkpoint = find_resume_checkpoint(recipe, args) if resume else None
 
     seed_everything(args)  # before the new head is initialised, so a run is repeatable
-    data, model, tokenizer, preprocessing, decided = prepare_data_and_model(recipe, args)
+    data, model, tokenizer, preprocessing, decided = prepare_data_and_model(recipe, args, extra_train)
     if recipe.finetune.data_aware:
         decisions = data_aware_defaults(recipe, data.splits["train"], data.labels.num_labels, model,
                                         resolved_training.batch.global_size)
@@ -156,8 +169,11 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
                    setup_s)
 
 
-def finish(session: Session, train_output: Any) -> RunResult:
-    """Scores validation and test, then writes, publishes (and pushes) the output folder."""
+def finish(session: Session, train_output: Any, extra_results: dict[str, Any] | None = None) -> RunResult:
+    """Scores validation and test, then writes, publishes (and pushes) the output folder.
+
+    `extra_results`: entries added to metrics.json (self-training's rounds), for the card too.
+    """
     trainer = session.setup.trainer
     results: dict[str, Any] = {}
     with full_precision(trainer.model):  # the figures of the weights as saved
@@ -167,6 +183,7 @@ def finish(session: Session, train_output: Any) -> RunResult:
     results["train"] = train_record(session, train_output)
     counts = class_counts(session.data.splits["train"], session.data.labels.num_labels)
     results["warnings"] = add_baselines(results, counts.tolist())
+    results.update(extra_results or {})
     publish_run(session, results)
     return RunResult(output_dir=Path(session.recipe.output.dir), metrics=results)
 
@@ -245,7 +262,8 @@ def resolve_max_length(recipe: Recipe, tokenizer: Any, model_config: Any) -> int
     return chosen
 
 
-def prepare_data_and_model(recipe: Recipe, args: Any) -> tuple[PreparedData, Any, Any, dict[str, Any], dict]:
+def prepare_data_and_model(recipe: Recipe, args: Any, extra_train: Any = None
+                           ) -> tuple[PreparedData, Any, Any, dict[str, Any], dict]:
     """Builds the preprocessed data, then the backbone with a head sized to the data's label space.
 
     Returns:
@@ -259,8 +277,8 @@ def prepare_data_and_model(recipe: Recipe, args: Any) -> tuple[PreparedData, Any
     if recipe.is_text:
         tokenizer = build_tokenizer(recipe.model)
         max_length = resolve_max_length(recipe, tokenizer, load_text_config(recipe.model))
-        data = build_datasets(recipe, tokenizer=tokenizer, max_length=max_length,
-                              pad_to_multiple_of=pad_multiple, main_process_first=first("tokenizing"))
+        data = build_datasets(recipe, tokenizer=tokenizer, max_length=max_length, pad_to_multiple_of=pad_multiple,
+                              main_process_first=first("tokenizing"), extra_train=extra_train)
         model = build_text_model(recipe.model, data.labels, tokenizer)
         # Saved with the model: `pipeline(..., truncation=True)` then cuts inputs where training did.
         tokenizer.model_max_length = max_length
@@ -273,7 +291,7 @@ def prepare_data_and_model(recipe: Recipe, args: Any) -> tuple[PreparedData, Any
     # Cached features are computed once, so every split gets the evaluation preprocessing.
     augment = None if recipe.finetune.cache_features else recipe.augmentation.timm_kwargs()
     data = build_datasets(recipe, data_config=data_config, augment=augment,
-                          main_process_first=first("reading images"))
+                          main_process_first=first("reading images"), extra_train=extra_train)
     model = build_vision_model(recipe.model, data.labels)
     channels_last = recipe.model.channels_last
     if channels_last is None:  # a measured win for convolutions on GPUs; not assumed on CPUs

@@ -7,7 +7,8 @@ label, image or model name costs seconds, not a tokenization pass or a weights d
              config is fetched, or found in the cache when offline)
     metrics  every metric loads
     data     splits exist and are not empty; the columns exist and have the right types; labels
-             agree across splits and there are at least two; a sample of images decodes
+             agree across splits and there are at least two; a sample of images decodes; the
+             unlabelled pool of self-training is not empty and has the input columns
     hub      with hub.push, whether the Hub answers and a token exists (a warning: training goes ahead)
 """
 
@@ -58,6 +59,10 @@ def preflight(recipe: Recipe) -> PreflightReport:
     report.model = check_model(recipe)
     report.metrics = check_metrics(recipe.metrics)
     check_data(recipe, report)
+    if recipe.data.unlabeled is not None:
+        from hf_finetune.selftrain.pool import describe_pool
+
+        report.splits["unlabeled"] = describe_pool(recipe)
     if recipe.hub.push:
         from hf_finetune.finished.push import push_readiness
 

@@ -219,10 +219,17 @@ def test_field_reference_documents_every_key(tmp_path):
     vision = {"task": "image-classification", "model": {"name": "timm/resnet50.a1_in1k"},
               "data": {"image_folder": str(tmp_path / "images")}}
     # The search and rank sections (hf-finetune tune / rank) appear in a resolved recipe only when the
-    # recipe has them; finetune.lora and output.save_adapter with strategy lora only.
-    resolved = [validate_recipe({**minimal(tmp_path), "search": {}, "rank": {}}).to_dict(), validate_recipe(vision).to_dict(),
-                validate_recipe(minimal(tmp_path, finetune={"strategy": "lora"})).to_dict()]
+    # recipe has them; finetune.lora and output.save_adapter with strategy lora only; the self-training
+    # keys only in a recipe that self-trains.
+    vision_st = {**vision, "data": {**vision["data"], "unlabeled": {"image_folder": str(tmp_path / "images")}},
+                 "self_training": {}}
+    resolved = [validate_recipe(minimal(tmp_path)).to_dict(), validate_recipe(vision).to_dict(),
+                validate_recipe({**minimal(tmp_path), "search": {}, "rank": {}}).to_dict(),
+                validate_recipe(minimal(tmp_path, finetune={"strategy": "lora"})).to_dict(),
+                validate_recipe(vision_st).to_dict()]
     assert set().union(*(leaf_keys(r, sections) for r in resolved)) == set(keys)
+    assert not {k for k in leaf_keys(resolved[0], sections)
+                if k.split(".")[0] in ("search", "rank", "self_training") or "unlabeled" in k or "lora" in k}
     assert "augmentation.hflip" not in leaf_keys(resolved[0], sections)
     assert "preprocessing.max_length" not in leaf_keys(resolved[1], sections)
 

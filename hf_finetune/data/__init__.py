@@ -33,7 +33,14 @@ from hf_finetune.data.labels import (
     model_label_space,
 )
 from hf_finetune.data.sources import load_raw_splits
-from hf_finetune.data.splits import ROLES, cap_rows, carve_validation, check_columns, select_splits
+from hf_finetune.data.splits import (
+    ROLES,
+    append_rows,
+    cap_rows,
+    carve_validation,
+    check_columns,
+    select_splits,
+)
 from hf_finetune.data.text import TextCollator, check_text_columns, tokenize_split
 from hf_finetune.data.vision import ImageTransform, build_image_transforms, collate_images
 from hf_finetune.errors import DataError, did_you_mean
@@ -71,6 +78,7 @@ def build_datasets(
     augment: dict[str, Any] | None = None,
     pad_to_multiple_of: int | None = None,
     main_process_first: Any = contextlib.nullcontext,
+    extra_train: Dataset | None = None,
 ) -> PreparedData:
     """Loads, checks, labels, splits and preprocesses the recipe's data.
 
@@ -82,6 +90,8 @@ def build_datasets(
         pad_to_multiple_of: text only; pad batch lengths to a multiple (tensor cores like 8).
         main_process_first: context manager; under several processes the main one preprocesses and
             writes the caches first, the others then read them.
+        extra_train: rows already in the label space (inputs and `labels`), appended to train after
+            validation is carved and caps apply: self-training's pseudo-labels.
 
     Raises:
         DataError: naming the recipe key, split, column, row or file that is wrong.
@@ -107,6 +117,9 @@ def build_datasets(
             splits[role] = cap_rows(splits[role], getattr(data.max_samples, role), data.seed)
             if getattr(data.max_samples, role) is not None:
                 sources[role] += f", capped at {len(splits[role])} rows"
+        if extra_train is not None:
+            splits["train"] = append_rows(splits["train"], extra_train)
+            sources["train"] += f", plus {len(extra_train)} pseudo-labelled rows of data.unlabeled"
         splits = {role: splits[role] for role in ROLES if role in splits}
 
         if recipe.is_text:

@@ -29,8 +29,13 @@ def load_raw_splits(data: DataSpec) -> DatasetDict:
     return _load_dataset(data)
 
 
-def _load_files(split: str, patterns: list[str]) -> Dataset:
-    key = f"data.files.{split}"
+def load_files(patterns: list[str], key: str) -> Dataset:
+    """Rows of local files outside the recipe's splits (the unlabelled pool); messages name `key`."""
+    return _load_files("unlabeled", patterns, key)
+
+
+def _load_files(split: str, patterns: list[str], key: str | None = None) -> Dataset:
+    key = key or f"data.files.{split}"
     paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
     if not paths:
         raise DataError(f"{key}: no file matches {', '.join(patterns)}")

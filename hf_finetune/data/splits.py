@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from hf_finetune.data.labels import LABEL_COLUMN
 from hf_finetune.errors import DataError, did_you_mean
@@ -97,3 +97,18 @@ def cap_rows(ds: Dataset, limit: int | None, seed: int) -> Dataset:
     if limit is None or limit >= len(ds):
         return ds
     return ds.shuffle(seed=seed).select(range(limit))
+
+
+def append_rows(train: Dataset, extra: Dataset) -> Dataset:
+    """Train plus rows already in its label space (self-training's pseudo-labels), in the columns both hold.
+
+    The extra rows carry the input columns and `labels`; columns only train has (other data columns)
+    are dropped, since training reads only inputs and labels.
+    """
+    columns = [c for c in extra.column_names if c in train.column_names]
+    missing = [c for c in extra.column_names if c not in columns and c != "__source_file__"]
+    if missing:
+        raise DataError(f"the training split has no column '{missing[0]}' for the extra rows "
+                        f"(its columns: {', '.join(train.column_names)})")
+    base = train.select_columns(columns)
+    return concatenate_datasets([base, extra.select_columns(columns).cast(base.features)])

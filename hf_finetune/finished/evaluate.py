@@ -93,6 +93,8 @@ def evaluation_recipe(out_dir: Path, data: str | None, split: str | None, column
             if data == original:  # the run's own Hub dataset: keep its configuration
                 section["config"] = original_config
             called = data.split("/")[-1]
+    section.pop("unlabeled", None)  # self-training's pool: how the model was made, not what is scored
+    raw.pop("self_training", None)
     raw["data"] = section
     raw["model"] = {**(raw.get("model") or {}), "name": str(out_dir)}
     raw["output"] = {"dir": str(out_dir)}

@@ -82,6 +82,29 @@ class SampleCaps(Section):
     test: int | None = Field(None, gt=0, description="Use at most this many test rows.")
 
 
+class UnlabeledSpec(Section):
+    """Rows without labels for self-training: the recipe's input columns; a label column is only scored."""
+
+    files: list[str] | None = Field(
+        None, description="Local files of unlabelled rows (csv/tsv/json/jsonl/parquet, globs allowed), with the "
+        "recipe's input columns; a label column there is never trained on, only used to score the pseudo-labels.",
+    )
+    split: str | None = Field(
+        None, description="A split of the recipe's own data source to use without its labels (e.g. unlabeled).",
+    )
+    image_folder: str | None = Field(
+        None, description="A folder of images (any depth, no class folders needed) to use without labels.",
+    )
+    max_samples: int | None = Field(
+        None, gt=0, description="Use at most this many unlabelled rows (seeded by data.seed).",
+    )
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _paths_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
 class DataSpec(Section):
     dataset: str | None = Field(
         None, description="Hub dataset id (stanfordnlp/imdb), or a folder written by `Dataset.save_to_disk`."
@@ -116,6 +139,9 @@ class DataSpec(Section):
     verify_images: bool = Field(
         True,
         description="Decode every image once before training (cached) to find unreadable files up front.",
+    )
+    unlabeled: UnlabeledSpec | None = Field(
+        None, description="Unlabelled rows for self-training (needs a self_training section).",
     )
 
     @field_validator("files", mode="before")
@@ -557,6 +583,43 @@ def seconds(value: str | float | int) -> float:
     return number
 
 
+class SelfTraining(Section):
+    """Self-training: label the unlabelled pool with the model, keep the confident labels, train again."""
+
+    rounds: int = Field(3, gt=0, le=100, description="Self-training rounds after the first, labelled-only training.")
+    threshold: float = Field(
+        0.9, gt=0, le=1, description="Keep a pseudo-label when the model's probability for it is at least this.",
+    )
+    class_thresholds: dict[str, float] | None = Field(
+        None, description="Thresholds for some classes ({label: threshold}); the others use threshold.",
+    )
+    max_class_share: float | None = Field(
+        None, gt=0, le=1,
+        description="Largest share of a round's pseudo-labels one class may take (the most confident are kept); "
+        "unset: no cap.",
+    )
+    init: Literal["backbone", "continue"] = Field(
+        "backbone",
+        description="Each round trains from the pretrained backbone with a new head (backbone), or goes on from "
+        "the previous best round's model (continue).",
+    )
+    min_improvement: float = Field(
+        0.0, ge=0,
+        description="A round must raise the validation selection metric by more than this, else self-training stops.",
+    )
+    score_test_each_round: bool = Field(
+        False, description="Also score the test split after every round, for measurement (never used to choose).",
+    )
+
+    @field_validator("class_thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for label, threshold in (value or {}).items():
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+                raise ValueError(f"the threshold of '{label}' must be in (0, 1], got {threshold!r}")
+        return value
+
+
 class Recipe(Section):
     task: Task = Field(description="text-classification or image-classification.")
     model: ModelSpec = Field(description="The pretrained backbone.")
@@ -580,6 +643,9 @@ class Recipe(Section):
     card: CardSpec = Field(default_factory=CardSpec, description="Model card metadata.")
     rank: RankSpec = Field(default_factory=RankSpec, description="Ranking candidate backbones (`hf-finetune rank`).")
     search: SearchSpec = Field(default_factory=SearchSpec, description="Hyperparameter search (hf-finetune tune).")
+    self_training: SelfTraining | None = Field(
+        None, description="Self-training on data.unlabeled: rounds, confidence thresholds, class balance.",
+    )
 
     # Where the recipe came from; set once by validation (`set_origin`), read through the properties.
     _user_training_keys: frozenset[str] = PrivateAttr(default_factory=frozenset)
@@ -631,6 +697,11 @@ class Recipe(Section):
         if self.finetune.strategy != "lora":  # LoRA keys mean nothing to the other strategies
             exclude["finetune"] = {"lora"}
             exclude["output"] = {"save_adapter"}
+        if self.self_training is None:  # a run without self-training records no trace of it
+            exclude["self_training"] = True
+        if self.data.unlabeled is None:
+            data_exclude = exclude.setdefault("data", {})
+            data_exclude["unlabeled"] = True
         return self.model_dump(mode="json", exclude=exclude)
 
     def to_yaml(self) -> str:

@@ -404,6 +404,10 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None,
         problems.append(Problem("output.save_adapter", "only applies to finetune.strategy: lora"))
     if parts.get("distill") is not None:
         problems += _distill_checks(parts["distill"], parts.get("finetune"), task, check_teacher=purpose == "train")
+    from hf_finetune.selftrain.checks import self_training_problems
+
+    problems += self_training_problems(task, data, parts.get("self_training"),
+                                       training_given=raw.get("self_training") is not None)
     if output is not None and output.dir is not None:
         problem = output_dir_problem(output.dir)
         if problem:

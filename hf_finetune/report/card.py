@@ -25,6 +25,7 @@ from hf_finetune.report.plots import (
     plot_validation_metrics,
 )
 from hf_finetune.report.summary import metric_names
+from hf_finetune.selftrain.card import self_training_section
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +220,7 @@ def render_card(recipe: dict[str, Any], results: dict[str, Any], manifest: dict[
         f"# {model_name}",
         _intro(recipe, manifest),
         _results_section(recipe, results, plots),
+        self_training_section(results),
         _usage_section(recipe, model_id),
         _data_section(recipe, manifest),
         _procedure_section(recipe, results, manifest, plots),

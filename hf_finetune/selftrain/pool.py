@@ -1,0 +1,194 @@
+"""The unlabelled pool: loaded from files, a split of the recipe's data, or a folder of images.
+
+The pool holds the recipe's input columns. A label column there (data.columns.label) is never
+trained on: it is kept apart, as the pool's true labels, to score the pseudo-labels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from datasets import ClassLabel, Dataset, Value
+
+from hf_finetune.data.images import MAX_LISTED, prepare_image_column, scan_images
+from hf_finetune.data.labels import LABEL_COLUMN, LabelSpace, blank_rows
+from hf_finetune.data.sources import load_files, load_raw_splits
+from hf_finetune.data.splits import cap_rows
+from hf_finetune.errors import DataError, did_you_mean
+from hf_finetune.recipe import Recipe
+
+logger = logging.getLogger(__name__)
+
+SOURCE_COLUMN = "__source_file__"
+TRUTH_COLUMN = "__pool_label__"  # the pool's own labels, apart from anything training reads
+
+
+@dataclass
+class Pool:
+    """Unlabelled rows: the input columns (and the source file), plus their true labels where known."""
+
+    rows: Dataset  # input columns, SOURCE_COLUMN; images typed as undecoded `datasets.Image`
+    truth: list | None  # the raw value of the pool's label column per row (None: unknown), or None
+    truth_feature: object  # that column's `datasets` feature
+    key: str  # the recipe key that names the pool, for messages
+    where: str  # the pool's files, split or folder, for messages and the record
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _image_files(folder: Path) -> list[str]:
+    from PIL import Image
+
+    suffixes = {s.lower() for s in Image.registered_extensions()}
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _raw_pool(recipe: Recipe) -> tuple[Dataset, str, str]:
+    spec = recipe.data.unlabeled
+    if spec.files is not None:
+        key = "data.unlabeled.files"
+        return load_files(spec.files, key), key, ", ".join(spec.files)
+    if spec.image_folder is not None:
+        key, folder = "data.unlabeled.image_folder", Path(spec.image_folder)
+        files = _image_files(folder)
+        if not files:
+            raise DataError(f"{key}: no images found under {folder} (the pool is empty)")
+        column = recipe.data.columns.image
+        return Dataset.from_dict({column: files, SOURCE_COLUMN: files}), key, str(folder)
+    key = "data.unlabeled.split"
+    raw = load_raw_splits(recipe.data)
+    if spec.split not in raw:
+        raise DataError(f"{key}: split '{spec.split}' not found; the data has {', '.join(raw)}"
+                        + did_you_mean(spec.split, list(raw)))
+    return raw[spec.split], key, f"split '{spec.split}'"
+
+
+def load_pool(recipe: Recipe) -> Pool:
+    """Loads and checks the recipe's unlabelled pool.
+
+    Rows with an empty text are left out (with a warning); unreadable images follow data.bad_images.
+
+    Raises:
+        DataError: an empty pool, a missing or mistyped input column (named with the pool's files),
+            image paths that do not exist.
+    """
+    data, cols = recipe.data, recipe.data.columns
+    ds, key, where = _raw_pool(recipe)
+    if len(ds) == 0:
+        raise DataError(f"{key}: the unlabelled pool ({where}) is empty: it has no rows")
+    inputs = [("text", cols.text), ("text_pair", cols.text_pair)] if recipe.is_text else [("image", cols.image)]
+    inputs = [(k, c) for k, c in inputs if c is not None]
+    present = [c for c in ds.column_names if c != SOURCE_COLUMN]
+    for input_key, column in inputs:
+        if column not in ds.column_names:
+            raise DataError(f"{key}: column '{column}' (data.columns.{input_key}) not found in the unlabelled pool "
+                            f"({where}; columns: {', '.join(present)})" + did_you_mean(column, present))
+    if SOURCE_COLUMN not in ds.column_names:
+        ds = ds.add_column(SOURCE_COLUMN, [where] * len(ds))
+    label = cols.label if cols.label in ds.column_names else None
+    if label == TRUTH_COLUMN or label is not None and label in dict(inputs).values():
+        label = None
+    keep = [c for _, c in inputs] + [SOURCE_COLUMN] + ([label] if label else [])
+    ds = ds.select_columns(keep)
+    if label is not None:
+        ds = ds.rename_column(label, TRUTH_COLUMN)
+
+    spec = data.unlabeled
+    if spec.max_samples is not None and spec.max_samples < len(ds):  # before the per-row checks: less to read
+        ds = cap_rows(ds, spec.max_samples, data.seed)
+        where += f", {spec.max_samples} rows drawn (data.unlabeled.max_samples, seed {data.seed})"
+    if recipe.is_text:
+        ds = _drop_blank_texts(ds, inputs, key, where)
+    else:
+        ds = prepare_image_column(ds, cols.image, f"data.unlabeled ({where})")
+        if data.verify_images:
+            ds = _drop_unreadable(ds, cols.image, data.bad_images, key, where)
+    truth, feature = None, None
+    if TRUTH_COLUMN in ds.column_names:
+        feature = ds.features[TRUTH_COLUMN]
+        truth = ds[TRUTH_COLUMN]
+        ds = ds.remove_columns(TRUTH_COLUMN)
+    return Pool(ds, truth, feature, key, where)
+
+
+def describe_pool(recipe: Recipe) -> str:
+    """Loads and checks the pool (pre-flight); one line saying what it holds."""
+    pool = load_pool(recipe)
+    known = sum(v is not None for v in pool.truth) if pool.truth is not None else 0
+    return f"{len(pool)} unlabelled rows from {pool.where}" + (
+        f" ({known} with a label column: only to score the pseudo-labels)" if known else "")
+
+
+def _drop_blank_texts(ds: Dataset, inputs: list[tuple[str, str]], key: str, where: str) -> Dataset:
+    for input_key, column in inputs:
+        feature = ds.features[column]
+        if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+            raise DataError(f"{key}: column '{column}' (data.columns.{input_key}) of the unlabelled pool ({where}) "
+                            f"holds {feature!r}, not text")
+    blank = sorted({row for _, column in inputs for row in blank_rows(ds, column)})
+    if blank:
+        if len(blank) == len(ds):
+            raise DataError(f"{key}: every row of the unlabelled pool ({where}) has an empty text: the pool is empty")
+        logger.warning("Unlabelled pool: leaving out %d rows with an empty text (first: row %d)", len(blank), blank[0])
+        blank_set = set(blank)
+        ds = ds.select([i for i in range(len(ds)) if i not in blank_set])
+    return ds
+
+
+def _drop_unreadable(ds: Dataset, column: str, policy: str, key: str, where: str) -> Dataset:
+    kept, bad = scan_images(ds, column, None, f"data.unlabeled ({where})")
+    if not bad:
+        return ds
+    listed = "\n    ".join(bad[:MAX_LISTED]) + (f"\n    ... and {len(bad) - MAX_LISTED} more"
+                                                if len(bad) > MAX_LISTED else "")
+    if policy == "error" or len(kept) == 0:
+        raise DataError(f"{key}: {len(bad)} unreadable images in the unlabelled pool"
+                        + (" (set data.bad_images: skip to leave them out)" if policy == "error" else
+                           ", and no readable one is left") + f":\n    {listed}")
+    logger.warning("Unlabelled pool: leaving out %d unreadable images:\n    %s", len(bad), listed)
+    return kept
+
+
+def truth_ids(pool: Pool, labels: LabelSpace) -> np.ndarray | None:
+    """The pool's true labels as class ids (-1 where unknown), or None when the pool has no label column.
+
+    Raises:
+        DataError: a label the training split does not have, named.
+    """
+    if pool.truth is None:
+        return None
+    values = pool.truth
+    if isinstance(pool.truth_feature, ClassLabel):
+        names = pool.truth_feature.names
+        values = [names[v] if v is not None and v >= 0 else None for v in values]
+    mapping: dict[object, int] = {}
+    for value, idx in labels.value_to_id().items():
+        mapping[value] = mapping[str(value)] = idx
+    for idx, name in enumerate(labels.names):
+        mapping.setdefault(name, idx)
+    out = np.full(len(values), -1, dtype=np.int64)
+    for row, value in enumerate(values):
+        if value is None:
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if value not in mapping:
+            value = str(value)  # integers in a file, for class names that are digits (an image folder's 0..9)
+        if value not in mapping:
+            raise DataError(f"data.columns.label: the unlabelled pool ({pool.where}) has label '{value}' (row {row}), "
+                            f"which the training split does not have; training labels: {', '.join(labels.names)}")
+        out[row] = mapping[value]
+    return out
+
+
+def pseudo_labelled_rows(pool: Pool, indices: np.ndarray, labels: np.ndarray, space: LabelSpace) -> Dataset:
+    """The kept pool rows with their pseudo-labels, as rows to append to the training split."""
+    rows = pool.rows.select(indices.tolist())
+    rows = rows.add_column(LABEL_COLUMN, labels.tolist())
+    return rows.cast_column(LABEL_COLUMN, ClassLabel(names=list(space.names)))
+

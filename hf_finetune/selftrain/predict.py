@@ -1,0 +1,49 @@
+"""Class probabilities for the unlabelled pool from the current model, preprocessed as evaluation is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from hf_finetune.data import default_cache_dir
+from hf_finetune.data.text import tokenize_split
+from hf_finetune.data.vision import ImageTransform, build_eval_transform
+from hf_finetune.recipe import Recipe
+from hf_finetune.selftrain.pool import Pool
+
+
+def model_ready_pool(recipe: Recipe, pool: Pool, tokenizer: Any, preprocessing: dict[str, Any]) -> Dataset:
+    """The pool tokenized (cached, like the splits) or with the evaluation image transform, without labels."""
+    cols, data = recipe.data.columns, recipe.data
+    if recipe.is_text:
+        cache_dir = Path(data.cache_dir) if data.cache_dir else default_cache_dir()
+        return tokenize_split(pool.rows, tokenizer, cols.text, cols.text_pair, preprocessing["max_length"],
+                              cache_dir, data.num_proc, description="tokenizing the unlabelled pool").dataset
+    ds = pool.rows.select_columns([cols.image])
+    ds.set_transform(ImageTransform(cols.image, build_eval_transform(preprocessing["image"])))
+    return ds
+
+
+@torch.inference_mode()
+def predict_probabilities(model: Any, dataset: Dataset, collator: Any, batch_size: int, args: Any) -> np.ndarray:
+    """(rows, classes) softmax probabilities of `model` in evaluation mode, in the dataset's row order."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator,
+                                         num_workers=args.dataloader_num_workers)
+    device = next(model.parameters()).device
+    half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+            with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
+                logits = model(**batch).logits
+            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
