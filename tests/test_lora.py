@@ -77,6 +77,8 @@ def test_lora_text_run_merges_into_an_ordinary_folder_and_keeps_the_adapter(tmp_
         assert torch.equal(merged[f"bert.{inner}.key.weight"], base[f"{inner}.key.weight"])  # not adapted
     assert torch.equal(merged["bert.embeddings.word_embeddings.weight"], base["embeddings.word_embeddings.weight"])
     assert pipeline("text-classification", model=str(out))(TEXTS[0])[0]["label"] in ("neg", "pos")
+    card = (out / "README.md").read_text()
+    assert "LoRA (peft): rank-4 adapters (alpha 8, dropout 0.1) on query, value of the frozen backbone" in card
 
     # The adapter in peft's layout, listed in run.json (so push uploads it), gives the merged logits.
     assert {p.name for p in (out / ADAPTER_DIR).iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
@@ -249,3 +251,21 @@ def test_default_targets_and_head_per_text_family(tmp_path, family, targets, hea
     assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable)
     logits = model(**tokenizer(["good film", "bad"], padding=True, return_tensors="pt")).logits
     assert logits.shape == (2, 3)
+
+
+def test_sharded_launchers_are_refused():
+    from types import SimpleNamespace
+
+    from hf_finetune.errors import UserError
+    from hf_finetune.training.lora import check_sharding
+
+    def trainer(fsdp=False, zero_stage=None):
+        plugin = SimpleNamespace(zero_stage=zero_stage) if zero_stage else None
+        return SimpleNamespace(is_fsdp_enabled=fsdp, accelerator=SimpleNamespace(state=SimpleNamespace(
+            deepspeed_plugin=plugin)))
+
+    for refused in (trainer(fsdp=True), trainer(zero_stage=3)):
+        with pytest.raises(UserError, match="not supported under FSDP or DeepSpeed ZeRO-3.*DDP"):
+            check_sharding(refused)
+    check_sharding(trainer())
+    check_sharding(trainer(zero_stage=2))  # ZeRO-2 keeps whole weights on every process

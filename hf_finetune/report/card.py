@@ -382,6 +382,14 @@ def _strategy_text(ft: dict[str, Any], train: dict[str, Any], num_labels: int) -
     elif name == "probe_then_full":
         text = (f"LP-FT: a linear probe of {head} for {_fmt(ft.get('probe_epochs', 1))} epoch(s), then every weight "
                 "of the backbone trains from the probed head.")
+    elif name == "lora":
+        lora, settings = train.get("lora") or {}, ft.get("lora") or {}
+        share = f" ({lora['trainable_params']:,} of {lora['total_params']:,} parameters, " \
+                f"{lora['trainable_share']:.2%})" if lora else ""
+        text = (f"LoRA (peft): rank-{settings.get('r', '?')} adapters (alpha {settings.get('alpha', '?'):g}, "
+                f"dropout {settings.get('dropout', '?'):g}) on {', '.join(settings.get('target_modules') or [])} "
+                f"of the frozen backbone, and {head} in full, train{share}; the adapters are merged into the "
+                "weights of this model.")
     else:
         text = f"Full fine-tuning: every weight of the backbone trains, under {head}."
     phases = [p for p in train.get("phases") or [] if "trainable_params" in p]
