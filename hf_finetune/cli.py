@@ -258,12 +258,18 @@ def cmd_rank(args: argparse.Namespace) -> int:
     result = rank(recipe, candidates, output_dir=args.rank_output_dir)
     sys.stdout.write(format_table(result.record))
     logger.info("Wrote %s and %s", result.output_dir / "rank.json", result.output_dir / "rank.png")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from hf_finetune.search.tune import tune
 
     result = tune(args.recipe, args.overrides, trials=args.trials, timeout=args.timeout)
     if result is not None and result.best_dir is not None:
         sys.stdout.write(f"{result.best_dir}\n")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from hf_finetune.finished.export import export_onnx, format_result
 
@@ -271,6 +277,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_onnx(args.output_dir, opset=args.opset, output_dir=args.output_dir_out,
                          external_data=args.external_data)
     sys.stdout.write(format_result(result))
+    return 0
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
     _quiet_loading()
     if args.method == "logits":

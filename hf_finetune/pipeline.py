@@ -176,10 +176,9 @@ def finish(session: Session, train_output: Any, extra_results: dict[str, Any] | 
     """
     trainer = session.setup.trainer
     results: dict[str, Any] = {}
-    with full_precision(trainer.model):  # the figures of the weights as saved
-        for role in ("validation", "test"):
-            if role in session.setup.eval_splits:
-                results[role] = evaluate_split(trainer, session.setup.eval_splits[role], session.metrics, role)
+    for role in ("validation", "test"):
+        if role in session.setup.eval_splits:
+            results[role] = evaluate_split(trainer, session.setup.eval_splits[role], session.metrics, role)
     results["train"] = train_record(session, train_output)
     counts = class_counts(session.data.splits["train"], session.data.labels.num_labels)
     results["warnings"] = add_baselines(results, counts.tolist())
@@ -303,8 +302,10 @@ def prepare_data_and_model(recipe: Recipe, args: Any, extra_train: Any = None
 
 
 def evaluate_split(trainer: Any, dataset: Any, metrics: ClassificationMetrics, prefix: str) -> dict[str, Any]:
-    """Scores one split with the recipe's metrics, per-class figures and the confusion matrix."""
-    output = trainer.predict(dataset, metric_key_prefix=prefix)
+    """Scores one split with the recipe's metrics, per-class figures and the confusion matrix, in full
+    precision: the figures of the weights as saved, whatever mixed precision training used."""
+    with full_precision(trainer.model):
+        output = trainer.predict(dataset, metric_key_prefix=prefix)
     report = metrics.report(output.predictions, output.label_ids)
     report["loss"] = output.metrics.get(f"{prefix}_loss")
     return report
