@@ -168,13 +168,11 @@ def test_pool_label_column_is_kept_apart(st_recipe, pool_file):
 # --- end to end ----------------------------------------------------------------------------------------
 
 
-def test_text_rounds_records_and_best_round(st_recipe, pool_file, monkeypatch):
-    """Three rounds train for real; their selection metric is scripted (0.5, 0.7, 0.6), so round 1 must be
-    published and round 2 must stop the run."""
-    import hf_finetune
+def script_validation(monkeypatch, accuracies):
+    """Each round trains for real, but reports the next of `accuracies` as its validation accuracy."""
     from hf_finetune.selftrain import rounds as rounds_module
 
-    scripted = iter([0.5, 0.7, 0.6])
+    scripted = iter(accuracies)
     real_train_round = rounds_module._train_round
 
     def scripted_round(*args, **kwargs):
@@ -183,6 +181,13 @@ def test_text_rounds_records_and_best_round(st_recipe, pool_file, monkeypatch):
         return done
 
     monkeypatch.setattr(rounds_module, "_train_round", scripted_round)
+
+
+def test_text_rounds_records_and_best_round(st_recipe, pool_file, monkeypatch):
+    """Three rounds train for real; their selection metric is scripted (0.5, 0.7, 0.6), so round 1 must be
+    published and round 2 must stop the run."""
+    import hf_finetune
+    script_validation(monkeypatch, [0.5, 0.7, 0.6])
     st_recipe["self_training"].update(rounds=5, threshold=0.99, class_thresholds={"neg": 0.5}, init="continue",
                                       score_test_each_round=True)
     st_recipe["training"].update(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=5e-3,
@@ -229,17 +234,7 @@ def test_text_rounds_records_and_best_round(st_recipe, pool_file, monkeypatch):
 
 def test_rounds_from_the_backbone_stop_when_the_pseudo_labels_repeat(st_recipe, monkeypatch):
     import hf_finetune
-    from hf_finetune.selftrain import rounds as rounds_module
-
-    scripted = iter([0.5, 0.7])
-    real_train_round = rounds_module._train_round
-
-    def scripted_round(*args, **kwargs):
-        done = real_train_round(*args, **kwargs)
-        done.record["validation"]["accuracy"] = next(scripted)
-        return done
-
-    monkeypatch.setattr(rounds_module, "_train_round", scripted_round)
+    script_validation(monkeypatch, [0.5, 0.7])
     st_recipe["self_training"].update(rounds=5, threshold=0.99, class_thresholds={"neg": 0.5})
     st_recipe["training"].update(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=5e-3,
                                  warmup_steps=0.1)

@@ -251,17 +251,11 @@ def score_ensemble(predictor: EnsemblePredictor, recipe: Any, split: str | None,
     Returns:
         (predicted ids, label ids, cross-entropy of the mean probabilities, the split scored, rows).
     """
-    from hf_finetune.data import build_eval_dataset
-    from hf_finetune.models.backbones import vision_data_config
+    from hf_finetune.finished.evaluate import predictor_eval_dataset
 
     probs, references, name = [], None, split
     for member in predictor.members:
-        if member.is_text:
-            prepared, name = build_eval_dataset(recipe, split, member.labels, tokenizer=member.tokenizer,
-                                                max_length=member.max_length)
-        else:
-            prepared, name = build_eval_dataset(recipe, split, member.labels,
-                                                data_config=vision_data_config(member.model.config))
+        prepared, name = predictor_eval_dataset(recipe, split, member)
         p, refs = probabilities(member.model, prepared.splits["eval"], prepared.collator, batch_size)
         if references is not None and not np.array_equal(references, refs):
             raise DataError("the members read different rows from the data")

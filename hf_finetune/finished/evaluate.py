@@ -133,7 +133,6 @@ def evaluate_output(out_dir: str | os.PathLike, data: str | None = None, split: 
 
 def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | None, label_column: str | None,
               name: str | None, output_dir: str | os.PathLike | None, batch_size: int) -> Evaluation:
-    from hf_finetune.data import build_eval_dataset
     from hf_finetune.metrics import ClassificationMetrics
     from hf_finetune.report.plots import plot_confusion_matrix
 
@@ -147,14 +146,7 @@ def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | 
 
         predictions, references, loss, split, rows = score_ensemble(predictor, recipe, split, batch_size)
     else:
-        if recipe.is_text:
-            prepared, split = build_eval_dataset(recipe, split, predictor.labels, tokenizer=predictor.tokenizer,
-                                                 max_length=predictor.max_length)
-        else:
-            from hf_finetune.models.backbones import vision_data_config
-
-            prepared, split = build_eval_dataset(recipe, split, predictor.labels,
-                                                 data_config=vision_data_config(predictor.model.config))
+        prepared, split = predictor_eval_dataset(recipe, split, predictor)
         dataset = prepared.splits["eval"]
         rows = len(dataset)
         predictions, references, loss = run_model(predictor.model, dataset, prepared.collator, batch_size)
@@ -229,3 +221,15 @@ def format_evaluation(evaluation: Evaluation) -> str:
     for label, v in per_class.items():
         lines.append(f"  {label:<{width}}  {v['precision']:.4f}     {v['recall']:.4f}  {v['f1']:.4f}  {v['support']}")
     return "\n".join(lines) + "\n"
+
+
+def predictor_eval_dataset(recipe: Any, split: str, predictor: Any) -> tuple[Any, str]:
+    """`split` preprocessed for `predictor`'s model: its tokenizer and max_length, or its image config."""
+    from hf_finetune.data import build_eval_dataset
+
+    if predictor.is_text:
+        return build_eval_dataset(recipe, split, predictor.labels, tokenizer=predictor.tokenizer,
+                                  max_length=predictor.max_length)
+    from hf_finetune.models.backbones import vision_data_config
+
+    return build_eval_dataset(recipe, split, predictor.labels, data_config=vision_data_config(predictor.model.config))
