@@ -142,6 +142,59 @@ def test_tune_records_complete_pruned_and_failed_trials_publishes_the_best_and_c
     assert len(study.trials) == 5
 
 
+def test_the_default_space_is_centred_on_the_run_values_and_trial_0_is_the_default_run():
+    from hf_finetune.recipe.schema import SearchDimension
+    from hf_finetune.search.defaults import baseline_params, centred_space
+    from hf_finetune.search.space import default_space
+
+    plain = validate_recipe({"task": "text-classification", "model": {"name": "m"}, "data": {"dataset": "d"},
+                             "training": {"per_device_train_batch_size": 4}})
+    values = {"training.learning_rate": 1e-4, "finetune.head_learning_rate": 1e-3, "training.num_train_epochs": 7.0,
+              "training.per_device_train_batch_size": 4, "training.warmup_steps": 0.1,
+              "finetune.class_weights": "balanced"}
+    space = centred_space(default_space(plain), values)
+    assert space["training.learning_rate"] == {"low": pytest.approx(1e-4 / 3), "high": pytest.approx(3e-4), "log": True}
+    assert space["finetune.head_learning_rate"]["low"] == pytest.approx(1e-3 / 3)
+    assert space["training.num_train_epochs"] == {"low": 4, "high": 14}
+    assert space["training.per_device_train_batch_size"]["choices"] == [4, 8, 16, 32]  # the run's own is a choice
+    dims = {k: SearchDimension(**v) for k, v in space.items()}
+    params, misses = baseline_params(dims, values)
+    assert misses == [] and params["training.num_train_epochs"] == 7 and isinstance(params["training.num_train_epochs"], int)
+    # A user's space that cannot take the run's value: no baseline trial for that key.
+    narrow = {"training.learning_rate": SearchDimension(choices=[5e-3, 1.0]),
+              "finetune.class_weights": SearchDimension(choices=[None, [1.0, 2.0]])}
+    params, misses = baseline_params(narrow, {"training.learning_rate": 1e-3, "finetune.class_weights": None})
+    assert misses == ["training.learning_rate"] and params == {"finetune.class_weights": "null"}
+
+
+def test_a_default_space_search_starts_with_the_default_run(tmp_path, tiny_bert):
+    """Trial 0 trains with exactly the values one ordinary run picks (data-aware learning rates here)."""
+    from hf_finetune.cli import main
+
+    raw = _base(tmp_path, tiny_bert)
+    raw["training"] = {"num_train_epochs": 2, "per_device_eval_batch_size": 16}
+    raw.pop("batch")
+    raw["search"] = {"sampler": {"type": "random", "seed": SEED}, "pruner": {"type": "none"}, "trials": 2,
+                     "keep_trials": True}
+    assert main(["tune", str(write_recipe(tmp_path / "search.yaml", raw))]) == 0
+    out = tmp_path / "search"
+    rows = _rows(out)
+    assert [r["baseline"] for r in rows] == ["yes", ""]
+    # The tiny encoder is a small text model: the data-aware rate 1e-4, its head 10x, warmup 0.1.
+    assert float(rows[0]["training.learning_rate"]) == pytest.approx(1e-4)
+    assert float(rows[0]["finetune.head_learning_rate"]) == pytest.approx(1e-3)
+    assert rows[0]["training.num_train_epochs"] == "2" and rows[0]["training.warmup_steps"] == "0.1"
+    trained = yaml.safe_load((out / "trials" / "trial-0000" / "recipe.yaml").read_text())
+    assert trained["training"]["learning_rate"] == pytest.approx(1e-4)
+    assert trained["finetune"]["head_learning_rate"] == pytest.approx(1e-3)
+    # The space around it: 3x either way, epochs from half to twice.
+    space = json.loads((out / "best" / "search.json").read_text())["space"]
+    assert space["training.learning_rate"]["high"] == pytest.approx(3e-4)
+    assert space["training.num_train_epochs"] == {"low": 1, "high": 4}
+    card = (out / "best" / "README.md").read_text()
+    assert "the recipe at its own defaults" in card
+
+
 def test_tune_refuses_a_folder_holding_a_training_run(tmp_path, tiny_bert):
     from hf_finetune.cli import main
 

@@ -538,6 +538,11 @@ class SearchSpec(Section):
     keep_trials: bool = Field(
         False, description="Keep every trial's model; by default only the best trial's folder stays."
     )
+    baseline_trial: bool = Field(
+        True, description="Trial 0 of a new study is the recipe at its own defaults (the data-aware values one "
+        "run would use), so the best trial is never below one default run on validation; skipped when the space "
+        "cannot take those values."
+    )
 
     @field_validator("space", mode="before")
     @classmethod

@@ -75,7 +75,8 @@ def trial_rows(study: Any, metric: str) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": t.state.name, f"validation_{metric}": t.value,
                                f"test_{metric}": t.user_attrs.get(f"test_{metric}"),
-                               "duration_s": _duration(t), "evaluations": t.user_attrs.get("evaluations")}
+                               "duration_s": _duration(t), "evaluations": t.user_attrs.get("evaluations"),
+                               "baseline": "yes" if t.user_attrs.get("baseline") else ""}
         row.update({name: t.params.get(name) for name in names})
         row.update({"host": t.user_attrs.get("host"), "folder": t.user_attrs.get("folder"),
                     "host_rss_mb": t.user_attrs.get("host_rss_mb"), "error": t.user_attrs.get("error")})
@@ -152,6 +153,9 @@ def search_summary(study: Any, space: dict[str, Any], best: Any, metric: str, se
             "objective": {"metric": f"validation {metric}", "direction": study.direction.name.lower(),
                           "best_value": best.value},
             "best_trial": best.number, "best_params": decode_params(best.params, space),
+            "best_is_baseline": bool(best.user_attrs.get("baseline")),
+            "baseline_value": next((t.value for t in study.get_trials(deepcopy=False)
+                                    if t.user_attrs.get("baseline") and t.value is not None), None),
             "space": {k: v.model_dump(exclude_defaults=True) for k, v in space.items()}, **settings}
 
 
@@ -163,6 +167,14 @@ def card_section(summary: dict[str, Any], space: dict[str, Any]) -> str:
         best = summary["best_params"].get(key)
         rows.append(f"| `{key}` | {_dimension_text(dim)} | {_value_text(best)} |")
     objective = summary["objective"]
+    if summary.get("best_is_baseline"):
+        baseline = ("No trial did better on validation than trial 0, the recipe at its own defaults: this model "
+                    "is that default run.\n\n")
+    elif summary.get("baseline_value") is not None:
+        baseline = (f"Trial 0, the recipe at its own defaults, reached {summary['baseline_value']:.4f}; this trial "
+                    f"reached {objective['best_value']:.4f}.\n\n")
+    else:
+        baseline = ""
     return (
         "## Hyperparameter search\n\n"
         f"This model is trial {summary['best_trial']} of a hyperparameter search of {summary['trials']} trials "
@@ -170,7 +182,7 @@ def card_section(summary: dict[str, Any], space: dict[str, Any]) -> str:
         f"{objective['direction']} the {objective['metric']} (best: {objective['best_value']:.4f}). It is "
         "that trial's own model, kept as it was trained, not retrained; the trial was chosen on validation "
         "alone, so the test figures above had no part in the choice.\n\n"
-        + "\n".join(rows) + "\n\n"
+        + "\n".join(rows) + "\n\n" + baseline +
         f"The study, `{TRIALS_CSV}` (every trial) and Optuna's plots are in the search folder, one level up.\n"
     )
 

@@ -25,8 +25,9 @@ OWNED_BY_SEARCH = {
 }
 
 # The default space: what matters most when fine-tuning on small data (learning rates, epochs, batch
-# size, warmup, class weights). Ranges span the data-aware defaults (text encoders 2e-5..1e-4, CNNs 1e-3,
-# head 10x the backbone, warmup 0.1 of the steps; see training/data_aware.py) by a factor of 3 or more.
+# size, warmup, class weights). These ranges span the data-aware defaults of every backbone family
+# (text encoders 2e-5..1e-4, CNNs 1e-3, head 10x the backbone, warmup 0.1 of the steps; see
+# training/data_aware.py); `tune` centres them on this recipe's own values (search/defaults.py).
 DEFAULT_LEARNING_RATE = {"text-classification": (1e-5, 3e-4), "image-classification": (1e-5, 3e-3)}
 DEFAULT_EPOCHS = (2, 10)
 DEFAULT_BATCH_SIZES = [8, 16, 32]
@@ -49,13 +50,22 @@ def default_space(recipe: Any) -> dict[str, dict[str, Any]]:
     return space
 
 
-def resolve_space(recipe: Any) -> tuple[dict[str, Any], bool]:
-    """(space as {key: SearchDimension}, whether it is the default one)."""
+def resolve_space(recipe: Any, run_values: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+    """(space as {key: SearchDimension}, whether it is the default one).
+
+    `run_values`: what one ordinary run trains with (search/defaults.run_values); the default space is
+    then centred on them.
+    """
     from hf_finetune.recipe.schema import SearchDimension
 
     if recipe.search.space:
         return dict(recipe.search.space), False
-    return {k: SearchDimension(**v) for k, v in default_space(recipe).items()}, True
+    space = default_space(recipe)
+    if run_values:
+        from hf_finetune.search.defaults import centred_space
+
+        space = centred_space(space, run_values)
+    return {k: SearchDimension(**v) for k, v in space.items()}, True
 
 
 def space_yaml(space: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError
 from hf_finetune.search import ranks
+from hf_finetune.search.defaults import baseline_params, run_values, training_labels
 from hf_finetune.search.outputs import (
     check_writable,
     guard_search_dir,
@@ -24,7 +25,7 @@ from hf_finetune.search.outputs import (
     write_plots,
     write_trials_csv,
 )
-from hf_finetune.search.space import endpoint_problems, resolve_space, space_yaml, suggest
+from hf_finetune.search.space import default_space, endpoint_problems, resolve_space, space_yaml, suggest
 from hf_finetune.search.study import finished_trials, import_optuna, open_study, shown_url, storage_url
 from hf_finetune.search.trials import (
     SearchStopped,
@@ -69,19 +70,22 @@ def load_search_recipe(path: str | os.PathLike, overrides: list[str]) -> tuple[A
 
 def training_imbalance(recipe: Any) -> float:
     """Largest / smallest class of the training split as the run builds it (carved, capped)."""
-    from hf_finetune.data.labels import build_label_space, encode_labels
-    from hf_finetune.data.sources import load_raw_splits
-    from hf_finetune.data.splits import cap_rows, carve_validation, select_splits
     from hf_finetune.training.data_aware import class_counts, imbalance
 
-    data = recipe.data
-    splits = select_splits(load_raw_splits(data), data)
-    labels = build_label_space(splits, data.splits.train, data.columns.label, data.label_names)
-    train = encode_labels(splits["train"], data.columns.label, labels)
-    if "validation" not in splits:
-        train, _ = carve_validation(train, data.validation_size, data.seed)
-    train = cap_rows(train, data.max_samples.train, data.seed)
+    train, labels = training_labels(recipe)
     return imbalance(class_counts(train, labels.num_labels))
+
+
+def enqueue_baseline(study: Any, space: dict[str, Any], values: dict[str, Any]) -> None:
+    """Trial 0 of a new study: the recipe's own values (search.baseline_trial), where the space can take them."""
+    params, misses = baseline_params(space, values)
+    if misses:
+        logger.info("Trial 0 is not the recipe's defaults: the space cannot take the run's own value of %s "
+                    "(set search.baseline_trial: false to silence this)", ", ".join(misses))
+        return
+    study.enqueue_trial(params, user_attrs={"baseline": "the recipe's defaults"})
+    logger.info("Trial 0: the recipe at its own defaults (%s), so the best trial is never below one default "
+                "run on validation", ", ".join(f"{k}={v}" for k, v in params.items()))
 
 
 def resolve_objective(recipe: Any) -> tuple[str, str]:
@@ -142,7 +146,9 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
     except ValueError as exc:
         raise RecipeError([Problem("--timeout" if timeout is not None else "search.timeout", str(exc))],
                           str(path)) from None
-    space, is_default = resolve_space(recipe)
+    values = run_values(recipe, list(default_space(recipe) if not search.space else search.space)) \
+        if (search.baseline_trial or not search.space) else {}
+    space, is_default = resolve_space(recipe, values)
     if is_default:
         problems = endpoint_problems(raw, space, str(path))
         if problems:
@@ -167,6 +173,8 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
                          + space_yaml(space))
         sys.stdout.flush()
     study = open_study(search, url, name, direction)
+    if search.baseline_trial and not study.trials:
+        enqueue_baseline(study, space, values)
     done = finished_trials(study)
     settings = describe(search)
     logger.info("Study '%s' in %s: %d trials finished, budget %d%s; objective: %s validation %s; %s; %s; %d "

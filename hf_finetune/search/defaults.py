@@ -1,0 +1,148 @@
+"""The run's own defaults as the search's starting point.
+
+One ordinary run of a recipe trains with the data-aware defaults (training/data_aware.py) for the
+keys the recipe leaves unset. A search that ignores them starts from scratch and, in a budget of a
+few runs, often ends below that one run. So a new study's trial 0 is the recipe at its defaults
+(`search.baseline_trial`), and the default space is centred on them: a search can then only add to
+what one run gives, and the random startup trials are spent near values known to work.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# The default space around the run's own values: learning rates within 3x either way (the spread
+# over which fine-tuning results usually change most), epochs from half to twice the data-aware budget.
+RATE_SPREAD = 3.0
+EPOCH_SPREAD = 2.0
+
+
+def training_labels(recipe: Any) -> tuple[Any, Any]:
+    """(the training split as the run builds it, carved and capped, with encoded labels; the label space)."""
+    from hf_finetune.data.labels import build_label_space, encode_labels
+    from hf_finetune.data.sources import load_raw_splits
+    from hf_finetune.data.splits import cap_rows, carve_validation, select_splits
+
+    data = recipe.data
+    splits = select_splits(load_raw_splits(data), data)
+    labels = build_label_space(splits, data.splits.train, data.columns.label, data.label_names)
+    train = encode_labels(splits["train"], data.columns.label, labels)
+    if "validation" not in splits:
+        train, _ = carve_validation(train, data.validation_size, data.seed)
+    return cap_rows(train, data.max_samples.train, data.seed), labels
+
+
+def _backbone(recipe: Any, labels: Any) -> Any:
+    from hf_finetune.models.backbones import build_text_model, build_tokenizer, build_vision_model
+
+    if recipe.is_text:
+        return build_text_model(recipe.model, labels, build_tokenizer(recipe.model))
+    return build_vision_model(recipe.model, labels)
+
+
+def _lookup(mapping: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = mapping
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def run_values(recipe: Any, keys: list[str]) -> dict[str, Any]:
+    """The value one ordinary run of `recipe` trains with for each dotted key that has one: the
+    recipe's own, else the data-aware default, else the house or Trainer default.
+
+    Loads the training labels and the backbone once (as the run does), on this process only.
+    """
+    from hf_finetune.training.arguments import installed_default, resolve_training
+    from hf_finetune.training.data_aware import apply_decisions, data_aware_defaults
+
+    resolved = recipe
+    if recipe.finetune.data_aware:
+        train, labels = training_labels(recipe)
+        model = _backbone(recipe, labels)
+        batch = resolve_training(recipe, log=False).batch.global_size
+        resolved = apply_decisions(recipe, data_aware_defaults(recipe, train, labels.num_labels, model, batch))
+        del model
+        gc.collect()
+    training = resolve_training(resolved, log=False).training
+    mapping = resolved.to_dict()
+    mapping["training"] = training
+    out: dict[str, Any] = {}
+    for key in keys:
+        found, value = _lookup(mapping, key)
+        if not found and key.startswith("training."):
+            try:
+                found, value = True, installed_default(key.split(".", 1)[1])
+            except KeyError:
+                found = False
+        if not found and key == "finetune.head_learning_rate":
+            found, value = True, None
+        if found:
+            out[key] = value
+    return out
+
+
+def centred_space(space: dict[str, dict[str, Any]], values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The default space moved around the run's own values, so that they lie inside it."""
+    out = {key: dict(dim) for key, dim in space.items()}
+    rate = values.get("training.learning_rate")
+    if isinstance(rate, (int, float)) and rate > 0:
+        out["training.learning_rate"] = {"low": rate / RATE_SPREAD, "high": rate * RATE_SPREAD, "log": True}
+    head = values.get("finetune.head_learning_rate")
+    if "finetune.head_learning_rate" in out and isinstance(head, (int, float)) and head > 0:
+        out["finetune.head_learning_rate"] = {"low": head / RATE_SPREAD, "high": min(head * RATE_SPREAD, 0.1),
+                                              "log": True}
+    epochs = values.get("training.num_train_epochs")
+    if isinstance(epochs, (int, float)) and epochs >= 1:
+        e = int(round(epochs))
+        out["training.num_train_epochs"] = {"low": max(1, math.ceil(e / EPOCH_SPREAD)),
+                                            "high": max(e + 1, int(e * EPOCH_SPREAD))}
+    for key, dim in out.items():  # a choice the run would make itself is one of the choices
+        if "choices" in dim and key in values and values[key] not in dim["choices"]:
+            dim["choices"] = [values[key], *dim["choices"]]
+    warmup = values.get("training.warmup_steps")
+    if "training.warmup_steps" in out and isinstance(warmup, (int, float)) and warmup > out[
+            "training.warmup_steps"]["high"]:
+        out["training.warmup_steps"] = {"low": 0 if warmup >= 1 else 0.0, "high": warmup * 2}
+    return out
+
+
+def _fits(dim: Any, value: Any) -> bool:
+    if dim.choices is not None:
+        return value in dim.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if dim.is_int and float(value) != int(value):
+        return False
+    return dim.low <= value <= dim.high
+
+
+def baseline_params(space: dict[str, Any], values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(the run's values as Optuna parameters of `space`, the keys whose value the space cannot take).
+
+    Choices that are not plain values are stored by Optuna as their JSON text (as `suggest` does).
+    """
+    import json
+
+    from hf_finetune.search.space import _is_primitive
+
+    params: dict[str, Any] = {}
+    misses = []
+    for key, dim in space.items():
+        if key not in values or not _fits(dim, values[key]):
+            misses.append(key)
+            continue
+        value = values[key]
+        if dim.choices is not None and not all(_is_primitive(c) for c in dim.choices):
+            value = json.dumps(value)
+        elif dim.is_int:
+            value = int(value)
+        params[key] = value
+    return params, misses
