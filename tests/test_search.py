@@ -167,6 +167,22 @@ def test_the_default_space_is_centred_on_the_run_values_and_trial_0_is_the_defau
     assert misses == ["training.learning_rate"] and params == {"finetune.class_weights": "null"}
 
 
+def test_run_values_are_what_one_run_of_the_recipe_trains_with(vision_recipe):
+    """The data-aware defaults where the recipe is silent (a CNN's rate), the recipe's own value where it speaks."""
+    from hf_finetune.search.defaults import run_values
+    from hf_finetune.training.data_aware import CNN_LR, HEAD_LR_FACTOR
+
+    raw = {k: v for k, v in vision_recipe.items() if k != "training"}
+    raw["training"] = {"num_train_epochs": 2, "per_device_train_batch_size": 8}
+    keys = ["training.learning_rate", "finetune.head_learning_rate", "training.num_train_epochs",
+            "training.warmup_steps", "finetune.class_weights", "training.weight_decay", "model.nme"]
+    values = run_values(validate_recipe(raw), keys)
+    assert values["training.learning_rate"] == CNN_LR and values["finetune.head_learning_rate"] == CNN_LR * HEAD_LR_FACTOR
+    assert values["training.num_train_epochs"] == 2 and values["training.warmup_steps"] == 0.1
+    assert values["finetune.class_weights"] is None and values["training.weight_decay"] == 0.0
+    assert "model.nme" not in values  # not a key of the recipe: no value, so no baseline trial
+
+
 def test_a_default_space_search_starts_with_the_default_run(tmp_path, tiny_bert):
     """Trial 0 trains with exactly the values one ordinary run picks (data-aware learning rates here)."""
     from hf_finetune.cli import main
