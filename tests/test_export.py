@@ -48,6 +48,13 @@ def test_text_export_is_checked_carries_its_labels_and_predicts_like_pytorch(tmp
     assert json.loads(meta["id2label"]) == {"0": "neg", "1": "pos"}
     assert json.loads((run / "onnx" / "labels.json").read_text()) == ["neg", "pos"]
     assert "onnx/model.onnx" in json.loads((run / "run.json").read_text())["files"]  # push uploads it
+    # Exporting again with external data, then without: run.json lists only the files that are there.
+    export_onnx(run, external_data=True)
+    assert "onnx/model.onnx.data" in json.loads((run / "run.json").read_text())["files"]
+    export_onnx(run, opset=18, external_data=False)
+    files = json.loads((run / "run.json").read_text())["files"]
+    assert "onnx/model.onnx.data" not in files and not (run / "onnx" / "model.onnx.data").exists()
+    assert files.count("onnx/model.onnx") == 1
 
     same_predictions(run, TEXTS + ["movie"])
     assert main(["predict", str(run), "--onnx", TEXTS[0]]) == 0

@@ -178,7 +178,10 @@ def export_onnx(out_dir: str | os.PathLike, *, opset: int | None = None, output_
                             f"argmax agreement {result.argmax_agreement:.1%}; needed <= {ATOL:g} and 100%)")
         result.files = [p for p in (path, path.with_name(path.name + ".data"), dest / LABELS_FILE) if p.is_file()]
         if dest.resolve().parent == out_dir.resolve() and read_run(out_dir) is not None:
-            record_files(out_dir, [f"{dest.name}/{p.name}" for p in result.files])  # push uploads them
+            written = [f"{dest.name}/{p.name}" for p in result.files]
+            removed = [f"{dest.name}/{p.name}" for p in (path, path.with_name(path.name + ".data"), dest / LABELS_FILE)
+                       if not p.is_file()]
+            record_files(out_dir, written, forget=removed)  # push uploads them
         return result
 
 

@@ -124,11 +124,16 @@ def staging_dir(out_dir: str | os.PathLike) -> Path:
     return path
 
 
-def record_files(out_dir: str | os.PathLike, names: list[str]) -> None:
-    """Adds files written later (an evaluation) to a finished run's list, so push and overwrite see them."""
+def record_files(out_dir: str | os.PathLike, names: list[str], forget: list[str] | None = None) -> None:
+    """Adds files written later (an evaluation) to a finished run's list, so push and overwrite see them.
+
+    `forget`: entries to drop first, for files the later step removed (a re-export without its
+    external-data file), so the list never names a file that is not there.
+    """
     path = Path(out_dir) / RUN_FILE
     run = json.loads(path.read_text(encoding="utf-8"))
-    run["files"] = run.get("files", []) + [n for n in names if n not in run.get("files", [])]
+    kept = [n for n in run.get("files", []) if n not in set(forget or ())]
+    run["files"] = kept + [n for n in names if n not in kept]
     write_json(path, run)
 
 
