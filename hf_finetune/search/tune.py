@@ -83,7 +83,8 @@ def enqueue_baseline(study: Any, space: dict[str, Any], values: dict[str, Any]) 
         logger.info("Trial 0 is not the recipe's defaults: the space cannot take the run's own value of %s "
                     "(set search.baseline_trial: false to silence this)", ", ".join(misses))
         return
-    study.enqueue_trial(params, user_attrs={"baseline": "the recipe's defaults"})
+    # skip_if_exists: two workers opening a new shared study at once enqueue it once.
+    study.enqueue_trial(params, user_attrs={"baseline": "the recipe's defaults"}, skip_if_exists=True)
     logger.info("Trial 0: the recipe at its own defaults (%s), so the best trial is never below one default "
                 "run on validation", ", ".join(f"{k}={v}" for k, v in params.items()))
 
