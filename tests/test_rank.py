@@ -214,6 +214,8 @@ def test_rank_error_paths(tmp_path, rank_recipe, tiny_resnet, tiny_bert, reviews
     assert "rank.candidates.pretraind" in error("--candidates", f"{{name: {tiny_resnet}, pretraind: false}}")
     assert "is listed twice" in error("--candidates", str(tiny_resnet), str(tiny_resnet))
     assert "rank.by: hscore needs rank.hscore: true" in error("--candidates", str(tiny_resnet), "--by", "hscore")
+    assert main(["check", str(path), "--schema-only", "rank.by=hscore"]) == 2  # found before any model loads
+    assert "rank.by: hscore needs rank.hscore: true" in capsys.readouterr().err
     assert "model.name: local folder not found" in error("--candidates", str(tiny_resnet), "./no/such/model")
     rank_recipe["rank"] = {"candidates": [str(tiny_resnet), {"nam": "x"}]}
     write_recipe(path, rank_recipe)

@@ -412,6 +412,9 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None,
         problem = output_dir_problem(output.dir)
         if problem:
             problems.append(Problem("output.dir", problem))
+    rank = parts.get("rank")
+    if rank is not None and rank.by == "hscore" and not rank.hscore:  # found by `check`, not after loading models
+        problems.append(Problem("rank.by", "hscore needs rank.hscore: true"))
     if "search" in raw:
         from hf_finetune.search.space import endpoint_problems, search_problems
 
