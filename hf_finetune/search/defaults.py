@@ -89,16 +89,22 @@ def run_values(recipe: Any, keys: list[str]) -> dict[str, Any]:
     return out
 
 
+def _short(x: float) -> float:
+    """Three significant digits: the printed space reads 3.33e-05, not 3.3333333333333335e-05."""
+    return float(f"{x:.3g}")
+
+
 def centred_space(space: dict[str, dict[str, Any]], values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The default space moved around the run's own values, so that they lie inside it."""
     out = {key: dict(dim) for key, dim in space.items()}
     rate = values.get("training.learning_rate")
     if isinstance(rate, (int, float)) and rate > 0:
-        out["training.learning_rate"] = {"low": rate / RATE_SPREAD, "high": rate * RATE_SPREAD, "log": True}
+        out["training.learning_rate"] = {"low": _short(rate / RATE_SPREAD), "high": _short(rate * RATE_SPREAD),
+                                         "log": True}
     head = values.get("finetune.head_learning_rate")
     if "finetune.head_learning_rate" in out and isinstance(head, (int, float)) and head > 0:
-        out["finetune.head_learning_rate"] = {"low": head / RATE_SPREAD, "high": min(head * RATE_SPREAD, 0.1),
-                                              "log": True}
+        out["finetune.head_learning_rate"] = {"low": _short(head / RATE_SPREAD),
+                                              "high": _short(min(head * RATE_SPREAD, 0.1)), "log": True}
     epochs = values.get("training.num_train_epochs")
     if isinstance(epochs, (int, float)) and epochs >= 1:
         e = int(round(epochs))
