@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hf_finetune.errors import NotAFinishedRunError, UserError
+from hf_finetune.finished.predict import read_model_config
 from hf_finetune.outputs import FinishedRun, read_finished_run
 
 logger = logging.getLogger(__name__)
@@ -52,14 +53,7 @@ class Member:
         return str(self.run.manifest.get("base_model") or (self.run.recipe.get("model") or {}).get("name"))
 
     def config(self) -> dict[str, Any]:
-        path = self.folder / "config.json"
-        try:
-            value = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise NotAFinishedRunError(f"RUN_DIR: cannot read {path}: {exc}") from None
-        if not isinstance(value, dict):
-            raise NotAFinishedRunError(f"RUN_DIR: {path} is not a model config (a JSON object)")
-        return value
+        return read_model_config(self.folder / "config.json", "RUN_DIR")
 
     def labels(self) -> list[str]:
         """The model's class names in id order (config.json `id2label`; timm's `label_names`)."""

@@ -70,6 +70,22 @@ class Item:
     pair: str | None = None
 
 
+def read_model_config(path: Path, key: str) -> dict[str, Any]:
+    """A model folder's config.json as a mapping.
+
+    Raises:
+        NotAFinishedRunError: it cannot be read or is not a JSON object (the message starts with `key`,
+            the command-line argument that named the folder).
+    """
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise NotAFinishedRunError(f"{key}: {path} is not a readable model config: {exc}") from None
+    if not isinstance(fields, dict):
+        raise NotAFinishedRunError(f"{key}: {path} is not a model config (a JSON object)")
+    return fields
+
+
 def output_task(out_dir: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """The task of a finished run's folder and its resolved recipe (from run.json, or without one,
     from config.json, with an empty recipe).
@@ -86,12 +102,7 @@ def output_task(out_dir: str | os.PathLike) -> tuple[str, dict[str, Any]]:
         raise NotAFinishedRunError(
             f"OUTPUT_DIR: {out_dir} holds no finished run (no run.json) and no model (no config.json)"
         )
-    try:
-        fields = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise NotAFinishedRunError(f"OUTPUT_DIR: {config} is not a readable model config: {exc}") from None
-    if not isinstance(fields, dict):
-        raise NotAFinishedRunError(f"OUTPUT_DIR: {config} is not a model config (a JSON object)")
+    fields = read_model_config(config, "OUTPUT_DIR")
     logger.warning("%s has no run.json (not a finished run): using the model in it anyway", out_dir)
     return ("image-classification" if "architecture" in fields else "text-classification"), {}
 
