@@ -183,6 +183,23 @@ def test_run_values_are_what_one_run_of_the_recipe_trains_with(vision_recipe):
     assert "model.nme" not in values  # not a key of the recipe: no value, so no baseline trial
 
 
+def test_the_objective_is_the_selection_metric_one_run_would_use(tmp_path, tiny_bert):
+    """Imbalanced classes: the run selects on macro-F1 (data-aware), so the search optimizes it too."""
+    from hf_finetune.search.defaults import run_values
+    from hf_finetune.search.tune import resolve_objective
+
+    rows = [r for r in review_rows(40, seed=0) if r["label"] == "neg"][:16]
+    rows += [r for r in review_rows(40, seed=1) if r["label"] == "pos"][:4]
+    files = {"train": str(write_csv(tmp_path / "train.csv", rows)),
+             "validation": str(write_csv(tmp_path / "validation.csv", review_rows(8, seed=2)))}
+    raw = {"task": "text-classification", "model": {"name": str(tiny_bert)},
+           "data": {"files": files, "cache_dir": str(tmp_path / "cache")}, "output": {"dir": str(tmp_path / "o")}}
+    selected = run_values(validate_recipe(raw), ["training.metric_for_best_model"])["training.metric_for_best_model"]
+    assert selected == "f1" and resolve_objective(validate_recipe(raw), selected) == ("f1", "maximize")
+    raw["search"] = {"objective": {"metric": "loss"}}  # the search's own objective wins
+    assert resolve_objective(validate_recipe(raw), selected) == ("loss", "minimize")
+
+
 def test_a_default_space_search_starts_with_the_default_run(tmp_path, tiny_bert):
     """Trial 0 trains with exactly the values one ordinary run picks (data-aware learning rates here)."""
     from hf_finetune.cli import main

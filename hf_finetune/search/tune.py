@@ -16,7 +16,7 @@ from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError
 from hf_finetune.search import ranks
-from hf_finetune.search.defaults import baseline_params, run_values, training_labels
+from hf_finetune.search.defaults import baseline_params, run_values
 from hf_finetune.search.outputs import (
     check_writable,
     guard_search_dir,
@@ -68,14 +68,6 @@ def load_search_recipe(path: str | os.PathLike, overrides: list[str]) -> tuple[A
     return validate_recipe(raw, str(path), overrides), raw
 
 
-def training_imbalance(recipe: Any) -> float:
-    """Largest / smallest class of the training split as the run builds it (carved, capped)."""
-    from hf_finetune.training.data_aware import class_counts, imbalance
-
-    train, labels = training_labels(recipe)
-    return imbalance(class_counts(train, labels.num_labels))
-
-
 def enqueue_baseline(study: Any, space: dict[str, Any], values: dict[str, Any]) -> None:
     """Trial 0 of a new study: the recipe's own values (search.baseline_trial), where the space can take them."""
     params, misses = baseline_params(space, values)
@@ -89,22 +81,16 @@ def enqueue_baseline(study: Any, space: dict[str, Any], values: dict[str, Any]) 
                 "run on validation", ", ".join(f"{k}={v}" for k, v in params.items()))
 
 
-def resolve_objective(recipe: Any) -> tuple[str, str]:
-    """(metric, direction): search.objective, else the selection metric the run itself would resolve
-    (training.metric_for_best_model, or f1 where the data-aware default picks it)."""
+def resolve_objective(recipe: Any, selected: str | None) -> tuple[str, str]:
+    """(metric, direction): search.objective, else the selection metric one run of the recipe uses.
+
+    `selected`: that run's training.metric_for_best_model (search/defaults.run_values: the recipe's own,
+    the data-aware f1 on imbalanced classes, or the house default).
+    """
     from hf_finetune.metrics.names import BUNDLED_METRICS
-    from hf_finetune.training.data_aware import SELECT_ON_F1_FROM
 
     objective = recipe.search.objective
-    selected = recipe.training.get("metric_for_best_model")
-    if objective.metric is not None:
-        metric = objective.metric
-    elif "metric_for_best_model" in recipe.user_training_keys or not recipe.finetune.data_aware:
-        metric = selected or BUNDLED_METRICS.get(recipe.metrics[0], ("loss",))[0]
-    elif "f1" in recipe.metrics and training_imbalance(recipe) >= SELECT_ON_F1_FROM:
-        metric = "f1"
-    else:
-        metric = selected or BUNDLED_METRICS.get(recipe.metrics[0], ("loss",))[0]
+    metric = objective.metric or selected or BUNDLED_METRICS.get(recipe.metrics[0], ("loss",))[0]
     metric = metric.removeprefix("eval_").removeprefix("validation_")
     direction = objective.direction or ("minimize" if metric.endswith("loss") else "maximize")
     return metric, direction
@@ -147,19 +133,19 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
     except ValueError as exc:
         raise RecipeError([Problem("--timeout" if timeout is not None else "search.timeout", str(exc))],
                           str(path)) from None
-    values = run_values(recipe, list(default_space(recipe) if not search.space else search.space)) \
-        if (search.baseline_trial or not search.space) else {}
+    out_dir = Path(recipe.output.dir)
+    guard_search_dir(out_dir)
+    from hf_finetune.preflight import preflight
+
+    preflight(recipe)  # data, model, metrics: once, before any trial and before loading anything
+    # What one ordinary run trains with: trial 0, the centre of the default space, and the objective.
+    values = run_values(recipe, [*(search.space or default_space(recipe)), "training.metric_for_best_model"])
     space, is_default = resolve_space(recipe, values)
     if is_default:
         problems = endpoint_problems(raw, space, str(path))
         if problems:
             raise RecipeError(problems, str(path))
-    out_dir = Path(recipe.output.dir)
-    guard_search_dir(out_dir)
-    from hf_finetune.preflight import preflight
-
-    preflight(recipe)  # data, model, metrics: once, before any trial
-    metric, direction = resolve_objective(recipe)
+    metric, direction = resolve_objective(recipe, values.get("training.metric_for_best_model"))
     plan = TrialPlan({k: v for k, v in raw.items() if k != "search"}, str(path), out_dir, metric)
     ranks.start_process_group(int(recipe.training.get("ddp_timeout", 1800)))
     if not ranks.is_main():
