@@ -28,6 +28,7 @@ from hf_finetune.models.backbones import (
     load_vision_config,
     vision_data_config,
 )
+from hf_finetune.models.pooling import pooling_layer
 from hf_finetune.outputs import (
     checkpoints_dir,
     guard_output_dir,
@@ -282,9 +283,11 @@ def prepare_data_and_model(recipe: Recipe, args: Any, extra_train: Any = None
         # Saved with the model: `pipeline(..., truncation=True)` then cuts inputs where training did.
         tokenizer.model_max_length = max_length
         decided: dict[str, dict[str, Any]] = {"preprocessing": {"max_length": max_length}}
+        # what the classifier reads, as resolved (auto becomes mean or cls: models/pooling.py)
+        decided["model"] = {"pooling": "mean" if pooling_layer(model) is not None else "cls"}
         attention = getattr(model.config, "_attn_implementation", None)
         if attention in ("sdpa", "eager", "flash_attention_2"):
-            decided["model"] = {"attn_implementation": attention}
+            decided["model"]["attn_implementation"] = attention
         return data, model, tokenizer, {"max_length": max_length}, decided
     data_config = vision_data_config(load_vision_config(recipe.model))
     # Cached features are computed once, so every split gets the evaluation preprocessing.

@@ -54,6 +54,22 @@ def write_tiny_bert(
     return path
 
 
+def write_sentence_transformers_config(folder: str | Path, mode: str = "mean", normalize: bool = True) -> Path:
+    """The modules.json and 1_Pooling/config.json a sentence-transformers folder carries (in place)."""
+    import json
+
+    folder = Path(folder)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    key = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens"}[mode]
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({key: True}))
+    return folder
+
+
 def write_tiny_text_model(path: str | Path, words: Iterable[str], model_type: str, *, hidden_size: int = 32,
                           max_length: int = 64, seed: int = 0) -> Path:
     """A tiny encoder or decoder of another family, as its Hub checkpoint would look.

@@ -151,3 +151,58 @@ def test_the_collapse_guard_fires_on_one_class_and_on_no_better_than_baseline():
     weak["majority_baseline"] = majority_baseline(weak, [50, 30, 20])
     assert "no better than always predicting 'a'" in collapse_warning(weak, "test")
     assert np.isclose(weak["majority_baseline"]["accuracy"], 0.6)
+
+
+class SentenceEncoder(TinyText):
+    """A text model that ends in the mean-pooling layer (models/pooling.py), as a sentence encoder's does."""
+
+    def __init__(self, params):
+        super().__init__(params)
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(hf_finetune_pooling={"mode": "mean", "layer": 6})
+
+
+def test_few_labels_on_a_sentence_encoder_train_a_probe_on_cached_features():
+    from hf_finetune.training.data_aware import PROBE_LR, PROBE_MAX_EPOCHS, PROBE_MIN_STEPS
+
+    decided = _decided(_recipe(), [64, 32, 16, 8, 4], SentenceEncoder(10))  # 124 rows, 25 per class
+    assert decided["finetune.strategy"].value == "linear_probe"
+    assert "25 per class" in decided["finetune.strategy"].reason
+    assert decided["finetune.cache_features"].value is True
+    assert decided["training.learning_rate"].value == PROBE_LR
+    assert "finetune.head_learning_rate" not in decided  # the head is all that trains
+    assert decided["training.num_train_epochs"].value == float(-(-PROBE_MIN_STEPS // 16))  # 16 steps an epoch
+    assert decided["finetune.class_weights"].value == "balanced"  # a probe's loss is weighted too
+    assert _decided(_recipe(), [2, 2], SentenceEncoder(10))["training.num_train_epochs"].value == PROBE_MAX_EPOCHS
+    # enough labels, a [CLS] model, or a recipe that asks for fine-tuning: no probe
+    assert "finetune.strategy" not in _decided(_recipe(), [40, 40], SentenceEncoder(10))
+    assert "finetune.strategy" not in _decided(_recipe(), [16, 16])
+    for finetune in ({"strategy": "full"}, {"head_learning_rate": 1e-3}, {"layer_decay": 0.9}):
+        decided = _decided(_recipe(finetune=finetune), [16, 16], SentenceEncoder(10))
+        assert "finetune.strategy" not in decided and decided["training.learning_rate"].value != PROBE_LR
+    user_rate = _decided(_recipe(training={"learning_rate": 3e-3}), [16, 16], SentenceEncoder(10))
+    assert user_rate["finetune.strategy"].value == "linear_probe" and "training.learning_rate" not in user_rate
+
+
+def test_a_few_label_run_on_a_sentence_encoder_is_a_cached_probe_that_pipeline_loads(text_recipe, tiny_bert, tmp_path):
+    import shutil
+
+    from transformers import pipeline
+
+    from hf_finetune import train
+    from hf_finetune.testing import write_sentence_transformers_config
+
+    st = write_sentence_transformers_config(shutil.copytree(tiny_bert, tmp_path / "st"), "mean")
+    recipe = {**text_recipe, "model": {"name": str(st)},
+              "training": {k: v for k, v in text_recipe["training"].items() if k != "learning_rate"}}
+    recipe["training"]["num_train_epochs"] = 3
+    result = train(recipe)
+    resolved = yaml.safe_load((result.output_dir / "recipe.yaml").read_text())
+    assert resolved["finetune"]["strategy"] == "linear_probe" and resolved["finetune"]["cache_features"] is True
+    assert resolved["training"]["learning_rate"] == 1e-2 and resolved["model"]["pooling"] == "mean"
+    classify = pipeline("text-classification", model=str(result.output_dir), device="cpu")
+    test_rows = review_rows(16, seed=2)
+    predicted = [r["label"] for r in classify([row["text"] for row in test_rows])]
+    accuracy = np.mean([p == row["label"] for p, row in zip(predicted, test_rows, strict=True)])
+    assert accuracy == pytest.approx(result.metrics["test"]["accuracy"], abs=1 / 16)  # cached = the saved model

@@ -164,15 +164,11 @@ def test_sentence_transformers_folder_is_mean_pooled(tmp_path, tiny_bert, review
     from transformers import AutoModel, AutoTokenizer
 
     from hf_finetune.rank import rank
+    from hf_finetune.testing import write_sentence_transformers_config
 
     st = tmp_path / "st-model"
     shutil.copytree(tiny_bert, st)
-    (st / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
-    (st / "1_Pooling").mkdir()
-    (st / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    write_sentence_transformers_config(st, "mean")
     recipe = _text_recipe(tmp_path, tiny_bert, reviews)
     result = rank(recipe, [str(st), str(tiny_bert)])
     by_name = {r["name"]: r for r in result.rows}

@@ -103,7 +103,7 @@ def test_recipes_without_search_stay_as_they_were_and_the_default_space_fits_the
                              "batch": {"global_size": 32}})
     keys = set(default_space(probe))
     assert "batch.global_size" in keys and "finetune.head_learning_rate" not in keys
-    assert "finetune.class_weights" not in keys  # cached-feature probes train without them
+    assert "finetune.class_weights" in keys  # a probe's loss takes class weights too
 
 
 def test_tune_records_complete_pruned_and_failed_trials_publishes_the_best_and_continues(tmp_path, tiny_bert):
@@ -257,3 +257,20 @@ def test_two_processes_run_every_trial_together_and_none_hangs(tmp_path, tiny_be
     assert states == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
     assert study.trials[1].user_attrs["evaluations"] == 1
     assert _rows(out)[2]["state"] == "FAIL"  # trials.csv is written after every finished trial
+
+
+def test_trials_keep_the_probe_that_the_runs_defaults_chose():
+    from hf_finetune.search.defaults import pin_strategy
+    from hf_finetune.search.space import default_space
+
+    recipe = validate_recipe({"task": "text-classification", "model": {"name": "m"}, "data": {"dataset": "d"}})
+    raw = {"task": "text-classification", "model": {"name": "m"}, "data": {"dataset": "d"}}
+    values = {"finetune.strategy": "linear_probe", "finetune.cache_features": True, "training.learning_rate": 0.01}
+    pinned, pinned_raw = pin_strategy(recipe, raw, values)
+    assert pinned_raw["finetune"] == {"strategy": "linear_probe", "cache_features": True} and "finetune" not in raw
+    assert pinned.finetune.strategy == "linear_probe" and pinned.finetune.cache_features
+    assert "finetune.head_learning_rate" not in default_space(pinned)  # the head is the whole model
+    same, same_raw = pin_strategy(recipe, raw, {"finetune.strategy": "full", "finetune.cache_features": False})
+    assert same is recipe and same_raw is raw
+    user = validate_recipe({**raw, "finetune": {"strategy": "full"}})
+    assert pin_strategy(user, raw, values)[0].finetune.strategy == "full"  # the recipe's own choice wins

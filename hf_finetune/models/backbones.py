@@ -126,8 +126,9 @@ def build_text_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> Any
     attention = {"attn_implementation": chosen} if chosen else {}
     if not spec.pretrained:
         logger.warning("model.pretrained is false: %s starts from random weights", name)
-        return AutoModelForSequenceClassification.from_config(
+        model = AutoModelForSequenceClassification.from_config(
             config, trust_remote_code=spec.trust_remote_code, **attention)
+        return _with_pooling(model, spec, name)
     kwargs = _hub_kwargs(spec, name) | attention
     model = _load(
         spec,
@@ -141,6 +142,25 @@ def build_text_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> Any
             **kwargs,
         ),
     )
+    return _with_pooling(model, spec, name)
+
+
+def _with_pooling(model: Any, spec: ModelSpec, name: str) -> Any:
+    """The model with the pooling `model.pooling` resolves to (models/pooling.py); a pooling layer it
+    already carries (a model fine-tuned here) stays frozen."""
+    from hf_finetune.models.pooling import add_mean_pooling, freeze, pooling_layer, resolve_pooling
+
+    existing = pooling_layer(model)
+    if existing is not None:
+        freeze(model.base_model.encoder.layer[existing])
+        logger.info("Pooling: mean of the token states (layer %d of %s, kept frozen)", existing, name)
+        return model
+    mode, why = resolve_pooling(spec.pooling, name, model.config)
+    if mode == "mean":
+        index = add_mean_pooling(model)
+        logger.info("Pooling: mean of the token states, as a frozen layer %d (%s)", index, why)
+    else:
+        logger.info("Pooling: the model's own head on [CLS] (%s)", why)
     return model
 
 

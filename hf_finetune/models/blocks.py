@@ -65,11 +65,15 @@ def _split_transformers(model: nn.Module) -> ModelParts:
     prefix = getattr(model, "base_model_prefix", "")
     if not prefix or not hasattr(model, prefix):
         raise ValueError(f"{type(model).__name__} has no base model to split into blocks")
+    from hf_finetune.models.pooling import pooling_layer
+
     head = Block("head")
     embeddings = Block("embeddings")
     layers: dict[int, Block] = {}
     top = Block("top")  # pooler, final norms: after the last layer
     top_modules: set[str] = set()
+    pooling = pooling_layer(model)  # the mean-pooling layer (models/pooling.py) is fixed arithmetic: never trains
+    frozen = 0
     for name, param in model.named_parameters():
         clean = clean_name(name)
         if not clean.startswith(prefix + "."):
@@ -77,6 +81,9 @@ def _split_transformers(model: nn.Module) -> ModelParts:
             continue
         inner = clean[len(prefix) + 1:]
         match = _LAYER.search(inner)
+        if match and pooling is not None and int(match.group(1)) == pooling and inner.startswith("encoder."):
+            frozen += param.numel()
+            continue
         if match:
             index = int(match.group(1))
             layers.setdefault(index, Block(inner[: match.end() - 1])).params.append((name, param))
@@ -93,7 +100,7 @@ def _split_transformers(model: nn.Module) -> ModelParts:
             last.name += " + " + ", ".join(sorted(top_modules))
         else:
             blocks.append(top)
-    return ModelParts(head=head, blocks=[b for b in blocks if b.params])
+    return ModelParts(head=head, blocks=[b for b in blocks if b.params], frozen=frozen)
 
 
 def _split_timm(model: nn.Module, timm_model: nn.Module) -> ModelParts:

@@ -57,8 +57,12 @@ class CachedFeatureHead(nn.Module):
 
 @torch.no_grad()
 def extract_features(model: nn.Module, classifier: nn.Module, dataset: Any, collator: Any, batch_size: int,
-                     device: torch.device) -> Dataset:
-    """The classifier's input for every row of `dataset`, with the labels, as a torch-formatted Dataset."""
+                     device: torch.device, autocast_dtype: torch.dtype | None = None) -> Dataset:
+    """The classifier's input for every row of `dataset`, with the labels, as a torch-formatted Dataset.
+
+    `autocast_dtype`: the mixed precision the run trains and evaluates in (bf16 on AMX CPUs and GPUs),
+    so the cached features are the ones the saved model computes under the same setting.
+    """
     captured: list[torch.Tensor] = []
 
     def grab(module: nn.Module, args: tuple) -> None:
@@ -72,7 +76,8 @@ def extract_features(model: nn.Module, classifier: nn.Module, dataset: Any, coll
         for start in range(0, len(dataset), batch_size):
             batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
             labels += batch.pop(LABEL_COLUMN).tolist()
-            model(**{k: v.to(device) for k, v in batch.items()})
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+                model(**{k: v.to(device) for k, v in batch.items()})
     finally:
         handle.remove()
         model.train(was_training)
@@ -87,12 +92,13 @@ def extract_features(model: nn.Module, classifier: nn.Module, dataset: Any, coll
 
 
 def cache_features(model: nn.Module, splits: dict[str, Any], collator: Any, batch_size: int,
-                   device: torch.device) -> tuple[CachedFeatureHead, dict[str, Dataset]]:
+                   device: torch.device, autocast_dtype: torch.dtype | None = None
+                   ) -> tuple[CachedFeatureHead, dict[str, Dataset]]:
     """Features of every split, and the head to train on them."""
     classifier = find_classifier(model)
     cached = {}
     for role, dataset in splits.items():
-        cached[role] = extract_features(model, classifier, dataset, collator, batch_size, device)
+        cached[role] = extract_features(model, classifier, dataset, collator, batch_size, device, autocast_dtype)
         width = len(cached[role][0][FEATURES])
         logger.info("Cached %d-dimensional features of %d %s rows", width, len(dataset), role)
     return CachedFeatureHead(classifier), cached

@@ -34,6 +34,7 @@ import torch
 
 from hf_finetune.errors import ModelError, UserError
 from hf_finetune.files import write_atomically, write_json
+from hf_finetune.models.pooling import sentence_transformers_pooling
 from hf_finetune.recipe import ModelSpec, Recipe
 
 logger = logging.getLogger(__name__)
@@ -93,27 +94,6 @@ def check_fits_task(recipe: Recipe, spec: ModelSpec) -> None:
         raise ModelError(f"{where} does not fit task {recipe.task}: {exc}") from None
     if getattr(config, "model_type", None) == "timm_wrapper":
         raise ModelError(f"{where} is a timm vision model; task {recipe.task} needs a text encoder")
-
-
-def sentence_transformers_pooling(folder: str | Path) -> tuple[str, bool] | None:
-    """(pooling mode, normalize) from a sentence-transformers folder, or None for another model."""
-    folder = Path(folder)
-    modules_file = folder / "modules.json"
-    if not modules_file.is_file():
-        return None
-    modules = json.loads(modules_file.read_text())
-    pooling = next((m for m in modules if m.get("type", "").endswith("models.Pooling")), None)
-    if pooling is None:
-        return None
-    config_file = folder / pooling.get("path", "1_Pooling") / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    modes = [mode for mode, key in (("mean", "pooling_mode_mean_tokens"), ("cls", "pooling_mode_cls_token"),
-                                    ("max", "pooling_mode_max_tokens")) if config.get(key)]
-    if len(modes) != 1:
-        raise ModelError(f"model.name: {config_file} asks for pooling {modes or 'none'}; rank reads exactly one "
-                         "of mean, cls or max")
-    normalize = any(m.get("type", "").endswith("models.Normalize") for m in modules)
-    return modes[0], normalize
 
 
 def _weights_identity(name: str) -> list[tuple[str, int, int]]:
@@ -207,7 +187,10 @@ def _build_model(rec: Recipe, data: Any) -> Any:
 
     if rec.is_vision:
         return build_vision_model(rec.model, data.labels)
-    return build_text_model(rec.model, data.labels, data.collator.tokenizer)
+    # rank reads the backbone's own states (its sentence-transformers pooling is applied here), so the
+    # training-time mean-pooling layer is left out
+    spec = rec.model.model_copy(update={"pooling": "cls"})
+    return build_text_model(spec, data.labels, data.collator.tokenizer)
 
 
 def _pooling(model: Any, preprocessing: dict[str, Any]) -> str:

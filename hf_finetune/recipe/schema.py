@@ -56,6 +56,12 @@ class ModelSpec(Section):
     channels_last: bool | None = Field(
         None, description="Channels-last memory layout for convolutional vision models (default: on with a GPU)."
     )
+    pooling: Literal["auto", "cls", "mean"] = Field(
+        "auto",
+        description="What the text classifier reads: cls (the model's own head, on [CLS]) or mean (the mean of "
+        "the token states, as a frozen BERT layer that pipeline() loads); auto: mean where the backbone's "
+        "sentence-transformers config says it was trained that way (all-MiniLM-L6-v2), else cls.",
+    )
 
 
 class Columns(Section):

@@ -381,6 +381,8 @@ def validate_recipe(raw: dict[str, Any], source: str | None = None,
     if model is not None and task is not None:
         if task == "text-classification" and model.channels_last is not None:
             problems.append(Problem("model.channels_last", "only applies to task: image-classification"))
+        if task == "image-classification" and model.pooling != "auto":
+            problems.append(Problem("model.pooling", "only applies to text models; a timm backbone pools itself"))
         if task == "image-classification" and model.attn_implementation is not None:
             problems.append(Problem("model.attn_implementation",
                                     "only applies to text models; timm picks its attention kernel itself"))

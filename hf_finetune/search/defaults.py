@@ -89,6 +89,24 @@ def run_values(recipe: Any, keys: list[str]) -> dict[str, Any]:
     return out
 
 
+# Keys that decide what trains: the run's choice (a probe on few labels) is every trial's, so that a
+# trial's own learning rate or epochs never turn a probe into a full fine-tune at a probe's rate.
+STRATEGY_KEYS = ("finetune.strategy", "finetune.cache_features")
+
+
+def pin_strategy(recipe: Any, raw: dict[str, Any], values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(recipe, raw recipe dict) with the strategy the run's defaults chose written in, when they chose one."""
+    chosen = {key.split(".", 1)[1]: values[key] for key in STRATEGY_KEYS
+              if key in values and key.split(".", 1)[1] not in recipe.finetune.model_fields_set}
+    chosen = {k: v for k, v in chosen.items() if getattr(recipe.finetune, k) != v}
+    if not chosen:
+        return recipe, raw
+    logger.info("The run's defaults train with %s: every trial does the same",
+                ", ".join(f"finetune.{k} = {v}" for k, v in chosen.items()))
+    raw = {**raw, "finetune": {**(raw.get("finetune") or {}), **chosen}}
+    return recipe.model_copy(update={"finetune": recipe.finetune.model_copy(update=chosen)}), raw
+
+
 def _short(x: float) -> float:
     """Three significant digits: the printed space reads 3.33e-05, not 3.3333333333333335e-05."""
     return float(f"{x:.3g}")

@@ -45,8 +45,7 @@ def default_space(recipe: Any) -> dict[str, dict[str, Any]]:
     batch_key = "batch.global_size" if recipe.batch.global_size is not None else "training.per_device_train_batch_size"
     space[batch_key] = {"choices": list(DEFAULT_BATCH_SIZES)}
     space["training.warmup_steps"] = {"low": 0.0, "high": 0.2}  # a share of all steps (below 1)
-    if not recipe.finetune.cache_features:  # cached-feature probes train without class weights
-        space["finetune.class_weights"] = {"choices": [None, "balanced"]}
+    space["finetune.class_weights"] = {"choices": [None, "balanced"]}
     return space
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError
 from hf_finetune.search import ranks
-from hf_finetune.search.defaults import baseline_params, run_values
+from hf_finetune.search.defaults import STRATEGY_KEYS, baseline_params, pin_strategy, run_values
 from hf_finetune.search.outputs import (
     check_writable,
     guard_search_dir,
@@ -139,7 +139,9 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
 
     preflight(recipe)  # data, model, metrics: once, before any trial and before loading anything
     # What one ordinary run trains with: trial 0, the centre of the default space, and the objective.
-    values = run_values(recipe, [*(search.space or default_space(recipe)), "training.metric_for_best_model"])
+    values = run_values(recipe, [*(search.space or default_space(recipe)), "training.metric_for_best_model",
+                                 *STRATEGY_KEYS])
+    recipe, raw = pin_strategy(recipe, raw, values)
     space, is_default = resolve_space(recipe, values)
     if is_default:
         problems = endpoint_problems(raw, space, str(path))

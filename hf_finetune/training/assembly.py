@@ -99,8 +99,9 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
     if ft.cache_features:
         from hf_finetune.models.features import cache_features, collate_features
 
+        precision = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
         head, cached = cache_features(model, data.splits, data.collator, args.per_device_eval_batch_size,
-                                      args.device)
+                                      args.device, precision)
         trainer = FinetuneTrainer(model=head, train_dataset=cached["train"], eval_dataset=cached["validation"],
                                   data_collator=collate_features, **common)
         return TrainerSetup(trainer, cached, model, tokenizer, plan=None, class_weights=weights)

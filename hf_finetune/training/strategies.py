@@ -100,7 +100,7 @@ class FreezeController:
         if self.trainable == 0:
             return "head only"
         if self.trainable == len(self.parts.blocks):
-            if self.parts.frozen:  # LoRA: the blocks are the adapters, the backbone stays frozen
+            if self.parts.frozen and len(self.parts.blocks) == 1:  # LoRA: the adapters; the backbone stays frozen
                 return "head + " + ", ".join(b.name for b in self.parts.blocks)
             return "all blocks"
         top = self.parts.blocks[len(self.parts.blocks) - self.trainable:]

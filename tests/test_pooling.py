@@ -1,0 +1,110 @@
+"""The mean-pooling layer: exact masked mean where [CLS] is, frozen, and loadable by pipeline()."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_finetune.errors import ModelError
+from hf_finetune.models.pooling import CONFIG_KEY, add_mean_pooling, pooling_layer, resolve_pooling
+from hf_finetune.testing import write_sentence_transformers_config
+
+
+@pytest.fixture(scope="module")
+def st_bert(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT as a sentence-transformers folder trained with mean pooling."""
+    folder = tmp_path_factory.mktemp("st") / "st-bert"
+    shutil.copytree(tiny_bert, folder)
+    return write_sentence_transformers_config(folder, "mean")
+
+
+def _classifier(folder: Path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3).eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def test_cls_state_is_the_layer_normed_masked_mean(tiny_bert):
+    model, tokenizer = _classifier(tiny_bert)
+    batch = tokenizer(["great film", "a dull and boring film with a bad end"], padding=True, return_tensors="pt")
+    assert batch["attention_mask"][0].sum() < batch["attention_mask"].shape[1]  # the first row is padded
+    with torch.no_grad():
+        states = model.bert(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        mean = (states * mask).sum(1) / mask.sum(1)
+        expected = torch.nn.functional.layer_norm(mean, (mean.shape[-1],), eps=model.config.layer_norm_eps)
+        index = add_mean_pooling(model)
+        pooled = model.bert(**batch).last_hidden_state[:, 0]
+        single = model(**tokenizer(["great film"], return_tensors="pt")).logits
+        padded = model(**batch).logits[:1]
+    assert index == 2 and model.config.num_hidden_layers == 3 and pooling_layer(model) == 2
+    assert torch.allclose(pooled, expected, atol=1e-4), (pooled - expected).abs().max()
+    assert torch.allclose(single, padded, atol=1e-5)  # padding does not change the mean
+    pooler_out = model.bert.pooler(model.bert(**batch).last_hidden_state)
+    assert torch.allclose(pooler_out, torch.tanh(expected), atol=1e-4)  # the pooler is the identity
+    assert not any(p.requires_grad for p in model.bert.encoder.layer[index].parameters())
+
+
+def test_resolve_pooling_reads_the_backbone(tiny_bert, st_bert, tmp_path):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_bert)
+    assert resolve_pooling("auto", str(st_bert), config)[0] == "mean"
+    mode, why = resolve_pooling("auto", str(tiny_bert), config)
+    assert mode == "cls" and "no sentence-transformers pooling config" in why
+    cls_folder = write_sentence_transformers_config(shutil.copytree(tiny_bert, tmp_path / "cls"), "cls")
+    mode, why = resolve_pooling("auto", str(cls_folder), config)
+    assert mode == "cls" and "trained with cls pooling" in why
+    assert resolve_pooling("mean", str(tiny_bert), config)[0] == "mean"
+    assert resolve_pooling("cls", str(st_bert), config)[0] == "cls"
+    config.model_type = "distilbert"
+    with pytest.raises(ModelError, match="model.pooling: mean .* 'distilbert'"):
+        resolve_pooling("mean", str(tiny_bert), config)
+    mode, why = resolve_pooling("auto", str(st_bert), config)
+    assert mode == "cls" and "'distilbert'" in why
+
+
+def test_model_pooling_is_text_only(vision_recipe):
+    from hf_finetune.errors import RecipeError
+    from hf_finetune.recipe import validate_recipe
+
+    with pytest.raises(RecipeError, match="model.pooling"):
+        validate_recipe({**vision_recipe, "model": {**vision_recipe["model"], "pooling": "mean"}})
+
+
+def test_trained_mean_pooled_model_loads_in_pipeline_and_the_layer_never_trains(text_recipe, st_bert, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import pipeline
+
+    from hf_finetune import train
+
+    # full fine-tuning (few labels on a sentence encoder would otherwise default to a probe)
+    recipe = {**text_recipe, "model": {"name": str(st_bert)}, "finetune": {"strategy": "full"}}
+    result = train(recipe)
+    out = result.output_dir
+    config = json.loads((out / "config.json").read_text())
+    assert config[CONFIG_KEY] == {"mode": "mean", "layer": 2} and config["num_hidden_layers"] == 3
+    weights = load_file(out / "model.safetensors")
+    hidden = config["hidden_size"]
+    assert torch.equal(weights["bert.encoder.layer.2.attention.self.value.weight"], torch.eye(hidden))
+    assert torch.count_nonzero(weights["bert.encoder.layer.2.attention.self.query.weight"]) == 0
+    assert torch.count_nonzero(weights["bert.encoder.layer.2.intermediate.dense.weight"]) == 0
+    assert not torch.equal(weights["bert.pooler.dense.weight"], torch.eye(hidden))  # the pooler trains
+    classify = pipeline("text-classification", model=str(out), device="cpu")
+    assert classify("a great film")[0]["label"] in {"neg", "pos"}
+    import yaml
+
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["model"]["pooling"] == "mean"  # auto, resolved
+
+    # fine-tuned again from its own folder: the layer is kept (not added twice) and stays frozen
+    again = train({**recipe, "model": {"name": str(out)}, "output": {"dir": str(tmp_path / "again")}})
+    config = json.loads((again.output_dir / "config.json").read_text())
+    assert config["num_hidden_layers"] == 3
+    assert torch.equal(load_file(again.output_dir / "model.safetensors")["bert.encoder.layer.2.attention.self.value.weight"],
+                       torch.eye(hidden))
