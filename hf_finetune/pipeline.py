@@ -56,6 +56,7 @@ from hf_finetune.training.data_aware import (
     log_decisions,
     measured_max_length,
 )
+from hf_finetune.training.mirror import mirror_decision
 from hf_finetune.training.safeguards import (
     find_resume_checkpoint,
     record_or_compare_recipe,
@@ -146,8 +147,13 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
     if recipe.finetune.data_aware:
         decisions = data_aware_defaults(recipe, data.splits["train"], data.labels.num_labels, model,
                                         resolved_training.batch.global_size)
+        flip = mirror_decision(recipe, data, model, preprocessing["image"], args) if recipe.is_vision else None
+        if flip is not None:
+            decisions.append(flip)
         log_decisions(decisions)
         recipe = apply_decisions(recipe, decisions)  # a copy: the user's recipe stays as it was
+        if flip is not None:  # the training images were set up with flips: set them up again without
+            set_train_augmentation(data, recipe, preprocessing["image"])
         resolved_training = resolve_training(recipe, log=False)  # the batch split is unchanged
         args = build_training_arguments(resolved_training.training, args.output_dir, recipe.source)
     if args.process_index == 0:
@@ -302,6 +308,14 @@ def prepare_data_and_model(recipe: Recipe, args: Any, extra_train: Any = None
         model = model.to(memory_format=torch.channels_last)
         data.collator = ImageCollator(channels_last=True)
     return data, model, None, {"image": data_config}, {"model": {"channels_last": channels_last}}
+
+
+def set_train_augmentation(data: PreparedData, recipe: Recipe, data_config: dict[str, Any]) -> None:
+    """The training images' transform, built again from the recipe's (decided) augmentation."""
+    from hf_finetune.data.vision import ImageTransform, build_image_transforms
+
+    train_tf, _ = build_image_transforms(data_config, recipe.augmentation.timm_kwargs())
+    data.splits["train"].set_transform(ImageTransform(recipe.data.columns.image, train_tf))
 
 
 def evaluate_split(trainer: Any, dataset: Any, metrics: ClassificationMetrics, prefix: str) -> dict[str, Any]:

@@ -154,19 +154,26 @@ def pattern_image(kind: str, rng: random.Random, size: int = 64) -> Any:
     period, phase = rng.uniform(6, 16), rng.uniform(0, 16)
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
     wave_y, wave_x = np.sin(2 * np.pi * (yy + phase) / period), np.sin(2 * np.pi * (xx + phase) / period)
-    wave = {"horizontal": wave_y, "vertical": wave_x, "checkered": wave_x * wave_y}[kind]
+    diagonal = {"rising": np.sin(2 * np.pi * (xx + yy + phase) / period),  # a mirror turns one into the other
+                "falling": np.sin(2 * np.pi * (xx - yy + phase) / period)}
+    wave = {"horizontal": wave_y, "vertical": wave_x, "checkered": wave_x * wave_y, **diagonal}[kind]
     on = (wave > 0)[..., None]
     first, second = (np.array([rng.randint(0, 255) for _ in range(3)]) for _ in range(2))
+    if kind in diagonal:  # black on white: orientation is then all that tells the two apart
+        first, second = np.zeros(3), np.full(3, 255)
     pixels = np.where(on, first, second).astype(np.uint8)
     return Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5)))
 
 
 def write_pattern_folder(
-    path: str | Path, per_split: dict[str, int], *, size: int = 64, seed: int = 0, odd_modes: bool = False
+    path: str | Path, per_split: dict[str, int], *, size: int = 64, seed: int = 0, odd_modes: bool = False,
+    kinds: tuple[str, ...] = PATTERNS,
 ) -> Path:
     """An image folder: <path>/<split>/<pattern>/<pattern>_NNN.png, `per_split[split]` images per class.
 
     Args:
+        kinds: the classes: PATTERNS (mirror-invariant stripes and checks) or the diagonals `rising` and
+            `falling`, which a horizontal mirror swaps.
         odd_modes: save about one image in ten as grayscale and one in ten with transparent
             stripes, as real folders have, so that conversion to RGB is exercised.
     """
@@ -176,7 +183,7 @@ def write_pattern_folder(
     path = Path(path)
     rng = random.Random(seed)
     for split, n in per_split.items():
-        for kind in PATTERNS:
+        for kind in kinds:
             folder = path / split / kind
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):

@@ -101,6 +101,7 @@ def test_trained_mean_pooled_model_loads_in_pipeline_and_the_layer_never_trains(
     import yaml
 
     assert yaml.safe_load((out / "recipe.yaml").read_text())["model"]["pooling"] == "mean"  # auto, resolved
+    assert "mean of the token states" in (out / "README.md").read_text()
 
     # fine-tuned again from its own folder: the layer is kept (not added twice) and stays frozen
     again = train({**recipe, "model": {"name": str(out)}, "output": {"dir": str(tmp_path / "again")}})
@@ -108,3 +109,16 @@ def test_trained_mean_pooled_model_loads_in_pipeline_and_the_layer_never_trains(
     assert config["num_hidden_layers"] == 3
     assert torch.equal(load_file(again.output_dir / "model.safetensors")["bert.encoder.layer.2.attention.self.value.weight"],
                        torch.eye(hidden))
+
+
+def test_lora_leaves_the_pooling_layer_without_adapters(tiny_bert):
+    pytest.importorskip("peft")
+    from hf_finetune.recipe.schema import LoraSpec
+    from hf_finetune.training.lora import apply_lora
+
+    model, _ = _classifier(tiny_bert)
+    index = add_mean_pooling(model)
+    peft_model, record = apply_lora(model, LoraSpec())
+    adapted = {n for n, _ in peft_model.named_parameters() if "lora_A" in n}
+    assert adapted and all(f"encoder.layer.{index}." not in n for n in adapted)
+    assert any("encoder.layer.0." in n for n in adapted)

@@ -319,7 +319,8 @@ class Finetune(Section):
     data_aware: bool = Field(
         True,
         description="Let the data and backbone choose what the recipe leaves unset: epochs, learning rates and "
-        "warmup, class weights, the selection metric, max_length (each logged with its reason and recorded).",
+        "warmup, class weights, the selection metric, max_length, a probe on cached features for few labels on a "
+        "sentence encoder, no image flips where mirroring changes the class (each logged with its reason and recorded).",
     )
 
 

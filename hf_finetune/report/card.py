@@ -339,6 +339,10 @@ def _procedure_section(recipe: dict[str, Any], results: dict[str, Any], manifest
                        plots: list[str]) -> str:
     labels = manifest.get("labels") or []
     strategy = _strategy_text(recipe.get("finetune") or {}, results.get("train") or {}, len(labels))
+    if (recipe.get("model") or {}).get("pooling") == "mean":
+        strategy += (" The classifier reads the mean of the token states, as the backbone was trained to be read: "
+                     "hf-finetune appends one frozen BERT layer that computes it (models/pooling.py), so this "
+                     "is an ordinary BertForSequenceClassification with one more layer, loaded without remote code.")
     hp = dict(manifest.get("training") or {})
     prep = manifest.get("preprocessing") or {}
     if "max_length" in prep:

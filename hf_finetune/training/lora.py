@@ -119,8 +119,12 @@ def apply_lora(model: nn.Module, spec: Any) -> tuple[nn.Module, dict[str, Any]]:
     else:
         targets, why = default_target_modules(model)
     save = head_modules(model)
+    from hf_finetune.models.pooling import pooling_layer
+
+    pooling = pooling_layer(model)  # the mean-pooling layer is arithmetic: an adapter there would un-mean it
+    exclude = rf".*encoder\.layer\.{pooling}\..*" if pooling is not None else None
     config = peft.LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
-                             modules_to_save=save, bias="none")
+                             modules_to_save=save, bias="none", exclude_modules=exclude)
     try:
         peft_model = peft.get_peft_model(model, config)
     except ValueError as exc:
