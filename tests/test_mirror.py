@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import yaml
 
-from hf_finetune.training.mirror import centroid_accuracies
+from hf_finetune.training.mirror import mirror_test
 
 
-def test_centroid_accuracies_fall_when_a_mirror_swaps_the_classes():
+def test_the_mirror_test_needs_a_large_and_significant_loss():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(2, 16)) * 3
     labels = np.repeat([0, 1], 20)
     train = centres[labels] + rng.normal(size=(40, 16))
     validation = centres[labels] + rng.normal(size=(40, 16))
     swapped = centres[1 - labels] + rng.normal(size=(40, 16))  # the mirror of a 0 looks like a 1
-    plain, flipped = centroid_accuracies(train, labels, validation, swapped, labels)
-    assert plain == 1.0 and flipped == 0.0
-    assert centroid_accuracies(train, labels, validation, validation + 0.01, labels) == (1.0, 1.0)
+    test = mirror_test(train, labels, validation, swapped, labels)
+    assert (test.plain, test.mirrored, test.lost, test.gained) == (1.0, 0.0, 40, 0)
+    assert test.p_value == pytest.approx(0.5 ** 40) and test.changes_class
+    same = mirror_test(train, labels, validation, validation + 0.01, labels)
+    assert (same.lost, same.gained, same.p_value) == (0, 0, 1.0) and not same.changes_class
+    # two of 40 images lost: 5 points, but a sign test cannot tell two from chance (p = 0.25)
+    few = swapped.copy()
+    few[2:] = validation[2:]
+    test = mirror_test(train, labels, validation, few, labels)
+    assert test.lost == 2 and test.p_value == pytest.approx(0.25) and not test.changes_class
 
 
 def _run(vision_recipe, tmp_path, kinds):
