@@ -181,6 +181,9 @@ def test_few_labels_on_a_sentence_encoder_train_a_probe_on_cached_features():
     for finetune in ({"strategy": "full"}, {"head_learning_rate": 1e-3}, {"layer_decay": 0.9}):
         decided = _decided(_recipe(finetune=finetune), [16, 16], SentenceEncoder(10))
         assert "finetune.strategy" not in decided and decided["training.learning_rate"].value != PROBE_LR
+    pairs = validate_recipe({"task": "text-classification", "model": {"name": "m"},
+                             "data": {"dataset": "d", "columns": {"text": "a", "text_pair": "b"}}})
+    assert "finetune.strategy" not in _decided(pairs, [16, 16], SentenceEncoder(10))
     user_rate = _decided(_recipe(training={"learning_rate": 3e-3}), [16, 16], SentenceEncoder(10))
     assert user_rate["finetune.strategy"].value == "linear_probe" and "training.learning_rate" not in user_rate
 

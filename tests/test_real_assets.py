@@ -67,6 +67,28 @@ def test_minilm_loads_offline_and_embeds_like_the_model_card():
     assert logits.shape == (1, 5)
 
 
+def test_the_pooling_layer_gives_minilm_its_sentence_embeddings():
+    """hf-finetune's classifier on MiniLM reads its sentence embedding: the pooled [CLS] state, normalised
+    to unit length, is the sentence-transformers embedding (mean pooling, then Normalize)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_finetune.models.pooling import add_mean_pooling, resolve_pooling
+
+    folder = prepared(real_assets.minilm_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=5, use_safetensors=True).eval()
+    assert resolve_pooling("auto", str(folder), model.config)[0] == "mean"
+    add_mean_pooling(model)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with torch.no_grad():
+        pooled = model.bert(**tokenizer(real_assets.MINILM_SENTENCES, padding=True, return_tensors="pt"))
+    expected = real_assets.embed_sentences(real_assets.MINILM_SENTENCES, folder)
+    centred = expected - expected.mean(dim=-1, keepdim=True)  # LayerNorm centres, then scales
+    mine = pooled.last_hidden_state[:, 0]
+    cosine = torch.nn.functional.cosine_similarity(mine, centred, dim=-1)
+    assert torch.all(cosine > 0.9999), cosine
+
+
 def test_efficientnet_lite0_classifies_real_photos():
     import timm
 
