@@ -70,6 +70,26 @@ def test_resolve_pooling_reads_the_backbone(tiny_bert, st_bert, tmp_path):
     assert mode == "cls" and "'distilbert'" in why
 
 
+def test_a_hub_id_is_read_from_the_hub_or_its_cache(tiny_bert, st_bert, monkeypatch):
+    import huggingface_hub
+    from transformers import AutoConfig
+
+    asked = []
+
+    def download(repo_id, filename, revision=None, local_files_only=False):
+        asked.append((repo_id, filename, revision))
+        if repo_id != "someone/st-model":
+            raise huggingface_hub.errors.EntryNotFoundError(f"{filename} not in {repo_id}")
+        return str(st_bert / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    config = AutoConfig.from_pretrained(tiny_bert)
+    assert resolve_pooling("auto", "someone/st-model", config, "v1")[0] == "mean"
+    assert asked == [("someone/st-model", "modules.json", "v1"), ("someone/st-model", "1_Pooling/config.json", "v1")]
+    mode, why = resolve_pooling("auto", "someone/plain-bert", config)
+    assert mode == "cls" and "on the Hub or in its cache" in why
+
+
 def test_model_pooling_is_text_only(vision_recipe):
     from hf_finetune.errors import RecipeError
     from hf_finetune.recipe import validate_recipe

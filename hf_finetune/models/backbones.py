@@ -155,7 +155,7 @@ def _with_pooling(model: Any, spec: ModelSpec, name: str) -> Any:
         freeze(model.base_model.encoder.layer[existing])
         logger.info("Pooling: mean of the token states (layer %d of %s, kept frozen)", existing, name)
         return model
-    mode, why = resolve_pooling(spec.pooling, name, model.config)
+    mode, why = resolve_pooling(spec.pooling, name, model.config, spec.revision)
     if mode == "mean":
         index = add_mean_pooling(model)
         logger.info("Pooling: mean of the token states, as a frozen layer %d (%s)", index, why)

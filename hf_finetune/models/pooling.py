@@ -65,8 +65,30 @@ def sentence_transformers_pooling(folder: str | Path) -> tuple[str, bool] | None
     return modes[0], normalize
 
 
-def resolve_pooling(asked: str, name: str, config: Any) -> tuple[str, str]:
-    """('mean' or 'cls', why) for `model.pooling` (auto reads the backbone's own sentence-transformers config).
+def hub_sentence_transformers_folder(name: str, revision: str | None = None) -> Path | None:
+    """A local folder with a Hub model's modules.json and pooling config (downloaded, or from the
+    cache when the Hub is unreachable), or None when the model has none or they cannot be read."""
+    from huggingface_hub import hf_hub_download
+
+    from hf_finetune import hub
+
+    offline = hub.unreachable_reason() is not None
+    try:
+        modules_file = Path(hf_hub_download(name, "modules.json", revision=revision, local_files_only=offline))
+        modules = json.loads(modules_file.read_text())
+        pooling = next((m for m in modules if m.get("type", "").endswith("models.Pooling")), None)
+        if pooling is not None:
+            hf_hub_download(name, f"{pooling.get('path', '1_Pooling')}/config.json", revision=revision,
+                            local_files_only=offline)
+    except Exception as exc:  # no such file, no network, no cache: the model's own head is used, said so
+        logger.debug("No sentence-transformers config for %s: %s", name, exc)
+        return None
+    return modules_file.parent
+
+
+def resolve_pooling(asked: str, name: str, config: Any, revision: str | None = None) -> tuple[str, str]:
+    """('mean' or 'cls', why) for `model.pooling` (auto reads the backbone's own sentence-transformers
+    config, from its folder or, for a Hub id, from the Hub or its cache).
 
     Raises:
         ModelError: `mean` asked of an architecture this layer cannot be written for.
@@ -83,7 +105,11 @@ def resolve_pooling(asked: str, name: str, config: Any) -> tuple[str, str]:
         return "cls", "the backbone already ends in a mean-pooling layer"
     folder = Path(name)
     if not folder.is_dir():
-        return "cls", "the backbone is not a local sentence-transformers folder: its own head reads [CLS]"
+        found_folder = hub_sentence_transformers_folder(name, revision)
+        if found_folder is None:
+            return "cls", ("the backbone has no sentence-transformers config on the Hub or in its cache: "
+                           "its own head reads [CLS]")
+        folder = found_folder
     try:
         found = sentence_transformers_pooling(folder)
     except ModelError as exc:
