@@ -86,7 +86,7 @@ def test_the_pooling_layer_gives_minilm_its_sentence_embeddings():
     centred = expected - expected.mean(dim=-1, keepdim=True)  # LayerNorm centres, then scales
     mine = pooled.last_hidden_state[:, 0]
     cosine = torch.nn.functional.cosine_similarity(mine, centred, dim=-1)
-    assert torch.all(cosine > 0.9999), cosine
+    assert torch.all(cosine > 0.9999), cosine  # 0.99999 measured: the residual enters at 1/1000
 
 
 def test_efficientnet_lite0_classifies_real_photos():
