@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from hf_finetune.version import __version__
 
 if TYPE_CHECKING:
     from hf_finetune.pipeline import RunResult

@@ -9,26 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from hf_finetune.data import PreparedData, build_datasets
-from hf_finetune.data.text import default_max_length
-from hf_finetune.data.vision import ImageCollator
 from hf_finetune.errors import Problem, RecipeError
 from hf_finetune.files import write_json, write_yaml
 from hf_finetune.logs import configure_process_logging
 from hf_finetune.metrics import ClassificationMetrics
 from hf_finetune.metrics.baseline import add_baselines
-from hf_finetune.models.backbones import (
-    build_text_model,
-    build_tokenizer,
-    build_vision_model,
-    is_convolutional,
-    load_text_config,
-    load_vision_config,
-    vision_data_config,
-)
-from hf_finetune.models.pooling import pooling_layer
 from hf_finetune.outputs import (
     checkpoints_dir,
     guard_output_dir,
@@ -46,16 +32,11 @@ from hf_finetune.recipe import Recipe
 from hf_finetune.report.card import write_report
 from hf_finetune.report.record import build_manifest, train_record
 from hf_finetune.report.summary import summary_line
+from hf_finetune.tasks import task_of
+from hf_finetune.tasks.classification import build_classifier
 from hf_finetune.training.arguments import build_training_arguments, resolve_training
 from hf_finetune.training.assembly import TrainerSetup, build_trainer
-from hf_finetune.training.data_aware import (
-    apply_decisions,
-    backbone_limit,
-    class_counts,
-    data_aware_defaults,
-    log_decisions,
-    measured_max_length,
-)
+from hf_finetune.training.data_aware import apply_decisions, class_counts, data_aware_defaults, log_decisions
 from hf_finetune.training.mirror import mirror_decision
 from hf_finetune.training.safeguards import (
     find_resume_checkpoint,
@@ -147,7 +128,7 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
     if recipe.finetune.data_aware:
         decisions = data_aware_defaults(recipe, data.splits["train"], data.labels.num_labels, model,
                                         resolved_training.batch.global_size)
-        flip = mirror_decision(recipe, data, model, preprocessing["image"], args) if recipe.is_vision else None
+        flip = mirror_decision(recipe, data, model, preprocessing.get("image"), args)
         if flip is not None:
             decisions.append(flip)
         log_decisions(decisions)
@@ -248,26 +229,6 @@ def seed_everything(args: Any) -> None:
         set_seed(args.seed)
 
 
-def resolve_max_length(recipe: Recipe, tokenizer: Any, model_config: Any) -> int:
-    """The recipe's max_length; unset, what the training texts need (data-aware) or the backbone's limit.
-
-    Raises:
-        RecipeError: the recipe asks for more than the backbone's limit.
-    """
-    limit = default_max_length(tokenizer, model_config)
-    asked = recipe.preprocessing.max_length
-    if asked is not None and asked > limit:
-        raise RecipeError(
-            [Problem("preprocessing.max_length", f"{asked} exceeds the backbone's limit of {limit} tokens")]
-        )
-    if asked is not None or not recipe.finetune.data_aware:
-        return asked or limit
-    local = recipe.model.name if Path(recipe.model.name).is_dir() else None
-    chosen, reason = measured_max_length(recipe, tokenizer, backbone_limit(tokenizer, model_config, local))
-    logger.info("Default from the data: preprocessing.max_length = %d (%s)", chosen, reason)
-    return chosen
-
-
 def prepare_data_and_model(recipe: Recipe, args: Any, extra_train: Any = None
                            ) -> tuple[PreparedData, Any, Any, dict[str, Any], dict]:
     """Builds the preprocessed data, then the backbone with a head sized to the data's label space.
@@ -276,38 +237,17 @@ def prepare_data_and_model(recipe: Recipe, args: Any, extra_train: Any = None
         (data, model, tokenizer or None, preprocessing settings for run.json, the recipe keys decided
         here as {section: {key: value}} for the resolved recipe).
     """
-    def first(desc: str):
-        return lambda: args.main_process_first(desc=desc)
-
+    task = task_of(recipe)
     pad_multiple = 8 if (args.bf16 or args.fp16) else None  # tensor-core friendly lengths
-    if recipe.is_text:
-        tokenizer = build_tokenizer(recipe.model)
-        max_length = resolve_max_length(recipe, tokenizer, load_text_config(recipe.model))
-        data = build_datasets(recipe, tokenizer=tokenizer, max_length=max_length, pad_to_multiple_of=pad_multiple,
-                              main_process_first=first("tokenizing"), extra_train=extra_train)
-        model = build_text_model(recipe.model, data.labels, tokenizer)
-        # Saved with the model: `pipeline(..., truncation=True)` then cuts inputs where training did.
-        tokenizer.model_max_length = max_length
-        decided: dict[str, dict[str, Any]] = {"preprocessing": {"max_length": max_length}}
-        # what the classifier reads, as resolved (auto becomes mean or cls: models/pooling.py)
-        decided["model"] = {"pooling": "mean" if pooling_layer(model) is not None else "cls"}
-        attention = getattr(model.config, "_attn_implementation", None)
-        if attention in ("sdpa", "eager", "flash_attention_2"):
-            decided["model"]["attn_implementation"] = attention
-        return data, model, tokenizer, {"max_length": max_length}, decided
-    data_config = vision_data_config(load_vision_config(recipe.model))
     # Cached features are computed once, so every split gets the evaluation preprocessing.
-    augment = None if recipe.finetune.cache_features else recipe.augmentation.timm_kwargs()
-    data = build_datasets(recipe, data_config=data_config, augment=augment,
-                          main_process_first=first("reading images"), extra_train=extra_train)
-    model = build_vision_model(recipe.model, data.labels)
-    channels_last = recipe.model.channels_last
-    if channels_last is None:  # a measured win for convolutions on GPUs; not assumed on CPUs
-        channels_last = torch.cuda.is_available() and is_convolutional(model)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        data.collator = ImageCollator(channels_last=True)
-    return data, model, None, {"image": data_config}, {"model": {"channels_last": channels_last}}
+    prep = task.inputs.preprocessing(recipe, augment=not recipe.finetune.cache_features,
+                                     pad_to_multiple_of=pad_multiple)
+    data = build_datasets(recipe, prep.encoding, main_process_first=lambda: args.main_process_first(desc=prep.verb),
+                          extra_train=extra_train)
+    model = build_classifier(task, recipe, data.labels, prep.tokenizer)
+    decided = dict(prep.decided)
+    decided["model"] = task.inputs.finish_model(recipe, model, prep, data)
+    return data, model, prep.tokenizer, prep.record, decided
 
 
 def set_train_augmentation(data: PreparedData, recipe: Recipe, data_config: dict[str, Any]) -> None:

@@ -21,18 +21,16 @@ from dataclasses import dataclass, field
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from hf_finetune import hub
-from hf_finetune.data.images import decode_image, prepare_image_column
 from hf_finetune.data.labels import build_label_space
 from hf_finetune.data.sources import load_raw_splits
 from hf_finetune.data.splits import check_columns, select_splits
-from hf_finetune.data.text import check_text_columns
 from hf_finetune.errors import DataError
 from hf_finetune.recipe import Recipe
+from hf_finetune.tasks import task_of
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 256  # rows read from a streamed Hub dataset
-SAMPLE_IMAGES = 8  # images decoded per split
 
 
 @dataclass
@@ -75,17 +73,7 @@ def preflight(recipe: Recipe) -> PreflightReport:
 
 def check_model(recipe: Recipe) -> str:
     """Resolves the backbone's name and reads its config (never its weights)."""
-    from hf_finetune.models.backbones import load_text_config, load_vision_config, resolve_vision_name
-
-    spec = recipe.model
-    where = "local folder" if hub.is_local_path(spec.name) else "Hub"
-    if recipe.is_text:
-        config = load_text_config(spec)
-        return f"{spec.name} ({where}, {config.model_type})"
-    name, arch = resolve_vision_name(spec)
-    config = load_vision_config(spec)
-    origin = f"timm architecture {arch}" if arch else where
-    return f"{spec.name} ({origin}, timm {config.architecture})"
+    return task_of(recipe).inputs.describe_model(recipe.model)
 
 
 def check_metrics(names: list[str]) -> str:
@@ -139,34 +127,12 @@ def check_data(recipe: Recipe, report: PreflightReport) -> None:
     if "validation" not in splits:
         report.splits["validation"] = f"carved from split '{names['train']}' (data.validation_size: {data.validation_size})"
 
-    if recipe.is_text:
-        text_columns = [("text", cols.text)] + ([("text_pair", cols.text_pair)] if cols.text_pair else [])
-        check_text_columns(splits, text_columns, names)
-    else:
-        for role, ds in splits.items():
-            ds = prepare_image_column(ds, cols.image, names[role])
-            _decode_sample(ds, cols.image, names[role], skip_bad=data.bad_images == "skip")
+    task_of(recipe).inputs.check_columns(splits, recipe, names)
 
     label_feature = splits["train"].features[cols.label]
     if complete or isinstance(label_feature, ClassLabel):
         labels = build_label_space(splits, data.splits.train, cols.label, data.label_names)
         report.labels = list(labels.names)
-
-
-def _decode_sample(ds: Dataset, column: str, split: str, skip_bad: bool) -> None:
-    """Decodes the first images; with bad_images: skip, only a sample where none decodes is an error."""
-    bad = []
-    sampled = min(SAMPLE_IMAGES, len(ds))
-    for row in range(sampled):
-        try:
-            decode_image(ds[row][column])
-        except DataError as exc:
-            bad.append(f"row {row}: {exc}")
-    if bad and (not skip_bad or len(bad) == sampled):
-        raise DataError(
-            f"data.columns.image: images of split '{split}' do not decode (data.bad_images: skip trains "
-            "without unreadable images):\n    " + "\n    ".join(bad)
-        )
 
 
 def format_report(report: PreflightReport) -> str:

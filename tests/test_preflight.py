@@ -12,6 +12,7 @@ from .conftest import review_rows, write_csv, write_recipe
 @pytest.fixture
 def no_heavy_work(monkeypatch):
     """Fails the test if training gets as far as building the model or preprocessing the data."""
+    import hf_finetune.models.backbones as backbones
     import hf_finetune.pipeline as train
 
     def forbidden(*args, **kwargs):
@@ -19,7 +20,7 @@ def no_heavy_work(monkeypatch):
 
     monkeypatch.setattr(train, "prepare_data_and_model", forbidden)
     for name in ("build_text_model", "build_vision_model", "build_tokenizer"):
-        monkeypatch.setattr(train, name, forbidden)
+        monkeypatch.setattr(backbones, name, forbidden)  # where the task layer builds them from
 
 
 def _train(tmp_path, recipe, capsys) -> str:

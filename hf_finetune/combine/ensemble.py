@@ -217,14 +217,8 @@ class EnsemblePredictor(Predictor):
     def probabilities(self, batch: list[Item]) -> Any:
         import torch
 
-        if self.is_text:
-            parts = [torch.softmax(_logits(m, batch).float(), dim=-1) for m in self.members]
-        else:
-            from hf_finetune.data.images import decode_image
-
-            images = [decode_image(item.value) for item in batch]  # decoded once, transformed per member
-            parts = [torch.softmax(m.model(pixel_values=torch.stack([m.transform(im) for im in images])).logits
-                                   .float(), dim=-1) for m in self.members]
+        batch = self.inputs.decode(batch)  # images decoded once, transformed by each member
+        parts = [torch.softmax(_logits(m, batch).float(), dim=-1) for m in self.members]
         return sum(w * p for w, p in zip(self.weights, parts, strict=True))
 
 

@@ -191,12 +191,7 @@ def split_datasets(predictor: Any, data_source: FinishedRun, model_folder: Path)
     from hf_finetune.data import build_datasets
 
     recipe = data_recipe(data_source, model_folder)
-    if predictor.is_text:
-        prepared = build_datasets(recipe, tokenizer=predictor.tokenizer, max_length=predictor.max_length)
-    else:
-        from hf_finetune.models.backbones import vision_data_config
-
-        prepared = build_datasets(recipe, data_config=vision_data_config(predictor.model.config), augment=None)
+    prepared = build_datasets(recipe, predictor.inputs.finished_encoding(predictor))
     if list(prepared.labels.names) != list(predictor.labels):
         raise IncompatibleMembersError(
             f"RUN_DIR: the data of {data_source.folder} has labels {', '.join(prepared.labels.names)} but the "
@@ -299,7 +294,7 @@ def base_manifest(kind: str, members: list[Member], labels: list[str], started: 
     import datetime as dt
     import time
 
-    from hf_finetune import __version__
+    from hf_finetune.version import __version__
 
     first = members[0].run.manifest
     return {

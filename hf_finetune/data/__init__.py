@@ -6,7 +6,7 @@
     build_label_space    class names in order; unseen or missing labels are errors
     carve_validation     when the data has no validation split (seeded, stratified)
     cap_rows             per-split sample caps for quick runs
-    text: tokenize once, cached; pad per batch     vision: decode + timm transforms on the fly
+    encodings           the task's choice: text tokenized once, cached; images decoded + transformed on the fly
 
 `build_eval_dataset` is the same stage for one split scored by a finished model: the label space is
 the model's, and a label it does not know is an error.
@@ -17,15 +17,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import datasets
 from datasets import Dataset
 
-from hf_finetune.data.images import MAX_LISTED, prepare_image_column, scan_images
+from hf_finetune.data.encodings import ImageEncoding, TextEncoding, encoding_from
+from hf_finetune.data.encodings import default_cache_dir as default_cache_dir
 from hf_finetune.data.labels import (
-    LABEL_COLUMN,
     LabelSpace,
     build_label_space,
     check_split_labels,
@@ -41,8 +39,6 @@ from hf_finetune.data.splits import (
     check_columns,
     select_splits,
 )
-from hf_finetune.data.text import TextCollator, check_text_columns, tokenize_split
-from hf_finetune.data.vision import ImageTransform, build_image_transforms, collate_images
 from hf_finetune.errors import DataError, did_you_mean
 from hf_finetune.recipe import Recipe
 
@@ -65,12 +61,9 @@ class PreparedData:
         return {role: len(ds) for role, ds in self.splits.items()}
 
 
-def default_cache_dir() -> Path:
-    return Path(datasets.config.HF_DATASETS_CACHE) / "hf_finetune"
-
-
 def build_datasets(
     recipe: Recipe,
+    encoding: TextEncoding | ImageEncoding | None = None,
     *,
     tokenizer: Any = None,
     max_length: int | None = None,
@@ -84,6 +77,8 @@ def build_datasets(
 
     Args:
         recipe: the validated recipe.
+        encoding: how inputs become model inputs (the task's choice, data/encodings.py); without
+            it, built from the preprocessor given below.
         tokenizer, max_length: text only; the backbone's tokenizer and the resolved max length.
         data_config: vision only; the backbone's input size, mean, std, interpolation and crop.
         augment: vision only; extra timm `create_transform` arguments for training.
@@ -98,14 +93,13 @@ def build_datasets(
     """
     data = recipe.data
     cols = data.columns
+    encoding = encoding or encoding_from(tokenizer, max_length, data_config, augment, pad_to_multiple_of)
     with main_process_first():
         raw = load_raw_splits(data)
         splits = select_splits(raw, data)
         check_columns(splits, data)
         names = {role: getattr(data.splits, role) for role in splits}
-        if recipe.is_vision:
-            # Before any shuffling, so that a missing file is reported with its row in the source.
-            splits = {role: prepare_image_column(ds, cols.image, names[role]) for role, ds in splits.items()}
+        splits = {role: encoding.read(recipe, ds, names[role]) for role, ds in splits.items()}
         labels = build_label_space(splits, data.splits.train, cols.label, data.label_names)
         splits = {role: encode_labels(ds, cols.label, labels) for role, ds in splits.items()}
         sources = {role: f"split '{name}'" for role, name in names.items()}
@@ -122,12 +116,9 @@ def build_datasets(
             sources["train"] += f", plus {len(extra_train)} pseudo-labelled rows of data.unlabeled"
         splits = {role: splits[role] for role in ROLES if role in splits}
 
-        if recipe.is_text:
-            splits, cache = _prepare_text(recipe, splits, names, tokenizer, max_length)
-            prepared = PreparedData(splits, labels, TextCollator(tokenizer, pad_to_multiple_of), sources, cache=cache)
-        else:
-            splits, skipped = _prepare_vision(recipe, splits, names, data_config, augment)
-            prepared = PreparedData(splits, labels, collate_images, sources, skipped_images=skipped)
+        encoded = encoding.prepare(recipe, splits, names)
+        prepared = PreparedData(encoded.splits, labels, encoded.collator, sources, cache=encoded.cache,
+                                skipped_images=encoded.skipped)
     for role, ds in prepared.splits.items():
         logger.info("%-10s %7d rows from %s", role, len(ds), sources[role])
     return prepared
@@ -137,6 +128,7 @@ def build_eval_dataset(
     recipe: Recipe,
     split: str | None,
     model_labels: list[str],
+    encoding: TextEncoding | ImageEncoding | None = None,
     *,
     tokenizer: Any = None,
     max_length: int | None = None,
@@ -148,6 +140,7 @@ def build_eval_dataset(
         recipe: a recipe whose `data` section names the data to score (columns included).
         split: the split to score; None takes the only split, else `test`.
         model_labels: the model's class names in id order (config.json `id2label`).
+        encoding: the finished model's preprocessing (without it, built from the arguments below).
         tokenizer, max_length: text only, as for training.
         data_config: vision only; the model's input size, mean, std, interpolation and crop.
 
@@ -158,6 +151,7 @@ def build_eval_dataset(
         DataError: a missing split or column, or a label the model does not know, named.
     """
     data = recipe.data
+    encoding = encoding or encoding_from(tokenizer, max_length, data_config)
     raw = load_raw_splits(data)
     available = list(raw)
     if split is None:
@@ -172,59 +166,11 @@ def build_eval_dataset(
         raise DataError(f"split '{split}' is empty: it has no rows")
     check_columns({"eval": ds}, data, split_names={"eval": split})
     column = data.columns.label
-    if recipe.is_vision:
-        ds = prepare_image_column(ds, data.columns.image, split)
+    ds = encoding.read(recipe, ds, split)
     space = model_label_space(model_labels, ds.features[column], data.label_names)
     check_split_labels(ds, split, column, space, known_from="the model's labels", listed_as="the model's labels")
     ds = encode_labels(ds, column, space)
-    if recipe.is_text:
-        ready, cache = _prepare_text(recipe, {"eval": ds}, {"eval": split}, tokenizer, max_length)
-        prepared = PreparedData(ready, space, TextCollator(tokenizer), {"eval": f"split '{split}'"}, cache=cache)
-    else:
-        ready, skipped = _prepare_vision(recipe, {"eval": ds}, {"eval": split}, data_config, None)
-        prepared = PreparedData(ready, space, collate_images, {"eval": f"split '{split}'"}, skipped_images=skipped)
+    encoded = encoding.prepare(recipe, {"eval": ds}, {"eval": split})
+    prepared = PreparedData(encoded.splits, space, encoded.collator, {"eval": f"split '{split}'"},
+                            cache=encoded.cache, skipped_images=encoded.skipped)
     return prepared, split
-
-
-def _prepare_text(recipe: Recipe, splits: dict[str, Dataset], names: dict[str, str], tokenizer: Any,
-                  max_length: int | None) -> tuple[dict[str, Dataset], dict[str, dict[str, Any]]]:
-    cols, data = recipe.data.columns, recipe.data
-    text_columns = [("text", cols.text)] + ([("text_pair", cols.text_pair)] if cols.text_pair else [])
-    check_text_columns(splits, text_columns, names)
-    cache_dir = Path(data.cache_dir) if data.cache_dir else default_cache_dir()
-    out, cache = {}, {}
-    for role, ds in splits.items():
-        result = tokenize_split(ds, tokenizer, cols.text, cols.text_pair, max_length, cache_dir, data.num_proc,
-                                description=f"tokenizing {role}")
-        out[role] = result.dataset
-        cache[role] = {"file": result.cache_file, "reused": result.reused_cache}
-        if result.reused_cache:
-            logger.info("%s: reusing tokenized cache %s", role, result.cache_file)
-    return out, cache
-
-
-def _prepare_vision(recipe: Recipe, splits: dict[str, Dataset], names: dict[str, str],
-                    data_config: dict[str, Any], augment: dict[str, Any] | None
-                    ) -> tuple[dict[str, Dataset], dict[str, list[str]]]:
-    data, column = recipe.data, recipe.data.columns.image
-    train_tf, eval_tf = build_image_transforms(data_config, augment)
-    out, skipped = {}, {}
-    for role, ds in splits.items():
-        if data.verify_images:
-            ds, bad = scan_images(ds, column, data.num_proc, names[role])
-            if bad:
-                listed = "\n    ".join(bad[:MAX_LISTED]) + (f"\n    ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else "")
-                if data.bad_images == "error":
-                    raise DataError(
-                        f"data.columns.image: {len(bad)} unreadable images in split '{names[role]}' "
-                        f"(set data.bad_images: skip to train without them):\n    {listed}"
-                    )
-                logger.warning("%s: skipping %d unreadable images:\n    %s", role, len(bad), listed)
-                skipped[role] = bad
-                if len(ds) == 0:
-                    raise DataError(f"data.columns.image: no readable image is left in split '{names[role]}'")
-        keep = [column, LABEL_COLUMN]
-        ds = ds.remove_columns([c for c in ds.column_names if c not in keep])
-        ds.set_transform(ImageTransform(column, train_tf if role == "train" else eval_tf))
-        out[role] = ds
-    return out, skipped

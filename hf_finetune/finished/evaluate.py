@@ -25,6 +25,7 @@ from hf_finetune.files import write_json
 from hf_finetune.finished.predict import load_predictor
 from hf_finetune.outputs import output_dir_problem, output_lock, read_finished_run, read_run, record_files
 from hf_finetune.recipe import FILE_FORMATS, Recipe, validate_recipe
+from hf_finetune.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def evaluation_recipe(out_dir: Path, data: str | None, split: str | None, column
     section = raw.setdefault("data", {})
     columns = section.setdefault("columns", {})
     if column:
-        columns["text" if raw.get("task") == "text-classification" else "image"] = column
+        columns[get_task(raw.get("task", "")).inputs.input_keys[0]] = column
     if label_column:
         columns["label"] = label_column
     section["max_samples"] = {}
@@ -81,8 +82,8 @@ def evaluation_recipe(out_dir: Path, data: str | None, split: str | None, column
             section["files"] = {split: [str(path)]}
         elif path.is_dir():
             is_saved = (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()
-            if raw.get("task") == "image-classification" and not is_saved:
-                section["image_folder"] = str(path)
+            if get_task(raw.get("task", "")).inputs.folder_key and not is_saved:
+                section[get_task(raw["task"]).inputs.folder_key] = str(path)
             else:
                 section["dataset"] = str(path)
             called = path.name
@@ -227,9 +228,5 @@ def predictor_eval_dataset(recipe: Any, split: str, predictor: Any) -> tuple[Any
     """`split` preprocessed for `predictor`'s model: its tokenizer and max_length, or its image config."""
     from hf_finetune.data import build_eval_dataset
 
-    if predictor.is_text:
-        return build_eval_dataset(recipe, split, predictor.labels, tokenizer=predictor.tokenizer,
-                                  max_length=predictor.max_length)
-    from hf_finetune.models.backbones import vision_data_config
-
-    return build_eval_dataset(recipe, split, predictor.labels, data_config=vision_data_config(predictor.model.config))
+    encoding = get_task(predictor.task).inputs.finished_encoding(predictor)
+    return build_eval_dataset(recipe, split, predictor.labels, encoding)

@@ -81,37 +81,6 @@ class _Logits:
         return Logits().eval()
 
 
-def _text_inputs(predictor: Any, batch: int, length: int, seed: int) -> dict[str, Any]:
-    """Random token ids of the vocabulary, rows after the first padded at random points."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    vocab = len(predictor.tokenizer)
-    ids = torch.randint(0, vocab, (batch, length), generator=generator)
-    mask = torch.ones(batch, length, dtype=torch.long)
-    for row in range(1, batch):
-        keep = int(torch.randint(1, length + 1, (1,), generator=generator))
-        mask[row, keep:] = 0
-        ids[row, keep:] = predictor.tokenizer.pad_token_id
-    tensors = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-    return {name: tensors[name] for name in _text_input_names(predictor)}
-
-
-def _text_input_names(predictor: Any) -> list[str]:
-    import inspect
-
-    accepted = inspect.signature(predictor.model.forward).parameters
-    return [n for n in ("input_ids", "attention_mask", "token_type_ids")
-            if n in predictor.tokenizer.model_input_names and n in accepted]
-
-
-def _image_inputs(predictor: Any, batch: int, seed: int) -> dict[str, Any]:
-    import torch
-
-    size = tuple(predictor.model.config.pretrained_cfg.get("input_size") or (3, 224, 224))
-    return {"pixel_values": torch.randn((batch, *size), generator=torch.Generator().manual_seed(seed))}
-
-
 def export_onnx(out_dir: str | os.PathLike, *, opset: int | None = None, output_dir: str | os.PathLike | None = None,
                 external_data: bool | None = None) -> ExportResult:
     """Exports the run's model to `<out_dir>/onnx/model.onnx` (or `output_dir`) and verifies it.
@@ -140,23 +109,17 @@ def export_onnx(out_dir: str | os.PathLike, *, opset: int | None = None, output_
         dest.mkdir(parents=True, exist_ok=True)
         path = dest / MODEL_FILE
         model = predictor.model.float().eval()
-        if predictor.is_text:
-            names = _text_input_names(predictor)
-            example = _text_inputs(predictor, EXAMPLE_BATCH, min(EXAMPLE_SEQUENCE, predictor.max_length), seed=0)
-            batch = torch.export.Dim("batch", min=1)
-            sequence = torch.export.Dim("sequence", min=1, max=predictor.max_length)
-            dynamic = (tuple({0: batch, 1: sequence} for _ in names),)  # forward(*tensors): one varargs entry
-        else:
-            names = ["pixel_values"]
-            example = _image_inputs(predictor, EXAMPLE_BATCH, seed=0)
-            dynamic = (({0: torch.export.Dim("batch", min=1)},),)
+        inputs = predictor.inputs
+        names = inputs.input_names(predictor)
+        example = inputs.example_inputs(predictor, EXAMPLE_BATCH, EXAMPLE_SEQUENCE, seed=0)
+        dynamic = inputs.dynamic_shapes(predictor, names)
         wrapper = _Logits(model, names)
         size = sum(p.numel() * p.element_size() for p in model.parameters())
         external = size > EXTERNAL_DATA_FROM if external_data is None else external_data
         for stale in (path, path.with_name(path.name + ".data")):
             stale.unlink(missing_ok=True)
         metadata = {"task": predictor.task, "labels": predictor.labels, "inputs": names,
-                    "max_length": predictor.max_length if predictor.is_text else None}
+                    "max_length": predictor.max_length}
         with warnings.catch_warnings():  # "axis name batch will not be used": the names are kept as given
             warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
             try:
@@ -207,12 +170,9 @@ def verify(path: Path, predictor: Any, wrapper: Any, names: list[str]) -> list[d
     import torch
 
     session = _session(path)
-    shapes = ([(b, min(s, predictor.max_length)) for b, s in zip(CHECK_BATCHES, CHECK_SEQUENCES, strict=True)]
-              if predictor.is_text else [(b,) for b in CHECK_BATCHES])
     checks = []
-    for seed, shape in enumerate(shapes, start=1):
-        inputs = (_text_inputs(predictor, *shape, seed=seed) if predictor.is_text
-                  else _image_inputs(predictor, shape[0], seed=seed))
+    for seed, shape in enumerate(zip(CHECK_BATCHES, CHECK_SEQUENCES, strict=True), start=1):
+        inputs = predictor.inputs.example_inputs(predictor, *shape, seed=seed)
         with torch.inference_mode():
             expected = wrapper(*(inputs[n] for n in names)).float().numpy()
         got = session.run(["logits"], {n: inputs[n].numpy() for n in names})[0]
@@ -272,10 +232,10 @@ def load_onnx_predictor(out_dir: str | os.PathLike, path: str | os.PathLike | No
     Raises:
         UserError: no exported model (says how to make one), or a missing onnx extra.
     """
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
-    from hf_finetune.data.text import default_max_length
     from hf_finetune.finished.predict import Predictor, output_task
+    from hf_finetune.tasks import get_task
 
     model_path = onnx_model_path(out_dir, path)
     if not model_path.is_file():
@@ -286,12 +246,6 @@ def load_onnx_predictor(out_dir: str | os.PathLike, path: str | os.PathLike | No
     labels_file = model_path.with_name(LABELS_FILE)
     labels = model.metadata.get("labels") or json.loads(labels_file.read_text(encoding="utf-8"))
     config = AutoConfig.from_pretrained(out_dir, local_files_only=True)
-    if task == "text-classification":
-        tokenizer = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
-        max_length = (model.metadata.get("max_length") or (recipe.get("preprocessing") or {}).get("max_length")
-                      or default_max_length(tokenizer, config))
-        return Predictor(task, model, list(labels), recipe, tokenizer=tokenizer, max_length=max_length)
-    from hf_finetune.data.vision import build_eval_transform
-    from hf_finetune.models.backbones import vision_data_config
-
-    return Predictor(task, model, list(labels), recipe, transform=build_eval_transform(vision_data_config(config)))
+    preprocessor = get_task(task).inputs.preprocessor(out_dir, config, recipe, model.metadata.get("max_length"),
+                                                      local_files_only=True)
+    return Predictor(task, model, list(labels), recipe, **preprocessor)

@@ -24,6 +24,7 @@ from typing import Any
 
 from hf_finetune.errors import DataError, NotAFinishedRunError, UserError
 from hf_finetune.outputs import read_finished_run, read_run
+from hf_finetune.tasks import get_task, task_for_model
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ class Predictor:
     transform: Any = None
 
     @property
-    def is_text(self) -> bool:
-        return self.task == "text-classification"
+    def inputs(self) -> Any:
+        """What the model reads (the task layer's Inputs: texts or images)."""
+        return get_task(self.task).inputs
 
     @property
     def text_pair_column(self) -> str | None:
@@ -53,7 +55,8 @@ class Predictor:
 
     def default_column(self) -> str:
         columns = (self.recipe.get("data") or {}).get("columns") or {}
-        return columns.get("text" if self.is_text else "image") or ("text" if self.is_text else "image")
+        key = self.inputs.input_keys[0]
+        return columns.get(key) or key
 
     def probabilities(self, batch: list[Item]) -> Any:
         """Softmax class probabilities of a batch of inputs (an ensemble averages its members')."""
@@ -104,7 +107,7 @@ def output_task(out_dir: str | os.PathLike) -> tuple[str, dict[str, Any]]:
         )
     fields = read_model_config(config, "OUTPUT_DIR")
     logger.warning("%s has no run.json (not a finished run): using the model in it anyway", out_dir)
-    return ("image-classification" if "architecture" in fields else "text-classification"), {}
+    return task_for_model(fields).name, {}
 
 
 def load_predictor(out_dir: str | os.PathLike) -> Predictor:
@@ -120,25 +123,13 @@ def load_predictor(out_dir: str | os.PathLike) -> Predictor:
     check_weights(out_dir, allow_pickle)
     # The same rule as training: pickle can run code when loaded, so safetensors only unless allowed.
     kwargs = {"local_files_only": True, "use_safetensors": None if allow_pickle else True}
+    spec = get_task(task)
     try:
-        if task == "text-classification":
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        import transformers
 
-            from hf_finetune.data.text import default_max_length
-
-            tokenizer = AutoTokenizer.from_pretrained(out_dir, **kwargs)
-            model = AutoModelForSequenceClassification.from_pretrained(out_dir, **kwargs).eval()
-            max_length = (recipe.get("preprocessing") or {}).get("max_length") or default_max_length(
-                tokenizer, model.config)
-            return Predictor(task, model, _labels(model), recipe, tokenizer=tokenizer, max_length=max_length)
-        from transformers import AutoModelForImageClassification
-
-        from hf_finetune.data.vision import build_eval_transform
-        from hf_finetune.models.backbones import vision_data_config
-
-        model = AutoModelForImageClassification.from_pretrained(out_dir, **kwargs).eval()
-        transform = build_eval_transform(vision_data_config(model.config))
-        return Predictor(task, model, _labels(model), recipe, transform=transform)
+        model = getattr(transformers, spec.auto_model).from_pretrained(out_dir, **kwargs).eval()
+        preprocessor = spec.inputs.preprocessor(out_dir, model.config, recipe, **kwargs)
+        return Predictor(task, model, _labels(model), recipe, **preprocessor)
     except (OSError, ValueError) as exc:  # missing files; a damaged config.json or weights file
         raise NotAFinishedRunError(f"OUTPUT_DIR: cannot load the model in {out_dir}: {exc}") from None
 
@@ -185,7 +176,7 @@ def read_inputs(predictor: Predictor, inputs: list[str], column: str | None = No
         DataError: naming the input, file, column or row that is wrong.
     """
     column = column or predictor.default_column()
-    pair = predictor.text_pair_column if predictor.is_text else None
+    pair = predictor.text_pair_column if "text_pair" in predictor.inputs.input_keys else None
     items: list[Item] = []
     for raw in inputs:
         if raw == "-":
@@ -197,7 +188,7 @@ def read_inputs(predictor: Predictor, inputs: list[str], column: str | None = No
         if path.is_file() and suffix in TEXT_FILES:
             for row, (value, second) in enumerate(read_column(path, column, pair)):
                 items.append(_item(predictor, value, second, f"{path} row {row}", path.parent))
-        elif predictor.is_text:
+        elif predictor.inputs.literal_inputs:
             if path.is_file() or path.is_dir():
                 raise DataError(f"INPUTS: {raw} is a {'folder' if path.is_dir() else 'file'}; a text model reads "
                                 f"texts, or files ending in {', '.join(sorted(TEXT_FILES))}")
@@ -224,7 +215,7 @@ def read_inputs(predictor: Predictor, inputs: list[str], column: str | None = No
 
 
 def _item(predictor: Predictor, value: str, pair: str | None, where: str, base: Path) -> Item:
-    if predictor.is_text:
+    if predictor.inputs.literal_inputs:
         return Item(value, pair)
     path = Path(value).expanduser()
     if not path.is_absolute():
@@ -308,18 +299,7 @@ def predict(predictor: Predictor, items: list[Item], batch_size: int = 32,
 
 
 def _logits(predictor: Predictor, batch: list[Item]) -> Any:
-    import torch
-
-    if predictor.is_text:
-        texts = [item.value for item in batch]
-        pairs = [item.pair for item in batch] if predictor.text_pair_column else None
-        encoded = predictor.tokenizer(texts, pairs, truncation=True, max_length=predictor.max_length,
-                                      padding=True, return_tensors="pt")
-        return predictor.model(**encoded).logits
-    from hf_finetune.data.images import decode_image
-
-    pixels = torch.stack([predictor.transform(decode_image(item.value)) for item in batch])
-    return predictor.model(pixel_values=pixels).logits
+    return predictor.model(**predictor.inputs.encode(predictor, batch)).logits
 
 
 # --- output ----------------------------------------------------------------------------------------------

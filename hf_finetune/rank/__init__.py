@@ -19,6 +19,7 @@ from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError
 from hf_finetune.recipe import ModelSpec, Recipe
+from hf_finetune.tasks import task_of
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def resolve_candidates(recipe: Recipe, candidates: list[str | ModelSpec | dict] 
         raise RecipeError(_pydantic_problems(exc, ["rank"]), recipe.source) from None
     base = {k: getattr(recipe.model, k) for k in INHERITED}
     # Keys that apply to the other task are dropped (a text recipe's attention kernel means nothing to timm).
-    drop = {"channels_last": None} if recipe.is_text else {"attn_implementation": None}
+    drop = dict.fromkeys(task_of(recipe).inputs.foreign_model_keys & set(ModelSpec.model_fields))
     specs = [spec.model_copy(update={**{k: v for k, v in base.items() if k not in spec.model_fields_set}, **drop})
              for spec in parsed]
     problems = []

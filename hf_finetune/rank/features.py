@@ -34,8 +34,8 @@ import torch
 
 from hf_finetune.errors import ModelError, UserError
 from hf_finetune.files import write_atomically, write_json
-from hf_finetune.models.pooling import sentence_transformers_pooling
 from hf_finetune.recipe import ModelSpec, Recipe
+from hf_finetune.tasks import task_of
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +82,15 @@ def check_fits_task(recipe: Recipe, spec: ModelSpec) -> None:
     Raises:
         ModelError: naming the candidate and why it does not fit.
     """
-    from hf_finetune.models.backbones import load_text_config, load_vision_config
-
+    inputs = task_of(recipe).inputs
     where = f"rank.candidates: '{display_name(spec)}'"
     try:
-        if recipe.is_vision:
-            load_vision_config(spec)
-            return
-        config = load_text_config(spec)
+        config = inputs.load_config(spec)
     except UserError as exc:
         raise ModelError(f"{where} does not fit task {recipe.task}: {exc}") from None
-    if getattr(config, "model_type", None) == "timm_wrapper":
-        raise ModelError(f"{where} is a timm vision model; task {recipe.task} needs a text encoder")
+    foreign = inputs.foreign_config(config)
+    if foreign is not None:
+        raise ModelError(f"{where} " + foreign.format(task=f"task {recipe.task}"))
 
 
 def _weights_identity(name: str) -> list[tuple[str, int, int]]:
@@ -162,35 +159,19 @@ def _labels(dataset: Any) -> np.ndarray:
 def _prepare_data(rec: Recipe) -> tuple[Any, dict[str, Any]]:
     """(prepared data, preprocessing) exactly as fine-tuning the candidate prepares them."""
     from hf_finetune.data import build_datasets
-    from hf_finetune.models.backbones import (
-        build_tokenizer,
-        load_text_config,
-        load_vision_config,
-        vision_data_config,
-    )
 
-    if rec.is_vision:
-        data_config = vision_data_config(load_vision_config(rec.model))
-        return build_datasets(rec, data_config=data_config, augment=None), {"image": data_config}  # eval transform
-    from hf_finetune.pipeline import resolve_max_length
-
-    tokenizer = build_tokenizer(rec.model)
-    max_length = resolve_max_length(rec, tokenizer, load_text_config(rec.model))
-    data = build_datasets(rec, tokenizer=tokenizer, max_length=max_length)
-    st = sentence_transformers_pooling(rec.model.name) if Path(rec.model.name).is_dir() else None
-    pooling = "model's head" if st is None else st[0] + (" + normalize" if st[1] else "")
-    return data, {"max_length": max_length, "pooling": pooling}
+    inputs = task_of(rec).inputs
+    prep = inputs.preprocessing(rec, augment=False)  # the evaluation transform for every split
+    data = build_datasets(rec, prep.encoding)
+    pooling = inputs.feature_pooling(rec.model)
+    return data, prep.record | ({"pooling": pooling} if pooling is not None else {})
 
 
 def _build_model(rec: Recipe, data: Any) -> Any:
-    from hf_finetune.models.backbones import build_text_model, build_vision_model
-
-    if rec.is_vision:
-        return build_vision_model(rec.model, data.labels)
     # rank reads the backbone's own states (its sentence-transformers pooling is applied here), so the
-    # training-time mean-pooling layer is left out
+    # training-time mean-pooling layer is left out (timm backbones have none: the key means nothing there)
     spec = rec.model.model_copy(update={"pooling": "cls"})
-    return build_text_model(spec, data.labels, data.collator.tokenizer)
+    return task_of(rec).inputs.build_backbone(spec, data.labels, getattr(data.collator, "tokenizer", None))
 
 
 def _pooling(model: Any, preprocessing: dict[str, Any]) -> str:

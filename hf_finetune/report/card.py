@@ -26,13 +26,13 @@ from hf_finetune.report.plots import (
 )
 from hf_finetune.report.summary import metric_names
 from hf_finetune.selftrain.card import self_training_section
+from hf_finetune.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
 LOG_FILE = "training_log.json"
 MAX_TABLE_CLASSES = 20  # larger confusion matrices are shown as an image only
-TASK_NAMES = {"text-classification": "Text Classification", "image-classification": "Image Classification"}
 MACRO = {"precision", "recall", "f1"}  # averaged over classes, each class counting the same
 
 
@@ -170,7 +170,7 @@ def _eval_results(recipe: dict[str, Any], results: dict[str, Any], manifest: dic
                 continue
             out.append(EvalResult(
                 task_type=recipe["task"],
-                task_name=TASK_NAMES.get(recipe["task"]),
+                task_name=get_task(recipe["task"]).card_name,
                 dataset_type=_dataset_type(recipe, ids),
                 dataset_name=_dataset_name(recipe, ids),
                 dataset_config=recipe["data"].get("config"),
@@ -189,7 +189,7 @@ def card_metadata(recipe: dict[str, Any], results: dict[str, Any], manifest: dic
     from huggingface_hub import ModelCardData
 
     ids = manifest.get("hub_ids") or {}
-    tags = ["hf-finetune", recipe["task"]] + (["timm"] if recipe["task"] == "image-classification" else [])
+    tags = ["hf-finetune", recipe["task"], *get_task(recipe["task"]).inputs.libraries]
     return ModelCardData(
         model_name=model_name,
         base_model=ids.get("base_model"),
@@ -247,9 +247,10 @@ def _intro(recipe: dict[str, Any], manifest: dict[str, Any]) -> str:
     else:
         origin = f"a fine-tuned version of `{name}`"
     labels = manifest.get("labels") or []
-    kind = "texts" if recipe["task"] == "text-classification" else "images"
+    task = get_task(recipe["task"])
+    kind = f"{task.inputs.kind}s"
     return (
-        f"This model is {origin} for {TASK_NAMES.get(recipe['task'], recipe['task']).lower()}, trained on "
+        f"This model is {origin} for {task.card_name.lower()}, trained on "
         f"{_data_description(recipe, ids)} with hf-finetune. It sorts {kind} into {len(labels)} classes: "
         f"{_labels_text(labels)}."
     )
@@ -307,13 +308,12 @@ def _confusion_section(report: dict[str, Any], role: str, plots: list[str]) -> s
 
 
 def _usage_section(recipe: dict[str, Any], model_id: str) -> str:
-    task = recipe["task"]
-    example = '"A wonderful, moving film."' if task == "text-classification" else '"path/to/image.jpg"'
+    task = get_task(recipe["task"])
     code = (f'from transformers import pipeline\n'
-            f'classifier = pipeline("{task}", model="{model_id}")\n'
-            f"print(classifier({example}, top_k=3))")
+            f'classifier = pipeline("{task.pipeline_task}", model="{model_id}")\n'
+            f"print(classifier({task.example_input}, top_k=3))")
     parts = ["## How to use", f"```python\n{code}\n```"]
-    if task == "image-classification":
+    if "timm" in task.inputs.libraries:
         local = model_id == str(recipe["output"]["dir"])
         name = f"local-dir:{model_id}" if local else f"hf-hub:{model_id}"
         parts.append(f"The files keep timm's layout too: `timm.create_model(\"{name}\", pretrained=True)` "
@@ -351,7 +351,7 @@ def _procedure_section(recipe: dict[str, Any], results: dict[str, Any], manifest
     for key in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std"):
         if key in image:
             hp[f"image {key}"] = image[key]
-    if recipe["task"] == "image-classification":
+    if "augmentation" in get_task(recipe["task"]).inputs.sections:
         for key, value in (recipe.get("augmentation") or {}).items():
             hp[f"augmentation {key}"] = value
     train = results.get("train") or {}

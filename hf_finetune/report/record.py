@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import time
 from typing import Any
 
-from hf_finetune import __version__
+from hf_finetune.tasks import task_of
+from hf_finetune.version import __version__
 
 
 def hub_ids(recipe: Any) -> dict[str, str | None]:
@@ -20,12 +22,7 @@ def hub_ids(recipe: Any) -> dict[str, str | None]:
     base = recipe.card.base_model
     name = recipe.model.name.removeprefix("hf-hub:")
     if base is None and recipe.model.pretrained and not hub.is_local_path(name) and not hub.looks_like_path(name):
-        base = name
-        if recipe.is_vision and "/" not in name:  # a timm architecture: its weights' Hub repository
-            import timm.models
-
-            cfg = timm.models.get_pretrained_cfg(name)
-            base = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        base = task_of(recipe).inputs.hub_base_model(name)  # a timm architecture: its weights' repository
     dataset = recipe.card.dataset
     if dataset is None and recipe.data.dataset is not None and not hub.is_local_path(recipe.data.dataset):
         dataset = recipe.data.dataset
@@ -84,10 +81,8 @@ def framework_versions(recipe: Any) -> dict[str, str]:
 
     versions = {"hf-finetune": __version__, "transformers": transformers.__version__,
                 "torch": torch.__version__, "datasets": datasets.__version__}
-    if recipe.is_vision:
-        import timm
-
-        versions["timm"] = timm.__version__
+    for library in task_of(recipe).inputs.libraries:
+        versions[library] = importlib.import_module(library).__version__
     return versions
 
 

@@ -38,11 +38,10 @@ def training_labels(recipe: Any) -> tuple[Any, Any]:
 
 
 def _backbone(recipe: Any, labels: Any) -> Any:
-    from hf_finetune.models.backbones import build_text_model, build_tokenizer, build_vision_model
+    from hf_finetune.tasks import task_of
+    from hf_finetune.tasks.classification import build_classifier
 
-    if recipe.is_text:
-        return build_text_model(recipe.model, labels, build_tokenizer(recipe.model))
-    return build_vision_model(recipe.model, labels)
+    return build_classifier(task_of(recipe), recipe, labels)
 
 
 def _lookup(mapping: dict[str, Any], dotted: str) -> tuple[bool, Any]:

@@ -28,14 +28,15 @@ OWNED_BY_SEARCH = {
 # size, warmup, class weights). These ranges span the data-aware defaults of every backbone family
 # (text encoders 2e-5..1e-4, CNNs 1e-3, head 10x the backbone, warmup 0.1 of the steps; see
 # training/data_aware.py); `tune` centres them on this recipe's own values (search/defaults.py).
-DEFAULT_LEARNING_RATE = {"text-classification": (1e-5, 3e-4), "image-classification": (1e-5, 3e-3)}
 DEFAULT_EPOCHS = (2, 10)
 DEFAULT_BATCH_SIZES = [8, 16, 32]
 
 
 def default_space(recipe: Any) -> dict[str, dict[str, Any]]:
     """The fine-tuning space used when the recipe has no `search.space`, as the YAML a user would write."""
-    low, high = DEFAULT_LEARNING_RATE[recipe.task]
+    from hf_finetune.tasks import get_task
+
+    low, high = get_task(recipe.task).inputs.tune_learning_rates
     space: dict[str, dict[str, Any]] = {
         "training.learning_rate": {"low": low, "high": high, "log": True},
     }

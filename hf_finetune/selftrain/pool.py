@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Value
+from datasets import ClassLabel, Dataset
 
-from hf_finetune.data.images import MAX_LISTED, prepare_image_column, scan_images
-from hf_finetune.data.labels import LABEL_COLUMN, LabelSpace, blank_rows
+from hf_finetune.data.labels import LABEL_COLUMN, LabelSpace
 from hf_finetune.data.sources import load_files, load_raw_splits
 from hf_finetune.data.splits import cap_rows
 from hf_finetune.errors import DataError, did_you_mean
 from hf_finetune.recipe import Recipe
+from hf_finetune.tasks import task_of
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def load_pool(recipe: Recipe) -> Pool:
     ds, key, where = _raw_pool(recipe)
     if len(ds) == 0:
         raise DataError(f"{key}: the unlabelled pool ({where}) is empty: it has no rows")
-    inputs = [("text", cols.text), ("text_pair", cols.text_pair)] if recipe.is_text else [("image", cols.image)]
-    inputs = [(k, c) for k, c in inputs if c is not None]
+    task_inputs = task_of(recipe).inputs
+    inputs = task_inputs.columns(recipe)
     present = [c for c in ds.column_names if c != SOURCE_COLUMN]
     for input_key, column in inputs:
         if column not in ds.column_names:
@@ -102,12 +102,7 @@ def load_pool(recipe: Recipe) -> Pool:
     if spec.max_samples is not None and spec.max_samples < len(ds):  # before the per-row checks: less to read
         ds = cap_rows(ds, spec.max_samples, data.seed)
         where += f", {spec.max_samples} rows drawn (data.unlabeled.max_samples, seed {data.seed})"
-    if recipe.is_text:
-        ds = _drop_blank_texts(ds, inputs, key, where)
-    else:
-        ds = prepare_image_column(ds, cols.image, f"data.unlabeled ({where})")
-        if data.verify_images:
-            ds = _drop_unreadable(ds, cols.image, data.bad_images, key, where)
+    ds = task_inputs.usable_rows(ds, recipe, key, where)  # empty texts left out; unreadable images per data.bad_images
     truth, feature = None, None
     if TRUTH_COLUMN in ds.column_names:
         feature = ds.features[TRUTH_COLUMN]
@@ -122,36 +117,6 @@ def describe_pool(recipe: Recipe) -> str:
     known = sum(v is not None for v in pool.truth) if pool.truth is not None else 0
     return f"{len(pool)} unlabelled rows from {pool.where}" + (
         f" ({known} with a label column: only to score the pseudo-labels)" if known else "")
-
-
-def _drop_blank_texts(ds: Dataset, inputs: list[tuple[str, str]], key: str, where: str) -> Dataset:
-    for input_key, column in inputs:
-        feature = ds.features[column]
-        if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
-            raise DataError(f"{key}: column '{column}' (data.columns.{input_key}) of the unlabelled pool ({where}) "
-                            f"holds {feature!r}, not text")
-    blank = sorted({row for _, column in inputs for row in blank_rows(ds, column)})
-    if blank:
-        if len(blank) == len(ds):
-            raise DataError(f"{key}: every row of the unlabelled pool ({where}) has an empty text: the pool is empty")
-        logger.warning("Unlabelled pool: leaving out %d rows with an empty text (first: row %d)", len(blank), blank[0])
-        blank_set = set(blank)
-        ds = ds.select([i for i in range(len(ds)) if i not in blank_set])
-    return ds
-
-
-def _drop_unreadable(ds: Dataset, column: str, policy: str, key: str, where: str) -> Dataset:
-    kept, bad = scan_images(ds, column, None, f"data.unlabeled ({where})")
-    if not bad:
-        return ds
-    listed = "\n    ".join(bad[:MAX_LISTED]) + (f"\n    ... and {len(bad) - MAX_LISTED} more"
-                                                if len(bad) > MAX_LISTED else "")
-    if policy == "error" or len(kept) == 0:
-        raise DataError(f"{key}: {len(bad)} unreadable images in the unlabelled pool"
-                        + (" (set data.bad_images: skip to leave them out)" if policy == "error" else
-                           ", and no readable one is left") + f":\n    {listed}")
-    logger.warning("Unlabelled pool: leaving out %d unreadable images:\n    %s", len(bad), listed)
-    return kept
 
 
 def truth_ids(pool: Pool, labels: LabelSpace) -> np.ndarray | None:

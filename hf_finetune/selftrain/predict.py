@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
 
-from hf_finetune.data import default_cache_dir
-from hf_finetune.data.text import tokenize_split
-from hf_finetune.data.vision import ImageTransform, build_eval_transform
 from hf_finetune.recipe import Recipe
 from hf_finetune.selftrain.pool import Pool
+from hf_finetune.tasks import task_of
 
 
 def model_ready_pool(recipe: Recipe, pool: Pool, tokenizer: Any, preprocessing: dict[str, Any]) -> Dataset:
     """The pool tokenized (cached, like the splits) or with the evaluation image transform, without labels."""
-    cols, data = recipe.data.columns, recipe.data
-    if recipe.is_text:
-        cache_dir = Path(data.cache_dir) if data.cache_dir else default_cache_dir()
-        return tokenize_split(pool.rows, tokenizer, cols.text, cols.text_pair, preprocessing["max_length"],
-                              cache_dir, data.num_proc, description="tokenizing the unlabelled pool").dataset
-    ds = pool.rows.select_columns([cols.image])
-    ds.set_transform(ImageTransform(cols.image, build_eval_transform(preprocessing["image"])))
-    return ds
+    return task_of(recipe).inputs.unlabelled_dataset(recipe, pool.rows, preprocessing, tokenizer)
 
 
 @torch.inference_mode()

@@ -47,10 +47,13 @@ def house_defaults(task: str, mixes: bool = False) -> dict[str, Any]:
         "seed": 42,
         "optim": "adamw_torch_fused",  # one fused kernel for the whole update (CPU and GPU)
     }
-    if task == "text-classification":
+    from hf_finetune.tasks import get_task
+
+    inputs = get_task(task).inputs
+    if inputs.varied_lengths:
         # Batches of similar length waste little compute on padding (dynamic padding does the rest).
         defaults["train_sampling_strategy"] = "group_by_length"
-    if task == "image-classification" and mixes:
+    if mixes:  # mixup/cutmix (image augmentation)
         defaults["dataloader_drop_last"] = True  # mixing pairs samples within a batch: no odd last batch
     return defaults
 
@@ -70,6 +73,9 @@ def device_defaults(task: str) -> dict[str, Any]:
     """`training` defaults for this machine; the recipe's own values always win."""
     import torch
 
+    from hf_finetune.tasks import get_task
+
+    inputs = get_task(task).inputs
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     defaults: dict[str, Any] = {
@@ -85,12 +91,12 @@ def device_defaults(task: str) -> dict[str, Any]:
     if not cuda and not mps:
         # Several processes on CPUs only form a group (gloo) when accelerate is told it is on the CPU.
         defaults["use_cpu"] = True
-        if task == "text-classification" and cpu_has_bf16_matmul():
+        if inputs.bf16_on_amx and cpu_has_bf16_matmul():
             # bf16 autocast (fp32 master weights) runs transformer matmuls on the CPU's AMX units:
             # a MiniLM training step 1.6x faster, evaluation 2.8x. Not for timm CNNs: their
             # depthwise convolutions gain nothing in bf16 on CPUs (measured 0.87 s vs 1.00 s a step).
             defaults["bf16"] = True
-    if task == "image-classification":
+    if inputs.decode_workers:
         # Decoding and augmenting images is the slow part of a vision input pipeline. With a GPU,
         # do it in worker processes, leaving one core to the training loop. Without one, the model
         # itself needs the cores: a quarter of them decode (none on a small machine, where a worker

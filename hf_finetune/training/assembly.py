@@ -69,7 +69,7 @@ def resolve_class_weights(spec: Any, labels: LabelSpace, train: Any) -> dict[str
 
 def _mixer(recipe: Recipe, args: Any, num_labels: int) -> Any:
     aug = recipe.augmentation
-    if not recipe.is_vision or not aug.mixes:
+    if not aug.mixes:  # mixup/cutmix: an image augmentation (recipe validation refuses it for other inputs)
         return None
     from timm.data import Mixup
 

@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from hf_finetune.tasks import task_of
+from hf_finetune.tasks.image import CNN_LR as CNN_LR
+from hf_finetune.tasks.image import VISION_TRANSFORMER_LR as VISION_TRANSFORMER_LR
+from hf_finetune.tasks.text import TEXT_LR_BY_SIZE as TEXT_LR_BY_SIZE
+
 logger = logging.getLogger(__name__)
 
 # Imbalance = largest / smallest training class.
@@ -24,13 +29,9 @@ CLASS_WEIGHTS_FROM = 3.0  # the loss itself is then dominated by the majority: w
 MIN_OPTIMIZER_STEPS = 100  # a new head and a backbone need this many updates to move from their start
 MAX_EPOCHS = 20  # ...but a tiny set gets no more passes than this
 LARGE_SET = 50_000  # rows from which 2 epochs are enough (and 1 from 10x this)
-LENGTH_QUANTILE = 0.99  # max_length covers this share of training texts (the rest is truncated)
-LENGTH_SAMPLE = 2_000  # texts tokenized to measure lengths (seeded sample)
 # Learning rates of the AdamW fine-tuning recipes per backbone family (the Trainer default, 5e-5,
 # is a BERT-base rate: it barely moves a CNN and is cautious for small distilled encoders).
-TEXT_LR_BY_SIZE = ((50e6, 1e-4), (200e6, 5e-5), (math.inf, 2e-5))  # (parameters below, rate)
-CNN_LR = 1e-3
-VISION_TRANSFORMER_LR = 1e-4
+# (per task: TEXT_LR_BY_SIZE in tasks/text.py; CNN_LR, VISION_TRANSFORMER_LR in tasks/image.py)
 HEAD_LR_FACTOR = 10.0  # the new head starts from random weights: it learns faster than the backbone
 # LoRA's updates start at zero and are low-rank: its recipes train at about 10x the full fine-tuning
 # rate (the LoRA paper's RoBERTa/DeBERTa GLUE runs: 4e-4 to 5e-4 against 1e-5 to 3e-5), capped here.
@@ -87,63 +88,6 @@ def _user_set(recipe: Any, section: str, key: str) -> bool:
     return key in getattr(recipe, section).model_fields_set
 
 
-def measured_max_length(recipe: Any, tokenizer: Any, limit: int) -> tuple[int, str]:
-    """A max_length covering `LENGTH_QUANTILE` of a sample of training texts, capped at `limit`."""
-    from hf_finetune.data.sources import load_raw_splits
-
-    data = recipe.data
-    raw = load_raw_splits(data)
-    train = raw[data.splits.train] if data.splits.train in raw else next(iter(raw.values()))
-    rng = np.random.default_rng(data.seed)
-    rows = rng.choice(len(train), size=min(LENGTH_SAMPLE, len(train)), replace=False)
-    sample = train.select(sorted(rows.tolist()))
-    texts = [t if isinstance(t, str) else "" for t in sample[data.columns.text]]
-    pairs = ([p if isinstance(p, str) else "" for p in sample[data.columns.text_pair]]
-             if data.columns.text_pair else None)
-    encoded = tokenizer(texts, pairs, truncation=False, verbose=False) if pairs else tokenizer(
-        texts, truncation=False, verbose=False)
-    lengths = np.array([len(ids) for ids in encoded["input_ids"]])
-    covering = int(np.quantile(lengths, LENGTH_QUANTILE)) if len(lengths) else limit
-    chosen = min(limit, max(8, -(-covering // 8) * 8))  # a multiple of 8
-    share = float((lengths <= chosen).mean()) if len(lengths) else 1.0
-    reason = (f"{share:.0%} of {len(lengths)} sampled training texts fit in {chosen} tokens "
-              f"({LENGTH_QUANTILE:.0%} quantile {covering}, backbone limit {limit})")
-    return chosen, reason
-
-
-def backbone_limit(tokenizer: Any, model_config: Any, model_dir: str | None) -> int:
-    """The longest input worth giving the backbone: its limit, or the length it was trained at when
-    its folder says so (sentence-transformers' max_seq_length, e.g. 256 for all-MiniLM-L6-v2)."""
-    import json
-    from pathlib import Path
-
-    from hf_finetune.data.text import default_max_length
-
-    limit = default_max_length(tokenizer, model_config)
-    if model_dir is not None:
-        path = Path(model_dir) / "sentence_bert_config.json"
-        try:
-            trained = json.loads(path.read_text()).get("max_seq_length") if path.is_file() else None
-        except (OSError, ValueError):
-            trained = None
-        if isinstance(trained, int) and 0 < trained < limit:
-            limit = trained
-    return limit
-
-
-def learning_rate_for(model: Any, is_text: bool) -> tuple[float, str]:
-    """The AdamW learning rate for the backbone family and size."""
-    if is_text:
-        params = sum(p.numel() for p in model.parameters())
-        rate = next(lr for below, lr in TEXT_LR_BY_SIZE if params < below)
-        return rate, f"text encoder of {params / 1e6:.0f}M parameters"
-    from hf_finetune.models.backbones import is_convolutional
-
-    if is_convolutional(model):
-        return CNN_LR, "a convolutional network (BatchNorm): fine-tunes at 1e-3 with AdamW"
-    return VISION_TRANSFORMER_LR, "a vision transformer"
-
-
 def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, global_batch: int) -> list[Decision]:
     """The defaults this data and backbone call for, for the keys the recipe leaves unset.
 
@@ -195,7 +139,7 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
 
     if not _user_set(recipe, "training", "learning_rate"):
         # The optimizer recipe is one unit: who picks the learning rate picks warmup and head rate too.
-        rate, family = learning_rate_for(model, recipe.is_text)
+        rate, family = task_of(recipe).inputs.learning_rate(model)
         if probe is not None:
             rate, family = PROBE_LR, "a linear probe: only the new head trains, from random weights"
         if recipe.finetune.strategy == "lora":
@@ -215,7 +159,7 @@ def _probe_reason(recipe: Any, model: Any, rows: int, num_labels: int) -> str | 
     from hf_finetune.models.pooling import pooling_layer
 
     per_class = rows / max(1, num_labels)
-    if (not recipe.is_text or pooling_layer(model) is None or per_class >= PROBE_BELOW_ROWS_PER_CLASS
+    if ("probe" not in task_of(recipe).inputs.defaults or pooling_layer(model) is None or per_class >= PROBE_BELOW_ROWS_PER_CLASS
             or recipe.data.columns.text_pair is not None
             or FINE_TUNING_KEYS & recipe.finetune.model_fields_set or recipe.distill.teacher is not None):
         return None

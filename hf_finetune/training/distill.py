@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_finetune.errors import DataError
+from hf_finetune.tasks import get_task, task_of
 
 logger = logging.getLogger(__name__)
 
@@ -152,13 +153,9 @@ def load_teacher(folder: str, args: Any, labels: list[str]) -> list[TeacherMembe
         if dtype is not None:
             model = model.to(dtype)
         member = TeacherMember(model, float(weight), part)
-        if not part.is_text:
-            from hf_finetune.models.backbones import vision_data_config
-
-            cfg = vision_data_config(model.config)
-            member.mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-            member.std = torch.tensor(cfg["std"], dtype=torch.float32).view(1, -1, 1, 1)
-            member.size = tuple(int(v) for v in cfg["input_size"][-2:])
+        inputs = get_task(part.task).inputs
+        if not inputs.teacher_cached:  # it sees the student's (augmented) batches, in its own normalisation
+            member.mean, member.std, member.size = inputs.normalisation(model)
         members.append(member)
     logger.info("Distillation teacher %s: %d model(s), %s parameters, frozen, %s", folder, len(members),
                 f"{sum(sum(p.numel() for p in m.model.parameters()) for m in members):,}",
@@ -182,7 +179,7 @@ def cache_text_teacher(recipe: Any, args: Any, data: Any, members: list[TeacherM
     probs = None
     for m in members:
         with args.main_process_first(desc="tokenizing for the teacher"):
-            theirs = build_datasets(recipe, tokenizer=m.predictor.tokenizer, max_length=m.predictor.max_length)
+            theirs = build_datasets(recipe, get_task(m.predictor.task).inputs.finished_encoding(m.predictor))
         train = theirs.splits["train"]
         if len(train) != len(student_train) or train[LABEL_COLUMN] != student_train[LABEL_COLUMN]:
             raise DataError("distill.teacher: the teacher's tokenization of the training rows does not line up "
@@ -226,17 +223,14 @@ def build_distiller(recipe: Any, args: Any, data: Any, model: Any) -> tuple[Dist
         members = load_teacher(spec.teacher, args, list(data.labels.names))
         train, collator = data.splits["train"], data.collator
         student_mean = student_std = None
-        if recipe.is_text:
+        inputs = task_of(recipe).inputs
+        if inputs.teacher_cached:
             cached = cache_text_teacher(recipe, args, data, members)
             train = train.add_column(TEACHER_COLUMN, cached.tolist())
             collator = DistillCollator(collator)
             logger.info("Teacher log-probabilities cached for %d training rows", len(train))
         else:
-            from hf_finetune.models.backbones import vision_data_config
-
-            cfg = vision_data_config(model.config)
-            student_mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-            student_std = torch.tensor(cfg["std"], dtype=torch.float32).view(1, -1, 1, 1)
+            student_mean, student_std, _ = inputs.normalisation(model)
     distiller = Distiller(members, spec.temperature, spec.alpha, run_precision(args), student_mean, student_std)
     logger.info("Distillation: loss = %.3g x cross-entropy + %.3g x T^2 x KL(teacher || student), T = %g",
                 spec.alpha, 1 - spec.alpha, spec.temperature)

@@ -213,7 +213,6 @@ def load_adapter_model(run_dir: str | os.PathLike) -> Any:
     """
     from hf_finetune.data.labels import LabelSpace
     from hf_finetune.errors import NotAFinishedRunError
-    from hf_finetune.models.backbones import build_text_model, build_tokenizer, build_vision_model
     from hf_finetune.outputs import read_finished_run
     from hf_finetune.recipe import ModelSpec
 
@@ -226,8 +225,7 @@ def load_adapter_model(run_dir: str | os.PathLike) -> Any:
     spec = ModelSpec(**run.recipe["model"])
     names = tuple(run.manifest["labels"])
     labels = LabelSpace(names=names, values=names)
-    if run.task == "text-classification":
-        base = build_text_model(spec, labels, build_tokenizer(spec))
-    else:
-        base = build_vision_model(spec, labels)
+    from hf_finetune.tasks import get_task
+
+    base = get_task(run.task).inputs.build_backbone(spec, labels)
     return peft.PeftModel.from_pretrained(base, adapter).eval()

@@ -77,11 +77,17 @@ def mirror_test(train: np.ndarray, train_labels: np.ndarray, validation: np.ndar
     return MirrorTest(float(right.mean()), float(right_mirrored.mean()), lost, gained, p)
 
 
-def mirror_decision(recipe: Any, data: Any, model: Any, data_config: dict[str, Any], args: Any) -> Decision | None:
-    """`augmentation.hflip = 0` when mirrored validation images lose their class, else None (flips stay)."""
+def mirror_decision(recipe: Any, data: Any, model: Any, data_config: dict[str, Any] | None, args: Any
+                    ) -> Decision | None:
+    """`augmentation.hflip = 0` when mirrored validation images lose their class, else None (flips stay).
+
+    Only for tasks whose data-aware defaults include `hflip` (images); `data_config`: the backbone's.
+    """
+    from hf_finetune.tasks import task_of
+
     aug = recipe.augmentation
-    if (not recipe.is_vision or aug.hflip == 0 or "hflip" in aug.model_fields_set or recipe.finetune.cache_features
-            or "validation" not in data.splits):
+    if ("hflip" not in task_of(recipe).inputs.defaults or aug.hflip == 0 or "hflip" in aug.model_fields_set
+            or recipe.finetune.cache_features or "validation" not in data.splits):
         return None
     from hf_finetune.data.vision import ImageTransform, build_eval_transform
     from hf_finetune.models.features import find_classifier

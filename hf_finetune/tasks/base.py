@@ -1,0 +1,98 @@
+"""What a task is: the one home of everything that differs between tasks.
+
+A task pairs a problem (single-label classification today; token tags, label sets, scores, masks
+next) with the inputs it reads (`Inputs`: texts or images). The pipeline and every command ask the
+recipe's task (`hf_finetune.tasks.task_of`) instead of branching on the modality:
+
+    columns read, preflight checks      Inputs.columns, Inputs.check_columns, Inputs.describe_model
+    preprocessing + collator            Inputs.preprocessing -> an encoding (data/encodings.py)
+    model class + head (+ loss)         Task.build_model (the problem's head on the modality's backbone)
+    metrics, report, baseline           Task.metrics (metrics/), Task.baseline_name
+    predict output, export inputs       Inputs.encode, Inputs.example_inputs
+    pipeline() name, card task type     Task.pipeline_task, Task.card_name
+    data-aware defaults                 Inputs.learning_rate, Inputs.defaults
+    capabilities                        Task.capabilities: a recipe asking for another one is refused
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Every capability a task may serve; `check` refuses a recipe whose task does not list the one it uses.
+# Strategies are named as finetune.strategy names them ("full" is every task's).
+CAPABILITIES = frozenset({"tune", "rank", "ensemble", "soup", "distill", "self_training", "export", "lora",
+                          "linear_probe", "probe_then_full", "gradual_unfreeze", "layer_decay", "cache_features"})
+
+
+@dataclass
+class Preprocessing:
+    """How a run's inputs are prepared, as its task resolved it from the backbone and the data."""
+
+    encoding: Any  # data/encodings.py: TextEncoding or ImageEncoding
+    tokenizer: Any = None  # saved with a text model
+    record: dict[str, Any] = field(default_factory=dict)  # run.json's `preprocessing`
+    decided: dict[str, dict[str, Any]] = field(default_factory=dict)  # recipe keys resolved here
+    verb: str = "preprocessing"  # what the main process does first, for the log
+
+
+class Inputs:
+    """What a modality's tasks share: columns, checks, backbone loading, preprocessing, batch encoding."""
+
+    kind: str = ""  # "text" or "image": the inputs read (a name for messages and the record)
+    input_keys: tuple[str, ...] = ()  # data.columns keys the inputs come from
+    sections: frozenset[str] = frozenset()  # recipe sections only these inputs read
+    libraries: tuple[str, ...] = ()  # libraries whose versions the run records beside torch/transformers
+    foreign_model_keys: frozenset[str] = frozenset()  # model keys that mean nothing to these inputs
+    defaults: frozenset[str] = frozenset()  # data-aware defaults that apply (training/data_aware.py, mirror.py)
+    folder_key: str | None = None  # the data key that reads a folder of input files (data.image_folder)
+    teacher_cached: bool = False  # distillation: teacher outputs cached once (True) or computed per batch
+
+    tune_learning_rates: tuple[float, float] = (1e-5, 3e-4)  # tune's default range, around the data-aware rates
+    varied_lengths: bool = False  # batches of similar length waste little padding (length-grouped sampling)
+    bf16_on_amx: bool = False  # bf16 autocast pays on CPUs with AMX (transformer matmuls)
+    decode_workers: bool = False  # decoding the inputs is worth loader worker processes
+    literal_inputs: bool = False  # predict: an argument that names no file is an input itself (a text)
+
+    def recognises(self, config: dict[str, Any]) -> bool:
+        """Whether a bare model folder's config.json (no run.json beside it) is a backbone of these inputs."""
+        return False
+
+    def preprocessor(self, folder: Any, config: Any, recipe: dict[str, Any], max_length: int | None = None,
+                     **kwargs: Any) -> dict[str, Any]:
+        """A finished model's preprocessing, as Predictor fields (its saved tokenizer, or its image transform)."""
+        raise NotImplementedError
+
+    def decode(self, items: list[Any]) -> list[Any]:
+        """Items read once for several models (an ensemble's members): as they are, unless decoding costs."""
+        return items
+
+    def foreign_config(self, config: Any) -> str | None:
+        """What the backbone is instead, when its config says it cannot read these inputs ({task}: the task)."""
+        return None
+
+    def columns(self, recipe: Any) -> list[tuple[str, str]]:
+        """(data.columns key, column name) of every input column the recipe names."""
+        cols = recipe.data.columns
+        return [(key, getattr(cols, key)) for key in self.input_keys if getattr(cols, key) is not None]
+
+    def columns_of(self, recipe_dict: dict[str, Any]) -> dict[str, str]:
+        """The same from a resolved recipe mapping (a finished run's recipe.yaml)."""
+        cols = (recipe_dict.get("data") or {}).get("columns") or {}
+        return {key: cols[key] for key in self.input_keys if cols.get(key)}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of the recipe's `task` key."""
+
+    name: str  # the recipe's `task`
+    pipeline_task: str  # what transformers.pipeline() and the card's model-index call it
+    card_name: str  # the model-index task type shown on the Hub
+    inputs: Inputs
+    capabilities: frozenset[str] = CAPABILITIES
+    example_input: str = ""  # what the card's usage example passes to pipeline()
+    auto_model: str = ""  # the transformers Auto class that loads the saved folder
+
+    def supports(self, capability: str) -> bool:
+        return capability in self.capabilities
