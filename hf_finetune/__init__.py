@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from hf_finetune.pipeline import RunResult
     from hf_finetune.recipe import Recipe
 
-__all__ = ["__version__", "check", "load_recipe", "train"]
+__all__ = ["__version__", "check", "load_recipe", "run_recipe", "train"]
 
 
 def load_recipe(recipe: str | os.PathLike | Mapping[str, Any], **overrides: Any) -> Recipe:
@@ -65,10 +65,12 @@ def check(recipe: str | os.PathLike | Mapping[str, Any], *, data: bool = True, *
     Raises:
         UserError: RecipeError for the recipe, DataError / ModelError for what pre-flight finds.
     """
+    from hf_finetune.tasks import check_capabilities
     from hf_finetune.training.arguments import check_training_arguments
 
     resolved = load_recipe(recipe, **overrides)
     check_training_arguments(resolved)
+    check_capabilities(resolved)
     if data:
         from hf_finetune.preflight import preflight
 
@@ -90,6 +92,28 @@ def train(recipe: str | os.PathLike | Mapping[str, Any], *, resume: bool = False
     Raises:
         UserError: what the CLI would print (RecipeError, DataError, TrainingAborted...).
     """
-    from hf_finetune.pipeline import run
+    return run_recipe(load_recipe(recipe, **overrides), resume=resume)
 
-    return run(load_recipe(recipe, **overrides), resume=resume)
+
+def run_recipe(recipe: Recipe, *, resume: bool = False) -> RunResult:
+    """Trains a validated recipe: the pipeline's run, or self-training's rounds around it; then, with
+    hub.push, uploads the published folder from the main process (the others need not wait for it).
+
+    Raises:
+        UserError: what the run raises; PushError when the upload fails (it says the local output is complete).
+    """
+    from hf_finetune.outputs.lock import is_main_process
+
+    if recipe.self_training is not None:
+        from hf_finetune.selftrain import run as run_self_training
+
+        result = run_self_training(recipe, resume=resume)
+    else:
+        from hf_finetune.pipeline import run
+
+        result = run(recipe, resume=resume)
+    if recipe.hub.push and result.published and is_main_process():
+        from hf_finetune.finished.push import push_output
+
+        push_output(result.output_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision)
+    return result

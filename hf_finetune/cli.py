@@ -139,11 +139,10 @@ def _positive(text: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from hf_finetune.pipeline import run
+    from hf_finetune import run_recipe
     from hf_finetune.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    run(recipe, resume=args.resume)
+    run_recipe(load_recipe(args.recipe, args.overrides), resume=args.resume)
     return 0
 
 
@@ -154,6 +153,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hf_finetune.training.arguments import check_training_arguments
 
     check_training_arguments(recipe)  # the combinations TrainingArguments itself refuses
+    from hf_finetune.tasks import check_capabilities
+
+    check_capabilities(recipe)  # the recipe's task serves what it asks for (strategy, distillation, ...)
     if args.schema_only:
         sys.stdout.write(f"# {args.recipe}: valid recipe (data, model and metrics not checked). Resolved recipe:\n")
     else:

@@ -93,3 +93,22 @@ def repo_id_problem(value: str) -> str | None:
         return (f"'{value}' is not a valid Hub repository id: use owner/name or name (letters, digits, "
                 "'-', '_' and '.'; at most 96 characters)")
     return None
+
+
+def hub_token() -> str | None:
+    """The token `huggingface_hub` would use (HF_TOKEN, then the saved login), or None."""
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def push_readiness(repo_id: str) -> str | None:
+    """Why a push to `repo_id` would fail now (no Hub, no token), for a warning before training; None if ready."""
+    reason = unreachable_reason()
+    if reason is not None:
+        return (f"hub.push: the Hugging Face Hub is unreachable here ({reason}); training goes ahead, the push "
+                f"to '{repo_id}' at the end will fail, and `hf-finetune push` can upload the run later")
+    if hub_token() is None:
+        return (f"hub.push: no Hugging Face token found ({TOKEN_HINT}); without one the push to '{repo_id}' "
+                "at the end of training will fail")
+    return None

@@ -32,7 +32,7 @@ from hf_finetune.recipe import Recipe
 from hf_finetune.report.card import write_report
 from hf_finetune.report.record import build_manifest, train_record
 from hf_finetune.report.summary import summary_line
-from hf_finetune.tasks import task_of
+from hf_finetune.tasks import check_capabilities, task_of
 from hf_finetune.tasks.classification import build_classifier
 from hf_finetune.training.arguments import build_training_arguments, resolve_training
 from hf_finetune.training.assembly import TrainerSetup, build_trainer
@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 class RunResult:
     output_dir: Path
     metrics: dict[str, Any]  # validation / test reports and training figures
+    published: bool = True  # False when there was nothing to do (a finished run asked to resume)
 
 
 @dataclass
@@ -80,14 +81,9 @@ def run(recipe: Recipe, *, resume: bool = False, callbacks: list[Any] | None = N
             `training.resume_from_checkpoint: auto`); with none there, start from the beginning.
         callbacks: extra `TrainerCallback`s (the search's pruning callback).
     """
-    if recipe.self_training is not None:  # rounds of training around this pipeline's setup and finish
-        from hf_finetune.selftrain import run as run_self_training
-
-        if callbacks:  # a trial's pruning would see each round restart its evaluations
-            raise RecipeError([Problem("self_training", "hf-finetune tune does not search self-training recipes; "
-                                       "tune the labelled run, then self-train with its best settings")])
-
-        return run_self_training(recipe, resume=resume)
+    if recipe.self_training is not None:  # its rounds run around setup() and finish(): hf_finetune.run_recipe
+        raise RecipeError([Problem("self_training", "a self-training recipe runs through `hf-finetune train` or "
+                                   "hf_finetune.train(), which run its rounds around this pipeline")])
     started = time.time()
     out_dir = Path(recipe.output.dir)
     resume = resume or recipe.training.get("resume_from_checkpoint") is not None
@@ -96,7 +92,7 @@ def run(recipe: Recipe, *, resume: bool = False, callbacks: list[Any] | None = N
     finished = read_run(out_dir)
     if resume and finished is not None:
         logger.info("%s holds a finished run (completed %s): nothing to resume", out_dir, finished.get("finished_at"))
-        return RunResult(output_dir=out_dir, metrics=read_metrics(out_dir))
+        return RunResult(output_dir=out_dir, metrics=read_metrics(out_dir), published=False)
     guard_output_dir(out_dir, recipe.output.overwrite, resume)
     if is_main_process():
         prepare_output_dir(out_dir, recipe.output.overwrite)
@@ -119,6 +115,7 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
     args = build_training_arguments(resolved_training.training, checkpoints_dir(out_dir, recipe.output.overwrite),
                                     recipe.source)
     configure_process_logging(args)
+    check_capabilities(recipe)  # the task serves every capability the recipe asks for
     with args.main_process_first(desc="pre-flight checks"):
         preflight(recipe)  # columns, labels, sample images, model name, metrics: before any heavy work
     checkpoint = find_resume_checkpoint(recipe, args) if resume else None
@@ -176,7 +173,7 @@ def finish(session: Session, train_output: Any, extra_results: dict[str, Any] | 
 
 
 def publish_run(session: Session, results: dict[str, Any]) -> None:
-    """Saves the model and report into the staging folder, publishes it, then pushes it when asked."""
+    """Saves the model and report into the staging folder and publishes it."""
     recipe, trainer = session.recipe, session.setup.trainer
     out_dir = Path(recipe.output.dir)
     staging = staging_dir(out_dir) if trainer.is_world_process_zero() else out_dir / ".staging"
@@ -194,13 +191,7 @@ def publish_run(session: Session, results: dict[str, Any]) -> None:
         for warning in results["warnings"]:
             logger.warning(warning)
         logger.info(summary_line(results, time.time() - session.started, out_dir))  # the last line
-    trainer.accelerator.wait_for_everyone()
-    if recipe.hub.push and trainer.is_world_process_zero():
-        from hf_finetune.finished.push import push_output
-
-        # After the last barrier: the other processes need not wait for an upload. A failure raises a
-        # PushError that says the local output, published above, is complete.
-        push_output(out_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision)
+    trainer.accelerator.wait_for_everyone()  # with hub.push, the caller uploads after this (hf_finetune.run_recipe)
 
 
 def resolved_recipe(recipe: Recipe, *decided: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -58,13 +58,11 @@ def preflight(recipe: Recipe) -> PreflightReport:
     report.metrics = check_metrics(recipe.metrics)
     check_data(recipe, report)
     if recipe.data.unlabeled is not None:
-        from hf_finetune.selftrain.pool import describe_pool
+        from hf_finetune.data.unlabeled import describe_pool
 
-        report.splits["unlabeled"] = describe_pool(recipe)
+        report.splits["unlabeled"] = describe_pool(recipe, task_of(recipe).inputs)
     if recipe.hub.push:
-        from hf_finetune.finished.push import push_readiness
-
-        problem = push_readiness(recipe.hub.repo_id)
+        problem = hub.push_readiness(recipe.hub.repo_id)
         if problem:  # a warning, not an error: the run itself does not need the Hub
             logger.warning(problem)
             report.notes.append(problem)

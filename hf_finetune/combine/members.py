@@ -19,6 +19,7 @@ import numpy as np
 from hf_finetune.errors import NotAFinishedRunError, UserError
 from hf_finetune.finished.predict import read_model_config
 from hf_finetune.outputs import FinishedRun, read_finished_run
+from hf_finetune.tasks import require
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,9 @@ class Member:
         return [str(name) for name in config.get("label_names") or self.run.manifest.get("labels") or []]
 
 
-def load_members(folders: list[str | Path], *, allow_ensembles: bool = False) -> list[Member]:
-    """The finished runs in `folders`, in order, with unique names.
+def load_members(folders: list[str | Path], *, allow_ensembles: bool = False, capability: str = "ensemble"
+                 ) -> list[Member]:
+    """The finished runs in `folders`, in order, with unique names, each of a task that serves `capability`.
 
     Raises:
         NotAFinishedRunError: a folder that holds no finished run.
@@ -75,6 +77,7 @@ def load_members(folders: list[str | Path], *, allow_ensembles: bool = False) ->
     seen: dict[Path, str] = {}
     for folder in folders:
         run = read_finished_run(folder, ": it cannot be a member")
+        require(run.task, capability, f"RUN_DIR: {folder}")
         key = Path(folder).resolve()
         if key in seen:
             raise UserError(f"RUN_DIR: {folder} is given twice (as {seen[key]} too); each member once")

@@ -109,7 +109,7 @@ def build_soup(out_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], *,
     if method not in METHODS:
         raise UserError(f"--method: '{method}' is not one of {', '.join(METHODS)}")
     started = time.time()
-    members = load_members(list(run_dirs))
+    members = load_members(list(run_dirs), capability="soup")
     check_soupable(members)
     labels = members[0].labels()
     metric = selection_metric(members[0].run, metric)

@@ -98,6 +98,7 @@ def export_onnx(out_dir: str | os.PathLike, *, opset: int | None = None, output_
 
     from hf_finetune.finished.predict import load_predictor
     from hf_finetune.outputs import output_lock, read_run, record_files
+    from hf_finetune.tasks import require
 
     _require_onnx()
     out_dir = Path(out_dir)
@@ -105,6 +106,7 @@ def export_onnx(out_dir: str | os.PathLike, *, opset: int | None = None, output_
         raise NotAFinishedRunError(f"OUTPUT_DIR: {out_dir} is not a folder")
     with output_lock(out_dir, "export"):
         predictor = load_predictor(out_dir)
+        require(predictor.task, "export", f"OUTPUT_DIR: {out_dir}")
         dest = Path(output_dir) if output_dir is not None else out_dir / ONNX_DIR
         dest.mkdir(parents=True, exist_ok=True)
         path = dest / MODEL_FILE

@@ -17,7 +17,7 @@ from typing import Any
 from hf_finetune import hub
 from hf_finetune.errors import UserError
 from hf_finetune.files import write_text
-from hf_finetune.hub import TOKEN_HINT
+from hf_finetune.hub import TOKEN_HINT, hub_token
 from hf_finetune.outputs import CHECKPOINTS, RUN_FILE, STAGING, output_lock, read_finished_run
 
 logger = logging.getLogger(__name__)
@@ -41,30 +41,11 @@ def hub_api() -> Any:
     return HfApi()
 
 
-def hub_token() -> str | None:
-    """The token `huggingface_hub` would use (HF_TOKEN, then the saved login), or None."""
-    from huggingface_hub import get_token
-
-    return get_token()
-
-
 def check_repo_id(repo_id: str, key: str = "--repo-id") -> None:
     """Raises a UserError naming `key` when `repo_id` is not a valid Hub repository id."""
     problem = hub.repo_id_problem(repo_id)
     if problem:
         raise UserError(f"{key}: {problem}")
-
-
-def push_readiness(repo_id: str) -> str | None:
-    """Why a push to `repo_id` would fail now (no Hub, no token), for a warning before training; None if ready."""
-    reason = hub.unreachable_reason()
-    if reason is not None:
-        return (f"hub.push: the Hugging Face Hub is unreachable here ({reason}); training goes ahead, the push "
-                f"to '{repo_id}' at the end will fail, and `hf-finetune push` can upload the run later")
-    if hub_token() is None:
-        return (f"hub.push: no Hugging Face token found ({TOKEN_HINT}); without one the push to '{repo_id}' "
-                "at the end of training will fail")
-    return None
 
 
 def files_to_upload(out_dir: Path, run: dict[str, Any]) -> list[str]:

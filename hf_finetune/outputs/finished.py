@@ -12,21 +12,8 @@ from typing import Any
 import yaml
 
 from hf_finetune.errors import NotAFinishedRunError
-
-RUN_FILE = "run.json"
-ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder's members and weights (hf_finetune.combine.ensemble)
-
-
-def read_run(out_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The finished run's manifest, or None when the folder holds no finished run."""
-    path = Path(out_dir) / RUN_FILE
-    if not path.is_file():
-        return None
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return run if isinstance(run, dict) and run.get("status") == "complete" else None
+from hf_finetune.outputs.folder import recover_interrupted_publish
+from hf_finetune.outputs.manifest import ENSEMBLE_FILE, RUN_FILE, read_run
 
 
 @dataclass
@@ -96,8 +83,6 @@ def read_finished_run(out_dir: str | os.PathLike, consequence: str = "") -> Fini
     Raises:
         NotAFinishedRunError: the folder holds no finished run of this tool (no complete run.json).
     """
-    from hf_finetune.outputs.folder import recover_interrupted_publish
-
     recover_interrupted_publish(Path(out_dir))
     run = read_run(out_dir)
     if run is None:

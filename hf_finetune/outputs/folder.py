@@ -18,8 +18,8 @@ from typing import Any
 
 from hf_finetune.errors import OutputExistsError, show
 from hf_finetune.files import write_json
-from hf_finetune.outputs.finished import RUN_FILE, read_run
 from hf_finetune.outputs.lock import LOCK_FILE
+from hf_finetune.outputs.manifest import RUN_FILE, read_run
 
 logger = logging.getLogger(__name__)
 

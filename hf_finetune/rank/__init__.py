@@ -19,7 +19,7 @@ from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError
 from hf_finetune.recipe import ModelSpec, Recipe
-from hf_finetune.tasks import task_of
+from hf_finetune.tasks import check_capabilities, task_of
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,7 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     started = time.perf_counter()
     if recipe.rank.by == "hscore" and not recipe.rank.hscore:
         raise RecipeError([Problem("rank.by", "hscore needs rank.hscore: true")], recipe.source)
+    check_capabilities(recipe, "rank")
     specs = resolve_candidates(recipe, candidates)
     for spec in specs:
         check_fits_task(recipe, spec)  # every candidate, before any heavy work

@@ -24,8 +24,8 @@ from hf_finetune.report.plots import (
     plot_loss,
     plot_validation_metrics,
 )
+from hf_finetune.report.self_training import self_training_section
 from hf_finetune.report.summary import metric_names
-from hf_finetune.selftrain.card import self_training_section
 from hf_finetune.tasks import get_task
 
 logger = logging.getLogger(__name__)

@@ -37,6 +37,7 @@ from hf_finetune.search.trials import (
     trial_dir,
     trial_recipe,
 )
+from hf_finetune.tasks import check_capabilities
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,10 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
     optuna = import_optuna()
     recipe, raw = load_search_recipe(path, list(overrides or []))
     check_training_arguments(recipe)
+    if recipe.self_training is not None:  # a trial's pruning would see each round restart its evaluations
+        raise RecipeError([Problem("self_training", "hf-finetune tune does not search self-training recipes; "
+                                   "tune the labelled run, then self-train with its best settings")], str(path))
+    check_capabilities(recipe, "tune")
     search = recipe.search
     budget = trials if trials is not None else search.trials
     try:

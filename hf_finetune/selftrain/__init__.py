@@ -5,7 +5,7 @@
     predict.py    class probabilities for the pool from the current model
     select.py     which pseudo-labels to keep: thresholds (global, per class), the class share cap
     rounds.py     the rounds: train, predict, select, train again; stop when validation stops improving
-    card.py       the model card's self-training section
+    (the model card's self-training section is report/self_training.py)
 """
 
 from __future__ import annotations

@@ -50,8 +50,11 @@ def self_training_problems(task: str | None, data: DataSpec | None, st: SelfTrai
         if len({FILE_FORMATS.get(Path(p).suffix.lower()) for p in pool.files}) > 1:
             problems.append(Problem(key, "files of the pool must share a format"))
     if pool.image_folder is not None:
-        if task == "text-classification":
-            problems.append(Problem("data.unlabeled.image_folder", "only applies to task: image-classification"))
+        from hf_finetune.tasks import TASKS
+
+        readers = [t.name for t in TASKS.values() if t.inputs.folder_key == "image_folder"]
+        if task not in readers:
+            problems.append(Problem("data.unlabeled.image_folder", f"only applies to task: {', '.join(readers)}"))
         elif not Path(pool.image_folder).is_dir():
             problems.append(Problem("data.unlabeled.image_folder", f"folder not found: {pool.image_folder}"))
     if pool.split is not None:

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from hf_finetune.data.unlabeled import Pool
 from hf_finetune.recipe import Recipe
-from hf_finetune.selftrain.pool import Pool
 from hf_finetune.tasks import task_of
 
 

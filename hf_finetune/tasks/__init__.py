@@ -20,7 +20,7 @@ from hf_finetune.tasks.base import CAPABILITIES, Inputs, Preprocessing, Task
 TASKS: dict[str, Task] = {t.name: t for t in (text_classification.TASK, image_classification.TASK)}
 
 __all__ = ["CAPABILITIES", "TASKS", "Inputs", "Preprocessing", "Task", "capabilities_used", "check_capabilities",
-           "get_task", "task_for_model", "task_of"]
+           "get_task", "require", "task_for_model", "task_of"]
 
 
 def get_task(name: str) -> Task:
@@ -56,6 +56,17 @@ def capabilities_used(recipe: Any) -> dict[str, str]:
     if recipe.self_training is not None:
         used["self_training"] = "self_training"
     return used
+
+
+def require(task_name: str, capability: str, where: str) -> None:
+    """Raises a UserError when the task of a finished run (`where`: its folder, for the message) does not
+    serve `capability` (a command run on a finished run: export, ensemble, soup...)."""
+    from hf_finetune.errors import UserError
+
+    task = get_task(task_name)
+    if not task.supports(capability):
+        raise UserError(f"{where}: task {task.name} does not support {capability.replace('_', ' ')}; it supports: "
+                        f"{', '.join(sorted(task.capabilities)) or 'none'}")
 
 
 def check_capabilities(recipe: Any, command: str | None = None) -> None:
