@@ -39,6 +39,7 @@ def load_recipe(recipe: str | os.PathLike | Mapping[str, Any], **overrides: Any)
     Raises:
         RecipeError: listing every problem, each with its dotted key path.
     """
+    from hf_finetune.capability_checks import RECIPE_CHECKS
     from hf_finetune.errors import RecipeError
     from hf_finetune.recipe import validate_recipe
     from hf_finetune.recipe.loading import apply_values, read_yaml
@@ -50,7 +51,7 @@ def load_recipe(recipe: str | os.PathLike | Mapping[str, Any], **overrides: Any)
     except RecipeError as exc:
         raise RecipeError(exc.problems, source) from None
     shown = [f"{key.replace('__', '.')}={value}" for key, value in overrides.items()]
-    return validate_recipe(raw, source, shown)
+    return validate_recipe(raw, source, shown, checks=RECIPE_CHECKS)
 
 
 def check(recipe: str | os.PathLike | Mapping[str, Any], *, data: bool = True, **overrides: Any) -> Recipe:

@@ -140,16 +140,18 @@ def _positive(text: str) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hf_finetune import run_recipe
+    from hf_finetune.capability_checks import RECIPE_CHECKS
     from hf_finetune.recipe import load_recipe
 
-    run_recipe(load_recipe(args.recipe, args.overrides), resume=args.resume)
+    run_recipe(load_recipe(args.recipe, args.overrides, checks=RECIPE_CHECKS), resume=args.resume)
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from hf_finetune.capability_checks import RECIPE_CHECKS
     from hf_finetune.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides, checks=RECIPE_CHECKS)
     from hf_finetune.training.arguments import check_training_arguments
 
     check_training_arguments(recipe)  # the combinations TrainingArguments itself refuses
@@ -245,6 +247,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_rank(args: argparse.Namespace) -> int:
     import yaml
 
+    from hf_finetune.capability_checks import RECIPE_CHECKS
     from hf_finetune.rank import rank
     from hf_finetune.rank.report import format_table
     from hf_finetune.recipe import load_recipe
@@ -252,7 +255,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     overrides += [f"rank.by={args.by}"] if args.by else []
     overrides += ["rank.hscore=true"] if args.hscore else []
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, overrides, checks=RECIPE_CHECKS)
     candidates = None
     if args.candidates:
         candidates = [yaml.safe_load(c) if c.lstrip().startswith("{") else c for c in args.candidates]

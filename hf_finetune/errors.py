@@ -110,6 +110,7 @@ def show(value: Any, limit: int = 60) -> str:
 
 _TOKEN = re.compile(r"\b(hf_|api_org_)[A-Za-z0-9]{16,}")  # Hugging Face user and organisation tokens
 _SECRET_WORDS = ("password", "passwd", "secret", "api_key", "apikey", "credential")
+TOKEN_HINT = "run `hf auth login` or set the HF_TOKEN environment variable"  # where tokens go instead
 
 
 def is_secret_key(name: Any) -> bool:

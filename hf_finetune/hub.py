@@ -15,10 +15,9 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from hf_finetune.errors import HubUnreachableError
+from hf_finetune.errors import TOKEN_HINT, HubUnreachableError
 
 PROBE_TIMEOUT_S = 3.0
-TOKEN_HINT = "run `hf auth login` or set the HF_TOKEN environment variable"  # where tokens go instead
 
 
 def _env_flag(name: str) -> bool:
@@ -82,17 +81,6 @@ def datasets_offline():
     finally:
         datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
 
-
-def repo_id_problem(value: str) -> str | None:
-    """Why `value` is not a valid Hub repository id (owner/name or name), or None when it is one."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(value)
-    except HFValidationError:
-        return (f"'{value}' is not a valid Hub repository id: use owner/name or name (letters, digits, "
-                "'-', '_' and '.'; at most 96 characters)")
-    return None
 
 
 def hub_token() -> str | None:

@@ -43,7 +43,9 @@ def hub_api() -> Any:
 
 def check_repo_id(repo_id: str, key: str = "--repo-id") -> None:
     """Raises a UserError naming `key` when `repo_id` is not a valid Hub repository id."""
-    problem = hub.repo_id_problem(repo_id)
+    from hf_finetune.recipe.sections.hub import repo_id_problem  # the recipe's rule for hub.repo_id
+
+    problem = repo_id_problem(repo_id)
     if problem:
         raise UserError(f"{key}: {problem}")
 

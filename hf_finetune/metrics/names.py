@@ -1,31 +1,4 @@
-"""Names of the metrics shipped with the package (no heavy imports: the recipe checks use this)."""
+"""Names of the metrics shipped with the package: they live with the recipe's metrics section
+(hf_finetune/recipe/sections/metrics.py), which checks them without importing this stage."""
 
-from __future__ import annotations
-
-from hf_finetune.errors import closest
-
-# Metric name -> the keys it adds to the evaluation results. These are `evaluate` modules shipped in
-# hf_finetune/metrics/modules so they load without the Hub; classification averages are macro.
-BUNDLED_METRICS: dict[str, tuple[str, ...]] = {
-    "accuracy": ("accuracy",),
-    "precision": ("precision",),
-    "recall": ("recall",),
-    "f1": ("f1",),
-    "matthews_correlation": ("matthews_correlation",),
-}
-
-
-def metric_keys(names: list[str]) -> set[str]:
-    """The result keys a list of metric names produces (a Hub metric is assumed to report its own name)."""
-    keys: set[str] = set()
-    for name in names:
-        keys.update(BUNDLED_METRICS.get(name, (name.split("/")[-1],)))
-    return keys
-
-
-def suggest_bundled(name: str) -> str | None:
-    """A bundled metric that a name looks like a misspelling of (other names are treated as Hub metrics)."""
-    if name in BUNDLED_METRICS:
-        return None
-    # Stricter than recipe keys, and no prefix matches: an unknown name is a Hub metric, not a typo.
-    return closest(name.lower(), BUNDLED_METRICS, prefixes=False, cutoff=0.75)
+from hf_finetune.recipe.sections.metrics import BUNDLED_METRICS, metric_keys, suggest_bundled  # noqa: F401

@@ -16,10 +16,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hf_finetune.errors import OutputExistsError, show
+from hf_finetune.errors import OutputExistsError
 from hf_finetune.files import write_json
 from hf_finetune.outputs.lock import LOCK_FILE
 from hf_finetune.outputs.manifest import RUN_FILE, read_run
+from hf_finetune.recipe.sections.output import output_dir_problem
 
 logger = logging.getLogger(__name__)
 
@@ -33,24 +34,6 @@ TOOL_ENTRIES = {RUN_FILE, CHECKPOINTS, NEXT_CHECKPOINTS, STAGING, PREVIOUS, LOCK
 def checkpoints_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Where the Trainer writes checkpoints: `checkpoints/`, or `.next-checkpoints/` while overwriting."""
     return Path(out_dir) / (NEXT_CHECKPOINTS if overwrite else CHECKPOINTS)
-
-
-def output_dir_problem(out_dir: str) -> str | None:
-    """What is wrong with `output.dir` as a path (empty, a file, under a file), or None; no folder is made."""
-    if not out_dir.strip():
-        return "must name a folder (an empty value would write into the current directory)"
-    path = Path(out_dir)
-    try:
-        if path.exists() and not path.is_dir():
-            return f"{out_dir} is a file, not a folder"
-        for parent in path.absolute().parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    return f"{out_dir} sits under {parent}, which is a file"
-                break
-    except OSError as exc:  # a name too long, a path through something unreadable
-        return f"{show(out_dir)} is not a usable folder path ({exc.strerror or exc})"
-    return None
 
 
 def _listed_files(out_dir: Path) -> set[str]:

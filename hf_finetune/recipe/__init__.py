@@ -1,9 +1,17 @@
-"""The recipe: schema, YAML + overrides, cross-field checks, the fields reference.
+"""The recipe, pure data: its sections, YAML + overrides, checks, the fields reference.
 
-    schema       every section and key: type, default, description (pydantic)
-    loading      YAML file -> dotted overrides -> validation
+    sections/    one module per section: its schema (type, default, description) and its own checks
+    schema       the sections composed into `Recipe`; which dotted keys exist
+    cross        the checks (and defaults) that span sections
     validation   all problems at once, each with its dotted key path
+    file         the YAML file read with bounds (size, nesting, aliases, duplicate keys)
+    overrides    dotted.key=value overrides
+    loading      file -> overrides -> validation
+    secrets      credentials taken out before anything else sees them
     reference    the fields table (`hf-finetune fields`, README)
+
+It imports nothing from the stages that use it (data, models, training, capabilities): checks that
+need a capability's logic live with the capability and are passed to `validate_recipe` as `checks`.
 """
 
 from hf_finetune.recipe.loading import apply_overrides, load_recipe, read_yaml

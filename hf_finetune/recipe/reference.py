@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
@@ -12,7 +13,7 @@ from hf_finetune.recipe.schema import Recipe, section_model
 
 def _type_name(annotation: Any) -> str:
     text = str(annotation) if typing.get_origin(annotation) else getattr(annotation, "__name__", str(annotation))
-    text = text.replace("hf_finetune.recipe.schema.", "")  # a section's own class: its name is enough
+    text = re.sub(r"hf_finetune\.recipe(?:\.\w+)*\.", "", text)  # a section's own class: its name is enough
     return text.replace("typing.", "").replace("NoneType", "None").replace("Literal", "one of ")
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hf_finetune.errors import Problem, is_secret_key, looks_like_token
-from hf_finetune.hub import TOKEN_HINT
-from hf_finetune.training.fields import MANAGED_KEYS
+from hf_finetune.errors import TOKEN_HINT, Problem, is_secret_key, looks_like_token
+from hf_finetune.recipe.sections.training import MANAGED_KEYS
 
 SECRET_MESSAGE = f"tokens never go in a recipe: {TOKEN_HINT} (the value is not shown, saved or logged)"
 

@@ -1,8 +1,8 @@
 """The search space: which recipe keys a trial sets, checked before any trial runs, and sampled per trial.
 
 A space maps dotted recipe keys to a `SearchDimension` (`{low, high, log, step}` or `{choices}`).
-Without a `search.space`, `default_space` gives one suited to fine-tuning. No Optuna import here:
-recipe validation uses these checks too.
+Without a `search.space`, `default_space` gives one suited to fine-tuning. No Optuna import here. The
+checks of a recipe's own space (searched keys, objective, each edge) are the recipe's (recipe/cross.py).
 """
 
 from __future__ import annotations
@@ -10,19 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hf_finetune.errors import Problem, show
-from hf_finetune.metrics.names import metric_keys
-
-# Keys a trial may not take from the space: the search sets them itself, or they are not per trial.
-OWNED_BY_SEARCH = {
-    "output": "each trial writes into its own folder under output.dir",
-    "hub": "trials are never pushed; push the best model with `hf-finetune push OUTPUT_DIR/best`",
-    "search": "the search settings are not searched",
-    "training.metric_for_best_model": "each trial selects its checkpoint on the objective; set "
-                                      "search.objective.metric instead",
-    "training.greater_is_better": "follows the objective; set search.objective.direction instead",
-    "training.resume_from_checkpoint": "trials always start from the beginning",
-}
+from hf_finetune.errors import Problem
 
 # The default space: what matters most when fine-tuning on small data (learning rates, epochs, batch
 # size, warmup, class weights). These ranges span the data-aware defaults of every backbone family
@@ -107,88 +95,11 @@ def decode_params(params: dict[str, Any], space: dict[str, Any]) -> dict[str, An
     return out
 
 
-# --- checks before any trial runs -------------------------------------------------------------------------
-
-def objective_problems(metric: Any, pruner: str | None, metrics: list[str],
-                       training: dict[str, Any] | None) -> list[Problem]:
-    """The objective names a metric this run produces; a pruner needs evaluations during training."""
-    problems = []
-    if isinstance(metric, str):
-        produced = metric_keys(metrics) | {"loss"}
-        bare = metric.removeprefix("eval_").removeprefix("validation_")
-        if bare not in produced:
-            from hf_finetune.errors import did_you_mean
-
-            problems.append(Problem("search.objective.metric",
-                                    f"'{metric}' is not produced by this run; it produces "
-                                    f"{', '.join(sorted(produced))}" + did_you_mean(bare, produced)))
-    if training is not None and pruner not in (None, "none") and str(training.get("eval_strategy")) == "no":
-        problems.append(Problem("search.pruner.type", f"'{pruner}' prunes at evaluations, and "
-                                "training.eval_strategy is 'no'; evaluate during training or set none"))
-    return problems
-
-
-def space_key_problems(space: dict[str, Any]) -> list[Problem]:
-    """Every searched key names a recipe key (did-you-mean otherwise) that the search does not own."""
-    from hf_finetune.recipe.loading import _check_override_path
-
-    problems = []
-    for key in space:
-        parts = key.split(".")
-        where = f"search.space.{key}"
-        owned = next((why for name, why in OWNED_BY_SEARCH.items() if key == name or key.startswith(name + ".")),
-                     None)
-        if owned:
-            problems.append(Problem(where, f"cannot be searched: {owned}"))
-            continue
-        message = _check_override_path(parts) if all(parts) else "not a dotted recipe key"
-        if message:
-            problems.append(Problem(where, f"not a recipe key ({message})"))
-    return problems
-
-
-def endpoint_values(dim: Any) -> list[tuple[str, Any]]:
-    """The values a dimension can reach at its edges: (label, value) for low, high or each choice."""
-    if dim.choices is not None:
-        return [(f"choices[{i}]", c) for i, c in enumerate(dim.choices)]
-    return [("low", dim.low), ("high", dim.high)]
-
-
 def endpoint_problems(raw: dict[str, Any], space: dict[str, Any], source: str | None) -> list[Problem]:
-    """Each edge of each dimension, set alone on the recipe, must give a valid recipe (e.g. a batch size of 0
-    or a strategy name that does not exist is found here, before any trial)."""
-    from hf_finetune.errors import RecipeError
-    from hf_finetune.recipe.loading import apply_values
+    """Each edge of each dimension of `space` (the default space, resolved by tune), set alone on the recipe,
+    must give a valid recipe; checked as the recipe checks its own search.space (recipe/cross.py)."""
+    from hf_finetune.capability_checks import RECIPE_CHECKS
+    from hf_finetune.recipe import cross
     from hf_finetune.recipe.validation import validate_recipe
 
-    base = {k: v for k, v in raw.items() if k != "search"}
-    problems = []
-    for key, dim in space.items():
-        for label, value in endpoint_values(dim):
-            try:
-                validate_recipe(apply_values(base, {key: value}), source)
-            except RecipeError as exc:
-                for p in exc.problems:
-                    at = f" ({p.path}: {p.message})" if p.path and p.path != key else f" ({p.message})"
-                    problems.append(Problem(f"search.space.{key}.{label}", f"{show(value)} gives an invalid "
-                                            f"recipe{at}"))
-    return problems
-
-
-def search_problems(raw: dict[str, Any], search: Any, metrics: list[str] | None,
-                    training: dict[str, Any] | None) -> list[Problem]:
-    """The checks of a `search:` section that need the rest of the recipe (key paths under search.).
-
-    They run even when the section itself has other mistakes (`search` None), on its raw values, so
-    that one error lists them all.
-    """
-    from hf_finetune.recipe.schema import SearchSpec
-
-    section = raw.get("search") if isinstance(raw.get("search"), dict) else {}
-    space = SearchSpec._dotted_keys(section.get("space")) if search is None else (search.space or {})
-    problems = space_key_problems(space if isinstance(space, dict) else {})
-    objective = section.get("objective") if isinstance(section.get("objective"), dict) else {}
-    pruner = search.pruner.type if search is not None else None
-    metric = search.objective.metric if search is not None else objective.get("metric")
-    problems += objective_problems(metric, pruner, metrics or [], training)
-    return problems
+    return cross.endpoint_problems(raw, space, lambda edge: validate_recipe(edge, source, checks=RECIPE_CHECKS))

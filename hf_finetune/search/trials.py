@@ -56,6 +56,7 @@ def trial_recipe(plan: TrialPlan, values: dict[str, Any], number: int) -> Any:
     Raises:
         RecipeError: the sampled values make an invalid recipe (recorded as a failed trial).
     """
+    from hf_finetune.capability_checks import RECIPE_CHECKS
     from hf_finetune.errors import RecipeError
     from hf_finetune.recipe.loading import apply_values
     from hf_finetune.recipe.validation import validate_recipe
@@ -66,7 +67,7 @@ def trial_recipe(plan: TrialPlan, values: dict[str, Any], number: int) -> Any:
         raw = apply_values(plan.raw, {**values, **owned})
     except RecipeError as exc:
         raise RecipeError(exc.problems, plan.source) from None
-    return validate_recipe(raw, plan.source, [f"{k}={v}" for k, v in values.items()])
+    return validate_recipe(raw, plan.source, [f"{k}={v}" for k, v in values.items()], checks=RECIPE_CHECKS)
 
 
 class PruningCallback(TrainerCallback):

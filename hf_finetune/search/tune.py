@@ -58,6 +58,7 @@ class SearchResult:
 
 def load_search_recipe(path: str | os.PathLike, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
     """The validated recipe (search section included) and its raw mapping with the overrides applied."""
+    from hf_finetune.capability_checks import RECIPE_CHECKS
     from hf_finetune.recipe.loading import apply_overrides, read_yaml
     from hf_finetune.recipe.validation import validate_recipe
 
@@ -66,7 +67,7 @@ def load_search_recipe(path: str | os.PathLike, overrides: list[str]) -> tuple[A
         raw = apply_overrides(raw, overrides)
     except RecipeError as exc:
         raise RecipeError(exc.problems, str(path)) from None
-    return validate_recipe(raw, str(path), overrides), raw
+    return validate_recipe(raw, str(path), overrides, checks=RECIPE_CHECKS), raw
 
 
 def enqueue_baseline(study: Any, space: dict[str, Any], values: dict[str, Any]) -> None:

@@ -1,9 +1,10 @@
 """`recipe.training` -> `TrainingArguments`: the one home of every training default and the batch split.
 
 Three layers, the later winning: the installed `TrainingArguments` defaults; our house defaults
-(applied at validation, so `check` shows them); machine defaults (decided at run time, for keys the
-user did not write). Then the batch split over processes, then the arguments themselves. Nothing
-here writes into the Recipe: `resolve_training` returns what it resolved and the run records it.
+(applied at validation, so `check` shows them: recipe/sections/training.py); machine defaults
+(decided at run time, for keys the user did not write). Then the batch split over processes, then the
+arguments themselves. Nothing here writes into the Recipe: `resolve_training` returns what it
+resolved and the run records it.
 """
 
 from __future__ import annotations
@@ -16,46 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_finetune.errors import Problem, RecipeError, did_you_mean
-from hf_finetune.training.fields import training_defaults
+from hf_finetune.recipe.sections.training import installed_default
 
 if TYPE_CHECKING:
     from hf_finetune.recipe import Recipe
 
 logger = logging.getLogger(__name__)
-
-
-def installed_default(key: str) -> Any:
-    """The installed `TrainingArguments` default of `key` (e.g. per_device_train_batch_size)."""
-    return training_defaults()[key]
-
-
-def house_defaults(task: str, mixes: bool = False) -> dict[str, Any]:
-    """Our defaults, applied under the recipe's own `training` values at validation (shown by `check`).
-
-    Args:
-        task: the recipe's task.
-        mixes: mixup/cutmix are on (image-classification).
-    """
-    defaults: dict[str, Any] = {
-        "eval_strategy": "epoch",
-        "save_strategy": "epoch",
-        "save_total_limit": 2,  # the best checkpoint is always kept on top of this
-        "load_best_model_at_end": True,
-        "logging_strategy": "steps",
-        "logging_steps": 0.02,  # a fraction: about 50 log lines per run, whatever its length
-        "report_to": "none",
-        "seed": 42,
-        "optim": "adamw_torch_fused",  # one fused kernel for the whole update (CPU and GPU)
-    }
-    from hf_finetune.tasks import get_task
-
-    inputs = get_task(task).inputs
-    if inputs.varied_lengths:
-        # Batches of similar length waste little compute on padding (dynamic padding does the rest).
-        defaults["train_sampling_strategy"] = "group_by_length"
-    if mixes:  # mixup/cutmix (image augmentation)
-        defaults["dataloader_drop_last"] = True  # mixing pairs samples within a batch: no odd last batch
-    return defaults
 
 
 def cpu_has_bf16_matmul() -> bool:

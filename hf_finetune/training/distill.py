@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hf_finetune.errors import DataError
+from hf_finetune.errors import DataError, Problem, show
 from hf_finetune.tasks import get_task, task_of
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,28 @@ def _rng_untouched():
 
 def run_precision(args: Any) -> torch.dtype | None:
     return torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+
+
+def teacher_problems(sections: Mapping[str, Any]) -> list[Problem]:
+    """distill.teacher holds a finished run (or ensemble) for the recipe's task: a recipe check that reads the
+    teacher's run.json, so the entry points pass it to validation (hf_finetune.capability_checks).
+
+    Args:
+        sections: the recipe's validated sections by name (None or absent where invalid or not given).
+    """
+    distill, task = sections.get("distill"), sections.get("task")
+    if distill is None or distill.teacher is None:
+        return []
+    from hf_finetune.outputs import read_run
+
+    run = read_run(distill.teacher)
+    if run is None:
+        return [Problem("distill.teacher", f"{show(distill.teacher)} holds no finished run or ensemble "
+                                           "(no complete run.json)")]
+    if task is not None and run.get("task") != task:
+        return [Problem("distill.teacher", f"{show(distill.teacher)} is a {run.get('task')} model; "
+                                           f"the recipe's task is {task}")]
+    return []
 
 
 def load_teacher(folder: str, args: Any, labels: list[str]) -> list[TeacherMember]:

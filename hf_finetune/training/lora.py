@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import nn
 
-from hf_finetune.errors import ModelError, Problem, UserError
+from hf_finetune.errors import ModelError, UserError
 from hf_finetune.extras import require
 from hf_finetune.models.blocks import Block, ModelParts, clean_name, split_model
 
@@ -42,23 +42,6 @@ _ADAPTED = (nn.Linear, nn.Conv2d)  # what the error lists as candidate targets (
 # attention query and value projections, as the table gives for BERT.
 MORE_DEFAULTS = {"distilbert": ["q_lin", "v_lin"], "mpnet": ["q", "v"], "albert": ["query", "value"],
                  "electra": ["query", "value"], "xlm-roberta": ["query", "value"], "camembert": ["query", "value"]}
-
-
-def lora_recipe_problems(ft: Any, model: Any = None) -> list[Problem]:
-    """What a lora recipe may not combine (the keys of other strategies are checked elsewhere)."""
-    problems = []
-    if ft.layer_decay is not None:
-        problems.append(Problem("finetune.layer_decay",
-                                "has no effect with finetune.strategy: lora: the pretrained weights stay frozen and "
-                                "the adapters are one block (finetune.backbone_lr_scale sets their rate)"))
-    if ft.lora.target_modules is not None and not ft.lora.target_modules:
-        problems.append(Problem("finetune.lora.target_modules",
-                                "give at least one module name, or leave it unset for the architecture's default"))
-    if model is not None and not model.pretrained:
-        problems.append(Problem("model.pretrained",
-                                "false makes no sense with finetune.strategy: lora: the frozen backbone would stay "
-                                "random (use strategy full to train from scratch)"))
-    return problems
 
 
 def head_modules(model: nn.Module) -> list[str]:

@@ -1,0 +1,47 @@
+"""`metrics`: the `evaluate` metrics a run reports, and the names of those shipped with the package.
+
+The bundled metric modules live in hf_finetune/metrics/modules; their names and result keys live here,
+so the recipe checks them without importing the metrics stage (which re-exports them).
+"""
+
+from __future__ import annotations
+
+from hf_finetune.errors import Problem, closest
+
+# Metric name -> the keys it adds to the evaluation results. These are `evaluate` modules shipped in
+# hf_finetune/metrics/modules so they load without the Hub; classification averages are macro.
+BUNDLED_METRICS: dict[str, tuple[str, ...]] = {
+    "accuracy": ("accuracy",),
+    "precision": ("precision",),
+    "recall": ("recall",),
+    "f1": ("f1",),
+    "matthews_correlation": ("matthews_correlation",),
+}
+
+
+def metric_keys(names: list[str]) -> set[str]:
+    """The result keys a list of metric names produces (a Hub metric is assumed to report its own name)."""
+    keys: set[str] = set()
+    for name in names:
+        keys.update(BUNDLED_METRICS.get(name, (name.split("/")[-1],)))
+    return keys
+
+
+def suggest_bundled(name: str) -> str | None:
+    """A bundled metric that a name looks like a misspelling of (other names are treated as Hub metrics)."""
+    if name in BUNDLED_METRICS:
+        return None
+    # Stricter than recipe keys, and no prefix matches: an unknown name is a Hub metric, not a typo.
+    return closest(name.lower(), BUNDLED_METRICS, prefixes=False, cutoff=0.75)
+
+
+def metrics_problems(metrics: list[str]) -> list[Problem]:
+    """At least one metric; a name close to a bundled one is taken for a misspelling of it."""
+    problems = []
+    if not metrics:
+        problems.append(Problem("metrics", "give at least one metric (e.g. [accuracy])"))
+    for i, name in enumerate(metrics):
+        near = suggest_bundled(name)
+        if near:
+            problems.append(Problem(f"metrics[{i}]", f"unknown metric '{name}'; did you mean '{near}'?"))
+    return problems

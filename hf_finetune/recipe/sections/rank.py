@@ -1,0 +1,49 @@
+"""`rank`: scoring candidate backbones on frozen features (`hf-finetune rank`), before any fine-tuning."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from hf_finetune.errors import Problem
+from hf_finetune.recipe.sections.base import Section
+from hf_finetune.recipe.sections.model import ModelSpec
+
+RankScore = Literal["logme", "knn", "probe", "hscore"]
+
+
+class RankSpec(Section):
+    """`hf-finetune rank`: score candidate backbones on frozen features before any fine-tuning."""
+
+    candidates: list[ModelSpec] | None = Field(
+        None,
+        description="Backbones to rank: model.name values, or model sections ({name: ..., pretrained: false}); "
+        "`--candidates` on the command line replaces them.",
+    )
+    by: RankScore = Field(
+        "logme", description="Score that orders the table and picks the winner: logme, knn, probe or hscore."
+    )
+    hscore: bool = Field(False, description="Also compute the H-score (Ledoit-Wolf shrinkage covariance).")
+    knn_k: int = Field(5, gt=0, description="Neighbours of the k-NN validation accuracy (cosine similarity).")
+    batch_size: int = Field(32, gt=0, description="Rows per forward pass while extracting features.")
+    output_dir: str | None = Field(
+        None, description="Where rank.json and rank.png go (default: <output.dir>-rank)."
+    )
+    cache_dir: str | None = Field(
+        None, description="Feature cache (default: rank-features in data.cache_dir, or in the datasets cache's hf_finetune folder)."
+    )
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _names_are_model_sections(cls, value: Any) -> Any:
+        """A bare name is the model section {name: NAME}."""
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
+def rank_problems(rank: RankSpec) -> list[Problem]:
+    if rank.by == "hscore" and not rank.hscore:  # found by `check`, not after loading models
+        return [Problem("rank.by", "hscore needs rank.hscore: true")]
+    return []

@@ -1,0 +1,47 @@
+"""`self_training`: rounds of pseudo-labelling `data.unlabeled` (the pool and the section together are
+checked in recipe/cross.py)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from hf_finetune.recipe.sections.base import Section
+
+
+class SelfTraining(Section):
+    """Self-training: label the unlabelled pool with the model, keep the confident labels, train again."""
+
+    rounds: int = Field(3, gt=0, le=100, description="Self-training rounds after the first, labelled-only training.")
+    threshold: float = Field(
+        0.9, gt=0, le=1, description="Keep a pseudo-label when the model's probability for it is at least this.",
+    )
+    class_thresholds: dict[str, float] | None = Field(
+        None, description="Thresholds for some classes ({label: threshold}); the others use threshold.",
+    )
+    max_class_share: float | None = Field(
+        None, gt=0, le=1,
+        description="Largest share of a round's pseudo-labels one class may take (the most confident are kept); "
+        "unset: no cap.",
+    )
+    init: Literal["backbone", "continue"] = Field(
+        "backbone",
+        description="Each round trains from the pretrained backbone with a new head (backbone), or goes on from "
+        "the previous best round's model (continue).",
+    )
+    min_improvement: float = Field(
+        0.0, ge=0,
+        description="A round must raise the validation selection metric by more than this, else self-training stops.",
+    )
+    score_test_each_round: bool = Field(
+        False, description="Also score the test split after every round, for measurement (never used to choose).",
+    )
+
+    @field_validator("class_thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for label, threshold in (value or {}).items():
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+                raise ValueError(f"the threshold of '{label}' must be in (0, 1], got {threshold!r}")
+        return value
