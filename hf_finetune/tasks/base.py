@@ -49,7 +49,6 @@ class Inputs:
     teacher_cached: bool = False  # distillation: teacher outputs cached once (True) or computed per batch
 
     tune_learning_rates: tuple[float, float] = (1e-5, 3e-4)  # tune's default range, around the data-aware rates
-    varied_lengths: bool = False  # batches of similar length waste little padding (length-grouped sampling)
     bf16_on_amx: bool = False  # bf16 autocast pays on CPUs with AMX (transformer matmuls)
     decode_workers: bool = False  # decoding the inputs is worth loader worker processes
     literal_inputs: bool = False  # predict: an argument that names no file is an input itself (a text)

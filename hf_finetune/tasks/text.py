@@ -34,7 +34,6 @@ class TextInputs(Inputs):
     # Texts are tokenized per teacher once and its outputs cached: a teacher's tokenizer may differ.
     teacher_cached = True
     tune_learning_rates = (1e-5, 3e-4)  # spans the encoders' 2e-5..1e-4 (TEXT_LR_BY_SIZE)
-    varied_lengths = True
     # bf16 autocast (fp32 master weights) runs transformer matmuls on the CPU's AMX units: a MiniLM
     # training step 1.6x faster, evaluation 2.8x.
     bf16_on_amx = True
