@@ -3,7 +3,7 @@
 Imports inside functions count too: a lazy import is still a dependency. The stages are the ones
 docs/architecture.md draws:
 
-    base -> recipe -> data, metrics, outputs -> models -> tasks -> training -> report, preflight
+    base -> recipe -> data, metrics, outputs -> models -> tasks -> training -> report, preflight, capability_checks
          -> pipeline -> capabilities (finished, search, rank, combine, selftrain) -> entry points
 """
 
@@ -22,7 +22,7 @@ STAGES = [
     {"models"},
     {"tasks"},
     {"training"},
-    {"report", "preflight"},
+    {"report", "preflight", "capability_checks"},  # capability_checks: the recipe checks capabilities own
     {"pipeline"},
     {"finished", "search", "rank", "combine", "selftrain"},
     {"cli", "run", "__init__", "testing"},
