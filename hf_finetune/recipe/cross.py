@@ -168,6 +168,8 @@ def distill_cross_problems(distill: Distill, ft: Finetune | None) -> list[Proble
 # --- self-training: the unlabelled pool and the section together -------------------------------------------
 
 POOL_SOURCES = ("files", "split", "image_folder")
+# The tasks whose inputs a folder of image files holds (the task layer reads them: Inputs.folder_key).
+FOLDER_TASKS = ("image-classification",)
 
 
 def self_training_problems(task: str | None, data: DataSpec | None, st: SelfTraining | None,
@@ -209,8 +211,9 @@ def self_training_problems(task: str | None, data: DataSpec | None, st: SelfTrai
         if len({FILE_FORMATS.get(Path(p).suffix.lower()) for p in pool.files}) > 1:
             problems.append(Problem(key, "files of the pool must share a format"))
     if pool.image_folder is not None:
-        if task == "text-classification":
-            problems.append(Problem("data.unlabeled.image_folder", "only applies to task: image-classification"))
+        if task not in FOLDER_TASKS:
+            problems.append(Problem("data.unlabeled.image_folder",
+                                    f"only applies to task: {', '.join(FOLDER_TASKS)}"))
         elif not Path(pool.image_folder).is_dir():
             problems.append(Problem("data.unlabeled.image_folder", f"folder not found: {pool.image_folder}"))
     if pool.split is not None:
