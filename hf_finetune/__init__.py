@@ -66,12 +66,10 @@ def check(recipe: str | os.PathLike | Mapping[str, Any], *, data: bool = True, *
     Raises:
         UserError: RecipeError for the recipe, DataError / ModelError for what pre-flight finds.
     """
-    from hf_finetune.tasks import check_capabilities
     from hf_finetune.training.arguments import check_training_arguments
 
     resolved = load_recipe(recipe, **overrides)
     check_training_arguments(resolved)
-    check_capabilities(resolved)
     if data:
         from hf_finetune.preflight import preflight
 

@@ -8,8 +8,10 @@ problems come in the same error as the recipe's own, each with its dotted key pa
 
 from __future__ import annotations
 
+from hf_finetune.tasks import capability_problems
 from hf_finetune.training.distill import teacher_problems
 
 RECIPE_CHECKS = (
+    capability_problems,  # the recipe's task serves the strategy, distillation and self-training it asks for
     teacher_problems,  # distill.teacher: a finished run or ensemble for the recipe's task
 )

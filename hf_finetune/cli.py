@@ -155,9 +155,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hf_finetune.training.arguments import check_training_arguments
 
     check_training_arguments(recipe)  # the combinations TrainingArguments itself refuses
-    from hf_finetune.tasks import check_capabilities
-
-    check_capabilities(recipe)  # the recipe's task serves what it asks for (strategy, distillation, ...)
     if args.schema_only:
         sys.stdout.write(f"# {args.recipe}: valid recipe (data, model and metrics not checked). Resolved recipe:\n")
     else:

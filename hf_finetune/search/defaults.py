@@ -111,6 +111,11 @@ def _short(x: float) -> float:
     return float(f"{x:.3g}")
 
 
+def is_primitive(value: Any) -> bool:
+    """A value Optuna stores as it is (other choices are stored as their JSON text)."""
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 def centred_space(space: dict[str, dict[str, Any]], values: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The default space moved around the run's own values, so that they lie inside it."""
     out = {key: dict(dim) for key, dim in space.items()}
@@ -154,8 +159,6 @@ def baseline_params(space: dict[str, Any], values: dict[str, Any]) -> tuple[dict
     """
     import json
 
-    from hf_finetune.search.space import _is_primitive
-
     params: dict[str, Any] = {}
     misses = []
     for key, dim in space.items():
@@ -163,7 +166,7 @@ def baseline_params(space: dict[str, Any], values: dict[str, Any]) -> tuple[dict
             misses.append(key)
             continue
         value = values[key]
-        if dim.choices is not None and not all(_is_primitive(c) for c in dim.choices):
+        if dim.choices is not None and not all(is_primitive(c) for c in dim.choices):
             value = json.dumps(value)
         elif dim.is_int:
             value = int(value)

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from hf_finetune.errors import Problem
+from hf_finetune.search.defaults import centred_space, is_primitive
 
 # The default space: what matters most when fine-tuning on small data (learning rates, epochs, batch
 # size, warmup, class weights). These ranges span the data-aware defaults of every backbone family
@@ -50,8 +51,6 @@ def resolve_space(recipe: Any, run_values: dict[str, Any] | None = None) -> tupl
         return dict(recipe.search.space), False
     space = default_space(recipe)
     if run_values:
-        from hf_finetune.search.defaults import centred_space
-
         space = centred_space(space, run_values)
     return {k: SearchDimension(**v) for k, v in space.items()}, True
 
@@ -65,16 +64,12 @@ def space_yaml(space: dict[str, Any]) -> str:
     return yaml.safe_dump({"search": {"space": rows}}, sort_keys=False, default_flow_style=None)
 
 
-def _is_primitive(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
 def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
     """Recipe values for one trial, sampled by Optuna's `trial.suggest_*` (parameter name = recipe key)."""
     values: dict[str, Any] = {}
     for key, dim in space.items():
         if dim.choices is not None:
-            if all(_is_primitive(c) for c in dim.choices):
+            if all(is_primitive(c) for c in dim.choices):
                 values[key] = trial.suggest_categorical(key, dim.choices)
             else:  # lists or mappings (class weights): Optuna stores their JSON text
                 values[key] = json.loads(trial.suggest_categorical(key, [json.dumps(c) for c in dim.choices]))
@@ -90,7 +85,7 @@ def decode_params(params: dict[str, Any], space: dict[str, Any]) -> dict[str, An
     out = {}
     for key, value in params.items():
         dim = space.get(key)
-        coded = dim is not None and dim.choices is not None and not all(_is_primitive(c) for c in dim.choices)
+        coded = dim is not None and dim.choices is not None and not all(is_primitive(c) for c in dim.choices)
         out[key] = json.loads(value) if coded and isinstance(value, str) else value
     return out
 

@@ -19,7 +19,8 @@ from hf_finetune.tasks.base import CAPABILITIES, Inputs, Preprocessing, Task
 
 TASKS: dict[str, Task] = {t.name: t for t in (text_classification.TASK, image_classification.TASK)}
 
-__all__ = ["CAPABILITIES", "TASKS", "Inputs", "Preprocessing", "Task", "capabilities_used", "check_capabilities",
+__all__ = ["CAPABILITIES", "TASKS", "Inputs", "Preprocessing", "Task", "capabilities_used", "capability_problems",
+           "check_capabilities",
            "get_task", "require", "task_for_model", "task_of"]
 
 
@@ -41,21 +42,42 @@ def task_of(recipe: Any) -> Task:
     return get_task(recipe.task)
 
 
-def capabilities_used(recipe: Any) -> dict[str, str]:
-    """capability -> the recipe key that asks for it (commands add their own: tune, rank, ensemble...)."""
+def capabilities_used(finetune: Any, distill: Any, self_training: Any) -> dict[str, str]:
+    """capability -> the recipe key that asks for it, from the recipe's sections (commands add their own:
+    tune, rank, ensemble...)."""
     used: dict[str, str] = {}
-    strategy = recipe.finetune.strategy
-    if strategy in CAPABILITIES:
-        used[strategy] = "finetune.strategy"
-    if recipe.finetune.layer_decay is not None:
-        used["layer_decay"] = "finetune.layer_decay"
-    if recipe.finetune.cache_features:
-        used["cache_features"] = "finetune.cache_features"
-    if recipe.distill.teacher is not None:
+    if finetune is not None:
+        if finetune.strategy in CAPABILITIES:
+            used[finetune.strategy] = "finetune.strategy"
+        if finetune.layer_decay is not None:
+            used["layer_decay"] = "finetune.layer_decay"
+        if finetune.cache_features:
+            used["cache_features"] = "finetune.cache_features"
+    if distill is not None and distill.teacher is not None:
         used["distill"] = "distill.teacher"
-    if recipe.self_training is not None:
+    if self_training is not None:
         used["self_training"] = "self_training"
     return used
+
+
+def _refusals(task: Task, used: dict[str, str]) -> list[Problem]:
+    return [Problem(key, f"task {task.name} does not support {capability.replace('_', ' ')}; it supports: "
+                    f"{', '.join(sorted(task.capabilities)) or 'none'}")
+            for capability, key in used.items() if not task.supports(capability)]
+
+
+def capability_problems(sections: Any) -> list[Problem]:
+    """A recipe check (hf_finetune.capability_checks): every capability the recipe's sections ask of its
+    task that the task does not serve, each at the key that asks for it.
+
+    Args:
+        sections: the recipe's validated sections by name (None or absent where invalid or not given).
+    """
+    task = TASKS.get(sections.get("task"))
+    if task is None:
+        return []
+    return _refusals(task, capabilities_used(sections.get("finetune"), sections.get("distill"),
+                                             sections.get("self_training")))
 
 
 def require(task_name: str, capability: str, where: str) -> None:
@@ -73,11 +95,9 @@ def check_capabilities(recipe: Any, command: str | None = None) -> None:
     """Raises a RecipeError naming the task and every capability the recipe (or `command`) asks of it
     that the task does not serve."""
     task = task_of(recipe)
-    used = capabilities_used(recipe)
+    used = capabilities_used(recipe.finetune, recipe.distill, recipe.self_training)
     if command is not None:
         used[command] = command
-    problems = [Problem(key, f"task {task.name} does not support {capability.replace('_', ' ')}; it supports: "
-                        f"{', '.join(sorted(task.capabilities)) or 'none'}")
-                for capability, key in used.items() if not task.supports(capability)]
+    problems = _refusals(task, used)
     if problems:
         raise RecipeError(problems, getattr(recipe, "source", None))
