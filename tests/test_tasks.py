@@ -113,3 +113,17 @@ def test_nothing_outside_the_task_layer_branches_on_the_task():
 
 def test_the_branch_finder_finds_a_branch():
     assert _task_branches(ast.parse('if recipe.is_text or task == "image-classification":\n    pass')) == [1, 1]
+
+
+def test_the_recipe_and_the_task_layer_agree_on_what_each_task_reads():
+    from hf_finetune.recipe.schema import TASK_INPUTS
+
+    assert {name: task.inputs.kind for name, task in tasks.TASKS.items()} == TASK_INPUTS
+
+
+def test_a_resolved_recipe_keeps_only_its_inputs_keys(text_recipe, vision_recipe):
+    text = hf_finetune.check(text_recipe, data=False).to_dict()
+    vision = hf_finetune.check(vision_recipe, data=False).to_dict()
+    assert "augmentation" not in text and "channels_last" not in text["model"] and "image" not in text["data"]["columns"]
+    assert "preprocessing" not in vision and "attn_implementation" not in vision["model"]
+    assert not {"text", "text_pair"} & set(vision["data"]["columns"]) and "image_folder" in vision["data"]

@@ -54,6 +54,15 @@ __all__ = [
 
 Task = Literal["text-classification", "image-classification"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
+# The kind of input each task reads, as data: the keys of the other kind mean nothing to it. The
+# behaviour is the task layer's (hf_finetune/tasks); tests/test_tasks.py checks that the two agree.
+TASK_INPUTS: dict[str, str] = {"text-classification": "text", "image-classification": "image"}
+# Keys and sections only one kind of input reads, left out of the other kind's resolved recipe.
+INPUT_ONLY: dict[str, dict[str, Any]] = {
+    "text": {"preprocessing": True, "model": {"attn_implementation"}, "data": {"columns": {"text", "text_pair"}}},
+    "image": {"augmentation": True, "model": {"channels_last"},
+              "data": {"image_folder": True, "bad_images": True, "verify_images": True, "columns": {"image"}}},
+}
 
 
 class Recipe(Section):
@@ -109,24 +118,12 @@ class Recipe(Section):
         """The `dotted.key=value` overrides the recipe was loaded with, as given."""
         return self._overrides
 
-    @property
-    def is_text(self) -> bool:
-        return self.task == "text-classification"
-
-    @property
-    def is_vision(self) -> bool:
-        return self.task == "image-classification"
-
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe, without the keys that do not apply to its task (valid recipe input)."""
-        exclude: dict[str, Any]
-        if self.is_text:
-            exclude = {"augmentation": True, "model": {"channels_last"},
-                       "data": {"image_folder": True, "bad_images": True, "verify_images": True,
-                                "columns": {"image"}}}
-        else:
-            exclude = {"preprocessing": True, "model": {"attn_implementation"},
-                       "data": {"columns": {"text", "text_pair"}}}
+        exclude: dict[str, Any] = {}
+        for kind, keys in INPUT_ONLY.items():  # what the other kinds of input read
+            if kind != TASK_INPUTS[self.task]:
+                _merge_exclusions(exclude, keys)
         for section in ("search", "rank"):  # only `tune` / `rank` read them; a recipe without one stays as it was
             if section not in self.model_fields_set:
                 exclude[section] = True
@@ -143,6 +140,18 @@ class Recipe(Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
+
+
+def _merge_exclusions(into: dict[str, Any], more: dict[str, Any]) -> None:
+    """Merges pydantic `exclude` specifications: True (the whole key), a set of keys, or a nested mapping."""
+    for key, value in more.items():
+        value = dict.fromkeys(value, True) if isinstance(value, set) else value
+        have = into.get(key)
+        if value is True or have is True:
+            into[key] = True
+        else:
+            into[key] = have if isinstance(have, dict) else {}
+            _merge_exclusions(into[key], value)
 
 
 def section_model(annotation: Any) -> type[BaseModel] | None:
