@@ -122,6 +122,8 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
 
     seed_everything(args)  # before the new head is initialised, so a run is repeatable
     data, model, tokenizer, preprocessing, decided = prepare_data_and_model(recipe, args, extra_train)
+    if data.carved is not None:  # recipe.yaml says "carved" (null), so reading it again carves the same rows
+        decided["data"] = {"splits": {**recipe.data.splits.model_dump(), "validation": None}}
     if recipe.finetune.data_aware:
         decisions = data_aware_defaults(recipe, data.splits["train"], data.labels.num_labels, model,
                                         resolved_training.batch.global_size)

@@ -4,7 +4,7 @@
     select_splits        train / validation / test as the recipe names them
     check_columns        the input and label columns exist in every split
     build_label_space    class names in order; unseen or missing labels are errors
-    carve_validation     when the data has no validation split (seeded, stratified)
+    carve                when the data has no validation split (seeded, stratified; fingerprinted: carved.py)
     cap_rows             per-split sample caps for quick runs
     encodings           the task's choice: text tokenized once, cached; images decoded + transformed on the fly
 
@@ -21,6 +21,7 @@ from typing import Any
 
 from datasets import Dataset
 
+from hf_finetune.data.carved import carve
 from hf_finetune.data.encodings import ImageEncoding, TextEncoding, encoding_from
 from hf_finetune.data.encodings import default_cache_dir as default_cache_dir
 from hf_finetune.data.labels import (
@@ -35,7 +36,6 @@ from hf_finetune.data.splits import (
     ROLES,
     append_rows,
     cap_rows,
-    carve_validation,
     check_columns,
     select_splits,
 )
@@ -55,6 +55,7 @@ class PreparedData:
     sources: dict[str, str]  # role -> where its rows came from, for the log and the model card
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> {file, reused}
     skipped_images: dict[str, list[str]] = field(default_factory=dict)  # role -> unreadable files
+    carved: dict[str, Any] | None = None  # how validation was carved from train (data/carved.py), for run.json
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -103,8 +104,9 @@ def build_datasets(
         labels = build_label_space(splits, data.splits.train, cols.label, data.label_names)
         splits = {role: encode_labels(ds, cols.label, labels) for role, ds in splits.items()}
         sources = {role: f"split '{name}'" for role, name in names.items()}
+        carved = None
         if "validation" not in splits:
-            splits["train"], splits["validation"] = carve_validation(splits["train"], data.validation_size, data.seed)
+            splits["train"], splits["validation"], carved = carve(splits["train"], data)
             names["validation"] = f"{data.splits.train} (carved)"
             sources["validation"] = f"{len(splits['validation'])} rows carved from split '{data.splits.train}' (seed {data.seed})"
         for role in list(splits):
@@ -118,7 +120,7 @@ def build_datasets(
 
         encoded = encoding.prepare(recipe, splits, names)
         prepared = PreparedData(encoded.splits, labels, encoded.collator, sources, cache=encoded.cache,
-                                skipped_images=encoded.skipped)
+                                skipped_images=encoded.skipped, carved=carved)
     for role, ds in prepared.splits.items():
         logger.info("%-10s %7d rows from %s", role, len(ds), sources[role])
     return prepared

@@ -38,7 +38,7 @@ def build_manifest(recipe: Any, args: Any, data: Any, preprocessing: dict[str, A
         "base_model": recipe.model.name,
         "hub_ids": hub_ids(recipe),
         "labels": list(data.labels.names),
-        "splits": {role: {"rows": n, "source": data.sources[role]} for role, n in data.sizes.items()},
+        "splits": split_records(data),
         "preprocessing": preprocessing,
         "preprocessing_cache": data.cache,
         "skipped_images": data.skipped_images,
@@ -48,6 +48,15 @@ def build_manifest(recipe: Any, args: Any, data: Any, preprocessing: dict[str, A
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(time.time() - started, 1),
     }
+
+
+def split_records(data: Any) -> dict[str, dict[str, Any]]:
+    """run.json's `splits`: rows and source per role; a carved validation's record too, so that the commands
+    that read the run's data again rebuild the same rows (data/carved.py)."""
+    out = {role: {"rows": n, "source": data.sources[role]} for role, n in data.sizes.items()}
+    if getattr(data, "carved", None) and "validation" in out:
+        out["validation"]["carved"] = data.carved
+    return out
 
 
 def effective_hyperparameters(args: Any) -> dict[str, Any]:
