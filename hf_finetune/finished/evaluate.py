@@ -11,7 +11,6 @@ that names it, never a silent new class.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import logging
 import os
@@ -52,10 +51,12 @@ def evaluation_recipe(out_dir: Path, data: str | None, split: str | None, column
     Raises:
         UserError: the folder has no recipe.yaml, or `data`/`split` cannot be used.
     """
-    raw = read_finished_run(out_dir).recipe if read_run(out_dir) is not None else {}
+    from hf_finetune.finished.splits import run_recipe
+
+    # The run's recipe with a carved validation marked as carved, so the run's own splits rebuild as trained on.
+    raw = run_recipe(read_finished_run(out_dir)) if read_run(out_dir) is not None else {}
     if not raw:
         raise UserError(f"OUTPUT_DIR: {out_dir} has no recipe.yaml, so the columns and metrics are unknown")
-    raw = copy.deepcopy(raw)
     section = raw.setdefault("data", {})
     columns = section.setdefault("columns", {})
     if column:
@@ -142,12 +143,13 @@ def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | 
     recipe, split, called = evaluation_recipe(out_dir, data, split, column, label_column)
     if recipe.task != predictor.task:
         raise UserError(f"OUTPUT_DIR: recipe.yaml says {recipe.task}, but the model is for {predictor.task}")
+    run = read_finished_run(out_dir) if data is None and read_run(out_dir) is not None else None  # its own splits
     if getattr(predictor, "members", None):  # an ensemble: each member preprocesses the data itself
         from hf_finetune.combine.ensemble import score_ensemble
 
-        predictions, references, loss, split, rows = score_ensemble(predictor, recipe, split, batch_size)
+        predictions, references, loss, split, rows = score_ensemble(predictor, recipe, split, batch_size, run)
     else:
-        prepared, split = predictor_eval_dataset(recipe, split, predictor)
+        prepared, split = predictor_eval_dataset(recipe, split, predictor, run)
         dataset = prepared.splits["eval"]
         rows = len(dataset)
         predictions, references, loss = run_model(predictor.model, dataset, prepared.collator, batch_size)
@@ -224,9 +226,17 @@ def format_evaluation(evaluation: Evaluation) -> str:
     return "\n".join(lines) + "\n"
 
 
-def predictor_eval_dataset(recipe: Any, split: str, predictor: Any) -> tuple[Any, str]:
-    """`split` preprocessed for `predictor`'s model: its tokenizer and max_length, or its image config."""
-    from hf_finetune.data import build_eval_dataset
+def predictor_eval_dataset(recipe: Any, split: str, predictor: Any, run: Any = None) -> tuple[Any, str]:
+    """`split` preprocessed for `predictor`'s model: its tokenizer and max_length, or its image config.
 
+    `run`: the finished run whose own data `recipe` reads; a validation split it carved from train (and
+    train without it) is then rebuilt as the run trained on it (finished/splits.py).
+    """
+    from hf_finetune.data import build_eval_dataset
+    from hf_finetune.finished.splits import carved_role, rebuild_eval_split
+
+    role = carved_role(run, split) if run is not None else None
+    if role is not None:
+        return rebuild_eval_split(run, recipe, role, predictor), split
     encoding = get_task(predictor.task).inputs.finished_encoding(predictor)
     return build_eval_dataset(recipe, split, predictor.labels, encoding)
