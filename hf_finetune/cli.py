@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="logits: equal weights, or proportional to each run's validation score (default uniform)")
     ensemble.add_argument("--metric", help="validation metric that ranks and weighs the runs (default: the first "
                                            "run's selection metric, training.metric_for_best_model)")
+    ensemble.add_argument("--data", help="labelled data to score the runs on instead of the first run's splits, as "
+                                         "evaluate --data takes it: its splits named validation and test (a single "
+                                         "file of another name is validation); needed when the runs carved their "
+                                         "validation from train differently")
     ensemble.add_argument("--overwrite", action="store_true", help="replace an earlier result in OUT_DIR")
     ensemble.add_argument("--batch-size", type=_positive, default=32, help="rows per forward pass (default 32)")
     return parser
@@ -288,14 +292,14 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         from hf_finetune.combine.ensemble import build_ensemble
 
         result = build_ensemble(args.out_dir, args.run_dirs, weights=args.weights, metric=args.metric,
-                                overwrite=args.overwrite, batch_size=args.batch_size)
+                                overwrite=args.overwrite, batch_size=args.batch_size, data=args.data)
     else:
         if args.weights != "uniform":
             raise UserError("--weights: only applies to --method logits (a soup weighs its ingredients equally)")
         from hf_finetune.combine.soup import build_soup
 
         result = build_soup(args.out_dir, args.run_dirs, method=args.method, metric=args.metric,
-                            overwrite=args.overwrite, batch_size=args.batch_size)
+                            overwrite=args.overwrite, batch_size=args.batch_size, data=args.data)
     from hf_finetune.combine.card import scores_table
 
     sys.stdout.write(scores_table(args.method, result.metrics) + "\n")

@@ -71,17 +71,23 @@ class MemberScores:
     reports: dict[str, dict[str, Any]]
 
 
-def score_members(members: list[Member], labels: list[str], batch_size: int) -> list[MemberScores]:
-    """Every member on the first member's validation and test rows, with its own preprocessing.
+def score_members(members: list[Member], labels: list[str], batch_size: int,
+                  data: str | None = None) -> list[MemberScores]:
+    """Every member on the first member's validation and test rows (or `data`'s), with its own preprocessing.
 
     Raises:
+        DifferentCarveError: without `data`, members that carved their validation differently.
         IncompatibleMembersError: members whose rebuilt splits do not hold the same rows.
     """
+    if data is None:
+        from hf_finetune.finished.splits import check_same_carve
+
+        check_same_carve([m.run for m in members])
     metrics = members[0].run.recipe.get("metrics") or ["accuracy", "f1"]
     scored: list[MemberScores] = []
     for member in members:
         predictor = load_predictor(member.folder)
-        splits, collator = split_datasets(predictor, members[0].run, member.folder)
+        splits, collator = split_datasets(predictor, members[0].run, member.folder, data)
         probs, refs, reports = {}, {}, {}
         for role, dataset in splits.items():
             probs[role], refs[role] = probabilities(predictor.model, dataset, collator, batch_size)
@@ -122,7 +128,8 @@ def combine_probabilities(probs: list[np.ndarray], weights: list[float]) -> np.n
 
 
 def build_ensemble(out_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], *, weights: str = "uniform",
-                   metric: str | None = None, overwrite: bool = False, batch_size: int = 32) -> Combination:
+                   metric: str | None = None, overwrite: bool = False, batch_size: int = 32,
+                   data: str | None = None) -> Combination:
     """Writes a logit ensemble of the finished runs in `run_dirs` into `out_dir`.
 
     Args:
@@ -132,16 +139,19 @@ def build_ensemble(out_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]
         metric: the validation metric for the weights (default: the first member's selection metric).
         overwrite: replace a finished run or ensemble in `out_dir`.
         batch_size: rows per forward pass.
+        data: labelled data to score on instead of the first member's splits (its `validation` and `test`
+            splits; a single split of another name is validation), as `evaluate --data` takes it.
 
     Raises:
         IncompatibleMembersError: members with different tasks, label names or label order.
+        DifferentCarveError: without `data`, members that carved their validation differently.
         UserError: a folder that is not a finished run, a bad option.
     """
     started = time.time()
     members = load_members(list(run_dirs))
     labels = check_same_labels(members)
     metric = selection_metric(members[0].run, metric)
-    scored = score_members(members, labels, batch_size)
+    scored = score_members(members, labels, batch_size, data)
     w = member_weights(scored, weights, metric)
     metric_names = members[0].run.recipe.get("metrics") or ["accuracy", "f1"]
     results: dict[str, Any] = {}
@@ -153,7 +163,8 @@ def build_ensemble(out_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]
             results[role]["majority_baseline"] = baseline
     results["members"] = {s.member.name: s.reports for s in scored}
     results["ensemble"] = {"method": "logits", "weights": weights, "metric": metric,
-                           "member_weights": dict(zip([m.name for m in members], w, strict=True))}
+                           "member_weights": dict(zip([m.name for m in members], w, strict=True)),
+                           **({"data": data} if data is not None else {})}
     _log_scores(results, metric)
 
     entries = [{"name": m.name, "folder": f"{MEMBERS_DIR}/{i:02d}-{m.name}", "source": str(m.folder.resolve()),
@@ -189,7 +200,7 @@ def build_ensemble(out_dir: str | os.PathLike, run_dirs: list[str | os.PathLike]
         write_text(staging / "README.md", render_card("ensemble", members[0].task, labels, description, entries,
                                                       results, usage))
 
-    manifest = {**base_manifest("ensemble", members, labels, started), "method": "logits", "weights": weights}
+    manifest = {**base_manifest("ensemble", members, labels, started, data), "method": "logits", "weights": weights}
     manifest["members"] = [{**m, "folder": e["folder"], "weight": e["weight"]}
                            for m, e in zip(manifest["members"], entries, strict=True)]
     write_output(out_dir, overwrite, "ensemble", fill, manifest)
@@ -238,18 +249,25 @@ def load_ensemble(out_dir: str | os.PathLike) -> EnsemblePredictor:
                              members=members, weights=weights)
 
 
-def score_ensemble(predictor: EnsemblePredictor, recipe: Any, split: str | None,
-                   batch_size: int) -> tuple[list[int], list[int], float, str, int]:
+def score_ensemble(predictor: EnsemblePredictor, recipe: Any, split: str | None, batch_size: int,
+                   run: Any = None) -> tuple[list[int], list[int], float, str, int]:
     """The ensemble's predictions on one split of `recipe`'s data, each member preprocessing it itself.
+
+    `run`: the ensemble folder when `recipe` reads its own data: a carved validation is rebuilt as its
+    first member trained on it, after checking that every member carved the same rows.
 
     Returns:
         (predicted ids, label ids, cross-entropy of the mean probabilities, the split scored, rows).
     """
     from hf_finetune.finished.evaluate import predictor_eval_dataset
+    from hf_finetune.finished.splits import carved_role, check_same_carve
 
+    if run is not None and carved_role(run, split) is not None:
+        check_same_carve([read_finished_run(folder) for folder in run.member_folders()], "OUTPUT_DIR",
+                         "score the ensemble on labelled data none of them trained on with --data")
     probs, references, name = [], None, split
     for member in predictor.members:
-        prepared, name = predictor_eval_dataset(recipe, split, member)
+        prepared, name = predictor_eval_dataset(recipe, split, member, run)
         p, refs = probabilities(member.model, prepared.splits["eval"], prepared.collator, batch_size)
         if references is not None and not np.array_equal(references, refs):
             raise DataError("the members read different rows from the data")

@@ -1,13 +1,14 @@
 """Finished runs as members of an ensemble or a soup: loading, compatibility checks, scores on their splits.
 
 Every member is scored on the same rows: the validation and test splits of the first member's data
-(its resolved recipe: carving and caps replayed with its seed), each member with its own
-preprocessing (its tokenizer and max_length, or its image size, mean and std).
+as it trained on them (finished/splits.py: a carved validation rebuilt and checked, caps replayed),
+or of the data `--data` names; each member with its own preprocessing (its tokenizer and max_length,
+or its image size, mean and std). Members that carved their validation differently are refused
+unless `--data` names rows to score on.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -164,26 +165,14 @@ def _short(value: Any, limit: int = 80) -> str:
 
 # --- scoring members on the shared splits -----------------------------------------------------------
 
-def data_recipe(data_source: FinishedRun, model_folder: Path) -> Any:
-    """The recipe that rebuilds `data_source`'s validation and test splits for the model in `model_folder`.
-
-    The first member's data section (carving and caps replay with its seed); training rows are
-    capped at one, since only the label space is needed from them.
-    """
-    from hf_finetune.recipe import validate_recipe
-
-    raw = copy.deepcopy(data_source.recipe)
-    data = raw.setdefault("data", {})
-    data["max_samples"] = {**(data.get("max_samples") or {}), "train": 1}
-    raw["model"] = {**(raw.get("model") or {}), "name": str(model_folder)}
-    raw["output"] = {"dir": str(model_folder)}
-    raw["hub"] = {}
-    raw.pop("distill", None)  # a student's teacher is not needed to rebuild its data
-    return validate_recipe(raw, source=str(data_source.folder / "recipe.yaml"), purpose="evaluate")
-
-
-def split_datasets(predictor: Any, data_source: FinishedRun, model_folder: Path) -> tuple[dict[str, Any], Any]:
+def split_datasets(predictor: Any, data_source: FinishedRun, model_folder: Path,
+                   data: str | None = None) -> tuple[dict[str, Any], Any]:
     """The validation and test splits of `data_source`'s data, preprocessed as `predictor`'s model needs.
+
+    Without `data`, the splits as `data_source` trained on them (finished/splits.py: a carved validation
+    rebuilt and checked against its run.json; caps replayed); with `data` (a file, a folder, a saved
+    dataset or a Hub id, as `evaluate --data` takes), that data's `validation` and `test` splits, a
+    single split of another name counting as validation.
 
     Returns:
         ({role: dataset}, collator).
@@ -191,15 +180,46 @@ def split_datasets(predictor: Any, data_source: FinishedRun, model_folder: Path)
     Raises:
         IncompatibleMembersError: the data's label space is not the model's.
     """
-    from hf_finetune.data import build_datasets
+    if data is not None:
+        return _named_data_splits(predictor, data_source, data)
+    from hf_finetune.finished.splits import rebuild_splits, run_recipe
 
-    recipe = data_recipe(data_source, model_folder)
-    prepared = build_datasets(recipe, predictor.inputs.finished_encoding(predictor))
+    raw = run_recipe(data_source)
+    raw["model"] = {**(raw.get("model") or {}), "name": str(model_folder)}
+    prepared = rebuild_splits(data_source, raw, predictor, ROLES)
     if list(prepared.labels.names) != list(predictor.labels):
         raise IncompatibleMembersError(
             f"RUN_DIR: the data of {data_source.folder} has labels {', '.join(prepared.labels.names)} but the "
             f"model in {model_folder} predicts {', '.join(predictor.labels)}")
     return {role: prepared.splits[role] for role in ROLES if role in prepared.splits}, prepared.collator
+
+
+def data_roles(data: str, available: list[str]) -> dict[str, str]:
+    """role -> split of `--data`: its `validation` and `test` splits; a single split of another name is validation.
+
+    Raises:
+        UserError: no split to score.
+    """
+    roles = {role: role for role in ROLES if role in available}
+    if not roles and len(available) == 1:
+        roles = {"validation": available[0]}
+    if not roles:
+        raise UserError(f"--data: {data} has splits {', '.join(available)}; the members are scored on splits "
+                        "named validation (ranks, weighs, chooses ingredients) and test (reported)")
+    return roles
+
+
+def _named_data_splits(predictor: Any, data_source: FinishedRun, data: str) -> tuple[dict[str, Any], Any]:
+    from hf_finetune.data.sources import load_raw_splits
+    from hf_finetune.finished.evaluate import evaluation_recipe, predictor_eval_dataset
+
+    recipe, split, _ = evaluation_recipe(data_source.folder, data, None)
+    available = [split] if split is not None else list(load_raw_splits(recipe.data))
+    out, collator = {}, None
+    for role, name in data_roles(data, available).items():
+        prepared, _ = predictor_eval_dataset(recipe, name, predictor)
+        out[role], collator = prepared.splits["eval"], prepared.collator
+    return out, collator
 
 
 def probabilities(model: Any, dataset: Any, collator: Any, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -292,14 +312,20 @@ def copy_run(run: FinishedRun, dest: Path) -> None:
             shutil.copy2(src, target)
 
 
-def base_manifest(kind: str, members: list[Member], labels: list[str], started: float) -> dict[str, Any]:
-    """run.json of a combination: what it is, of which runs, when."""
+def base_manifest(kind: str, members: list[Member], labels: list[str], started: float, data: str | None = None,
+                  recipe_from: Member | None = None) -> dict[str, Any]:
+    """run.json of a combination: what it is, of which runs, when, and what it was scored on.
+
+    `recipe_from`: the member whose recipe.yaml the combination keeps (default: the first); its run.json
+    `splits` come along, so that `evaluate` rebuilds a carved validation as that run had it.
+    """
     import datetime as dt
     import time
 
     from hf_finetune.version import __version__
 
     first = members[0].run.manifest
+    splits = (recipe_from or members[0]).run.manifest.get("splits")
     return {
         "hf_finetune_version": __version__,
         "kind": kind,
@@ -308,6 +334,8 @@ def base_manifest(kind: str, members: list[Member], labels: list[str], started: 
         "hub_ids": first.get("hub_ids", {}),
         "labels": labels,
         "members": [{"name": m.name, "source": str(m.folder.resolve()), "backbone": m.backbone} for m in members],
+        **({"splits": splits} if splits else {}),
+        **({"scored_on": data} if data is not None else {}),
         "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(time.time() - started, 1),

@@ -99,11 +99,15 @@ def greedy_ingredients(ranked: list[int], own_scores: list[float],
 
 
 def build_soup(out_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], *, method: str = "soup",
-               metric: str | None = None, overwrite: bool = False, batch_size: int = 32) -> Combination:
+               metric: str | None = None, overwrite: bool = False, batch_size: int = 32,
+               data: str | None = None) -> Combination:
     """Writes the uniform or greedy soup of the finished runs in `run_dirs` into `out_dir`.
+
+    `data`: labelled data to score on instead of the first member's splits, as for `build_ensemble`.
 
     Raises:
         IncompatibleMembersError: members with other labels, backbones or architectures, named.
+        DifferentCarveError: without `data`, members that carved their validation differently.
         UserError: a folder that is not a finished run; greedy without a validation split.
     """
     if method not in METHODS:
@@ -113,7 +117,7 @@ def build_soup(out_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], *,
     check_soupable(members)
     labels = members[0].labels()
     metric = selection_metric(members[0].run, metric)
-    scored = score_members(members, labels, batch_size)
+    scored = score_members(members, labels, batch_size, data)
     has_validation = "validation" in scored[0].reports
     if method == "greedy-soup" and not has_validation:
         raise UserError("--method greedy-soup: the members' data has no validation split to choose ingredients by")
@@ -122,7 +126,7 @@ def build_soup(out_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], *,
     names = [m.name for m in members]
 
     base = load_predictor(members[ranked[0]].folder)  # the best member: its config, tokenizer, preprocessing
-    splits, collator = split_datasets(base, members[0].run, members[ranked[0]].folder)
+    splits, collator = split_datasets(base, members[0].run, members[ranked[0]].folder, data)
     states = [load_predictor(m.folder).model.state_dict() for m in members]
     metrics = members[0].run.recipe.get("metrics") or ["accuracy", "f1"]
 
@@ -150,7 +154,8 @@ def build_soup(out_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], *,
             results[role]["majority_baseline"] = baseline
     results["members"] = {s.member.name: s.reports for s in scored}
     results["soup"] = {"method": method, "metric": metric, "ingredients": [names[i] for i in kept],
-                       "decisions": [{**d, "member": names[d["member"]]} for d in decisions]}
+                       "decisions": [{**d, "member": names[d["member"]]} for d in decisions],
+                       **({"data": data} if data is not None else {})}
     for role in ("validation", "test"):
         if role in results:
             best = max(scored, key=lambda s: s.reports[role].get(metric, float("-inf")))
@@ -182,7 +187,7 @@ def build_soup(out_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], *,
         write_text(staging / "README.md", render_card(method, members[0].task, labels, description, entries,
                                                       results, usage))
 
-    manifest = {**base_manifest("soup", members, labels, started), "method": method,
+    manifest = {**base_manifest("soup", members, labels, started, data, members[ranked[0]]), "method": method,
                 "ingredients": [names[i] for i in kept],
                 "preprocessing": members[ranked[0]].run.manifest.get("preprocessing", {})}
     write_output(out_dir, overwrite, method, fill, manifest)
