@@ -2,7 +2,7 @@
 
 When the data had no validation split, training carved one from train (`data.seed`,
 `data.validation_size`) and run.json keeps a record of it (data/carved.py). Evaluate, ensembles and
-soups, and distillation rebuild those rows here, from the resolved recipe, and check them against
+soups rebuild those rows here, from the resolved recipe, and check them against
 the record: the same rows, or an error saying what changed. Members of an ensemble or a soup (and a
 student and its teacher) that carved their validation differently are refused with the difference named.
 
@@ -12,6 +12,7 @@ student and its teacher) that carved their validation differently are refused wi
     carved_role          which rebuilt role a split name means (`validation`, `train`) for a carved run
     rebuild_eval_split   that role's rows for `evaluate`
     check_same_carve     runs that share one carve, or an error naming the difference
+    check_teacher_carve  a distillation teacher carved the student's training rows as the student does
 """
 
 from __future__ import annotations
@@ -164,3 +165,39 @@ def rebuild_eval_split(run: FinishedRun, recipe: Any, role: str, predictor: Any)
                         cache={"eval": prepared.cache[role]} if role in prepared.cache else {},
                         skipped_images={"eval": prepared.skipped_images[role]} if role in prepared.skipped_images
                         else {})
+
+
+def check_teacher_carve(teacher: str, student: dict[str, Any] | None, data: Any) -> None:
+    """A distillation teacher that carved its validation from the student's training rows must have carved
+    the same rows: otherwise it trained on some of the student's validation rows, and the student,
+    learning its probabilities, would score too well there (and be selected on that).
+
+    Args:
+        teacher: the teacher folder (a run, a soup or an ensemble, whose members are each checked).
+        student: the student's carve record (`PreparedData.carved`), None when its data has a validation split.
+        data: the student's data section, to tell the same training data for records without fingerprints.
+
+    Raises:
+        DifferentCarveError: naming the teacher, the difference and the settings that match it.
+    """
+    if student is None:
+        return
+    run = read_finished_run(teacher)
+    runs = [read_finished_run(folder) for folder in run.member_folders()] if run.is_ensemble else [run]
+    for member in runs:
+        theirs = recorded_carve(member)
+        if theirs is None:
+            continue
+        if theirs.get("train_fingerprint") is not None:
+            same_rows = theirs["train_fingerprint"] == student.get("train_fingerprint")
+        else:  # a record from before fingerprints: the same data source is the best evidence there is
+            same_rows = all((member.recipe.get("data") or {}).get(key) == getattr(data, key)
+                            for key in ("dataset", "config", "files", "image_folder"))
+        difference = carve_difference(theirs, student) if same_rows else None
+        if difference is not None:
+            raise DifferentCarveError(
+                f"distill.teacher: {member.folder} carved its validation from the same training rows as this "
+                f"recipe, differently ({difference}; teacher vs this recipe), so it trained on some of this run's "
+                f"validation rows and the student would score too well there: set data.seed: {theirs.get('seed')} "
+                f"and data.validation_size: {theirs.get('size')} as the teacher's recipe.yaml has them, or give "
+                "the data a validation split")

@@ -241,7 +241,10 @@ def build_distiller(recipe: Any, args: Any, data: Any, model: Any) -> tuple[Dist
     Returns:
         (distiller, training split (text: with the teacher column), collator).
     """
+    from hf_finetune.finished.splits import check_teacher_carve
+
     spec = recipe.distill
+    check_teacher_carve(spec.teacher, data.carved, recipe.data)  # before any teacher model loads
     with _rng_untouched():
         members = load_teacher(spec.teacher, args, list(data.labels.names))
         train, collator = data.splits["train"], data.collator
