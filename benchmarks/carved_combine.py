@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import time
-from pathlib import Path
 
 import real_assets
 from common import REPO, machine

@@ -17,8 +17,7 @@ import pytest
 import yaml
 
 from hf_finetune.cli import main
-from hf_finetune.data.carved import CarveMismatchError
-from hf_finetune.finished.splits import DifferentCarveError
+from hf_finetune.data.carved import CarveMismatchError, DifferentCarveError
 
 from .conftest import review_rows, write_csv, write_recipe
 

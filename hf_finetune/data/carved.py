@@ -12,7 +12,8 @@ from and a fingerprint of the rows:
     train_fingerprint, fingerprint   the rows before carving, and the carved rows (inputs + label names)
 
 A rebuild compares its own record with the run's and says what changed (rows added or edited, or the
-same rows carved differently) instead of silently scoring other rows.
+same rows carved differently) instead of silently scoring other rows. finished/splits.py rebuilds a
+run's splits for the commands; `check_teacher_carve` is the distillation teacher's check in training.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class CarveMismatchError(DataError):
     """The carved validation cannot be rebuilt as the run had it (the data changed), named precisely."""
 
 
+class DifferentCarveError(DataError):
+    """Runs to be scored together whose validation rows were carved differently, the difference named."""
+
+
 def carve(train: Dataset, data: DataSpec) -> tuple[Dataset, Dataset, dict[str, Any]]:
     """Carves validation from `train` (labels encoded) and describes the carve for run.json.
 
@@ -60,9 +65,9 @@ def carve(train: Dataset, data: DataSpec) -> tuple[Dataset, Dataset, dict[str, A
 
 
 def fingerprint_columns(data: DataSpec) -> list[str]:
-    """The columns that identify a row: the inputs the recipe names, then the label."""
-    cols = data.columns
-    return [c for c in (cols.text, cols.text_pair, cols.image) if c is not None] + [LABEL_COLUMN]
+    """The columns that identify a row: the inputs the recipe names (whatever the task), then the label."""
+    named = data.columns.model_dump()
+    return [column for key, column in named.items() if key != "label" and column is not None] + [LABEL_COLUMN]
 
 
 def rows_fingerprint(ds: Dataset, columns: list[str]) -> str:
@@ -168,3 +173,62 @@ def check_rebuilt(recorded: dict[str, Any], rebuilt: dict[str, Any], where: str)
         f"those rows cannot be rebuilt: the data changed since the run ({what}; fingerprint "
         f"{rebuilt.get('fingerprint')}, run.json has {recorded.get('fingerprint')}). Score on data you name "
         "(--data), or restore the data the run trained on")
+
+
+def recorded_carve(run: Any) -> dict[str, Any] | None:
+    """How `run` (a finished run, outputs/finished.py) carved its validation split, or None when the data had one.
+
+    Runs from before fingerprints were recorded give their settings only (from recipe.yaml); an
+    ensemble that kept no record gives its first member's.
+    """
+    splits = run.manifest.get("splits")
+    if splits is None and run.is_ensemble:
+        from hf_finetune.outputs import read_finished_run
+
+        return recorded_carve(read_finished_run(run.member_folders()[0]))
+    entry = (splits or {}).get("validation") or {}
+    if isinstance(entry.get("carved"), dict):
+        return entry["carved"]
+    if "carved" in str(entry.get("source", "")):  # an older run: its settings, no fingerprint to check
+        data = run.recipe.get("data") or {}
+        return {"from": (data.get("splits") or {}).get("train") or "train", "seed": data.get("seed", 42),
+                "size": data.get("validation_size", 0.1), "rows": entry.get("rows")}
+    return None
+
+
+def check_teacher_carve(teacher: str, student: dict[str, Any] | None, data: Any) -> None:
+    """A distillation teacher that carved its validation from the student's training rows must have carved
+    the same rows: otherwise it trained on some of the student's validation rows, and the student,
+    learning its probabilities, would score too well there (and be selected on that).
+
+    Args:
+        teacher: the teacher folder (a run, a soup or an ensemble, whose members are each checked).
+        student: the student's carve record (`PreparedData.carved`), None when its data has a validation split.
+        data: the student's data section, to tell the same training data for records without fingerprints.
+
+    Raises:
+        DifferentCarveError: naming the teacher, the difference and the settings that match it.
+    """
+    if student is None:
+        return
+    from hf_finetune.outputs import read_finished_run
+
+    run = read_finished_run(teacher)
+    runs = [read_finished_run(folder) for folder in run.member_folders()] if run.is_ensemble else [run]
+    for member in runs:
+        theirs = recorded_carve(member)
+        if theirs is None:
+            continue
+        if theirs.get("train_fingerprint") is not None:
+            same_rows = theirs["train_fingerprint"] == student.get("train_fingerprint")
+        else:  # a record from before fingerprints: the same data source is the best evidence there is
+            same_rows = all((member.recipe.get("data") or {}).get(key) == getattr(data, key)
+                            for key in ("dataset", "config", "files", "image_folder"))
+        difference = carve_difference(theirs, student) if same_rows else None
+        if difference is not None:
+            raise DifferentCarveError(
+                f"distill.teacher: {member.folder} carved its validation from the same training rows as this "
+                f"recipe, differently ({difference}; teacher vs this recipe), so it trained on some of this run's "
+                f"validation rows and the student would score too well there: set data.seed: {theirs.get('seed')} "
+                f"and data.validation_size: {theirs.get('size')} as the teacher's recipe.yaml has them, or give "
+                "the data a validation split")

@@ -3,16 +3,16 @@
 When the data had no validation split, training carved one from train (`data.seed`,
 `data.validation_size`) and run.json keeps a record of it (data/carved.py). Evaluate, ensembles and
 soups rebuild those rows here, from the resolved recipe, and check them against
-the record: the same rows, or an error saying what changed. Members of an ensemble or a soup (and a
-student and its teacher) that carved their validation differently are refused with the difference named.
+the record: the same rows, or an error saying what changed. Members of an ensemble or a soup that
+carved their validation differently are refused with the difference named (a distillation teacher
+is checked in training, by data/carved.py's `check_teacher_carve`).
 
-    recorded_carve       run.json's record (None when validation was a split of the data)
+    recorded_carve       run.json's record (None when validation was a split of the data; data/carved.py)
     run_recipe           the resolved recipe (a mapping) set to rebuild the splits as the run had them
     rebuild_splits       the run's splits, preprocessed for a model, checked against the record
     carved_role          which rebuilt role a split name means (`validation`, `train`) for a carved run
     rebuild_eval_split   that role's rows for `evaluate`
     check_same_carve     runs that share one carve, or an error naming the difference
-    check_teacher_carve  a distillation teacher carved the student's training rows as the student does
 """
 
 from __future__ import annotations
@@ -21,34 +21,17 @@ import copy
 import logging
 from typing import Any
 
-from hf_finetune.data.carved import carve_difference, check_rebuilt, describe_carve
+from hf_finetune.data.carved import (  # noqa: F401  (DifferentCarveError: raised here too)
+    DifferentCarveError,
+    carve_difference,
+    check_rebuilt,
+    describe_carve,
+    recorded_carve,
+)
 from hf_finetune.errors import UserError
-from hf_finetune.outputs import FinishedRun, read_finished_run
+from hf_finetune.outputs import FinishedRun
 
 logger = logging.getLogger(__name__)
-
-
-class DifferentCarveError(UserError):
-    """Runs to be scored together whose validation rows were carved differently, the difference named."""
-
-
-def recorded_carve(run: FinishedRun) -> dict[str, Any] | None:
-    """How the run carved its validation split from train, or None when the data had one.
-
-    Runs from before fingerprints were recorded give their settings only (from recipe.yaml); an
-    ensemble that kept no record gives its first member's.
-    """
-    splits = run.manifest.get("splits")
-    if splits is None and run.is_ensemble:
-        return recorded_carve(read_finished_run(run.member_folders()[0]))
-    entry = (splits or {}).get("validation") or {}
-    if isinstance(entry.get("carved"), dict):
-        return entry["carved"]
-    if "carved" in str(entry.get("source", "")):  # an older run: its settings, no fingerprint to check
-        data = run.recipe.get("data") or {}
-        return {"from": (data.get("splits") or {}).get("train") or "train", "seed": data.get("seed", 42),
-                "size": data.get("validation_size", 0.1), "rows": entry.get("rows")}
-    return None
 
 
 def run_recipe(run: FinishedRun) -> dict[str, Any]:
@@ -165,39 +148,3 @@ def rebuild_eval_split(run: FinishedRun, recipe: Any, role: str, predictor: Any)
                         cache={"eval": prepared.cache[role]} if role in prepared.cache else {},
                         skipped_images={"eval": prepared.skipped_images[role]} if role in prepared.skipped_images
                         else {})
-
-
-def check_teacher_carve(teacher: str, student: dict[str, Any] | None, data: Any) -> None:
-    """A distillation teacher that carved its validation from the student's training rows must have carved
-    the same rows: otherwise it trained on some of the student's validation rows, and the student,
-    learning its probabilities, would score too well there (and be selected on that).
-
-    Args:
-        teacher: the teacher folder (a run, a soup or an ensemble, whose members are each checked).
-        student: the student's carve record (`PreparedData.carved`), None when its data has a validation split.
-        data: the student's data section, to tell the same training data for records without fingerprints.
-
-    Raises:
-        DifferentCarveError: naming the teacher, the difference and the settings that match it.
-    """
-    if student is None:
-        return
-    run = read_finished_run(teacher)
-    runs = [read_finished_run(folder) for folder in run.member_folders()] if run.is_ensemble else [run]
-    for member in runs:
-        theirs = recorded_carve(member)
-        if theirs is None:
-            continue
-        if theirs.get("train_fingerprint") is not None:
-            same_rows = theirs["train_fingerprint"] == student.get("train_fingerprint")
-        else:  # a record from before fingerprints: the same data source is the best evidence there is
-            same_rows = all((member.recipe.get("data") or {}).get(key) == getattr(data, key)
-                            for key in ("dataset", "config", "files", "image_folder"))
-        difference = carve_difference(theirs, student) if same_rows else None
-        if difference is not None:
-            raise DifferentCarveError(
-                f"distill.teacher: {member.folder} carved its validation from the same training rows as this "
-                f"recipe, differently ({difference}; teacher vs this recipe), so it trained on some of this run's "
-                f"validation rows and the student would score too well there: set data.seed: {theirs.get('seed')} "
-                f"and data.validation_size: {theirs.get('size')} as the teacher's recipe.yaml has them, or give "
-                "the data a validation split")

@@ -241,7 +241,7 @@ def build_distiller(recipe: Any, args: Any, data: Any, model: Any) -> tuple[Dist
     Returns:
         (distiller, training split (text: with the teacher column), collator).
     """
-    from hf_finetune.finished.splits import check_teacher_carve
+    from hf_finetune.data.carved import check_teacher_carve
 
     spec = recipe.distill
     check_teacher_carve(spec.teacher, data.carved, recipe.data)  # before any teacher model loads
