@@ -92,6 +92,10 @@ def rows_fingerprint(ds: Dataset, columns: list[str]) -> str:
 
 
 def _update(digest: Any, value: Any) -> None:
+    if isinstance(value, str):  # the common case, kept cheap: about 1 s per million short texts
+        digest.update(b"s%d:" % len(value))
+        digest.update(value.encode("utf-8", "surrogatepass"))
+        return
     if isinstance(value, dict) and ("bytes" in value or "path" in value):  # an undecoded image cell
         if value.get("bytes") is not None:
             digest.update(b"B%d:" % len(value["bytes"]))
