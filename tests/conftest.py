@@ -37,6 +37,18 @@ def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:
     return path
 
 
+@pytest.fixture
+def no_retry_waits(monkeypatch):
+    """Fails the test if anything sleeps: network retry loops wait between attempts (tens of seconds in all),
+    so a command that must fail fast when the Hub is unreachable is checked without timing it."""
+    import time
+
+    def sleep(seconds):
+        raise AssertionError(f"slept {seconds}s: a retry loop instead of failing fast")
+
+    monkeypatch.setattr(time, "sleep", sleep)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A BERT encoder with hidden size 32, 2 layers, 4 heads, and a tokenizer over the review words."""

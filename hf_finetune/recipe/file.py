@@ -47,7 +47,9 @@ MAX_VALUES = 100_000
 MAX_ALIASES = 1_000
 
 # The C loader (libyaml) is about 10x faster; every check below works on events and nodes, which both
-# loaders produce alike, so results do not depend on which one is installed.
+# loaders produce alike, so results do not depend on which one is installed. Where libyaml stops at a
+# limit of its own, the file is read again with the pure-Python loader (`_load`), so the message is
+# still this reader's, with its key path, whichever libyaml release is installed.
 _LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # What YAML accepts as text (PyYAML's own rule); anything else means the file is not a text recipe.
@@ -178,21 +180,34 @@ def _byte_position(data: bytes, offset: int) -> tuple[int, int]:
 
 # --- the YAML ----------------------------------------------------------------------------------------
 
-def _load(text: str) -> Any:
+def _load(text: str, loader_class: type | None = None) -> Any:
     """Parses, checks and constructs the single YAML document in `text` (None when it is empty)."""
+    loader_class = loader_class or _LOADER
     try:
         bounds = Bounds(depth=MAX_DEPTH, values=MAX_VALUES, aliases=MAX_ALIASES)  # read now: tests change them
-        alias_count = _check_events(text, _LOADER, bounds)
-        root = yaml.compose(text, Loader=_LOADER)
+        alias_count = _check_events(text, loader_class, bounds)
+        root = yaml.compose(text, Loader=loader_class)
         if root is None:
             return None
-        loader = _LOADER("")
+        loader = loader_class("")
         _GraphCheck(loader, has_aliases=alias_count > 0, bounds=bounds).visit(root, "")
         return _construct(loader, root)
     except yaml.YAMLError as exc:
+        if loader_class is not yaml.SafeLoader and _is_library_limit(exc):
+            # libyaml stops at limits of its own (PyYAML 6.0.4's stops at 1,000 levels of nesting, while
+            # scanning ahead, before this reader sees the events): the pure-Python loader has none, so
+            # the file gets this reader's own checks and messages, whatever libyaml's limits are.
+            return _load(text, yaml.SafeLoader)
         raise _Refused("", _yaml_message(exc), syntax=True) from None
     except RecursionError:
         # The event pass bounds nesting first, so this is a last line of defence, not a path taken.
         raise _Refused("", f"nested too deeply to read (more than {MAX_DEPTH} levels)") from None
+
+
+def _is_library_limit(exc: yaml.YAMLError) -> bool:
+    """True for an error where libyaml refuses by a limit of its own ("exceeded maximum nesting depth"),
+    not because the text is not YAML."""
+    text = " ".join(str(part) for part in (getattr(exc, "problem", None), getattr(exc, "context", None), exc))
+    return "maximum" in text.lower() or "depth" in text.lower()
 
 
