@@ -3,7 +3,7 @@
     hf-finetune train RECIPE [dotted.key=value ...] [--resume]
     hf-finetune check RECIPE [dotted.key=value ...]
     hf-finetune fields
-    hf-finetune predict OUTPUT_DIR INPUTS... [--top-k K] [--output FILE]
+    hf-finetune predict OUTPUT_DIR [INPUTS...] [--file FILE] [--text TEXT] [--top-k K] [--output FILE]
     hf-finetune evaluate OUTPUT_DIR [--data FILE_OR_FOLDER_OR_DATASET] [--split NAME] [--output-dir DIR]
     hf-finetune push OUTPUT_DIR [--repo-id OWNER/NAME] [--no-private] [--revision BRANCH]
     hf-finetune rank RECIPE [dotted.key=value ...] [--candidates A B ...] [--by logme|knn|probe|hscore]
@@ -34,12 +34,24 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser. predict's INPUTS may be empty (--file/--text), and argparse then takes none of
+    those given after a flag (`predict RUN --onnx "a text"`) and leaves them over: they are inputs, in order."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extra = super().parse_known_args(args, namespace)
+        if extra and hasattr(namespace, "inputs"):
+            namespace.inputs = [*namespace.inputs, *(item for item in extra if item == "-" or not item.startswith("-"))]
+            extra = [item for item in extra if item != "-" and item.startswith("-")]
+        return namespace, extra
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-finetune", description="Fine-tune text and vision backbones from one YAML recipe."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
 
     train = sub.add_parser("train", help="validate a recipe, then fine-tune and write the output folder")
     _add_recipe_args(train)
@@ -56,9 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="label texts or images with a finished run's model")
     predict.add_argument("output_dir", metavar="OUTPUT_DIR", help="a finished run's output folder")
-    predict.add_argument("inputs", nargs="+", metavar="INPUTS",
+    predict.add_argument("inputs", nargs="*", metavar="INPUTS",
                          help="texts, or .txt/.csv/.tsv/.jsonl/.json/.parquet files (text models); image files "
-                              "or folders (image models); '-' reads lines from standard input")
+                              "or folders (image models); '-' reads lines from standard input. An input is a "
+                              "file when one of that name exists or it looks like a path (a known extension, or "
+                              "a separator without spaces); --file and --text settle it")
+    predict.add_argument("--file", dest="explicit", action=_Tagged, metavar="FILE",
+                         help="an input that is a file (or, for image models, a folder); repeatable; read after INPUTS")
+    predict.add_argument("--text", dest="explicit", action=_Tagged, metavar="TEXT",
+                         help="an input that is a text, whatever files exist; repeatable; read after INPUTS")
     predict.add_argument("--top-k", type=_positive, default=1, help="labels shown per input, best first (default 1)")
     predict.add_argument("--batch-size", type=_positive, default=32, help="inputs per forward pass (default 32)")
     predict.add_argument("--column", help="column of csv/jsonl/parquet inputs (default: the run's text or image column)")
@@ -135,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Tagged(argparse.Action):
+    """Collects repeatable options into one list of (option, value), in command-line order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        tagged = list(getattr(namespace, self.dest, None) or [])
+        tagged.append((option_string.lstrip("-"), values))
+        setattr(namespace, self.dest, tagged)
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -208,7 +235,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor = load_onnx_predictor(args.output_dir, args.onnx_model)
     else:
         predictor = load_predictor(args.output_dir)
-    items = read_inputs(predictor, args.inputs, column=args.column)
+    items = read_inputs(predictor, args.inputs, column=args.column, explicit=args.explicit)
     predictions = predict(predictor, items, batch_size=args.batch_size, top_k=args.top_k)
     if args.output:  # first, so the file is complete even when the reader of stdout stops early
         write_predictions(args.output, items, predictions)

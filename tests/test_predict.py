@@ -203,3 +203,62 @@ def test_unreadable_inputs_and_outputs_are_named(text_run, tmp_path, capsys):
     assert main(["evaluate", str(text_run), "--output-dir", str(tmp_path / "afile" / "sub")]) == 2
     err = capsys.readouterr().err
     assert f"error: --output-dir: {tmp_path / 'afile' / 'sub'} sits under {tmp_path / 'afile'}, which is a file" in err
+
+
+def long_review(size: int) -> str:
+    """A review of about `size` characters: words of the tiny vocabulary, sentences with slashes and dots."""
+    words = "the movie was really great and the acting was superb, 10/10. the plot was moving. "
+    return (words * (size // len(words) + 1))[:size].strip()
+
+
+@pytest.mark.parametrize("size", [271, 10_000])
+def test_a_long_text_is_a_text_not_a_file_name(text_run, tmp_path, capsys, size):
+    text = long_review(size)
+    assert main(["predict", str(text_run), text, "wonderful", "--output", str(tmp_path / "p.jsonl")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].split("  ", 1)[1].startswith(text[:40])
+    records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["input"] for r in records] == [text, "wonderful"]
+
+
+def test_a_text_is_a_file_only_when_it_names_one_or_looks_like_a_path(text_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "great").write_text("a file named like a word\n")
+    (tmp_path / "reviews.txt").write_text("wonderful\nterrible\n")
+    # An existing file is read (and a text model refuses a file it cannot read, saying how to mean the words).
+    assert main(["predict", str(text_run), "great"]) == 2
+    err = capsys.readouterr().err
+    assert "error: INPUTS: great is a file; a text model reads texts" in err and "--text great" in err
+    assert main(["predict", str(text_run), "--text", "great", "--file", "reviews.txt"]) == 0
+    assert [line.split("  ", 1)[1] for line in capsys.readouterr().out.splitlines()] == \
+        ["great", "wonderful", "terrible"]  # in the order given
+    # A missing file that looks like a path (a separator, a known extension) is an error, not a text.
+    for missing in ("missing.csv", "data/missing", str(tmp_path / "nope.jsonl")):
+        assert main(["predict", str(text_run), missing]) == 2
+        err = capsys.readouterr().err
+        assert f"error: INPUTS: file not found: {missing}" in err and "--text" in err
+    # Words with a slash or a dot between spaces are a text.
+    assert main(["predict", str(text_run), "great movie, 10/10. really moving"]) == 0
+    assert capsys.readouterr().out.count("\n") == 1
+    # --file settles it the other way: a name that must be a file.
+    assert main(["predict", str(text_run), "--file", "wonderful"]) == 2
+    assert "error: --file: file not found: wonderful" in capsys.readouterr().err
+
+
+def test_an_image_model_refuses_texts_by_name(vision_run, tmp_path, capsys):
+    assert main(["predict", str(vision_run), long_review(10_000)]) == 2
+    err = capsys.readouterr().err
+    assert "error: INPUTS: no such file or folder: the movie was really great" in err and "Traceback" not in err
+    assert len(err) < 600  # the message shortens the input
+    assert main(["predict", str(vision_run), "--text", "great"]) == 2
+    assert "error: --text: an image model labels images" in capsys.readouterr().err
+
+
+def test_inputs_may_come_before_and_after_flags(text_run, capsys):
+    from hf_finetune.cli import build_parser
+
+    assert build_parser().parse_args(["predict", "RUN", "--onnx", "a text", "--top-k", "2", "b"]).inputs == \
+        ["a text", "b"]
+    assert main(["predict", str(text_run), "wonderful", "--top-k", "2", "a=b is a text", "--text", "dull"]) == 0
+    assert [line.split("  ", 1)[1] for line in capsys.readouterr().out.splitlines()] == \
+        ["wonderful", "a=b is a text", "dull"]

@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -164,7 +165,8 @@ def image_extensions() -> set[str]:
     return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 
-def read_inputs(predictor: Predictor, inputs: list[str], column: str | None = None) -> list[Item]:
+def read_inputs(predictor: Predictor, inputs: list[str], column: str | None = None,
+                explicit: list[tuple[str, str]] | None = None) -> list[Item]:
     """Turns command-line inputs into items to label.
 
     Text models: each input is a string to classify, or a file: .txt (one text per line), .csv/.tsv,
@@ -172,56 +174,106 @@ def read_inputs(predictor: Predictor, inputs: list[str], column: str | None = No
     files, folders (every image inside, recursively), or those same list files naming image paths
     (relative to the list file's folder). '-' reads lines from standard input.
 
+    An input is a file only when it names one that exists, or looks like a path (a known file
+    extension, or a separator in a name without spaces): then a missing file is an error. Anything
+    else is a text, however long. `explicit` settles it: ("file", name) or ("text", words), after the
+    plain inputs, in their order.
+
     Raises:
         DataError: naming the input, file, column or row that is wrong.
     """
     column = column or predictor.default_column()
-    pair = predictor.text_pair_column if "text_pair" in predictor.inputs.input_keys else None
     items: list[Item] = []
-    for raw in inputs:
-        if raw == "-":
-            lines = [line.rstrip("\n") for line in sys.stdin]
-            items += [_item(predictor, line, None, "standard input", Path.cwd()) for line in lines if line.strip()]
-            continue
-        path = Path(raw).expanduser()
-        suffix = path.suffix.lower()
-        if path.is_file() and suffix in TEXT_FILES:
-            for row, (value, second) in enumerate(read_column(path, column, pair)):
-                items.append(_item(predictor, value, second, f"{path} row {row}", path.parent))
-        elif predictor.inputs.literal_inputs:
-            if path.is_file() or path.is_dir():
-                raise DataError(f"INPUTS: {raw} is a {'folder' if path.is_dir() else 'file'}; a text model reads "
-                                f"texts, or files ending in {', '.join(sorted(TEXT_FILES))}")
-            if suffix in TEXT_FILES and " " not in raw:
-                raise DataError(f"INPUTS: file not found: {raw}")
-            if pair:
-                raise DataError(
-                    f"INPUTS: this model classifies sentence pairs; give a csv/jsonl file with columns "
-                    f"'{column}' and '{pair}' instead of the text {raw!r}"
-                )
-            items.append(Item(raw))
-        elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in image_extensions())
-            if not found:
-                raise DataError(f"INPUTS: no image files in folder {raw}")
-            items += [Item(str(p)) for p in found]
-        elif path.is_file():
-            items.append(Item(str(path)))
-        else:
-            raise DataError(f"INPUTS: no such file or folder: {raw}")
+    for kind, raw in [*(("input", raw) for raw in inputs), *(explicit or [])]:
+        items += _read_input(predictor, raw, kind, column)
     if not items:
         raise DataError("INPUTS: nothing to label (the inputs hold no texts or images)")
     return items
 
 
+def _read_input(predictor: Predictor, raw: str, kind: str, column: str) -> list[Item]:
+    """The items of one input: `kind` is "input" (a file when it looks like one), "file" or "text"."""
+    key = "INPUTS" if kind == "input" else f"--{kind}"
+    literal = predictor.inputs.literal_inputs  # texts are given as they are; images by their files
+    pair = predictor.text_pair_column if "text_pair" in predictor.inputs.input_keys else None
+    if kind == "text":
+        if not literal:
+            raise DataError("--text: an image model labels images; give image files or folders")
+        return [_text_item(raw, key, column, pair)]
+    if raw == "-" and kind == "input":
+        lines = [line.rstrip("\n") for line in sys.stdin]
+        return [_item(predictor, line, None, "standard input", Path.cwd()) for line in lines if line.strip()]
+    path, found = _existing(raw)
+    suffix = path.suffix.lower() if path is not None else ""
+    if found is None:
+        if literal and kind == "input" and not _looks_like_path(raw):
+            return [_text_item(raw, key, column, pair)]
+        if not literal:
+            raise DataError(f"{key}: no such file or folder: {_shorten(raw)}")
+        words = "; to label these words as a text, pass them with --text" if kind == "input" else ""
+        raise DataError(f"{key}: file not found: {_shorten(raw)}{words}")
+    if found == "file" and suffix in TEXT_FILES:
+        return [_item(predictor, value, second, f"{path} row {row}", path.parent)
+                for row, (value, second) in enumerate(read_column(path, column, pair))]
+    if literal:
+        words = f"; to label the word{'s' if ' ' in raw else ''} as a text, use --text {_shorten(raw)}" \
+            if kind == "input" else ""
+        raise DataError(f"{key}: {raw} is a {'folder' if found == 'folder' else 'file'}; a text model reads texts, "
+                        f"or files ending in {', '.join(sorted(TEXT_FILES))}{words}")
+    if found == "folder":
+        images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in image_extensions())
+        if not images:
+            raise DataError(f"{key}: no image files in folder {raw}")
+        return [Item(str(p)) for p in images]
+    return [Item(str(path))]
+
+
+def _text_item(raw: str, key: str, column: str, pair: str | None) -> Item:
+    if pair:
+        raise DataError(f"{key}: this model classifies sentence pairs; give a csv/jsonl file with columns "
+                        f"'{column}' and '{pair}' instead of the text {_shorten(raw)!r}")
+    return Item(raw)
+
+
+def _existing(raw: str) -> tuple[Path | None, str | None]:
+    """(the path, "file" or "folder") when `raw` names something that exists, else (path or None, None).
+
+    A text is no path: one longer than a file name may be (255 bytes a component) makes the system
+    refuse to look it up at all, which means "not a file" here, not an error.
+    """
+    try:
+        path = Path(raw).expanduser()
+        return path, "folder" if path.is_dir() else "file" if path.is_file() else None
+    except (OSError, ValueError, RuntimeError):  # name too long, a NUL byte, ~user without a home
+        return None, None
+
+
+def _looks_like_path(raw: str) -> bool:
+    """A name meant as a file: a known file extension, or a path separator in a name without spaces."""
+    if "\n" in raw or len(raw) > 4096 or any(len(part.encode()) > 255 for part in re.split(r"[\\/]", raw)):
+        return False
+    if Path(raw).suffix.lower() in TEXT_FILES:
+        return True
+    return ("/" in raw or os.sep in raw) and not any(c.isspace() for c in raw)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """An input as a message shows it: one line, at most `limit` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def _item(predictor: Predictor, value: str, pair: str | None, where: str, base: Path) -> Item:
     if predictor.inputs.literal_inputs:
         return Item(value, pair)
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = base / path
-    if not path.is_file():
-        raise DataError(f"INPUTS: {where} names no existing image file: {value}")
+    try:
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base / path
+        found = path.is_file()
+    except (OSError, ValueError, RuntimeError):  # see _existing: a text too long to be a file name
+        found = False
+    if not found:
+        raise DataError(f"INPUTS: {where} names no existing image file: {_shorten(value)}")
     return Item(str(path))
 
 
