@@ -69,6 +69,10 @@ class NotAFinishedRunError(UserError):
     """The folder holds no model or run that this package wrote."""
 
 
+class DamagedRunError(NotAFinishedRunError):
+    """A finished run's file is cut short, changed or missing (checked against run.json's checksums)."""
+
+
 class TrainingAborted(UserError):
     """Training stopped on purpose (non-finite loss, preemption) with what to do next."""
 

@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from hf_finetune.errors import DataError, NotAFinishedRunError, UserError
 from hf_finetune.outputs import read_finished_run, read_run
+from hf_finetune.outputs.finished import check_weights_intact
 from hf_finetune.tasks import get_task, task_for_model
 
 logger = logging.getLogger(__name__)
@@ -107,6 +110,7 @@ def output_task(out_dir: str | os.PathLike) -> tuple[str, dict[str, Any]]:
             f"OUTPUT_DIR: {out_dir} holds no finished run (no run.json) and no model (no config.json)"
         )
     fields = read_model_config(config, "OUTPUT_DIR")
+    check_weights_intact(out_dir)  # what read_finished_run checks, less the checksums a run.json would hold
     logger.warning("%s has no run.json (not a finished run): using the model in it anyway", out_dir)
     return task_for_model(fields).name, {}
 
@@ -131,8 +135,9 @@ def load_predictor(out_dir: str | os.PathLike) -> Predictor:
         model = getattr(transformers, spec.auto_model).from_pretrained(out_dir, **kwargs).eval()
         preprocessor = spec.inputs.preprocessor(out_dir, model.config, recipe, **kwargs)
         return Predictor(task, model, _labels(model), recipe, **preprocessor)
-    except (OSError, ValueError) as exc:  # missing files; a damaged config.json or weights file
-        raise NotAFinishedRunError(f"OUTPUT_DIR: cannot load the model in {out_dir}: {exc}") from None
+    except (OSError, ValueError, SafetensorError) as exc:  # missing files; a damaged config.json or weights file
+        raise NotAFinishedRunError(f"OUTPUT_DIR: cannot load the model in {out_dir}: {exc}; the folder is damaged: "
+                                   "restore it from a copy, or train its recipe again") from None
 
 
 def check_weights(out_dir: Path, allow_pickle: bool) -> None:

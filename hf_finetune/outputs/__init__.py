@@ -6,13 +6,14 @@ Layout of `output.dir`:
     recipe.yaml                                       the resolved recipe
     metrics.json                                      final validation and test metrics
     run.json                                          marks the run finished (status complete), lists its files
+                                                      and the weights' sizes and sha256, checked on every read
     checkpoints/                                      Trainer checkpoints while training (for resuming)
     .next-checkpoints/                                an overwriting run's checkpoints, until it publishes
     .staging/, .previous/                             the run being published, the run it replaces (briefly)
     .hf-finetune.lock                                 the process using the folder (pid, host)
 
     folder     what may be written where: guards, staging, publishing, recovery
-    finished   reading a finished run (recipe, metrics, manifest)
+    finished   reading a finished run (recipe, metrics, manifest), its weights checked against run.json
     lock       one process per output folder
 """
 

@@ -19,7 +19,7 @@ from typing import Any
 from hf_finetune.errors import OutputExistsError
 from hf_finetune.files import write_json
 from hf_finetune.outputs.lock import LOCK_FILE
-from hf_finetune.outputs.manifest import RUN_FILE, read_run
+from hf_finetune.outputs.manifest import RUN_FILE, is_weights, read_run, weights_checksums
 from hf_finetune.recipe.sections.output import output_dir_problem
 
 logger = logging.getLogger(__name__)
@@ -115,8 +115,11 @@ def record_files(out_dir: str | os.PathLike, names: list[str], forget: list[str]
     """
     path = Path(out_dir) / RUN_FILE
     run = json.loads(path.read_text(encoding="utf-8"))
+    dropped = set(forget or ()) | set(names)
     kept = [n for n in run.get("files", []) if n not in set(forget or ())]
     run["files"] = kept + [n for n in names if n not in kept]
+    checksums = {n: c for n, c in (run.get("checksums") or {}).items() if n not in dropped}
+    run["checksums"] = {**checksums, **weights_checksums(Path(out_dir), [n for n in names if is_weights(n)])}
     write_json(path, run)
 
 
@@ -130,6 +133,8 @@ def publish(staging: Path, out_dir: str | os.PathLike, manifest: dict[str, Any])
     out_dir = Path(out_dir)
     recover_interrupted_publish(out_dir)
     files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if not p.is_dir())
+    # Sizes and sha256 of the weights: every command that reads the run checks them (outputs/finished.py).
+    manifest = {**manifest, "checksums": weights_checksums(staging, files)}
     previous = out_dir / PREVIOUS
     old = read_run(out_dir)
     if old is not None:

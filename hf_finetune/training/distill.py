@@ -149,6 +149,13 @@ def teacher_problems(sections: Mapping[str, Any]) -> list[Problem]:
     if task is not None and run.get("task") != task:
         return [Problem("distill.teacher", f"{show(distill.teacher)} is a {run.get('task')} model; "
                                            f"the recipe's task is {task}")]
+    from hf_finetune.errors import DamagedRunError
+    from hf_finetune.outputs import read_finished_run
+
+    try:
+        read_finished_run(distill.teacher)  # its weights are what it wrote (checked once per process)
+    except DamagedRunError as exc:
+        return [Problem("distill.teacher", str(exc))]
     return []
 
 
