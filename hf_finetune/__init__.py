@@ -66,10 +66,12 @@ def check(recipe: str | os.PathLike | Mapping[str, Any], *, data: bool = True, *
     Raises:
         UserError: RecipeError for the recipe, DataError / ModelError for what pre-flight finds.
     """
+    from hf_finetune.preflight import check_output_folder
     from hf_finetune.training.arguments import check_training_arguments
 
     resolved = load_recipe(recipe, **overrides)
     check_training_arguments(resolved)
+    check_output_folder(resolved)
     if data:
         from hf_finetune.preflight import preflight
 

@@ -183,9 +183,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from hf_finetune.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides, checks=RECIPE_CHECKS)
+    from hf_finetune.preflight import check_output_folder
     from hf_finetune.training.arguments import check_training_arguments
 
     check_training_arguments(recipe)  # the combinations TrainingArguments itself refuses
+    check_output_folder(recipe)  # what train would refuse about the folder as it is now
     if args.schema_only:
         sys.stdout.write(f"# {args.recipe}: valid recipe (data, model and metrics not checked). Resolved recipe:\n")
     else:

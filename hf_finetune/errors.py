@@ -61,6 +61,10 @@ class OutputExistsError(UserError):
     """The output folder already holds a finished run."""
 
 
+class OutputNotWritableError(UserError):
+    """A folder to write into cannot be created or written (a read-only place, /proc, a full disk)."""
+
+
 class OutputLockedError(UserError):
     """Another process is using the output folder."""
 

@@ -131,6 +131,30 @@ def check_data(recipe: Recipe, report: PreflightReport) -> None:
     if complete or isinstance(label_feature, ClassLabel):
         labels = build_label_space(splits, data.splits.train, cols.label, data.label_names)
         report.labels = list(labels.names)
+        from hf_finetune.training.assembly import class_weights_problem
+
+        problem = class_weights_problem(recipe.finetune.class_weights, labels.names)
+        if problem:
+            raise DataError(f"finetune.class_weights: {problem}")
+
+
+def check_output_folder(recipe: Recipe) -> None:
+    """What `train` would refuse about output.dir as it is now: another program's files, a finished run.
+
+    Checkpoints of an unfinished run are left alone: `train --resume` continues them. A search recipe's
+    folder is tune's, with its own rules.
+
+    Raises:
+        OutputExistsError: naming output.dir and what to do.
+    """
+    from hf_finetune.errors import OutputExistsError
+    from hf_finetune.outputs import output_dir_refusal
+
+    if "search" in recipe.model_fields_set:
+        return
+    refusal = output_dir_refusal(recipe.output.dir, recipe.output.overwrite, resume=True)
+    if refusal:
+        raise OutputExistsError(refusal)
 
 
 def format_report(report: PreflightReport) -> str:

@@ -112,3 +112,94 @@ def test_run_json_records_the_weights_checksums(text_run):
     run = json.loads((text_run / "run.json").read_text())
     data = (text_run / "model.safetensors").read_bytes()
     assert run["checksums"]["model.safetensors"] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+# --- 3. output locations that cannot be created ------------------------------------------------------------
+
+def _no_such_place() -> str:
+    """A folder that cannot be created: under /proc, where the system refuses new entries."""
+    return "/proc/hf-finetune-test/out"
+
+
+def test_evaluate_and_export_name_an_output_dir_they_cannot_create(text_run, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    err = _refused(capsys, "evaluate", str(text_run), "--output-dir", _no_such_place())
+    assert err.startswith(f"error: --output-dir: cannot create {_no_such_place()}: ")
+    pytest.importorskip("onnxruntime")
+    err = _refused(capsys, "export", str(text_run), "--format", "onnx", "--output-dir", str(tmp_path / "afile"))
+    assert err.startswith(f"error: --output-dir: {tmp_path / 'afile'} is a file, not a folder")
+    err = _refused(capsys, "export", str(text_run), "--format", "onnx", "--output-dir", _no_such_place())
+    assert err.startswith(f"error: --output-dir: cannot create {_no_such_place()}: ")
+
+
+@pytest.fixture
+def rank_recipe(tmp_path, tiny_resnet, pattern_folder):
+    return {"task": "image-classification", "model": {"name": str(tiny_resnet)},
+            "data": {"image_folder": str(pattern_folder), "cache_dir": str(tmp_path / "cache")},
+            "rank": {"candidates": [str(tiny_resnet)]}, "output": {"dir": str(tmp_path / "out")}}
+
+
+def test_rank_names_an_output_dir_or_cache_it_cannot_create(rank_recipe, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    path = write_recipe(tmp_path / "r.yaml", rank_recipe)
+    err = _refused(capsys, "rank", str(path), "--output-dir", str(tmp_path / "afile" / "rank"))
+    assert err.startswith(f"error: --output-dir: {tmp_path / 'afile' / 'rank'} sits under {tmp_path / 'afile'}, "
+                          "which is a file")
+    for key, value in (("rank.cache_dir", tmp_path / "afile"), ("rank.output_dir", tmp_path / "afile" / "x"),
+                       ("rank.cache_dir", _no_such_place())):
+        for command in ("check", "rank"):  # check finds it first
+            err = _refused(capsys, command, str(path), f"{key}={value}")
+            assert f"{key}: " in err and str(value) in err, err
+
+
+def test_check_finds_what_train_refuses_about_the_output_folder(text_recipe, tmp_path, capsys):
+    path = write_recipe(tmp_path / "r.yaml", text_recipe)
+    project = tmp_path / "project"  # someone else's files, as in / or a source tree
+    project.mkdir()
+    (project / "main.py").write_text("print('mine')\n")
+    for override, message in ((f"output.dir={project}", f"output.dir: {project} holds files that hf-finetune did "
+                                                         "not write (main.py)"),
+                              (f"output.dir={_no_such_place()}", f"output.dir: cannot create {_no_such_place()}"),
+                              (f"data.cache_dir={_no_such_place()}", f"data.cache_dir: cannot create "
+                                                                     f"{_no_such_place()}")):
+        for command in ("check", "train"):
+            err = _refused(capsys, command, str(path), override)
+            assert message in err, (command, err)
+
+
+def test_check_finds_class_weights_that_do_not_fit_the_labels(text_recipe, tmp_path, capsys):
+    path = write_recipe(tmp_path / "r.yaml", text_recipe)
+    for override, message in (("finetune.class_weights=[1, 2, 3]", "gives 3 weights for 2 labels (neg, pos)"),
+                              ("finetune.class_weights={neg: 1, maybe: 2}", "'maybe' is not a label")):
+        for command in ("check", "train"):
+            err = _refused(capsys, command, str(path), override)
+            assert f"finetune.class_weights: {message}" in err, (command, err)
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """Makes folders immutable (chattr +i: not even root may add a file) for the test, and mutable again after."""
+    import subprocess
+
+    folders = []
+
+    def make(folder: Path) -> Path:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip("chattr +i is not available here")
+        folders.append(folder)
+        return folder
+
+    yield make
+    for folder in folders:
+        subprocess.run(["chattr", "-i", str(folder)], check=False)
+
+
+def test_export_names_a_run_folder_whose_lock_cannot_be_written(text_run, tmp_path, capsys, immutable):
+    pytest.importorskip("onnxruntime")
+    run = immutable(_copy(text_run, tmp_path / "run"))
+    err = _refused(capsys, "export", str(run), "--format", "onnx", "--output-dir", str(tmp_path / "onnx"))
+    assert err.startswith(f"error: OUTPUT_DIR: cannot write the lock file {run / '.hf-finetune.lock'}: ")
+    assert "make the folder writable" in err
+    err = _refused(capsys, "evaluate", str(run), "--output-dir", str(tmp_path / "eval"))
+    assert "cannot write the lock file" in err

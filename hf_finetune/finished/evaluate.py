@@ -22,7 +22,14 @@ from typing import Any
 from hf_finetune.errors import DataError, NotAFinishedRunError, UserError
 from hf_finetune.files import write_json
 from hf_finetune.finished.predict import load_predictor
-from hf_finetune.outputs import output_dir_problem, output_lock, read_finished_run, read_run, record_files
+from hf_finetune.outputs import (
+    check_writable_dir,
+    make_output_dir,
+    output_lock,
+    read_finished_run,
+    read_run,
+    record_files,
+)
 from hf_finetune.recipe import FILE_FORMATS, Recipe, validate_recipe
 from hf_finetune.tasks import get_task
 
@@ -129,7 +136,9 @@ def evaluate_output(out_dir: str | os.PathLike, data: str | None = None, split: 
     """
     if not Path(out_dir).is_dir():
         raise NotAFinishedRunError(f"OUTPUT_DIR: {out_dir} is not a folder")
-    with output_lock(out_dir, "evaluate"):  # a run overwriting the folder meanwhile would change the model
+    if output_dir is not None:
+        check_writable_dir(output_dir, "--output-dir")  # before the scoring, not after it
+    with output_lock(out_dir, "evaluate", "OUTPUT_DIR"):  # a run overwriting the folder would change the model
         return _evaluate(Path(out_dir), data, split, column, label_column, name, output_dir, batch_size)
 
 
@@ -165,11 +174,8 @@ def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | 
         "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
-    dest = Path(output_dir) if output_dir is not None else out_dir
-    problem = output_dir_problem(str(dest))
-    if problem:
-        raise UserError(f"--output-dir: {problem}")
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = make_output_dir(output_dir if output_dir is not None else out_dir,
+                           "--output-dir" if output_dir is not None else "OUTPUT_DIR")
     json_path = dest / f"evaluation-{name}.json"
     plot_path = dest / f"evaluation-{name}-confusion_matrix.png"
     write_json(json_path, report)

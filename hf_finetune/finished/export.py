@@ -97,18 +97,19 @@ def export_onnx(out_dir: str | os.PathLike, *, opset: int | None = None, output_
     import torch
 
     from hf_finetune.finished.predict import load_predictor
-    from hf_finetune.outputs import output_lock, read_run, record_files
+    from hf_finetune.outputs import check_writable_dir, make_output_dir, output_lock, read_run, record_files
     from hf_finetune.tasks import require
 
     _require_onnx()
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise NotAFinishedRunError(f"OUTPUT_DIR: {out_dir} is not a folder")
-    with output_lock(out_dir, "export"):
+    dest, key = (Path(output_dir), "--output-dir") if output_dir is not None else (out_dir / ONNX_DIR, "OUTPUT_DIR")
+    check_writable_dir(dest, key)  # before the model loads and the exporter runs
+    with output_lock(out_dir, "export", "OUTPUT_DIR"):
         predictor = load_predictor(out_dir)
         require(predictor.task, "export", f"OUTPUT_DIR: {out_dir}")
-        dest = Path(output_dir) if output_dir is not None else out_dir / ONNX_DIR
-        dest.mkdir(parents=True, exist_ok=True)
+        make_output_dir(dest, key)
         path = dest / MODEL_FILE
         model = predictor.model.float().eval()
         inputs = predictor.inputs

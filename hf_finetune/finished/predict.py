@@ -26,7 +26,7 @@ from typing import Any
 from safetensors import SafetensorError
 
 from hf_finetune.errors import DataError, NotAFinishedRunError, UserError
-from hf_finetune.outputs import read_finished_run, read_run
+from hf_finetune.outputs import make_output_dir, read_finished_run, read_run
 from hf_finetune.outputs.finished import check_weights_intact
 from hf_finetune.tasks import get_task, task_for_model
 
@@ -382,10 +382,7 @@ def write_predictions(path: str | os.PathLike, items: list[Item], predictions: l
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise UserError(f"--output: {path}: write .jsonl or .csv")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a parent that is a file, no permission
-        raise UserError(f"--output: cannot write {path}: {exc.strerror or exc}") from None
+    make_output_dir(path.parent, "--output")  # a parent that is a file, no permission
     if path.is_dir():
         raise UserError(f"--output: {path} is a folder; name a .jsonl or .csv file")
     has_pair = any(item.pair is not None for item in items)

@@ -22,9 +22,12 @@ from hf_finetune.outputs.folder import (
     CHECKPOINTS,
     RUN_FILE,
     STAGING,
+    check_writable_dir,
     checkpoints_dir,
     guard_output_dir,
+    make_output_dir,
     output_dir_problem,
+    output_dir_refusal,
     prepare_output_dir,
     publish,
     record_files,
@@ -34,7 +37,8 @@ from hf_finetune.outputs.folder import (
 from hf_finetune.outputs.lock import LOCK_FILE, output_lock
 
 __all__ = [
-    "CHECKPOINTS", "LOCK_FILE", "RUN_FILE", "STAGING", "FinishedRun", "checkpoints_dir", "guard_output_dir",
-    "output_dir_problem", "output_lock", "prepare_output_dir", "publish", "read_finished_run", "read_run",
-    "record_files", "settle_checkpoints", "staging_dir",
+    "CHECKPOINTS", "LOCK_FILE", "RUN_FILE", "STAGING", "FinishedRun", "check_writable_dir", "checkpoints_dir",
+    "guard_output_dir", "make_output_dir", "output_dir_problem", "output_dir_refusal", "output_lock",
+    "prepare_output_dir", "publish", "read_finished_run", "read_run", "record_files", "settle_checkpoints",
+    "staging_dir",
 ]

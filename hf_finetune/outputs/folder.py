@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hf_finetune.errors import OutputExistsError
+from hf_finetune.errors import OutputExistsError, OutputNotWritableError
 from hf_finetune.files import write_json
 from hf_finetune.outputs.lock import LOCK_FILE
 from hf_finetune.outputs.manifest import RUN_FILE, is_weights, read_run, weights_checksums
@@ -36,6 +36,32 @@ def checkpoints_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path
     return Path(out_dir) / (NEXT_CHECKPOINTS if overwrite else CHECKPOINTS)
 
 
+def check_writable_dir(path: str | os.PathLike, key: str) -> Path:
+    """Refuses a folder that `output_dir_problem(writable=True)` finds fault with; nothing is made.
+
+    Raises:
+        OutputNotWritableError: starting with `key` (the recipe key or option that names the folder).
+    """
+    problem = output_dir_problem(str(path), writable=True)
+    if problem:
+        raise OutputNotWritableError(f"{key}: {problem}")
+    return Path(path)
+
+
+def make_output_dir(path: str | os.PathLike, key: str) -> Path:
+    """Checks a folder to write into (`check_writable_dir`) and creates it.
+
+    Raises:
+        OutputNotWritableError: starting with `key`, saying why the folder cannot be used.
+    """
+    path = check_writable_dir(path, key)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a race with another process, a disk that filled up meanwhile
+        raise OutputNotWritableError(f"{key}: cannot create {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def _listed_files(out_dir: Path) -> set[str]:
     """Top-level names that a run.json in the folder (finished or being published) says are ours."""
     try:
@@ -52,49 +78,54 @@ def has_checkpoints(out_dir: str | os.PathLike) -> bool:
 
 
 def guard_output_dir(out_dir: str | os.PathLike, overwrite: bool, resume: bool) -> None:
-    """Refuses a folder where training would lose or mix up work.
-
-    Refused: a path that is a file or under one; a folder holding files this tool did not write
-    (the current directory, a source tree); a finished run unless overwriting; an unfinished run's
-    checkpoints unless resuming or overwriting.
+    """Refuses a folder where training would lose or mix up work (`output_dir_refusal`), after putting
+    back a finished run that an interrupted overwrite had moved aside.
 
     Raises:
         OutputExistsError: saying how to overwrite, resume or choose another folder.
     """
     out_dir = Path(out_dir)
+    if output_dir_problem(str(out_dir)) is None and out_dir.is_dir():
+        recover_interrupted_publish(out_dir)
+    refusal = output_dir_refusal(out_dir, overwrite, resume)
+    if refusal:
+        raise OutputExistsError(refusal)
+
+
+def output_dir_refusal(out_dir: str | os.PathLike, overwrite: bool, resume: bool) -> str | None:
+    """Why a run may not write into `out_dir` (read only: what `guard_output_dir` and `check` refuse), or None.
+
+    Refused: a path that is a file or under one; a folder holding files this tool did not write
+    (the current directory, a source tree); a finished run unless overwriting; an unfinished run's
+    checkpoints unless resuming or overwriting.
+    """
+    out_dir = Path(out_dir)
     problem = output_dir_problem(str(out_dir))
     if problem:
-        raise OutputExistsError(f"output.dir: {problem}")
+        return f"output.dir: {problem}"
     if not out_dir.is_dir():
-        return
-    recover_interrupted_publish(out_dir)
+        return None
     run = read_run(out_dir)
     if run is None:
         foreign = sorted(name for name in os.listdir(out_dir) if name not in TOOL_ENTRIES | _listed_files(out_dir))
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise OutputExistsError(
-                f"output.dir: {out_dir} holds files that hf-finetune did not write ({shown}); a run would mix "
-                "its files with them. Choose a new or empty folder (e.g. outputs/my-run)."
-            )
+            return (f"output.dir: {out_dir} holds files that hf-finetune did not write ({shown}); a run would mix "
+                    "its files with them. Choose a new or empty folder (e.g. outputs/my-run).")
     if overwrite:
-        return
+        return None
     if run is not None:
-        raise OutputExistsError(
-            f"output.dir: {out_dir} holds a finished run (completed {run.get('finished_at', '?')}). "
-            "Set output.overwrite=true to replace it, or choose another output.dir."
-        )
+        return (f"output.dir: {out_dir} holds a finished run (completed {run.get('finished_at', '?')}). "
+                "Set output.overwrite=true to replace it, or choose another output.dir.")
     if has_checkpoints(out_dir) and not resume:
-        raise OutputExistsError(
-            f"output.dir: {out_dir} holds checkpoints of an unfinished run. Continue it with --resume "
-            "(or training.resume_from_checkpoint=auto), or set output.overwrite=true to start over."
-        )
+        return (f"output.dir: {out_dir} holds checkpoints of an unfinished run. Continue it with --resume "
+                "(or training.resume_from_checkpoint=auto), or set output.overwrite=true to start over.")
+    return None
 
 
-def prepare_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> None:
+def prepare_output_dir(out_dir: str | os.PathLike, overwrite: bool, key: str = "output.dir") -> None:
     """Creates the folder; an overwriting run starts without the checkpoints of an earlier, killed overwrite."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_output_dir(out_dir, key)
     if overwrite:
         shutil.rmtree(out_dir / NEXT_CHECKPOINTS, ignore_errors=True)
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from hf_finetune.errors import OutputLockedError
+from hf_finetune.errors import OutputLockedError, OutputNotWritableError
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +55,17 @@ def is_main_process() -> bool:
 
 
 @contextlib.contextmanager
-def output_lock(out_dir: str | os.PathLike, what: str) -> Iterator[None]:
+def output_lock(out_dir: str | os.PathLike, what: str, key: str = "output.dir") -> Iterator[None]:
     """Holds `<out_dir>/.hf-finetune.lock` for the duration; `out_dir` must exist.
 
     Args:
         out_dir: the output folder.
         what: what this process does there (train, evaluate, push), for the other's message.
+        key: what names the folder in messages (output.dir, or OUTPUT_DIR for a command's argument).
 
     Raises:
         OutputLockedError: another live process holds the folder (its pid, host, command and start).
+        OutputNotWritableError: the lock file cannot be written (a read-only or immutable folder).
     """
     if not is_main_process():
         yield
@@ -79,13 +81,18 @@ def output_lock(out_dir: str | os.PathLike, what: str) -> Iterator[None]:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             if not _remove_if_stale(path):
-                raise OutputLockedError(_locked_message(path, what)) from None
+                raise OutputLockedError(_locked_message(path, what, key)) from None
             continue
+        except OSError as exc:  # a read-only, immutable or full place: the folder cannot be held
+            raise OutputNotWritableError(
+                f"{key}: cannot write the lock file {path}: {exc.strerror or exc}; {what} holds the folder while it "
+                "works, so that no run changes it meanwhile: make the folder writable, or work on a copy of it"
+            ) from None
         with os.fdopen(fd, "w") as handle:
             json.dump(holder, handle)
         break
     else:
-        raise OutputLockedError(_locked_message(path, what))
+        raise OutputLockedError(_locked_message(path, what, key))
     try:
         yield
     finally:
@@ -121,10 +128,10 @@ def _remove_if_stale(path: Path) -> bool:
     return stale
 
 
-def _locked_message(path: Path, what: str) -> str:
+def _locked_message(path: Path, what: str, key: str) -> str:
     holder = _read_holder(path) or {}
     who = (f"{holder.get('command', 'another hf-finetune process')} (pid {holder.get('pid', '?')} on "
            f"{holder.get('host', '?')}, since {holder.get('since', '?')})")
-    return (f"output.dir: {path.parent} is in use by {who}; cannot {what} there at the same time. Wait for it "
+    return (f"{key}: {path.parent} is in use by {who}; cannot {what} there at the same time. Wait for it "
             f"to finish, or choose another output folder. If that process is gone (another machine's cannot be "
             f"checked from here), delete {path}.")

@@ -91,6 +91,7 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     import torch
     from accelerate import PartialState
 
+    from hf_finetune.outputs import check_writable_dir
     from hf_finetune.rank.features import check_fits_task, default_cache_root, extract_candidate
     from hf_finetune.rank.report import build_record, train_command, write_report
     from hf_finetune.rank.scores import hscore, knn_accuracy, logme, probe_accuracy
@@ -105,6 +106,10 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     settings = recipe.rank
     cache_root = Path(settings.cache_dir) if settings.cache_dir else default_cache_root(recipe)
     out_dir = Path(output_dir or settings.output_dir or f"{recipe.output.dir}-rank")
+    # Before any extraction: where the features and the report go can be written.
+    check_writable_dir(out_dir, "--output-dir" if output_dir else "rank.output_dir" if settings.output_dir
+                       else "output.dir (rank writes into <output.dir>-rank)")
+    check_writable_dir(cache_root, "rank.cache_dir" if settings.cache_dir else "data.cache_dir")
     # One process, or one of several under `accelerate launch`; without a GPU the processes form a
     # gloo group on the CPU only when asked to (as hf-finetune's training sets use_cpu).
     state = PartialState(cpu=not torch.cuda.is_available())

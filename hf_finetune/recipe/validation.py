@@ -151,10 +151,13 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
         problems += cross.distill_cross_problems(distill, ft)
     problems += cross.self_training_problems(task, data, parts.get("self_training"),
                                              training_given=raw.get("self_training") is not None)
+    # The folders a training run (and check) writes into must be writable; an evaluation's output.dir is
+    # the finished run's own folder, which it only reads.
+    writable = purpose == "train"
     if output is not None:
-        problems += output_problems(output)
+        problems += output_problems(output, writable)
     if parts.get("rank") is not None:
-        problems += rank_problems(parts["rank"])
+        problems += rank_problems(parts["rank"], writable)
     if "search" in raw:
         problems += cross.search_problems(raw, parts.get("search"), metrics, parts.get("training"))
     return problems

@@ -238,7 +238,6 @@ def remove_trial_folder(folder: str | None) -> None:
 
 
 def check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"output.dir: cannot create {out_dir}: {exc.strerror or exc}") from None
+    from hf_finetune.outputs import make_output_dir
+
+    make_output_dir(out_dir, "output.dir")

@@ -56,15 +56,24 @@ def resolve_class_weights(spec: Any, labels: LabelSpace, train: Any) -> dict[str
         total, k = counts.sum(), labels.num_labels
         # A class absent from (capped) training data never weighs in the loss; 1.0 keeps the record clean.
         return {name: float(total / (k * c)) if c else 1.0 for name, c in zip(labels.names, counts, strict=True)}
+    problem = class_weights_problem(spec, labels.names)
+    if problem:
+        raise DataError(f"finetune.class_weights: {problem}")
     if isinstance(spec, list):
-        if len(spec) != labels.num_labels:
-            raise DataError(f"finetune.class_weights: gives {len(spec)} weights for {labels.num_labels} labels "
-                            f"({', '.join(labels.names)})")
         return dict(zip(labels.names, map(float, spec), strict=True))
-    unknown = sorted(set(spec) - set(labels.names))
-    if unknown:
-        raise DataError(f"finetune.class_weights: '{unknown[0]}' is not a label; labels: {', '.join(labels.names)}")
     return {name: float(spec.get(name, 1.0)) for name in labels.names}
+
+
+def class_weights_problem(spec: Any, names: Any) -> str | None:
+    """Why a list or mapping of class weights does not fit the label names, or None (check finds it too)."""
+    names = list(names)
+    if isinstance(spec, list) and len(spec) != len(names):
+        return f"gives {len(spec)} weights for {len(names)} labels ({', '.join(names)})"
+    if isinstance(spec, dict):
+        unknown = sorted(set(map(str, spec)) - set(names))
+        if unknown:
+            return f"'{unknown[0]}' is not a label; labels: {', '.join(names)}"
+    return None
 
 
 def _mixer(recipe: Recipe, args: Any, num_labels: int) -> Any:

@@ -130,7 +130,9 @@ def data_problems(data: DataSpec, for_training: bool = True) -> list[Problem]:
         data: the validated section.
         for_training: the recipe trains, so data.files needs the training split (`evaluate` picks its own).
     """
-    problems: list[Problem] = []
+    from hf_finetune.recipe.sections.output import folder_problems
+
+    problems = folder_problems({"data.cache_dir": data.cache_dir}, writable=for_training)
     cols = data.columns
     sources = [k for k in ("dataset", "files", "image_folder") if getattr(data, k) is not None]
     if not sources:

@@ -43,7 +43,11 @@ class RankSpec(Section):
         return value
 
 
-def rank_problems(rank: RankSpec) -> list[Problem]:
+def rank_problems(rank: RankSpec, writable: bool = False) -> list[Problem]:
+    """rank.by's score is computed; with `writable`, rank's folders can be written (found by check)."""
+    from hf_finetune.recipe.sections.output import folder_problems
+
+    problems = folder_problems({"rank.output_dir": rank.output_dir, "rank.cache_dir": rank.cache_dir}, writable)
     if rank.by == "hscore" and not rank.hscore:  # found by `check`, not after loading models
-        return [Problem("rank.by", "hscore needs rank.hscore: true")]
-    return []
+        problems.append(Problem("rank.by", "hscore needs rank.hscore: true"))
+    return problems
