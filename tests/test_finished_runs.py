@@ -203,3 +203,52 @@ def test_export_names_a_run_folder_whose_lock_cannot_be_written(text_run, tmp_pa
     assert "make the folder writable" in err
     err = _refused(capsys, "evaluate", str(run), "--output-dir", str(tmp_path / "eval"))
     assert "cannot write the lock file" in err
+
+
+# --- 4. export of an ensemble folder ------------------------------------------------------------------------
+
+def test_export_of_an_ensemble_says_how_to_export_its_members(text_run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    second = _copy(text_run, tmp_path / "second")
+    assert main(["ensemble", str(tmp_path / "ens"), str(text_run), str(second)]) == 0
+    capsys.readouterr()
+    err = _refused(capsys, "export", str(tmp_path / "ens"), "--format", "onnx")
+    members = sorted((tmp_path / "ens" / "members").iterdir())
+    assert err.startswith(f"error: OUTPUT_DIR: {tmp_path / 'ens'} is an ensemble of 2 runs")
+    assert f"hf-finetune export {members[0]} --format onnx" in err and "distill.teacher" in err
+    assert not (tmp_path / "ens" / "onnx").exists()
+
+
+# --- 5. predict --onnx with a file that is not ONNX ---------------------------------------------------------
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"", b"\x08\x07" * 100], ids=["text", "empty", "bytes"])
+def test_predict_onnx_with_a_file_that_is_not_onnx(text_run, tmp_path, capsys, content):
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(content)
+    err = _refused(capsys, "predict", str(text_run), "great", "--onnx", "--onnx-model", str(model))
+    assert err.startswith(f"error: --onnx-model: {model} is not an ONNX model that ONNX Runtime can load")
+    assert "hf-finetune export" in err and "onnxruntime" not in err.split("(")[0]
+
+
+def test_predict_onnx_with_another_models_export(text_run, vision_run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    assert main(["export", str(vision_run), "--format", "onnx", "--output-dir", str(tmp_path / "vision")]) == 0
+    capsys.readouterr()
+    err = _refused(capsys, "predict", str(text_run), "great", "--onnx", "--onnx-model",
+                   str(tmp_path / "vision" / "model.onnx"))
+    assert err.startswith(f"error: --onnx-model: {tmp_path / 'vision' / 'model.onnx'} ")
+    assert "image-classification" in err and "text-classification" in err
+
+
+def test_predict_onnx_checks_a_recorded_export(text_run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    run = _copy(text_run, tmp_path / "run")
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    capsys.readouterr()
+    _truncate(run / "onnx" / "model.onnx")
+    err = _refused(capsys, "predict", str(run), "great", "--onnx")
+    assert f"{run / 'onnx' / 'model.onnx'} is damaged" in err
+    assert main(["predict", str(run), "great"]) == 0  # the PyTorch model is fine
+    assert main(["export", str(run), "--format", "onnx"]) == 0  # and exporting again mends it
+    assert main(["predict", str(run), "great", "--onnx"]) == 0

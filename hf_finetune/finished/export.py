@@ -107,6 +107,7 @@ def export_onnx(out_dir: str | os.PathLike, *, opset: int | None = None, output_
     dest, key = (Path(output_dir), "--output-dir") if output_dir is not None else (out_dir / ONNX_DIR, "OUTPUT_DIR")
     check_writable_dir(dest, key)  # before the model loads and the exporter runs
     with output_lock(out_dir, "export", "OUTPUT_DIR"):
+        _refuse_ensemble(out_dir)
         predictor = load_predictor(out_dir)
         require(predictor.task, "export", f"OUTPUT_DIR: {out_dir}")
         make_output_dir(dest, key)
@@ -151,6 +152,22 @@ def export_onnx(out_dir: str | os.PathLike, *, opset: int | None = None, output_
         return result
 
 
+def _refuse_ensemble(out_dir: Path) -> None:
+    """An ensemble folder has no model of its own: say how to export its members, or make one model of it."""
+    from hf_finetune.outputs import read_finished_run, read_run
+
+    run = read_run(out_dir)
+    if run is None or run.get("kind") != "ensemble":
+        return
+    members = read_finished_run(out_dir).member_folders()
+    commands = "; ".join(f"hf-finetune export {m} --format onnx --output-dir {out_dir}-onnx/{m.name}" for m in members)
+    raise UserError(
+        f"OUTPUT_DIR: {out_dir} is an ensemble of {len(members)} runs, with no model of its own to export (its "
+        f"members' probabilities are averaged at prediction time). Export its members one by one ({commands}), "
+        "or make one model of it: name the folder as distill.teacher in a recipe (distillation), or, for runs "
+        "of one backbone, hf-finetune ensemble --method soup")
+
+
 def _summary(exc: Exception) -> str:
     import re
 
@@ -172,7 +189,7 @@ def verify(path: Path, predictor: Any, wrapper: Any, names: list[str]) -> list[d
     import numpy as np
     import torch
 
-    session = _session(path)
+    session = _session(path, "export")
     checks = []
     for seed, shape in enumerate(zip(CHECK_BATCHES, CHECK_SEQUENCES, strict=True), start=1):
         inputs = predictor.inputs.example_inputs(predictor, *shape, seed=seed)
@@ -184,9 +201,26 @@ def verify(path: Path, predictor: Any, wrapper: Any, names: list[str]) -> list[d
     return checks
 
 
-def _session(path: Path) -> Any:
+def _session(path: Path, key: str = "--onnx-model") -> Any:
+    """An ONNX Runtime session (CPU) of the model in `path`.
+
+    Raises:
+        UserError: starting with `key`, when ONNX Runtime cannot load the file (not ONNX, damaged, an
+            operator it lacks): never its own exception from deep inside.
+    """
     _, ort = _require_onnx()
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        if not _from_onnxruntime(exc):
+            raise
+        raise UserError(f"{key}: {path} is not an ONNX model that ONNX Runtime can load ({_summary(exc)}); use a "
+                        "model.onnx written by hf-finetune export OUTPUT_DIR --format onnx") from None
+
+
+def _from_onnxruntime(exc: BaseException) -> bool:
+    """True for ONNX Runtime's own errors (InvalidProtobuf, Fail, InvalidArgument, ...: plain Exceptions)."""
+    return type(exc).__module__.startswith("onnxruntime") or isinstance(exc, (OSError, ValueError, RuntimeError))
 
 
 def format_result(result: ExportResult) -> str:
@@ -208,11 +242,19 @@ def format_result(result: ExportResult) -> str:
 class OnnxModel:
     """An ONNX Runtime session called like a transformers model: `model(**tensors).logits`."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.session = _session(Path(path))
+    def __init__(self, path: str | os.PathLike, key: str = "--onnx-model"):
+        self.path, self.key = Path(path), key
+        self.session = _session(self.path, key)
         self.inputs = [i.name for i in self.session.get_inputs()]
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
+        try:
+            self.metadata = json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else {}
+        except ValueError:
+            self.metadata = {}
+        if not isinstance(self.metadata, dict):
+            self.metadata = {}
+        if "logits" not in [o.name for o in self.session.get_outputs()]:
+            raise UserError(f"{key}: {self.path} has no 'logits' output: it was not written by hf-finetune export")
 
     def __call__(self, **tensors: Any) -> Any:
         import numpy as np
@@ -220,9 +262,17 @@ class OnnxModel:
 
         missing = [n for n in self.inputs if n not in tensors]
         if missing:
-            raise UserError(f"--onnx: the exported model needs inputs {missing} that the preprocessing did not make")
+            raise UserError(f"{self.key}: {self.path} needs inputs {missing} that this run's preprocessing does not "
+                            "make: it was exported from another model")
         feed = {n: np.ascontiguousarray(tensors[n].numpy()) for n in self.inputs}
-        return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
+        try:
+            logits = self.session.run(["logits"], feed)[0]
+        except Exception as exc:
+            if not _from_onnxruntime(exc):
+                raise
+            raise UserError(f"{self.key}: {self.path} does not take this run's inputs ({_summary(exc)}): it was "
+                            "exported from another model") from None
+        return SimpleNamespace(logits=torch.from_numpy(logits))
 
 
 def onnx_model_path(out_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
@@ -241,14 +291,44 @@ def load_onnx_predictor(out_dir: str | os.PathLike, path: str | os.PathLike | No
     from hf_finetune.tasks import get_task
 
     model_path = onnx_model_path(out_dir, path)
+    key = "--onnx-model" if path else "--onnx"
     if not model_path.is_file():
-        raise NotAFinishedRunError(f"--onnx: {model_path} not found; make it with: hf-finetune export {out_dir} "
+        raise NotAFinishedRunError(f"{key}: {model_path} not found; make it with: hf-finetune export {out_dir} "
                                    "--format onnx")
     task, recipe = output_task(out_dir)
-    model = OnnxModel(model_path)
-    labels_file = model_path.with_name(LABELS_FILE)
-    labels = model.metadata.get("labels") or json.loads(labels_file.read_text(encoding="utf-8"))
+    _check_recorded_export(Path(out_dir), model_path)
+    model = OnnxModel(model_path, key)
+    if model.metadata.get("task") not in (None, task):
+        raise UserError(f"{key}: {model_path} was exported from an {model.metadata['task']} model, but {out_dir} "
+                        f"holds a {task} run: give the run it was exported from")
+    labels = model.metadata.get("labels") or _labels_beside(model_path, key)
     config = AutoConfig.from_pretrained(out_dir, local_files_only=True)
     preprocessor = get_task(task).inputs.preprocessor(out_dir, config, recipe, model.metadata.get("max_length"),
                                                       local_files_only=True)
     return Predictor(task, model, list(labels), recipe, **preprocessor)
+
+
+def _labels_beside(model_path: Path, key: str) -> list[str]:
+    """The labels.json that export writes beside model.onnx, for a model without hf-finetune's metadata."""
+    try:
+        labels = json.loads(model_path.with_name(LABELS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        labels = None
+    if not isinstance(labels, list) or not labels:
+        raise UserError(f"{key}: {model_path} names no labels (no hf-finetune metadata in it and no readable "
+                        f"{LABELS_FILE} beside it): use a model written by hf-finetune export")
+    return [str(label) for label in labels]
+
+
+def _check_recorded_export(out_dir: Path, model_path: Path) -> None:
+    """An export that run.json lists (hf-finetune export into the run) must be what export wrote."""
+    from hf_finetune.outputs import read_run
+    from hf_finetune.outputs.finished import check_weights_intact
+
+    run = read_run(out_dir)
+    try:
+        name = model_path.resolve().relative_to(out_dir.resolve()).as_posix()
+    except ValueError:  # an export elsewhere: nothing recorded about it
+        return
+    if run is not None:
+        check_weights_intact(out_dir, run, [n for n in (name, name + ".data") if n in (run.get("checksums") or {})])
