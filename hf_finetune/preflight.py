@@ -55,6 +55,10 @@ def preflight(recipe: Recipe) -> PreflightReport:
     """Runs every check; the first failure raises a `UserError` naming what to change."""
     report = PreflightReport()
     report.model = check_model(recipe)
+    if recipe.finetune.strategy == "lora":
+        from hf_finetune.training.lora import check_recipe_lora
+
+        check_recipe_lora(recipe)  # targets and rank against the layers, before any weights load
     report.metrics = check_metrics(recipe.metrics)
     check_data(recipe, report)
     if recipe.data.unlabeled is not None:

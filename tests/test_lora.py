@@ -269,3 +269,40 @@ def test_sharded_launchers_are_refused():
             check_sharding(refused)
     check_sharding(trainer())
     check_sharding(trainer(zero_stage=2))  # ZeRO-2 keeps whole weights on every process
+
+
+def test_lora_rank_is_bounded_by_the_adapted_layers_width_in_check(tmp_path, text_recipe, capsys):
+    """r = 1e8 used to reach peft, which allocated 25 GB for A and B; check names it from the config alone."""
+    text_recipe["finetune"] = {"strategy": "lora"}
+    path = write_recipe(tmp_path / "r.yaml", text_recipe)
+    assert main(["check", str(path), "--schema-only", "finetune.lora.r=100000000"]) == 2  # past any layer's width
+    assert "finetune.lora.r: input should be less than or equal to 65536" in capsys.readouterr().err
+    for r in (65_536, 33):
+        for command in ("check", "train"):
+            assert main([command, str(path), f"finetune.lora.r={r}"]) == 2
+            err = capsys.readouterr().err
+            assert f"error: finetune.lora.r: {r:,} is more than the adapted layers allow" in err, err
+            assert "query (32 -> 32 features)" in err and "at most 32" in err and "Traceback" not in err
+    assert main(["check", str(path), "finetune.lora.r=32", "finetune.lora.target_modules=[dense]"]) == 0
+    capsys.readouterr()
+    assert main(["check", str(path), "finetune.lora.target_modules=[nothing_like_this]"]) == 2
+    assert "finetune.lora.target_modules: " in capsys.readouterr().err
+
+
+def test_lora_rank_bound_in_apply_lora_before_peft_allocates(tiny_resnet):
+    labels = LabelSpace(("a", "b"), ("a", "b"))
+    model = build_vision_model(ModelSpec(name=str(tiny_resnet)), labels)
+    with pytest.raises(ModelError, match=r"finetune.lora.r: 65,536 is more than the adapted layers allow: conv2"):
+        apply_lora(model, LoraSpec(r=65_536, target_modules=["conv2"]))
+
+
+@pytest.mark.parametrize("lora, key", [({"alpha": float("inf")}, "finetune.lora.alpha"),
+                                       ({"alpha": float("nan")}, "finetune.lora.alpha"),
+                                       ({"alpha": 1e300}, "finetune.lora.alpha"),
+                                       ({"dropout": 1.0}, "finetune.lora.dropout"),
+                                       ({"r": 10**12}, "finetune.lora.r")])
+def test_lora_settings_are_bounded_by_the_recipe_check(lora, key):
+    base = {"task": "text-classification", "model": {"name": "m"}, "data": {"dataset": "d"}}
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe({**base, "finetune": {"strategy": "lora", "lora": lora}})
+    assert [p.path for p in caught.value.problems] == [key]

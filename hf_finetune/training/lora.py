@@ -81,6 +81,60 @@ def default_target_modules(model: nn.Module) -> tuple[list[str], str]:
     )
 
 
+def adapted_layers(model: nn.Module, targets: list[str]) -> dict[str, tuple[int, int]]:
+    """The layers `targets` name (peft's rule: the module's name, or its last dotted parts), with the two
+    sizes a rank-r update connects (a Linear's in and out features, a convolution's channels)."""
+    head = set(head_modules(model))
+    found = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if name in head or weight is None or weight.dim() < 2 or module is model:
+            continue
+        if any(name == t or name.endswith("." + t) for t in targets):
+            found[name] = (int(weight.shape[1]), int(weight.shape[0]))  # (in, out) for Linear and Conv2d
+    return found
+
+
+def check_rank(model: nn.Module, targets: list[str], r: int) -> None:
+    """Refuses a rank above the width of the narrowest adapted layer, before peft allocates anything.
+
+    Raises:
+        ModelError: naming finetune.lora.r (or target_modules, when they match no layer), the layer, its
+            sizes and the largest rank it takes.
+    """
+    layers = adapted_layers(model, targets)
+    if not layers:
+        raise ModelError(f"finetune.lora.target_modules: {targets} match no layer of this backbone; layers that "
+                         f"can be adapted: {candidates(model)}")
+    name, (fan_in, fan_out) = min(layers.items(), key=lambda kv: min(kv[1]))
+    if r > min(fan_in, fan_out):
+        raise ModelError(
+            f"finetune.lora.r: {r:,} is more than the adapted layers allow: {clean_name(name).rsplit('.', 1)[-1]} "
+            f"({fan_in} -> {fan_out} features) takes a rank of at most {min(fan_in, fan_out)} (the update B A of "
+            "rank r holds r x (in + out) weights; a rank above min(in, out) adds nothing; 4 to 64 is usual)")
+
+
+def check_recipe_lora(recipe: Any) -> None:
+    """check's look at a lora recipe: the targets exist and r fits them, on the backbone built from its config
+    on the meta device (no weights read, no memory used).
+
+    Raises:
+        ModelError: as `check_rank`, or default_target_modules for an architecture without defaults.
+    """
+    import torch
+    import transformers
+
+    from hf_finetune.tasks import task_of
+
+    spec, task = recipe.finetune.lora, task_of(recipe)
+    config = task.inputs.load_config(recipe.model)
+    with torch.device("meta"):
+        model = getattr(transformers, task.auto_model).from_config(
+            config, trust_remote_code=recipe.model.trust_remote_code)
+    targets = list(spec.target_modules) if spec.target_modules else default_target_modules(model)[0]
+    check_rank(model, targets, spec.r)
+
+
 def candidates(model: nn.Module, limit: int = 8) -> str:
     """Leaf names of the layers LoRA could adapt, for messages."""
     head = set(head_modules(model))
@@ -101,6 +155,7 @@ def apply_lora(model: nn.Module, spec: Any) -> tuple[nn.Module, dict[str, Any]]:
         targets, why = list(spec.target_modules), "as the recipe says"
     else:
         targets, why = default_target_modules(model)
+    check_rank(model, targets, spec.r)
     save = head_modules(model)
     from hf_finetune.models.pooling import pooling_layer
 

@@ -15,8 +15,11 @@ Strategy = Literal["full", "linear_probe", "gradual_unfreeze", "probe_then_full"
 class LoraSpec(Section):
     """LoRA adapters (finetune.strategy: lora, through peft): low-rank updates of chosen backbone layers."""
 
-    r: int = Field(8, gt=0, description="LoRA rank: the inner size of each low-rank update.")
-    alpha: float = Field(16, gt=0, description="LoRA scaling numerator: updates are scaled by alpha / r.")
+    # Bounds that hold before the backbone is known; check and train also bound r by the width of the
+    # adapted layers (a rank above min(in, out) adds nothing and once asked peft for 25 GB).
+    r: int = Field(8, gt=0, le=65_536, description="LoRA rank: the inner size of each low-rank update.")
+    alpha: float = Field(16, gt=0, le=10_000, allow_inf_nan=False,
+                         description="LoRA scaling numerator: updates are scaled by alpha / r.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the input of each LoRA update.")
     target_modules: list[str] | None = Field(
         None,
