@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 
-from hf_finetune.errors import UserError, redact
+from hf_finetune.errors import UserError, redact, refuse_tokens
 
 logger = logging.getLogger("hf_finetune")
 
@@ -341,6 +341,26 @@ COMMANDS = {"train": cmd_train, "check": cmd_check, "fields": cmd_fields, "predi
             "export": cmd_export, "ensemble": cmd_ensemble}
 
 
+def _named_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[str, object]]:
+    """The command's arguments as (the name a message gives them, value): OUTPUT_DIR, --name, ...
+
+    Recipe overrides are left to the recipe's own check, which names their key paths.
+    """
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    named, seen = [], {"help", "overrides"}
+    for action in sub._actions:
+        if action.dest in seen or not hasattr(args, action.dest):
+            continue
+        seen.add(action.dest)
+        name = action.option_strings[0] if action.option_strings else (action.metavar or action.dest.upper())
+        value = getattr(args, action.dest)
+        if action.dest == "explicit":  # predict --file / --text: (option, value) pairs
+            named += [(f"--{option}", item) for option, item in value or []]
+        elif value is not None:
+            named.append((name, value))
+    return named
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hf-finetune` command; returns the process exit code."""
     parser = build_parser()
@@ -355,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(verbose=args.verbose)
     try:
+        refuse_tokens(_named_arguments(parser, args))
         return COMMANDS[args.command](args)
     except UserError as exc:
         sys.stderr.write(f"error: {redact(str(exc))}\n")

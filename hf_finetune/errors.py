@@ -116,7 +116,9 @@ def show(value: Any, limit: int = 60) -> str:
 
 # --- secrets: recognised by key name or by shape, never printed ----------------------------------------
 
-_TOKEN = re.compile(r"\b(hf_|api_org_)[A-Za-z0-9]{16,}")  # Hugging Face user and organisation tokens
+# Hugging Face user and organisation tokens, wherever they occur in a string: joined to a word on either side
+# (`out_hf_...`, `xhf_...`, `train_hf_....csv`) they are still tokens, so no word boundary is asked for.
+_TOKEN = re.compile(r"(hf_|api_org_)[A-Za-z0-9]{16,}")
 _SECRET_WORDS = ("password", "passwd", "secret", "api_key", "apikey", "credential")
 TOKEN_HINT = "run `hf auth login` or set the HF_TOKEN environment variable"  # where tokens go instead
 
@@ -138,3 +140,20 @@ def looks_like_token(value: Any) -> bool:
 def redact(text: str) -> str:
     """`text` with anything shaped like a token replaced by `hf_***`."""
     return _TOKEN.sub(lambda m: m.group(1) + "***", text)
+
+
+def refuse_tokens(named: typing.Iterable[tuple[str, Any]]) -> None:
+    """Refuses the first (name, value) whose value, or a string in it (a list), is shaped like a token.
+
+    For names and paths given outside a recipe (command-line arguments): they end up in file names,
+    run.json and model cards, so the recipe's rule applies to them, by the same detector.
+
+    Raises:
+        UserError: naming the argument, never the value.
+    """
+    for name, value in named:
+        values = value if isinstance(value, list | tuple) else [value]
+        if any(looks_like_token(v) for v in values):
+            raise UserError(f"{name}: looks like a Hugging Face token; tokens never go on the command line or in "
+                            "file names: run `hf auth login` or set the HF_TOKEN environment variable (the value is "
+                            "not shown, saved or logged)")

@@ -52,3 +52,54 @@ def test_settings_named_like_tokens_but_not_credentials_still_work(tmp_path, tex
     text_recipe["training"]["include_num_input_tokens_seen"] = "all"
     recipe = validate_recipe(text_recipe)
     assert recipe.training["include_num_input_tokens_seen"] == "all"
+
+
+# A token joined to a word on either side: no word boundary before `hf_`.
+JOINED = [f"out_{TOKEN}", f"x{TOKEN}", f"train_{TOKEN}.csv", f"{TOKEN}_run", f"a-{TOKEN}-b", f"dir/{TOKEN}/x",
+          f"api_org_{'Q7xv' * 5}", f"xapi_org_{'Q7xv' * 5}"]
+
+
+@pytest.mark.parametrize("value", JOINED)
+def test_the_token_shape_is_found_wherever_it_occurs_in_a_string(value):
+    from hf_finetune.errors import looks_like_token, redact
+
+    assert looks_like_token(value)
+    assert "Q7xvQ7xv" not in redact(f"error: {value} and {value}")
+    assert not looks_like_token("hf_short") and not looks_like_token("a shelf_of_books_and_more_words")
+
+
+@pytest.mark.parametrize(("where", "place"), [
+    ("output.dir", lambda r, tmp: r["output"].__setitem__("dir", str(tmp / f"out_{TOKEN}"))),
+    ("data.files.train[0]", lambda r, tmp: r["data"]["files"].__setitem__("train", [str(tmp / f"train_{TOKEN}.csv")])),
+    ("training.run_name", lambda r, tmp: r["training"].__setitem__("run_name", f"x{TOKEN}")),
+])
+def test_a_token_joined_to_a_word_in_a_recipe_is_refused(tmp_path, text_recipe, capsys, where, place):
+    place(text_recipe, tmp_path)
+    path = write_recipe(tmp_path / "recipe.yaml", text_recipe)
+    for command in ("check", "train"):
+        assert main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{where}: looks like a Hugging Face token" in err and TOKEN not in err
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_names_and_paths_on_the_command_line_are_checked_for_tokens(text_run, tmp_path, capsys):
+    """They end up in file names, run.json and cards: the same rule as the recipe, before anything is written."""
+    before = {p: p.stat().st_mtime_ns for p in text_run.rglob("*")}
+    data = tmp_path / f"new_{TOKEN}.csv"
+    data.write_text("text,label\ngood,pos\nbad,neg\n")
+    for argv, option in ((["evaluate", str(text_run), "--name", f"x{TOKEN}"], "--name"),
+                         (["evaluate", str(text_run), "--data", str(data)], "--data"),
+                         (["evaluate", str(text_run), "--output-dir", str(tmp_path / f"e_{TOKEN}")], "--output-dir"),
+                         (["ensemble", str(tmp_path / f"ens_{TOKEN}"), str(text_run), str(text_run)], "OUT_DIR"),
+                         (["export", str(text_run), "--format", "onnx", "--output-dir", str(tmp_path / TOKEN)],
+                          "--output-dir"),
+                         (["predict", str(text_run), f"great {TOKEN}"], "INPUTS"),
+                         (["predict", str(text_run), "great", "--output", str(tmp_path / f"p{TOKEN}.csv")], "--output"),
+                         (["push", str(text_run), "--repo-id", f"me/m{TOKEN}"], "--repo-id")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {option}: looks like a Hugging Face token"), err
+        assert "Q7xvQ7xv" not in err and "Traceback" not in err
+    assert {p: p.stat().st_mtime_ns for p in text_run.rglob("*")} == before  # nothing written in the run
+    assert sorted(p.name for p in tmp_path.iterdir()) == [data.name]
