@@ -82,6 +82,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, resumable, u
         assert comparable_metrics(out) == expected_metrics
         # The record of training too: the loss over all 12 steps and the phases since step 0.
         assert run_metrics["train"]["loss"] == pytest.approx(expected_train["loss"], rel=1e-6), point
+        assert final_train_loss(out) == pytest.approx(expected_train["loss"], rel=1e-6), point  # training_log.json
         assert run_metrics["train"]["phases"] == expected_train["phases"], point
 
 
@@ -106,6 +107,16 @@ def test_sigterm_checkpoints_at_the_step_boundary_and_says_how_to_resume(tmp_pat
     assert main(["train", str(path), "--resume"]) == 0
     for key, value in weights(uninterrupted).items():
         assert torch.equal(weights(out)[key], value), key
+    # The loss of the whole run, in training_log.json as in metrics.json: not only the steps since the resume.
+    for run in (out, uninterrupted):
+        loss = json.loads((run / "metrics.json").read_text())["train"]["loss"]
+        assert final_train_loss(run) == pytest.approx(loss, rel=1e-6), run.name
+
+
+def final_train_loss(out: Path) -> float:
+    """The run's mean training loss as training_log.json's last record of it (the Trainer's `train_loss`)."""
+    log = json.loads((out / "training_log.json").read_text())
+    return [entry["train_loss"] for entry in log if "train_loss" in entry][-1]
 
 
 def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(

@@ -93,6 +93,12 @@ class FinetuneTrainer(Trainer):
         steps = self.state.global_step
         trained = steps - self._initial_global_step
         loss = (self._loss_before_resume + output.training_loss * max(trained, 0.001)) / max(steps, 0.001)
+        # The Trainer logged its own train_loss (the steps since the resume) already: training_log.json is
+        # written from that log, so its record says the same as metrics.json.
+        for entry in reversed(self.state.log_history):
+            if "train_loss" in entry:
+                entry["train_loss"] = loss
+                break
         return TrainOutput(output.global_step, loss, {**output.metrics, "train_loss": loss})
 
     def create_optimizer(self, model=None):
