@@ -297,10 +297,15 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from hf_finetune.search.tune import tune
+    from hf_finetune.search.tune import NoTrialCompleted, tune
 
     result = tune(args.recipe, args.overrides, trials=args.trials, timeout=args.timeout)
-    if result is not None and result.best_dir is not None:
+    if result is None:  # a process other than the first: the first reports
+        return 0
+    failed = result.none_completed()
+    if failed:  # the search ran, and has no result to show: not a success
+        raise NoTrialCompleted(failed)
+    if result.best_dir is not None:
         sys.stdout.write(f"{result.best_dir}\n")
     return 0
 

@@ -274,3 +274,18 @@ def test_trials_keep_the_probe_that_the_runs_defaults_chose():
     assert same is recipe and same_raw is raw
     user = validate_recipe({**raw, "finetune": {"strategy": "full"}})
     assert pin_strategy(user, raw, values)[0].finetune.strategy == "full"  # the recipe's own choice wins
+
+
+def test_tune_where_every_trial_failed_says_so_with_a_non_zero_exit(tmp_path, tiny_bert, capsys):
+    from hf_finetune.cli import main
+
+    raw = _base(tmp_path, tiny_bert)
+    # Three weights for two labels: every trial fails in its pre-flight, before training (no baseline
+    # trial: the recipe's own value, no class weights, is not in the space).
+    raw["search"].update(space={"finetune.class_weights": {"choices": [[1.0, 2.0, 3.0]]}}, trials=2)
+    assert main(["tune", str(write_recipe(tmp_path / "r.yaml", raw))]) == 1
+    captured = capsys.readouterr()
+    assert "error: tune: none of the 2 trials completed (2 fail)" in captured.err
+    assert "gives 3 weights for 2 labels" in captured.err and "trials.csv" in captured.err
+    assert captured.out == "" and not (tmp_path / "search" / "best").exists()
+    assert [r["state"] for r in _rows(tmp_path / "search")] == ["FAIL", "FAIL"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_finetune.errors import Problem, RecipeError
+from hf_finetune.errors import Problem, RecipeError, UserError
 from hf_finetune.search import ranks
 from hf_finetune.search.defaults import STRATEGY_KEYS, baseline_params, pin_strategy, run_values
 from hf_finetune.search.outputs import (
@@ -42,6 +42,12 @@ from hf_finetune.tasks import check_capabilities
 logger = logging.getLogger(__name__)
 
 
+class NoTrialCompleted(UserError):
+    """The search ran and no trial completed: exit 1 (the command worked; its result is missing)."""
+
+    exit_code = 1
+
+
 @dataclass
 class SearchResult:
     out_dir: Path
@@ -54,6 +60,17 @@ class SearchResult:
     best_dir: Path | None
     states: dict[str, int] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the failed trials' errors, in trial order
+
+    def none_completed(self) -> str | None:
+        """What to say when trials ran and none completed (every one failed or was pruned), else None."""
+        if self.best_value is not None or not self.states:
+            return None
+        total = sum(self.states.values())
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(self.states.items()))
+        first = f"; the first failed with: {self.errors[0]}" if self.errors else ""
+        return (f"tune: none of the {total} trials completed ({summary}){first}. {self.out_dir / 'trials.csv'} "
+                "lists each trial's error: fix the recipe or the search space, and run tune again")
 
 
 def load_search_recipe(path: str | os.PathLike, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
@@ -230,9 +247,10 @@ def report(study: Any, space: dict[str, Any], out_dir: Path, metric: str, direct
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
     complete = states.get("complete", 0)
     best = study.best_trial if complete else None
+    errors = [str(t.user_attrs.get("error") or "unknown error") for t in study.trials if t.state.name == "FAIL"]
     result = SearchResult(out_dir, study.study_name, shown_url(url), metric, direction,
                           best.value if best else None, decode_params(best.params, space) if best else None,
-                          best_dir, states, files)
+                          best_dir, states, files, errors)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
     if best is not None:
         logger.info("Search done: %d trials (%s) | best trial %d: validation %s %.4f | %s | %s", len(study.trials),
