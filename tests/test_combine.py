@@ -34,8 +34,18 @@ def _edit_json(path: Path, **changes) -> None:
     path.write_text(json.dumps(value))
 
 
-def test_ensemble_of_one_equals_its_member(text_run, tmp_path, capsys):
-    result = build_ensemble(tmp_path / "ens", [text_run])
+def test_an_ensemble_of_one_run_is_refused(text_run, tmp_path, capsys):
+    for method in ("logits", "soup", "greedy-soup"):
+        assert main(["ensemble", str(tmp_path / "ens"), str(text_run), "--method", method]) == 2
+        err = capsys.readouterr().err
+        assert "error: RUN_DIR: give at least two finished runs" in err and "a copy of it" in err
+        assert f"hf-finetune predict {text_run}" in err
+    assert not (tmp_path / "ens").exists()
+
+
+def test_ensemble_of_twins_equals_their_run(text_run, tmp_path, capsys):
+    twin = _copy(text_run, tmp_path / "twin")
+    result = build_ensemble(tmp_path / "ens", [text_run, twin])
     member_metrics = json.loads((text_run / "metrics.json").read_text())
     for role in ("validation", "test"):
         for key in ("accuracy", "f1", "precision", "recall"):
@@ -70,9 +80,9 @@ def test_ensemble_folder_card_members_and_weights(text_run, tmp_path):
     # two identical members: the mean of equal probabilities is each of them
     assert result.metrics["test"]["accuracy"] == pytest.approx(result.metrics["members"]["twin"]["test"]["accuracy"])
     with pytest.raises(Exception, match="holds a finished run"):
-        build_ensemble(folder, [text_run])
-    assert main(["ensemble", str(folder), str(text_run), "--overwrite"]) == 0
-    assert len(json.loads((folder / "ensemble.json").read_text())["members"]) == 1
+        build_ensemble(folder, [twin, text_run])
+    assert main(["ensemble", str(folder), str(twin), str(text_run), "--overwrite"]) == 0
+    assert [m["name"] for m in json.loads((folder / "ensemble.json").read_text())["members"]] == ["twin", text_run.name]
 
 
 def test_soup_of_identical_runs_equals_the_run(text_run, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ def test_distilling_from_an_ensemble_with_another_tokenizer(text_recipe, text_ru
     from hf_finetune.combine.ensemble import build_ensemble
     from hf_finetune.testing import write_tiny_bert
 
-    build_ensemble(tmp_path / "ens", [text_run])
+    build_ensemble(tmp_path / "ens", [text_run, shutil.copytree(text_run, tmp_path / "twin")])
     teacher_before = _digest(tmp_path / "ens" / "members" / f"00-{text_run.name}")
     # a student with its own, different vocabulary (ids mean other words than in the teacher's tokenizer)
     student = write_tiny_bert(tmp_path / "student-bert", list(reversed(POSITIVE + NEGATIVE + FILLER)) + ["extra"],

@@ -92,8 +92,11 @@ def load_members(folders: list[str | Path], *, allow_ensembles: bool = False, ca
         while unique in used:
             unique, n = f"{name}-{n}", n + 1
         members.append(Member(unique, run))
-    if not members:
-        raise UserError("RUN_DIR: give at least one finished run")
+    if len(members) < 2:
+        only = f" ({members[0].folder})" if members else ""
+        raise UserError(f"RUN_DIR: give at least two finished runs; an ensemble or soup of one run{only} is a copy "
+                        f"of it: use the run itself (hf-finetune predict {members[0].folder if members else 'RUN_DIR'} "
+                        "INPUTS...)")
     return members
 
 
