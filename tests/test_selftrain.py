@@ -122,6 +122,21 @@ def test_recipe_errors_name_the_keys(st_recipe):
         load_recipe(missing)
 
 
+@pytest.mark.parametrize("short", ["path", "list"])
+def test_the_pool_may_be_given_as_its_files(st_recipe, pool_file, short):
+    """`data.unlabeled: pool.csv` (or a list of files) is the short form of `data.unlabeled: {files: ...}`."""
+    from hf_finetune import load_recipe
+
+    st_recipe["data"]["unlabeled"] = str(pool_file) if short == "path" else [str(pool_file)]
+    recipe = load_recipe(st_recipe)
+    assert recipe.data.unlabeled.files == [str(pool_file)]
+    assert recipe.to_dict()["data"]["unlabeled"]["files"] == [str(pool_file)]
+    st_recipe["data"]["unlabeled"] = 3
+    with pytest.raises(RecipeError, match=r"data.unlabeled: must be a section \(a mapping of keys\), got 3 \(int\); "
+                                          r"or the pool's files: data.unlabeled: pool.csv"):
+        load_recipe(st_recipe)
+
+
 def test_pool_errors_name_file_and_column(st_recipe, tmp_path):
     from hf_finetune import load_recipe
     from hf_finetune.selftrain.pool import load_pool

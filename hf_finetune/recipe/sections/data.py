@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from hf_finetune.errors import Problem
+from hf_finetune.errors import Problem, show
 from hf_finetune.recipe.sections.base import Section
 
 # Local data files: extension -> `datasets` builder name.
@@ -114,6 +114,17 @@ class DataSpec(Section):
                 raise ValueError(f"data.files.{split} must be a path or a list of paths, got {paths!r}")
             out[split] = paths
         return out
+
+    @field_validator("unlabeled", mode="before")
+    @classmethod
+    def _pool_files_short_form(cls, value: Any) -> Any:
+        """`unlabeled: pool.csv` (or a list of files) is short for `unlabeled: {files: pool.csv}`."""
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return {"files": value}
+        if value is not None and not isinstance(value, dict | UnlabeledSpec):
+            raise ValueError(f"must be a section (a mapping of keys), got {show(value)} ({type(value).__name__}); "
+                             "or the pool's files: data.unlabeled: pool.csv")
+        return value
 
     @field_validator("validation_size")
     @classmethod
