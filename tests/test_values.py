@@ -23,8 +23,11 @@ def _problems(training=None, **sections) -> dict[str, str]:
     ("per_device_train_batch_size", 0, "must be in [1, 65536], got 0"),
     ("per_device_eval_batch_size", -4, "must be in [1, 65536], got -4"),
     ("gradient_accumulation_steps", 0, "must be at least 1, got 0"),
-    ("num_train_epochs", 0, "must be above 0 (a run of 0 epochs would publish an untrained model), got 0.0"),
+    ("num_train_epochs", 0, "must be above 0 (a run of 0 epochs would publish an untrained model) and at most "
+                            "10000 (a longer run is a mistake; training.max_steps counts steps), got 0.0"),
     ("num_train_epochs", -1, "must be above 0"),
+    ("num_train_epochs", 1e30, "must be above 0 (a run of 0 epochs would publish an untrained model) and at most "
+                               "10000 (a longer run is a mistake; training.max_steps counts steps), got 1e+30"),
     ("max_steps", 0, "must be -1 (train for num_train_epochs) or at least 1, got 0"),
     ("learning_rate", float("nan"), "must be a finite number, got nan"),
     ("learning_rate", float("inf"), "must be a finite number, got inf"),
@@ -105,6 +108,7 @@ def test_a_bare_yaml_no_for_a_strategy_gets_a_hint(tmp_path, text_recipe, capsys
     ("training.use_liger_kernel=true", "training.use_liger_kernel: needs the liger-kernel package"),
     ("training.debug=underflow_overflow", "training.debug: underflow_overflow is not supported"),
     ("training.per_device_eval_batch_size=10000000000000", "must be in [1, 65536]"),
+    ("training.num_train_epochs=1e30", "training.num_train_epochs: must be above 0"),
     ("training.deepspeed=ds.json", "training.deepspeed: needs the deepspeed package"),
 ])
 def test_what_would_fail_after_loading_is_refused_by_check(tmp_path, text_recipe, capsys, override, message):

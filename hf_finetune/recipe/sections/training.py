@@ -47,6 +47,7 @@ MANAGED_KEYS: dict[str, str] = {
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_BATCH = 65_536  # per device; torch's samplers allocate a list per batch, so 1e9 takes gigabytes
+MAX_EPOCHS = 10_000  # far beyond any real run (tiny data trains for hundreds at most); 1e30 is a typo
 
 # Ranges TrainingArguments does not check itself (or checks only deep inside training): value -> ok?
 # Each with what the message says is allowed. Steps given as a float below 1 are a share of the run.
@@ -55,7 +56,9 @@ RANGES: dict[str, tuple[Any, str]] = {
     "per_device_eval_batch_size": (lambda v: 1 <= v <= MAX_BATCH, f"in [1, {MAX_BATCH}]"),
     "gradient_accumulation_steps": (lambda v: v >= 1, "at least 1"),
     "eval_accumulation_steps": (lambda v: v >= 1, "at least 1 (or null)"),
-    "num_train_epochs": (lambda v: v > 0, "above 0 (a run of 0 epochs would publish an untrained model)"),
+    "num_train_epochs": (lambda v: 0 < v <= MAX_EPOCHS,
+                         f"above 0 (a run of 0 epochs would publish an untrained model) and at most {MAX_EPOCHS} "
+                         "(a longer run is a mistake; training.max_steps counts steps)"),
     "max_steps": (lambda v: v == -1 or v >= 1, "-1 (train for num_train_epochs) or at least 1"),
     "learning_rate": (lambda v: v > 0, "above 0"),
     "weight_decay": (lambda v: v >= 0, "0 or more"),
