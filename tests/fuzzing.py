@@ -91,8 +91,32 @@ SMALL_FIELDS = {"dataloader_num_workers": [0, 1, 2, -1], "dataloader_prefetch_fa
 
 
 def token_like(rng: random.Random) -> str:
-    """A value shaped like a Hugging Face access token: `hf_` and 34 letters."""
-    return "hf_" + "".join(rng.choice(string.ascii_letters) for _ in range(34))
+    """A value shaped like a Hugging Face access token: `hf_` (or `api_org_`) and 34 letters and digits."""
+    prefix = rng.choices(["hf_", "api_org_"], [9, 1])[0]
+    return prefix + "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(34))
+
+
+# Where a token may sit in a string: alone, or joined to the words and paths around it on either side.
+TOKEN_POSITIONS = ("whole", "prefix", "suffix", "joined-before", "joined-after", "middle", "component", "file name",
+                   "bearer")
+
+
+def embed_token(value: str, token: str, rng: random.Random) -> tuple[str, str]:
+    """`value` carrying `token` at a random position (TOKEN_POSITIONS); returns (new value, the position)."""
+    position = rng.choice(TOKEN_POSITIONS)
+    cut = rng.randrange(len(value) + 1) if value else 0
+    new = {
+        "whole": token,
+        "prefix": f"{token}_{value}",
+        "suffix": f"{value}_{token}",
+        "joined-before": f"x{token}{value}",  # no separator: a word character right before hf_
+        "joined-after": f"{value}{token}",
+        "middle": value[:cut] + token + value[cut:],
+        "component": f"{value}/{token}" if value else token,
+        "file name": f"{value}_{token}.csv",
+        "bearer": f"Bearer {token}",
+    }[position]
+    return new, position
 
 
 # --- tiny assets ----------------------------------------------------------------------------------------
@@ -453,12 +477,22 @@ def mutate_token(recipe: dict[str, Any], ctx: _Context) -> str | None:
     ctx.secrets.append(token)
     places = _mappings(recipe) + [("training", "lr_scheduler_kwargs"), ("training",), ("hub",), ("data", "files"),
                                   ("model",), ("x", "y", "z"), ("training", "lr_scheduler_kwargs", "nested")]
-    kind = rng.choices(["named key", "pasted", "as key"], [6, 2, 2])[0]
+    kind = rng.choices(["named key", "pasted", "joined", "as key"], [5, 2, 3, 2])[0]
     if kind == "pasted":  # where a user might paste one by mistake, or any string of the recipe
         paths = [p for p in _key_paths(recipe) if isinstance(_get(recipe, p), str)]
         path = rng.choice([*paths, ("hub", "repo_id"), ("model", "revision"), ("training", "run_name")])
         _set(recipe, path, rng.choice([token, f"Bearer {token}", f"{token}\n"]))
         return f"token pasted into {_dotted(path)}"
+    if kind == "joined":  # inside a name or path of the recipe, joined to the words around it
+        paths = [p for p in _key_paths(recipe) if isinstance(_get(recipe, p), str)]
+        path = rng.choice([*paths, ("output", "dir"), ("training", "run_name"), ("data", "files", "train")])
+        try:
+            current = _get(recipe, path)
+        except (KeyError, TypeError, AttributeError):
+            current = ""
+        value, position = embed_token(current if isinstance(current, str) else "", token, rng)
+        _set(recipe, path, value)
+        return f"token joined into {_dotted(path)} ({position})"
     if kind == "as key":  # free mappings (data.files, *_kwargs) take any key name
         path = (*rng.choice(places), token)
         _set(recipe, path, rng.choice([1, "x.csv", str(Path(ctx.assets.text_files["train"])), True]))
@@ -739,7 +773,13 @@ class RunResult:
 
 
 def run_in_process(recipe_path: str | os.PathLike, work_dir: str | os.PathLike, time_limit: float) -> RunResult:
-    """Runs `hf_finetune.cli.main(["train", recipe_path])` here, in `work_dir`, under a time limit.
+    """Runs `hf_finetune.cli.main(["train", recipe_path])` here, in `work_dir`, under a time limit (see
+    `run_main_in_process`)."""
+    return run_main_in_process(["train", str(recipe_path)], work_dir, time_limit)
+
+
+def run_main_in_process(argv: list[str], work_dir: str | os.PathLike, time_limit: float) -> RunResult:
+    """Runs `hf_finetune.cli.main(argv)` here, in `work_dir`, under a time limit.
 
     Output is not captured here (the caller does, e.g. pytest's capfd, at the file-descriptor level so
     that libraries writing to the original streams are seen too). The process's working directory,
@@ -766,7 +806,7 @@ def run_in_process(recipe_path: str | os.PathLike, work_dir: str | os.PathLike, 
     result = RunResult(None)
     try:
         os.chdir(work_dir)
-        result.returncode = main(["train", str(recipe_path)])
+        result.returncode = main(list(argv))
     except TimeLimitExceeded:
         result.timed_out = True
     except BaseException:  # noqa: B036 - anything escaping main is the finding, SystemExit included
@@ -813,8 +853,23 @@ def _complete(run_file: Path) -> bool:
         return False
 
 
-def _files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+def _leaks(secrets: list[str], result: RunResult, work_dir: Path) -> list[str]:
+    """Where a token of the input reached: stdout, stderr, or the name or content of a file under `work_dir`."""
+    from hf_finetune.errors import redact
+
+    problems = []
+    paths = list(work_dir.rglob("*")) if work_dir.is_dir() else []
+    for token in secrets:
+        if token in result.stdout:
+            problems.append("token leaked to stdout")
+        if token in result.stderr:
+            problems.append("token leaked to stderr")
+        for path in paths:
+            if token in str(path.relative_to(work_dir)):
+                problems.append(f"token leaked into a file name: {redact(str(path.relative_to(work_dir)))}")
+            elif path.is_file() and not path.is_symlink() and token.encode() in path.read_bytes():
+                problems.append(f"token leaked into {path.relative_to(work_dir)}")
+    return problems
 
 
 def judge(mutant: Mutant, result: RunResult, work_dir: str | os.PathLike) -> Verdict:
@@ -849,15 +904,7 @@ def judge(mutant: Mutant, result: RunResult, work_dir: str | os.PathLike) -> Ver
             problems.append("exit 1 without the non-finite-loss message")
     else:
         problems.append(f"unexpected exit code {code}")
-    files = _files(work_dir) if work_dir.is_dir() else []
-    for token in mutant.secrets:
-        if token in result.stdout:
-            problems.append("token leaked to stdout")
-        if token in result.stderr:
-            problems.append("token leaked to stderr")
-        for file in files:
-            if token.encode() in file.read_bytes():
-                problems.append(f"token leaked into {file.relative_to(work_dir)}")
+    problems += _leaks(mutant.secrets, result, work_dir)
     if problems:
         outcome = FAILURE
     elif code == 0:
@@ -879,3 +926,295 @@ def failure_report(mutant: Mutant, result: RunResult, verdict: Verdict, lines: i
     ])
 
 
+
+
+# --- the second pass: finished-run commands on damaged, foreign and unwritable folders ---------------------
+#
+# predict, evaluate, export, ensemble, rank and a run distilled from a teacher, each given a copy of a tiny
+# finished run (`FinishedAssets`) that may be damaged (weights cut short, altered, emptied or gone, a
+# checksum that does not match; run.json, config.json, recipe.yaml or metrics.json unreadable or missing),
+# foreign (an empty folder, someone else's files, a file, nothing, a model folder without run.json), asked
+# to write where it cannot (under a file, under /proc, onto a file), and, in a share of the cases, with a
+# token shape put into one of its arguments at any position (`embed_token`).
+#
+# The invariant (`judge_finished`): exit 0, or exit 2 with an `error: ...` line; never a traceback, another
+# exit code or a hang; never exit 0 where the case must be refused (damaged weights, a folder that holds no
+# run, an output that cannot be written, a token in an argument); a refused command leaves the run folders
+# it was given as they were; no token reaches stdout, stderr or any file.
+
+RAN = "ran"  # a finished-run command that exited 0
+FINISHED_COMMANDS: list[tuple[str, float]] = [("predict", 4), ("evaluate", 3), ("ensemble", 2), ("rank", 1.5),
+                                              ("distill", 1), ("export", 1)]
+WEIGHTS_DAMAGE = ("truncated weights", "flipped weights", "empty weights", "deleted weights", "wrong checksum")
+FOLDER_DAMAGE = ("garbage run.json", "run.json a list", "run.json publishing", "garbage config.json",
+                 "deleted config.json", "garbage recipe.yaml", "deleted recipe.yaml", "garbage metrics.json",
+                 "deleted tokenizer")
+FOREIGN = ("empty folder", "someone else's files", "a file", "missing", "model without run.json")
+CONDITIONS: list[tuple[str, float]] = [("intact", 6), *((d, 1) for d in WEIGHTS_DAMAGE),
+                                       *((d, 0.5) for d in FOLDER_DAMAGE), *((f, 0.6) for f in FOREIGN)]
+UNWRITABLE = ("under a file", "under /proc", "a file")
+TARGETS: list[tuple[str, float]] = [("new", 4), *((t, 1) for t in UNWRITABLE)]
+TOKEN_SHARE = 0.3  # cases with a token shape in an argument
+RUN, OTHER_RUN, A_FILE = "run", "run2", "afile"  # names in the case's work folder
+
+
+@dataclass(frozen=True)
+class FinishedAssets:
+    """Pristine tiny finished runs (never changed: every case copies the one it uses) and the train assets."""
+
+    runs: dict[str, Path]  # task -> finished run folder
+    assets: Assets
+
+
+def finished_assets_in(folder: str | os.PathLike, assets: Assets) -> FinishedAssets:
+    """The paths `write_finished_assets(folder, assets)` writes (or wrote)."""
+    folder = Path(folder).resolve()
+    return FinishedAssets({task: folder / "runs" / task for task in TASKS}, assets)
+
+
+def write_finished_assets(folder: str | os.PathLike, assets: Assets) -> FinishedAssets:
+    """Trains one tiny run per task (two optimizer steps) for the finished-run cases."""
+    from hf_finetune.cli import main
+
+    finished = finished_assets_in(folder, assets)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for task, out in finished.runs.items():
+        recipe = base_recipe(task, assets, max_steps=2)
+        recipe["output"]["dir"] = str(out)
+        path = Path(folder) / f"{task}.yaml"
+        path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+        if main(["train", str(path)]) != 0:
+            raise RuntimeError(f"the finished run for {task} did not train")
+    return finished
+
+
+@dataclass
+class FinishedCase:
+    """One finished-run command: its arguments (paths relative to the folder it runs in) and what was done."""
+
+    seed: str
+    command: str
+    task: str
+    condition: str  # what was done to the run folder (CONDITIONS)
+    target: str  # where it writes (TARGETS)
+    argv: list[str]
+    must_refuse: list[str]  # why exit 0 would be wrong (empty: exit 0 and exit 2 are both clean outcomes)
+    secrets: list[str]
+    recipe: dict[str, Any] | None = None  # rank and distill: written as recipe.yaml in the work folder
+
+    @property
+    def mutations(self) -> list[str]:
+        return [f"{self.command} on a {self.task} run: {self.condition}, output {self.target}",
+                *(f"must refuse: {why}" for why in self.must_refuse)]
+
+    @property
+    def text(self) -> str:
+        """The case as a reader needs it (what `failure_report` prints for a recipe)."""
+        shown = " ".join(repr(a) if " " in a or not a else a for a in self.argv)
+        recipe = f"recipe.yaml:\n{yaml.safe_dump(self.recipe, sort_keys=False)}" if self.recipe else ""
+        return f"hf-finetune {shown}\n{recipe}"
+
+
+def _pick(rng: random.Random, weighted: list[tuple[str, float]]) -> str:
+    names, weights = zip(*weighted, strict=True)
+    return rng.choices(names, weights)[0]
+
+
+def _target_path(target: str, name: str) -> str:
+    return {"new": name, "under a file": f"{A_FILE}/{name}", "under /proc": f"/proc/hf-finetune-fuzz/{name}",
+            "a file": A_FILE}[target]
+
+
+def make_finished_case(seed: int | str, finished: FinishedAssets) -> FinishedCase:
+    """The finished-run case of `seed`: a command, the state of the run it is given, where it writes, and
+    perhaps a token in one of its arguments."""
+    rng = random.Random(f"hf-finetune-fuzz-finished:{seed}")
+    command = _pick(rng, FINISHED_COMMANDS)
+    task = rng.choice(TASKS)
+    condition = "intact" if command == "rank" else _pick(rng, CONDITIONS)
+    target = _pick(rng, TARGETS)
+    must: list[str] = []
+    reads_weights = command != "rank"
+    if condition in WEIGHTS_DAMAGE and reads_weights:
+        must.append(f"the run's weights: {condition}")
+    bare_ok = command in ("predict", "export")  # they use a model folder without run.json, with a warning
+    if condition in FOREIGN and not (condition == "model without run.json" and bare_ok):
+        must.append(f"the run folder: {condition}")
+    text = task == "text-classification"
+    assets = finished.assets
+    recipe = None
+    if command == "predict":
+        inputs = rng.sample(["the movie was great", "the plot was dull. 10/10 / 5 stars", "x" * 10_000,
+                             "--text=fine", "--file=reviews.csv", "reviews.csv", "missing.csv"], rng.randint(1, 3)) \
+            if text else rng.sample([f"{assets.image_folder}/test", "images", "missing.png", "--file=images"],
+                                    rng.randint(1, 2))
+        argv = ["predict", RUN, *(a for item in inputs for a in (item.split("=", 1) if item.startswith("--")
+                                                                  else [item]))]
+        if "missing.csv" in inputs or "missing.png" in inputs:
+            must.append("an input file that does not exist")
+        if rng.random() < 0.6:
+            argv += ["--output", _target_path(target, "predictions.jsonl")]
+            if target != "new":
+                must.append(f"--output is {target}")
+        argv += rng.choice([[], ["--top-k", "2"], ["--batch-size", "1"]])
+    elif command == "evaluate":
+        argv = ["evaluate", RUN, *rng.choice([[], ["--split", "validation"], ["--data", assets.text_files["test"]
+                                              if text else f"{assets.image_folder}/test"],
+                                              ["--name", "fuzz-eval"]])]
+        argv += ["--output-dir", _target_path(target, "evaluation")]
+        if target != "new":
+            must.append(f"--output-dir is {target}")
+    elif command == "export":
+        argv = ["export", RUN, "--format", "onnx", "--output-dir", _target_path(target, "onnx")]
+        if target != "new":
+            must.append(f"--output-dir is {target}")
+    elif command == "ensemble":
+        members = [RUN] if rng.random() < 0.15 else [RUN, OTHER_RUN]
+        if len(members) == 1:
+            must.append("an ensemble of one run")
+        argv = ["ensemble", _target_path(target, "ensemble"), *members,
+                "--method", rng.choice(["logits", "logits", "soup", "greedy-soup"])]
+        if target != "new":
+            must.append(f"OUT_DIR is {target}")
+    elif command == "rank":
+        recipe = base_recipe(task, assets)
+        recipe["rank"] = {"candidates": [str(assets.bert if text else assets.resnet)]}
+        where = _target_path(target, "rank")
+        argv = ["rank", "recipe.yaml", *rng.choice([["--output-dir", where], [f"rank.output_dir={where}"],
+                                                    [f"rank.cache_dir={where}"]])]
+        if target != "new":
+            must.append(f"the rank folder is {target}")
+    else:  # distill: a short run with the case's run as its teacher
+        recipe = base_recipe(task, assets, max_steps=2)
+        recipe["distill"] = {"teacher": RUN, "alpha": 0.5}
+        recipe["output"]["dir"] = _target_path(target, "student")
+        argv = ["train", "recipe.yaml"]
+        if target != "new":
+            must.append(f"output.dir is {target}")
+    secrets: list[str] = []
+    if rng.random() < TOKEN_SHARE:
+        token = token_like(rng)
+        places = [i for i, a in enumerate(argv) if i > 0 and not a.startswith("-") and a != "onnx"
+                  and argv[i - 1] not in ("--format", "--method", "--top-k", "--batch-size", "--split")]
+        i = rng.choice(places)
+        if "=" in argv[i]:  # a recipe override: the token goes into its value
+            key, value = argv[i].split("=", 1)
+            new, position = embed_token(value, token, rng)
+            argv[i] = f"{key}={new}"
+        else:
+            argv[i], position = embed_token(argv[i], token, rng)
+        secrets.append(token)
+        must.append(f"a token in argument {i} ({position})")
+    return FinishedCase(str(seed), command, task, condition, target, argv, must, secrets, recipe)
+
+
+def _damage(run: Path, condition: str) -> None:
+    """Does `condition` to the copy of a finished run in `run`."""
+    weights = run / "model.safetensors"
+    if condition == "truncated weights":
+        with open(weights, "r+b") as f:
+            f.truncate(weights.stat().st_size // 2)
+    elif condition == "flipped weights":  # same size, other bytes in the tensor data: only the hash tells
+        data = bytearray(weights.read_bytes())
+        data[-32:] = bytes(b ^ 0xFF for b in data[-32:])
+        weights.write_bytes(bytes(data))
+    elif condition == "empty weights":
+        weights.write_bytes(b"")
+    elif condition == "deleted weights":
+        weights.unlink()
+    elif condition == "wrong checksum":
+        manifest = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        manifest["checksums"]["model.safetensors"]["sha256"] = "0" * 64
+        (run / "run.json").write_text(json.dumps(manifest), encoding="utf-8")
+    elif condition.startswith(("garbage ", "deleted ")):
+        name = condition.split(" ", 1)[1]
+        names = ["tokenizer.json", "tokenizer_config.json", "vocab.txt"] if name == "tokenizer" else [name]
+        for file in names:
+            if condition.startswith("deleted "):
+                (run / file).unlink(missing_ok=True)
+            else:
+                (run / file).write_bytes(b"{not json: [\xff\xfe")
+    elif condition == "run.json a list":
+        (run / "run.json").write_text("[1, 2]", encoding="utf-8")
+    elif condition == "run.json publishing":
+        manifest = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        (run / "run.json").write_text(json.dumps({**manifest, "status": "publishing"}), encoding="utf-8")
+    elif condition == "model without run.json":
+        (run / "run.json").unlink()
+
+
+def prepare_finished_case(case: FinishedCase, work_dir: str | os.PathLike,
+                          finished: FinishedAssets) -> dict[str, Any]:
+    """Makes the case's work folder: the (damaged) run, a second intact run, a file, inputs, recipe.yaml.
+
+    Returns:
+        A snapshot of the run folders (relative path -> size, mtime), for `judge_finished`.
+    """
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    source = finished.runs[case.task]
+    run = work / RUN
+    if case.condition == "empty folder":
+        run.mkdir()
+    elif case.condition == "someone else's files":
+        run.mkdir()
+        (run / "README.md").write_text("# my project\n", encoding="utf-8")
+        (run / "main.py").write_text("print('hello')\n", encoding="utf-8")
+        (run / "data.bin").write_bytes(os.urandom(64))
+    elif case.condition == "a file":
+        run.write_text("not a folder\n", encoding="utf-8")
+    elif case.condition != "missing":
+        shutil.copytree(source, run)
+        _damage(run, case.condition)
+    shutil.copytree(source, work / OTHER_RUN)
+    (work / A_FILE).write_text("a file, not a folder\n", encoding="utf-8")
+    if case.command == "predict":
+        write_csv(work / "reviews.csv", _review_rows(4, seed=7))
+        shutil.copytree(Path(finished.assets.image_folder) / "test", work / "images")
+    if case.recipe is not None:
+        (work / "recipe.yaml").write_text(yaml.safe_dump(case.recipe, sort_keys=False), encoding="utf-8")
+    return _snapshot(work)
+
+
+def _snapshot(work: Path) -> dict[str, Any]:
+    """(size, mtime) of every file of the run folders the case was given, by relative path."""
+    out = {}
+    for name in (RUN, OTHER_RUN):
+        folder = work / name
+        if folder.is_dir():
+            for path in folder.rglob("*"):
+                if path.is_file() and path.name != ".hf-finetune.lock":
+                    info = path.stat()
+                    out[str(path.relative_to(work))] = (info.st_size, info.st_mtime_ns)
+    return out
+
+
+def judge_finished(case: FinishedCase, result: RunResult, work_dir: str | os.PathLike,
+                   before: dict[str, Any]) -> Verdict:
+    """Checks the finished-run invariant for one case (see the section's comment)."""
+    work = Path(work_dir)
+    problems: list[str] = []
+    code = result.returncode
+    printed = result.stdout + result.stderr
+    if result.timed_out:
+        problems.append(f"no result within the time limit ({result.seconds:.0f}s)")
+    elif result.escaped is not None:
+        problems.append("an exception escaped main: " + result.escaped.strip().splitlines()[-1])
+    elif code == ESCAPED_EXIT:
+        lines = result.stderr.splitlines()
+        problems.append("an exception escaped main: " + (lines[-1] if lines else "?"))
+    elif "Traceback (most recent call last)" in printed:
+        problems.append(f"exit {code} with a traceback printed")
+    elif code == 0 and case.must_refuse:
+        problems.append("exit 0, but it must be refused: " + "; ".join(case.must_refuse))
+    elif code == 2:
+        if not any(len(message) > len("error: ") for message in _error_messages(result.stderr.splitlines())):
+            problems.append("exit 2 without an `error: ...` line on stderr")
+        elif _snapshot(work) != before:
+            changed = sorted(set(_snapshot(work).items()) ^ set(before.items()))
+            problems.append(f"refused, but the run folders changed: {changed[0][0]}")
+    elif code != 0:
+        problems.append(f"unexpected exit code {code}")
+    problems += _leaks(case.secrets, result, work)
+    outcome = FAILURE if problems else RAN if code == 0 else REFUSED
+    return Verdict(outcome, problems)

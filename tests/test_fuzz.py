@@ -220,3 +220,66 @@ def test_mutated_quickstart_recipes_train_or_are_refused_cleanly(seed, fuzz_asse
     result.stdout, result.stderr = capfd.readouterr()
     verdict = fuzzing.judge(mutant, result, work)
     assert verdict.outcome != fuzzing.FAILURE, fuzzing.failure_report(mutant, result, verdict)
+
+
+# --- the finished-run pass ------------------------------------------------------------------------------------
+
+# Cases through predict / evaluate / export / ensemble / rank / a distilled run, on the session's tiny finished
+# runs (copied per case): a refused case takes a second, a run one a few (export about ten).
+FINISHED_SEEDS = [f"suite-{i}" for i in range(16)]
+FINISHED_TIME_LIMIT_S = 300
+
+
+@pytest.fixture(scope="module")
+def finished_assets(fuzz_assets, text_run, vision_run) -> fuzzing.FinishedAssets:
+    return fuzzing.FinishedAssets({"text-classification": text_run, "image-classification": vision_run},
+                                  fuzz_assets)
+
+
+def test_the_finished_run_fuzzer_reaches_every_command_state_and_token_position(finished_assets):
+    """Checked without running anything: over 400 seeds every command, run state, output target and token
+    position occurs, and a good share of cases must succeed (nothing to refuse)."""
+    cases = [fuzzing.make_finished_case(f"suite-{i}", finished_assets) for i in range(400)]
+    assert {c.command for c in cases} == {name for name, _ in fuzzing.FINISHED_COMMANDS}
+    assert {c.condition for c in cases} == {name for name, _ in fuzzing.CONDITIONS}
+    assert {c.target for c in cases} == {name for name, _ in fuzzing.TARGETS}
+    positions = {why.rsplit("(", 1)[1].rstrip(")") for c in cases for why in c.must_refuse if "token" in why}
+    assert positions == set(fuzzing.TOKEN_POSITIONS)
+    assert sum(not c.must_refuse for c in cases) >= len(cases) // 5
+
+
+def test_the_finished_run_judge_tells_clean_outcomes_from_failures(tmp_path):
+    token = "hf_" + "b" * 34
+    case = fuzzing.FinishedCase("x", "predict", "text-classification", "truncated weights", "new",
+                                ["predict", "run", "great"], ["the run's weights: truncated weights"], [token])
+    work = tmp_path / "work"
+    (work / "run").mkdir(parents=True)
+    (work / "run" / "model.safetensors").write_bytes(b"x")
+    before = fuzzing._snapshot(work)
+
+    def outcome(code, stderr="", stdout="", **kwargs):
+        return fuzzing.judge_finished(case, fuzzing.RunResult(code, stdout, stderr, **kwargs), work, before).outcome
+
+    assert outcome(2, "error: run/model.safetensors is damaged\n") == fuzzing.REFUSED
+    assert outcome(0, stdout="pos (0.5)  great\n") == fuzzing.FAILURE  # a result from damaged weights
+    assert outcome(2, f"error: bad {token}\n") == fuzzing.FAILURE
+    assert outcome(2, "Traceback (most recent call last):\nerror: x\n") == fuzzing.FAILURE
+    (work / "run" / "model.safetensors").write_bytes(b"xy")
+    assert outcome(2, "error: refused\n") == fuzzing.FAILURE  # refused, yet the run folder changed
+    case.must_refuse = []
+    assert outcome(0, stdout="pos (0.5)  great\n") == fuzzing.RAN
+    (work / f"out_{token}").mkdir()
+    assert outcome(0) == fuzzing.FAILURE  # a token in a file name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", FINISHED_SEEDS)
+def test_finished_run_commands_on_damaged_foreign_and_unwritable_folders(seed, finished_assets, tmp_path, capfd):
+    case = fuzzing.make_finished_case(seed, finished_assets)
+    work = tmp_path / "work"
+    before = fuzzing.prepare_finished_case(case, work, finished_assets)
+    capfd.readouterr()
+    result = fuzzing.run_main_in_process(case.argv, work, FINISHED_TIME_LIMIT_S)
+    result.stdout, result.stderr = capfd.readouterr()
+    verdict = fuzzing.judge_finished(case, result, work, before)
+    assert verdict.outcome != fuzzing.FAILURE, fuzzing.failure_report(case, result, verdict)
