@@ -157,3 +157,7 @@ def refuse_tokens(named: typing.Iterable[tuple[str, Any]]) -> None:
             raise UserError(f"{name}: looks like a Hugging Face token; tokens never go on the command line or in "
                             "file names: run `hf auth login` or set the HF_TOKEN environment variable (the value is "
                             "not shown, saved or logged)")
+
+
+class IncompatibleMembersError(UserError):
+    """Members that cannot be combined (different labels, backbones or architectures), named."""

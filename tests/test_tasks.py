@@ -76,9 +76,12 @@ def test_commands_on_finished_runs_ask_the_runs_task(monkeypatch, text_run, tmp_
     from hf_finetune.combine.members import load_members
 
     without(monkeypatch, "text-classification", "soup", "export")
+    import shutil
+
+    other = shutil.copytree(text_run, tmp_path / "copy")
     with pytest.raises(UserError, match=r"RUN_DIR: .*: task text-classification does not support soup"):
-        load_members([text_run], capability="soup")
-    assert load_members([text_run], capability="ensemble")[0].run.task == "text-classification"
+        load_members([text_run, other], capability="soup")
+    assert load_members([text_run, other], capability="ensemble")[0].run.task == "text-classification"
     with pytest.raises(UserError, match="task text-classification does not support export"):
         tasks.require("text-classification", "export", f"OUTPUT_DIR: {text_run}")
 

@@ -1,8 +1,9 @@
 """Logit ensembles: the (weighted) mean of several finished runs' class probabilities.
 
     build_ensemble    score every member on the shared validation/test rows, write the ensemble folder
-    load_ensemble     the ensemble as a predictor (what `hf-finetune predict` and `evaluate` use)
-    score_ensemble    the ensemble's predictions on an evaluation split, each member preprocessing it itself
+
+The folder is used as a predictor (`hf-finetune predict`, `evaluate`, a distillation teacher) through
+hf_finetune/predictor.py's `load_ensemble`, and scored by finished/evaluate.py's `score_ensemble`.
 
 An ensemble folder has no model of its own; its members are copied into it (hard links where the
 filesystem allows), so it stays usable when the original run folders change or go:
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +29,23 @@ import numpy as np
 
 from hf_finetune.combine.members import (
     ROLES,
-    IncompatibleMembersError,
     Member,
     base_manifest,
     check_same_labels,
     copy_run,
     load_members,
     metric_value,
-    probabilities,
     report,
     selection_metric,
     split_datasets,
     write_output,
 )
-from hf_finetune.errors import DataError, UserError
+from hf_finetune.errors import IncompatibleMembersError, UserError
 from hf_finetune.files import write_json, write_text, write_yaml
-from hf_finetune.finished.predict import Item, Predictor, _logits, load_predictor
-from hf_finetune.outputs import read_finished_run
 from hf_finetune.outputs.finished import ENSEMBLE_FILE
+from hf_finetune.predictor import EnsemblePredictor as EnsemblePredictor
+from hf_finetune.predictor import combine_probabilities, load_predictor, probabilities
+from hf_finetune.predictor import load_ensemble as load_ensemble
 
 logger = logging.getLogger(__name__)
 
@@ -117,14 +117,6 @@ def member_weights(scored: list[MemberScores], weighting: str, metric: str) -> l
     if total <= 0:
         raise UserError(f"--weights validation: every member scores 0 on validation {metric}; use uniform weights")
     return [v / total for v in values]
-
-
-def combine_probabilities(probs: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    """The weighted mean of the members' probability rows (weights sum to one)."""
-    out = np.zeros_like(probs[0])
-    for p, w in zip(probs, weights, strict=True):
-        out += w * p
-    return out
 
 
 def build_ensemble(out_dir: str | os.PathLike, run_dirs: list[str | os.PathLike], *, weights: str = "uniform",
@@ -214,67 +206,3 @@ def _log_scores(results: dict[str, Any], metric: str) -> None:
         best = max(results["members"].items(), key=lambda kv: kv[1][role].get(metric, float("-inf")))
         logger.info("%s %s: ensemble %.4f, best member (%s) %.4f", role, metric, results[role].get(metric, float("nan")),
                     best[0], best[1][role].get(metric, float("nan")))
-
-
-# --- the ensemble as a predictor ------------------------------------------------------------------------
-
-@dataclass
-class EnsemblePredictor(Predictor):
-    """A predictor whose probabilities are the weighted mean of its members' (each preprocessing itself)."""
-
-    members: list[Predictor] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-
-    def probabilities(self, batch: list[Item]) -> Any:
-        import torch
-
-        batch = self.inputs.decode(batch)  # images decoded once, transformed by each member
-        parts = [torch.softmax(_logits(m, batch).float(), dim=-1) for m in self.members]
-        return sum(w * p for w, p in zip(self.weights, parts, strict=True))
-
-
-def load_ensemble(out_dir: str | os.PathLike) -> EnsemblePredictor:
-    """The ensemble in `out_dir`, its members loaded (eval mode, local files only)."""
-    run = read_finished_run(out_dir)
-    spec = run.ensemble
-    members = [load_predictor(folder) for folder in run.member_folders()]
-    for folder, member in zip(run.member_folders(), members, strict=True):
-        if member.labels != members[0].labels:
-            raise IncompatibleMembersError(f"OUTPUT_DIR: member {folder} predicts other labels than the first "
-                                           "member; the ensemble folder is damaged")
-    weights = [float(m.get("weight", 1.0 / len(members))) for m in spec["members"]]
-    first = members[0]
-    return EnsemblePredictor(task=run.task, model=None, labels=first.labels, recipe=run.recipe,
-                             tokenizer=first.tokenizer, max_length=first.max_length, transform=first.transform,
-                             members=members, weights=weights)
-
-
-def score_ensemble(predictor: EnsemblePredictor, recipe: Any, split: str | None, batch_size: int,
-                   run: Any = None) -> tuple[list[int], list[int], float, str, int]:
-    """The ensemble's predictions on one split of `recipe`'s data, each member preprocessing it itself.
-
-    `run`: the ensemble folder when `recipe` reads its own data: a carved validation is rebuilt as its
-    first member trained on it, after checking that every member carved the same rows.
-
-    Returns:
-        (predicted ids, label ids, cross-entropy of the mean probabilities, the split scored, rows).
-    """
-    from hf_finetune.finished.evaluate import predictor_eval_dataset
-    from hf_finetune.finished.splits import carved_role, check_same_carve
-
-    if run is not None and carved_role(run, split) is not None:
-        check_same_carve([read_finished_run(folder) for folder in run.member_folders()], "OUTPUT_DIR",
-                         "score the ensemble on labelled data none of them trained on with --data")
-    probs, references, name = [], None, split
-    for member in predictor.members:
-        prepared, name = predictor_eval_dataset(recipe, split, member, run)
-        p, refs = probabilities(member.model, prepared.splits["eval"], prepared.collator, batch_size)
-        if references is not None and not np.array_equal(references, refs):
-            raise DataError("the members read different rows from the data")
-        probs.append(p)
-        references = refs
-    if references is None or not len(references):
-        raise DataError("nothing to evaluate: the split has no rows left")
-    mean = combine_probabilities(probs, predictor.weights)
-    loss = float(-np.log(np.clip(mean[np.arange(len(references)), references], 1e-12, None)).mean())
-    return mean.argmax(axis=-1).tolist(), references.tolist(), loss, str(name), len(references)

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from hf_finetune.errors import IncompatibleMembersError as IncompatibleMembersError
 from hf_finetune.errors import NotAFinishedRunError, UserError
-from hf_finetune.finished.predict import read_model_config
 from hf_finetune.outputs import FinishedRun, read_finished_run
+from hf_finetune.predictor import read_model_config
 from hf_finetune.tasks import require
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,7 @@ NOT_ARCHITECTURE = {"id2label", "label2id", "transformers_version", "torch_dtype
                     "num_labels", "num_classes"}
 
 
-class IncompatibleMembersError(UserError):
-    """Members that cannot be combined (different labels, backbones or architectures), named."""
+
 
 
 @dataclass
@@ -223,21 +223,6 @@ def _named_data_splits(predictor: Any, data_source: FinishedRun, data: str) -> t
         prepared, _ = predictor_eval_dataset(recipe, name, predictor)
         out[role], collator = prepared.splits["eval"], prepared.collator
     return out, collator
-
-
-def probabilities(model: Any, dataset: Any, collator: Any, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities (rows x classes, float64) and label ids of a dataset, in its order."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
-    probs, labels = [], []
-    model.eval()
-    with torch.inference_mode():
-        for batch in loader:
-            labels.append(batch.pop("labels").numpy())
-            probs.append(torch.softmax(model(**batch).logits.double(), dim=-1).numpy())
-    return np.concatenate(probs), np.concatenate(labels)
 
 
 def report(probs: np.ndarray, labels: np.ndarray, metrics: list[str], label_names: list[str]) -> dict[str, Any]:

@@ -22,20 +22,18 @@ from typing import Any
 
 from hf_finetune.combine.ensemble import Combination, score_members
 from hf_finetune.combine.members import (
-    IncompatibleMembersError,
     base_manifest,
     check_soupable,
     load_members,
     metric_value,
-    probabilities,
     report,
     selection_metric,
     split_datasets,
     write_output,
 )
-from hf_finetune.errors import UserError
+from hf_finetune.errors import IncompatibleMembersError, UserError
 from hf_finetune.files import write_json, write_text, write_yaml
-from hf_finetune.finished.predict import load_predictor
+from hf_finetune.predictor import load_predictor, probabilities
 
 logger = logging.getLogger(__name__)
 

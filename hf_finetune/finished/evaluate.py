@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hf_finetune.errors import DataError, NotAFinishedRunError, UserError
 from hf_finetune.files import write_json
-from hf_finetune.finished.predict import load_predictor
 from hf_finetune.outputs import (
     check_writable_dir,
     make_output_dir,
@@ -30,6 +31,7 @@ from hf_finetune.outputs import (
     read_run,
     record_files,
 )
+from hf_finetune.predictor import EnsemblePredictor, combine_probabilities, load_predictor, probabilities
 from hf_finetune.recipe import FILE_FORMATS, Recipe, validate_recipe
 from hf_finetune.tasks import get_task
 
@@ -154,8 +156,6 @@ def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | 
         raise UserError(f"OUTPUT_DIR: recipe.yaml says {recipe.task}, but the model is for {predictor.task}")
     run = read_finished_run(out_dir) if data is None and read_run(out_dir) is not None else None  # its own splits
     if getattr(predictor, "members", None):  # an ensemble: each member preprocesses the data itself
-        from hf_finetune.combine.ensemble import score_ensemble
-
         predictions, references, loss, split, rows = score_ensemble(predictor, recipe, split, batch_size, run)
     else:
         prepared, split = predictor_eval_dataset(recipe, split, predictor, run)
@@ -246,3 +246,33 @@ def predictor_eval_dataset(recipe: Any, split: str, predictor: Any, run: Any = N
         return rebuild_eval_split(run, recipe, role, predictor), split
     encoding = get_task(predictor.task).inputs.finished_encoding(predictor)
     return build_eval_dataset(recipe, split, predictor.labels, encoding)
+
+
+def score_ensemble(predictor: EnsemblePredictor, recipe: Any, split: str | None, batch_size: int,
+                   run: Any = None) -> tuple[list[int], list[int], float, str, int]:
+    """The ensemble's predictions on one split of `recipe`'s data, each member preprocessing it itself.
+
+    `run`: the ensemble folder when `recipe` reads its own data: a carved validation is rebuilt as its
+    first member trained on it, after checking that every member carved the same rows.
+
+    Returns:
+        (predicted ids, label ids, cross-entropy of the mean probabilities, the split scored, rows).
+    """
+    from hf_finetune.finished.splits import carved_role, check_same_carve
+
+    if run is not None and carved_role(run, split) is not None:
+        check_same_carve([read_finished_run(folder) for folder in run.member_folders()], "OUTPUT_DIR",
+                         "score the ensemble on labelled data none of them trained on with --data")
+    probs, references, name = [], None, split
+    for member in predictor.members:
+        prepared, name = predictor_eval_dataset(recipe, split, member, run)
+        p, refs = probabilities(member.model, prepared.splits["eval"], prepared.collator, batch_size)
+        if references is not None and not np.array_equal(references, refs):
+            raise DataError("the members read different rows from the data")
+        probs.append(p)
+        references = refs
+    if references is None or not len(references):
+        raise DataError("nothing to evaluate: the split has no rows left")
+    mean = combine_probabilities(probs, predictor.weights)
+    loss = float(-np.log(np.clip(mean[np.arange(len(references)), references], 1e-12, None)).mean())
+    return mean.argmax(axis=-1).tolist(), references.tolist(), loss, str(name), len(references)

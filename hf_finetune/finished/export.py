@@ -96,8 +96,8 @@ def export_onnx(out_dir: str | os.PathLike, *, opset: int | None = None, output_
     """
     import torch
 
-    from hf_finetune.finished.predict import load_predictor
     from hf_finetune.outputs import check_writable_dir, make_output_dir, output_lock, read_run, record_files
+    from hf_finetune.predictor import load_predictor
     from hf_finetune.tasks import require
 
     _require_onnx()
@@ -287,7 +287,7 @@ def load_onnx_predictor(out_dir: str | os.PathLike, path: str | os.PathLike | No
     """
     from transformers import AutoConfig
 
-    from hf_finetune.finished.predict import Predictor, output_task
+    from hf_finetune.predictor import Predictor, output_task
     from hf_finetune.tasks import get_task
 
     model_path = onnx_model_path(out_dir, path)

@@ -19,145 +19,21 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-
-from hf_finetune.errors import DataError, NotAFinishedRunError, UserError
-from hf_finetune.outputs import make_output_dir, read_finished_run, read_run
-from hf_finetune.outputs.finished import check_weights_intact
-from hf_finetune.tasks import get_task, task_for_model
+from hf_finetune.errors import DataError, UserError
+from hf_finetune.outputs import make_output_dir
+from hf_finetune.predictor import Item as Item
+from hf_finetune.predictor import Predictor as Predictor
+from hf_finetune.predictor import load_predictor as load_predictor
+from hf_finetune.predictor import output_task as output_task
+from hf_finetune.predictor import read_model_config as read_model_config
 
 logger = logging.getLogger(__name__)
 
 TEXT_FILES = {".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet"}
 OUTPUT_FORMATS = (".jsonl", ".csv")
-
-
-@dataclass
-class Predictor:
-    """A fine-tuned model ready to label inputs, with what it needs to preprocess them."""
-
-    task: str
-    model: Any
-    labels: list[str]
-    recipe: dict[str, Any]
-    tokenizer: Any = None
-    max_length: int | None = None
-    transform: Any = None
-
-    @property
-    def inputs(self) -> Any:
-        """What the model reads (the task layer's Inputs: texts or images)."""
-        return get_task(self.task).inputs
-
-    @property
-    def text_pair_column(self) -> str | None:
-        return ((self.recipe.get("data") or {}).get("columns") or {}).get("text_pair")
-
-    def default_column(self) -> str:
-        columns = (self.recipe.get("data") or {}).get("columns") or {}
-        key = self.inputs.input_keys[0]
-        return columns.get(key) or key
-
-    def probabilities(self, batch: list[Item]) -> Any:
-        """Softmax class probabilities of a batch of inputs (an ensemble averages its members')."""
-        import torch
-
-        return torch.softmax(_logits(self, batch).float(), dim=-1)
-
-
-@dataclass
-class Item:
-    """One input: what it is (text, or an image path) and, for sentence pairs, its second text."""
-
-    value: Any
-    pair: str | None = None
-
-
-def read_model_config(path: Path, key: str) -> dict[str, Any]:
-    """A model folder's config.json as a mapping.
-
-    Raises:
-        NotAFinishedRunError: it cannot be read or is not a JSON object (the message starts with `key`,
-            the command-line argument that named the folder).
-    """
-    try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise NotAFinishedRunError(f"{key}: {path} is not a readable model config: {exc}") from None
-    if not isinstance(fields, dict):
-        raise NotAFinishedRunError(f"{key}: {path} is not a model config (a JSON object)")
-    return fields
-
-
-def output_task(out_dir: str | os.PathLike) -> tuple[str, dict[str, Any]]:
-    """The task of a finished run's folder and its resolved recipe (from run.json, or without one,
-    from config.json, with an empty recipe).
-
-    Raises:
-        NotAFinishedRunError: the folder holds neither, or its config.json cannot be read.
-    """
-    out_dir = Path(out_dir)
-    if read_run(out_dir) is not None:
-        finished = read_finished_run(out_dir)
-        return finished.task, finished.recipe
-    config = out_dir / "config.json"
-    if not config.is_file():
-        raise NotAFinishedRunError(
-            f"OUTPUT_DIR: {out_dir} holds no finished run (no run.json) and no model (no config.json)"
-        )
-    fields = read_model_config(config, "OUTPUT_DIR")
-    check_weights_intact(out_dir)  # what read_finished_run checks, less the checksums a run.json would hold
-    logger.warning("%s has no run.json (not a finished run): using the model in it anyway", out_dir)
-    return task_for_model(fields).name, {}
-
-
-def load_predictor(out_dir: str | os.PathLike) -> Predictor:
-    """Loads the fine-tuned model in `out_dir` for inference (eval mode, local files only); for an
-    ensemble folder, every member (hf_finetune.combine.ensemble)."""
-    out_dir = Path(out_dir)
-    if read_run(out_dir) is not None and read_finished_run(out_dir).is_ensemble:
-        from hf_finetune.combine.ensemble import load_ensemble
-
-        return load_ensemble(out_dir)
-    task, recipe = output_task(out_dir)
-    allow_pickle = bool((recipe.get("model") or {}).get("allow_pickle"))
-    check_weights(out_dir, allow_pickle)
-    # The same rule as training: pickle can run code when loaded, so safetensors only unless allowed.
-    kwargs = {"local_files_only": True, "use_safetensors": None if allow_pickle else True}
-    spec = get_task(task)
-    try:
-        import transformers
-
-        model = getattr(transformers, spec.auto_model).from_pretrained(out_dir, **kwargs).eval()
-        preprocessor = spec.inputs.preprocessor(out_dir, model.config, recipe, **kwargs)
-        return Predictor(task, model, _labels(model), recipe, **preprocessor)
-    except (OSError, ValueError, SafetensorError) as exc:  # missing files; a damaged config.json or weights file
-        raise NotAFinishedRunError(f"OUTPUT_DIR: cannot load the model in {out_dir}: {exc}; the folder is damaged: "
-                                   "restore it from a copy, or train its recipe again") from None
-
-
-def check_weights(out_dir: Path, allow_pickle: bool) -> None:
-    """Refuses a folder whose only weights are pickle-based, unless the run's recipe allowed pickle.
-
-    Raises:
-        NotAFinishedRunError: naming the pickle file and the recipe key that allows it.
-    """
-    safe = any(out_dir.glob("*.safetensors")) or (out_dir / "model.safetensors.index.json").is_file()
-    pickled = sorted(p.name for p in out_dir.glob("*.bin") if p.name != "training_args.bin")
-    if not safe and pickled and not allow_pickle:
-        raise NotAFinishedRunError(
-            f"OUTPUT_DIR: {out_dir} holds only pickle-based weights ({', '.join(pickled)}); pickle can run code "
-            "when loaded, so it is refused unless the run's recipe.yaml sets model.allow_pickle: true. Convert "
-            "the weights to safetensors (model.save_pretrained(dir, safe_serialization=True)) to use them.")
-
-
-def _labels(model: Any) -> list[str]:
-    id2label = model.config.id2label
-    return [str(id2label[i]) for i in range(len(id2label))]
 
 
 # --- inputs --------------------------------------------------------------------------------------------
@@ -353,10 +229,6 @@ def predict(predictor: Predictor, items: list[Item], batch_size: int = 32,
         for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
             out.append([(predictor.labels[i], s) for i, s in zip(row_ids, row_scores, strict=True)])
     return out
-
-
-def _logits(predictor: Predictor, batch: list[Item]) -> Any:
-    return predictor.model(**predictor.inputs.encode(predictor, batch)).logits
 
 
 # --- output ----------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ TEACHER_COLUMN = "teacher_log_probs"  # text: the cached teacher log-probabiliti
 class TeacherMember:
     model: Any
     weight: float
-    predictor: Any  # finished.predict.Predictor: tokenizer, max_length, labels
+    predictor: Any  # hf_finetune.predictor.Predictor: tokenizer, max_length, labels
     mean: torch.Tensor | None = None  # vision: (1, 3, 1, 1) normalisation of the teacher's inputs
     std: torch.Tensor | None = None
     size: tuple[int, int] | None = None  # vision: the teacher's input height and width
@@ -165,7 +165,7 @@ def load_teacher(folder: str, args: Any, labels: list[str]) -> list[TeacherMembe
     Raises:
         DataError: the teacher predicts other labels, or the same labels in another order.
     """
-    from hf_finetune.finished.predict import load_predictor
+    from hf_finetune.predictor import load_predictor
 
     predictor = load_predictor(folder)
     if list(predictor.labels) != list(labels):
