@@ -155,8 +155,7 @@ def refuse_tokens(named: typing.Iterable[tuple[str, Any]]) -> None:
         values = value if isinstance(value, list | tuple) else [value]
         if any(looks_like_token(v) for v in values):
             raise UserError(f"{name}: looks like a Hugging Face token; tokens never go on the command line or in "
-                            "file names: run `hf auth login` or set the HF_TOKEN environment variable (the value is "
-                            "not shown, saved or logged)")
+                            f"file names: {TOKEN_HINT} (the value is not shown, saved or logged)")
 
 
 class IncompatibleMembersError(UserError):
