@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_assets:  # in a child process, so the parent never runs torch before it forks
         assets = fuzzing.write_assets(args.write_assets)
         fuzzing.write_finished_assets(Path(args.write_assets) / "finished", assets)
+        shutil.rmtree(_CACHE, ignore_errors=True)  # this process's own Hub cache (isolate_hub)
         return 0
     root = Path(tempfile.mkdtemp(prefix="hf-finetune-fuzz-"))
     assets = fuzzing.assets_in(root / "assets")
@@ -338,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.show:  # the paths are those a run would write; nothing is written
         print(make_case(0, args.show, root, assets, finished, args.huge).mutant.text, end="")
         shutil.rmtree(root)
+        shutil.rmtree(_CACHE, ignore_errors=True)
         return 0
     started = time.monotonic()
     subprocess.run([sys.executable, __file__, "--write-assets", str(root / "assets")], check=True,
