@@ -307,7 +307,9 @@ def read_column(path: Path, column: str, pair: str | None = None) -> Iterator[tu
                                 + did_you_mean(name, list(map(str, row))))
             if row[name] is None or str(row[name]).strip() == "":
                 raise DataError(f"INPUTS: {path} row {i}: column '{name}' is empty")
-        yield str(row[column]), (str(row[pair]) if pair else None)
+        value = row[column]
+        # a list of words (the tokens column of token-classification data) is read as the text it spells
+        yield (" ".join(map(str, value)) if isinstance(value, list) else str(value)), (str(row[pair]) if pair else None)
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -357,6 +359,26 @@ def predict(predictor: Predictor, items: list[Item], batch_size: int = 32,
 
 def _logits(predictor: Predictor, batch: list[Item]) -> Any:
     return predictor.model(**predictor.inputs.encode(predictor, batch)).logits
+
+
+# --- what a prediction is, per problem --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Records:
+    """How predictions of one kind (TaskProblem.kind) are made, shown and written."""
+
+    predict: Any  # (predictor, items, batch_size, top_k) -> one record per item
+    format_line: Any  # (item, record) -> one line of text
+    write: Any  # (path, items, records) -> None
+
+
+def records_for(predictor: Predictor) -> Records:
+    """The records the predictor's task gives: top-k classes, or entities with offsets (finished/entities.py)."""
+    from hf_finetune.finished.entities import format_entities, predict_entities, write_entities
+
+    kinds = {"classes": Records(predict, format_line, write_predictions),
+             "entities": Records(predict_entities, format_entities, write_entities)}
+    return kinds[get_task(predictor.task).problem.kind]
 
 
 # --- output ----------------------------------------------------------------------------------------------

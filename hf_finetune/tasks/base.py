@@ -42,6 +42,7 @@ class Inputs:
 
     kind: str = ""  # "text" or "image": the inputs read (a name for messages and the record)
     input_keys: tuple[str, ...] = ()  # data.columns keys the inputs come from
+    label_key: str = "label"  # the data.columns key of the labels (tags: a tag per word)
     sections: frozenset[str] = frozenset()  # recipe sections only these inputs read
     libraries: tuple[str, ...] = ()  # libraries whose versions the run records beside torch/transformers
     foreign_model_keys: frozenset[str] = frozenset()  # model keys that mean nothing to these inputs

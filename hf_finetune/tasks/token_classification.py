@@ -31,6 +31,7 @@ class WordInputs(TextInputs):
 
     kind = "words"  # the recipe's TASK_INPUTS: texts given as words (their preprocessing keys are text's too)
     input_keys = ("tokens",)
+    label_key = "tags"
     defaults = frozenset({"max_length"})  # no probe: a probe on a sentence embedding cannot tag words
     literal_inputs = True  # predict: a text to tag, split into words as the tokenizer splits them
 
