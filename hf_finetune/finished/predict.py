@@ -32,7 +32,7 @@ from hf_finetune.tasks import get_task, task_for_model
 
 logger = logging.getLogger(__name__)
 
-TEXT_FILES = {".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet"}
+TEXT_FILES = {".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet", ".conll"}
 OUTPUT_FORMATS = (".jsonl", ".csv")
 
 
@@ -296,7 +296,12 @@ def read_column(path: Path, column: str, pair: str | None = None) -> Iterator[tu
             if line.strip():
                 yield line, None
         return
-    rows = _rows(path)
+    if suffix == ".conll":  # tagged sentences: their words, joined by spaces
+        from hf_finetune.data.conll import read_conll
+
+        rows = read_conll(path, column, "__tags__", key="INPUTS").to_list()
+    else:
+        rows = _rows(path)
     wanted = [column] + ([pair] if pair else [])
     for i, row in enumerate(rows):
         for name in wanted:
