@@ -114,12 +114,6 @@ class TaskProblem:
         """Adds the trivial model's scores to each evaluated split; returns the collapse warnings."""
         raise NotImplementedError
 
-    def metric_keys(self, names: list[str]) -> set[str]:
-        """The result keys the recipe's metric names produce (what a selection or search objective may name)."""
-        from hf_finetune.metrics.names import metric_keys
-
-        return metric_keys(names)
-
 
 @dataclass(frozen=True)
 class Task:

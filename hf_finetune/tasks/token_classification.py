@@ -129,11 +129,6 @@ class TokenTagging(TaskProblem):
 
         return add_entity_baselines(results)
 
-    def metric_keys(self, names: list[str]) -> set[str]:
-        from hf_finetune.metrics.names import metric_keys
-
-        return metric_keys(names, entities=True)
-
 
 # Served and tested (tests/test_token_classification.py). Not served, refused by `check` naming the task:
 # rank (features per token), ensemble, soup, distill (per-token teachers), self_training (whole sentences),
