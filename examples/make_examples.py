@@ -5,7 +5,9 @@
 Writes (all committed to the repository, so the quickstart needs no network):
   examples/data/reviews/{train,validation,test}.csv   synthetic movie reviews, 3 sentiment classes
   examples/data/patterns/{train,validation,test}/<class>/*.png   horizontal/vertical stripes, checks
+  examples/data/ner/{train,validation,test}.conll   synthetic tagged sentences: people, places, organisations
   examples/models/tiny-bert/     a BERT encoder (hidden 64, 2 layers) with a WordPiece tokenizer
+  examples/models/tiny-bert-ner/ the same over the tagged sentences' words, some split into word pieces
   examples/models/tiny-resnet/   timm's test_resnet in timm's Hub layout
 
 The backbones are randomly initialised: they stand in for Hub checkpoints so the whole pipeline can
@@ -82,6 +84,18 @@ def write_reviews(out: Path, sizes: dict[str, int], seed: int = 0) -> list[str]:
     return sorted(words)
 
 
+def write_ner() -> None:
+    """Tagged sentences as CoNLL files (IOB2: PER, LOC, ORG), and a tiny BERT over their words."""
+    from hf_finetune.data.conll import write_conll
+    from hf_finetune.testing import NER_WORDS, tagged_sentences, write_tiny_bert
+
+    for split, n, seed in (("train", 600, 0), ("validation", 100, 1), ("test", 150, 2)):
+        write_conll(ROOT / "data" / "ner" / f"{split}.conll", tagged_sentences(n, seed))
+    shutil.rmtree(ROOT / "models" / "tiny-bert-ner", ignore_errors=True)
+    write_tiny_bert(ROOT / "models" / "tiny-bert-ner", NER_WORDS, hidden_size=64, num_layers=2, num_heads=4,
+                    intermediate_size=128, max_length=64)
+
+
 def main() -> None:
     from hf_finetune.testing import write_pattern_folder, write_tiny_bert, write_tiny_timm
 
@@ -95,6 +109,7 @@ def main() -> None:
     # The checkpoint declares its own input size: the pipeline must follow it (64 px keeps the demo fast).
     write_tiny_timm(ROOT / "models" / "tiny-resnet", "test_resnet", num_classes=10,
                     pretrained_cfg={"input_size": [3, 64, 64], "crop_pct": 1.0})
+    write_ner()
 
 
 if __name__ == "__main__":

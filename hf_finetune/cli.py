@@ -222,13 +222,7 @@ def _quiet_loading() -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from hf_finetune.finished.predict import (
-        format_line,
-        load_predictor,
-        predict,
-        read_inputs,
-        write_predictions,
-    )
+    from hf_finetune.finished.predict import load_predictor, read_inputs, records_for
 
     _quiet_loading()
     if args.onnx or args.onnx_model:
@@ -238,12 +232,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         predictor = load_predictor(args.output_dir)
     items = read_inputs(predictor, args.inputs, column=args.column, explicit=args.explicit)
-    predictions = predict(predictor, items, batch_size=args.batch_size, top_k=args.top_k)
+    records = records_for(predictor)  # top-k classes, or entities with their offsets: the task's kind
+    predictions = records.predict(predictor, items, batch_size=args.batch_size, top_k=args.top_k)
     if args.output:  # first, so the file is complete even when the reader of stdout stops early
-        write_predictions(args.output, items, predictions)
+        records.write(args.output, items, predictions)
         logger.info("Wrote %d predictions to %s", len(items), args.output)
     for item, top in zip(items, predictions, strict=True):
-        sys.stdout.write(format_line(item, top) + "\n")
+        sys.stdout.write(records.format_line(item, top) + "\n")
     return 0
 
 

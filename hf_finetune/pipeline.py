@@ -13,8 +13,6 @@ from hf_finetune.data import PreparedData, build_datasets
 from hf_finetune.errors import Problem, RecipeError
 from hf_finetune.files import write_json, write_yaml
 from hf_finetune.logs import configure_process_logging
-from hf_finetune.metrics import ClassificationMetrics
-from hf_finetune.metrics.baseline import add_baselines
 from hf_finetune.outputs import (
     checkpoints_dir,
     guard_output_dir,
@@ -33,10 +31,9 @@ from hf_finetune.report.card import write_report
 from hf_finetune.report.record import build_manifest, train_record
 from hf_finetune.report.summary import summary_line
 from hf_finetune.tasks import check_capabilities, task_of
-from hf_finetune.tasks.classification import build_classifier
 from hf_finetune.training.arguments import build_training_arguments, resolve_training
 from hf_finetune.training.assembly import TrainerSetup, build_trainer
-from hf_finetune.training.data_aware import apply_decisions, class_counts, data_aware_defaults, log_decisions
+from hf_finetune.training.data_aware import apply_decisions, data_aware_defaults, log_decisions
 from hf_finetune.training.mirror import mirror_decision
 from hf_finetune.training.safeguards import (
     find_resume_checkpoint,
@@ -64,7 +61,7 @@ class Session:
     args: Any  # TrainingArguments
     data: PreparedData
     setup: TrainerSetup
-    metrics: ClassificationMetrics
+    metrics: Any  # the task's metrics of the validation split (ClassificationMetrics, EntityMetrics)
     checkpoint: str | None  # resumed from
     batch: dict[str, int]
     preprocessing: dict[str, Any]
@@ -139,7 +136,9 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
     if args.process_index == 0:
         record_or_compare_recipe(args.output_dir, resolved_recipe(recipe, {"training": resolved_training.training}),
                                  resuming=checkpoint is not None)
-    metrics = ClassificationMetrics(recipe.metrics, list(data.labels.names))
+    # the task's metrics, and its selection metric (training.metric_for_best_model), on the validation split
+    metrics = task_of(recipe).problem.metrics(recipe.metrics, list(data.labels.names))
+    metrics = metrics.for_dataset(data.splits["validation"])
     trainer_setup = build_trainer(recipe, args, data, model, tokenizer, metrics)
     for callback in callbacks or ():
         trainer_setup.trainer.add_callback(callback)
@@ -167,8 +166,9 @@ def finish(session: Session, train_output: Any, extra_results: dict[str, Any] | 
         if role in session.setup.eval_splits:
             results[role] = evaluate_split(trainer, session.setup.eval_splits[role], session.metrics, role)
     results["train"] = train_record(session, train_output)
-    counts = class_counts(session.data.splits["train"], session.data.labels.num_labels)
-    results["warnings"] = add_baselines(results, counts.tolist())
+    problem = task_of(session.recipe).problem
+    counts = problem.labeling.counts(session.data.splits["train"], session.data.labels.num_labels)
+    results["warnings"] = problem.baselines(results, counts)  # the trivial model's scores, the collapse test
     results.update(extra_results or {})
     publish_run(session, results)
     return RunResult(output_dir=Path(session.recipe.output.dir), metrics=results)
@@ -236,8 +236,8 @@ def prepare_data_and_model(recipe: Recipe, args: Any, extra_train: Any = None
     prep = task.inputs.preprocessing(recipe, augment=not recipe.finetune.cache_features,
                                      pad_to_multiple_of=pad_multiple)
     data = build_datasets(recipe, prep.encoding, main_process_first=lambda: args.main_process_first(desc=prep.verb),
-                          extra_train=extra_train)
-    model = build_classifier(task, recipe, data.labels, prep.tokenizer)
+                          extra_train=extra_train, labeling=task.problem.labeling)
+    model = task.inputs.build_backbone(recipe.model, data.labels, prep.tokenizer)  # the task's head on the backbone
     decided = dict(prep.decided)
     decided["model"] = task.inputs.finish_model(recipe, model, prep, data)
     return data, model, prep.tokenizer, prep.record, decided
@@ -251,11 +251,12 @@ def set_train_augmentation(data: PreparedData, recipe: Recipe, data_config: dict
     data.splits["train"].set_transform(ImageTransform(recipe.data.columns.image, train_tf))
 
 
-def evaluate_split(trainer: Any, dataset: Any, metrics: ClassificationMetrics, prefix: str) -> dict[str, Any]:
-    """Scores one split with the recipe's metrics, per-class figures and the confusion matrix, in full
-    precision: the figures of the weights as saved, whatever mixed precision training used."""
+def evaluate_split(trainer: Any, dataset: Any, metrics: Any, prefix: str) -> dict[str, Any]:
+    """Scores one split with the recipe's metrics, per-class figures and the confusion matrix (per entity
+    type for tags), in full precision: the figures of the weights as saved, whatever mixed precision
+    training used."""
     with full_precision(trainer.model):
         output = trainer.predict(dataset, metric_key_prefix=prefix)
-    report = metrics.report(output.predictions, output.label_ids)
+    report = metrics.for_dataset(dataset).report(output.predictions, output.label_ids)
     report["loss"] = output.metrics.get(f"{prefix}_loss")
     return report

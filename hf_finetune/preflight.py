@@ -18,10 +18,9 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import Dataset, DatasetDict
 
 from hf_finetune import hub
-from hf_finetune.data.labels import build_label_space
 from hf_finetune.data.sources import load_raw_splits
 from hf_finetune.data.splits import check_columns, select_splits
 from hf_finetune.errors import DataError
@@ -118,7 +117,7 @@ def _load_for_check(recipe: Recipe, report: PreflightReport) -> tuple[DatasetDic
 
 
 def check_data(recipe: Recipe, report: PreflightReport) -> None:
-    data, cols = recipe.data, recipe.data.columns
+    data = recipe.data
     raw, complete = _load_for_check(recipe, report)
     splits = select_splits(raw, data)
     check_columns(splits, data)
@@ -129,15 +128,13 @@ def check_data(recipe: Recipe, report: PreflightReport) -> None:
     if "validation" not in splits:
         report.splits["validation"] = f"carved from split '{names['train']}' (data.validation_size: {data.validation_size})"
 
-    task_of(recipe).inputs.check_columns(splits, recipe, names)
-
-    label_feature = splits["train"].features[cols.label]
-    if complete or isinstance(label_feature, ClassLabel):
-        labels = build_label_space(splits, data.splits.train, cols.label, data.label_names)
-        report.labels = list(labels.names)
+    task = task_of(recipe)
+    task.inputs.check_columns(splits, recipe, names)
+    report.labels = task.problem.labeling.preflight(splits, recipe, names, complete)
+    if report.labels is not None:
         from hf_finetune.training.assembly import class_weights_problem
 
-        problem = class_weights_problem(recipe.finetune.class_weights, labels.names)
+        problem = class_weights_problem(recipe.finetune.class_weights, report.labels)
         if problem:
             raise DataError(f"finetune.class_weights: {problem}")
 

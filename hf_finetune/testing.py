@@ -34,6 +34,7 @@ def write_tiny_bert(
 
     path = Path(path)
     vocab_words = SPECIAL_TOKENS + sorted({w.lower() for w in words} - set(SPECIAL_TOKENS))
+    # A fast (tokenizers) WordPiece tokenizer: word ids and offsets, as token classification and pipeline() need.
     tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab_words)}, do_lower_case=True)
     tokenizer.model_max_length = max_length
     config = BertConfig(
@@ -198,3 +199,51 @@ def write_pattern_folder(
                     image = rgba
                 image.save(folder / f"{kind}_{i:03d}.png", optimize=True)
     return path
+
+
+# --- tagged sentences (token classification) ---------------------------------------------------------------
+
+PEOPLE = ["john", "mary", "anna", "peter", "peters", "smith", "jones", "lee"]
+PLACES = ["paris", "berlin", "london", "rome", "springville", "oakville"]
+ORGS = ["acme", "globex", "initech", "umbrella"]
+SENTENCE_WORDS = ["lives", "in", "works", "for", "met", "visited", "yesterday", "the", "office", "of", "opened",
+                  "an", "and", ".", ","]
+# word pieces, so that some words become several sub-tokens ("springville" -> spring ##ville, "peters" -> peter ##s)
+PIECES = ["spring", "oak", "##ville", "##s", "new", "york"]
+NER_WORDS = sorted(set(PEOPLE + PLACES + ORGS + SENTENCE_WORDS + PIECES) - {"springville", "oakville", "peters"})
+
+
+def tagged_sentences(n: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """`n` tagged sentences (tokens, IOB2 tags) of people (PER), places (LOC) and organisations (ORG).
+
+    Names of one or two words (john smith, new york), and words that the tiny tokenizer of
+    `write_tiny_bert(path, NER_WORDS)` splits into several sub-tokens.
+    """
+    rng = random.Random(seed)
+
+    def person() -> list[tuple[str, str]]:
+        first = [(rng.choice(PEOPLE[:5]), "B-PER")]
+        return first + ([(rng.choice(PEOPLE[5:]), "I-PER")] if rng.random() < 0.5 else [])
+
+    def place() -> list[tuple[str, str]]:
+        return [("new", "B-LOC"), ("york", "I-LOC")] if rng.random() < 0.2 else [(rng.choice(PLACES), "B-LOC")]
+
+    def org() -> list[tuple[str, str]]:
+        return [(rng.choice(ORGS), "B-ORG")]
+
+    def words(*items: str) -> list[tuple[str, str]]:
+        return [(w, "O") for w in items]
+
+    templates = [
+        lambda: person() + words("lives", "in") + place() + words("."),
+        lambda: person() + words("works", "for") + org() + words("in") + place() + words("."),
+        lambda: org() + words("opened", "an", "office", "in") + place() + words("."),
+        lambda: words("yesterday", ",") + person() + words("met") + person() + words("."),
+        lambda: person() + words("and") + person() + words("visited") + place() + words("."),
+        lambda: words("the", "office", "of") + org() + words("in") + place() + words("."),
+    ]
+    out = []
+    for _ in range(n):
+        pairs = rng.choice(templates)()
+        out.append(([w for w, _ in pairs], [t for _, t in pairs]))
+    return out

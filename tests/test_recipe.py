@@ -213,7 +213,7 @@ def test_field_reference_documents_every_key(tmp_path):
     assert {"task", "model.name", "data.files", "data.columns.text", "data.max_samples.train",
             "preprocessing.max_length", "training", "output.dir"} <= set(keys)
     assert all(description for _, _, _, description in rows)
-    # exactly the keys a resolved recipe has, text and vision together (some apply to one task only)
+    # exactly the keys a resolved recipe has, text, vision and tokens together (some apply to one task only)
     sections = {".".join(key.split(".")[:n]) for key in keys for n in range(1, key.count(".") + 1)}
     (tmp_path / "images" / "a").mkdir(parents=True)
     vision = {"task": "image-classification", "model": {"name": "timm/resnet50.a1_in1k"},
@@ -226,7 +226,8 @@ def test_field_reference_documents_every_key(tmp_path):
     resolved = [validate_recipe(minimal(tmp_path)).to_dict(), validate_recipe(vision).to_dict(),
                 validate_recipe({**minimal(tmp_path), "search": {}, "rank": {}}).to_dict(),
                 validate_recipe(minimal(tmp_path, finetune={"strategy": "lora"})).to_dict(),
-                validate_recipe(vision_st).to_dict()]
+                validate_recipe(vision_st).to_dict(),
+                validate_recipe({**minimal(tmp_path), "task": "token-classification"}).to_dict()]
     assert set().union(*(leaf_keys(r, sections) for r in resolved)) == set(keys)
     assert not {k for k in leaf_keys(resolved[0], sections)
                 if k.split(".")[0] in ("search", "rank", "self_training") or "unlabeled" in k or "lora" in k}

@@ -24,13 +24,7 @@ from datasets import Dataset
 from hf_finetune.data.carved import carve
 from hf_finetune.data.encodings import ImageEncoding, TextEncoding, encoding_from
 from hf_finetune.data.encodings import default_cache_dir as default_cache_dir
-from hf_finetune.data.labels import (
-    LabelSpace,
-    build_label_space,
-    check_split_labels,
-    encode_labels,
-    model_label_space,
-)
+from hf_finetune.data.labels import ClassLabeling, LabelSpace
 from hf_finetune.data.sources import load_raw_splits
 from hf_finetune.data.splits import (
     ROLES,
@@ -56,6 +50,7 @@ class PreparedData:
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> {file, reused}
     skipped_images: dict[str, list[str]] = field(default_factory=dict)  # role -> unreadable files
     carved: dict[str, Any] | None = None  # how validation was carved from train (data/carved.py), for run.json
+    label_notes: dict[str, Any] = field(default_factory=dict)  # what the labeling found (tags: scheme, malformed)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -73,6 +68,7 @@ def build_datasets(
     pad_to_multiple_of: int | None = None,
     main_process_first: Any = contextlib.nullcontext,
     extra_train: Dataset | None = None,
+    labeling: Any = None,
 ) -> PreparedData:
     """Loads, checks, labels, splits and preprocesses the recipe's data.
 
@@ -88,12 +84,14 @@ def build_datasets(
             writes the caches first, the others then read them.
         extra_train: rows already in the label space (inputs and `labels`), appended to train after
             validation is carved and caps apply: self-training's pseudo-labels.
+        labeling: how the label columns become `labels` and the label space (the task's; default one
+            class per row, data/labels.ClassLabeling).
 
     Raises:
         DataError: naming the recipe key, split, column, row or file that is wrong.
     """
     data = recipe.data
-    cols = data.columns
+    labeling = labeling or ClassLabeling()
     encoding = encoding or encoding_from(tokenizer, max_length, data_config, augment, pad_to_multiple_of)
     with main_process_first():
         raw = load_raw_splits(data)
@@ -101,12 +99,11 @@ def build_datasets(
         check_columns(splits, data)
         names = {role: getattr(data.splits, role) for role in splits}
         splits = {role: encoding.read(recipe, ds, names[role]) for role, ds in splits.items()}
-        labels = build_label_space(splits, data.splits.train, cols.label, data.label_names)
-        splits = {role: encode_labels(ds, cols.label, labels) for role, ds in splits.items()}
+        splits, labels, notes = labeling.prepare(splits, recipe, names)
         sources = {role: f"split '{name}'" for role, name in names.items()}
         carved = None
         if "validation" not in splits:
-            splits["train"], splits["validation"], carved = carve(splits["train"], data)
+            splits["train"], splits["validation"], carved = carve(splits["train"], data, stratify=labeling.stratify)
             names["validation"] = f"{data.splits.train} (carved)"
             sources["validation"] = f"{len(splits['validation'])} rows carved from split '{data.splits.train}' (seed {data.seed})"
         for role in list(splits):
@@ -120,7 +117,7 @@ def build_datasets(
 
         encoded = encoding.prepare(recipe, splits, names)
         prepared = PreparedData(encoded.splits, labels, encoded.collator, sources, cache=encoded.cache,
-                                skipped_images=encoded.skipped, carved=carved)
+                                skipped_images=encoded.skipped, carved=carved, label_notes=notes)
     for role, ds in prepared.splits.items():
         logger.info("%-10s %7d rows from %s", role, len(ds), sources[role])
     return prepared
@@ -135,6 +132,7 @@ def build_eval_dataset(
     tokenizer: Any = None,
     max_length: int | None = None,
     data_config: dict[str, Any] | None = None,
+    labeling: Any = None,
 ) -> tuple[PreparedData, str]:
     """One split of the recipe's data, preprocessed for evaluation, labelled in the model's label space.
 
@@ -145,6 +143,7 @@ def build_eval_dataset(
         encoding: the finished model's preprocessing (without it, built from the arguments below).
         tokenizer, max_length: text only, as for training.
         data_config: vision only; the model's input size, mean, std, interpolation and crop.
+        labeling: the task's labeling (default one class per row).
 
     Returns:
         (the data, with the split under the role "eval", the name of the split scored).
@@ -167,11 +166,8 @@ def build_eval_dataset(
     if len(ds) == 0:
         raise DataError(f"split '{split}' is empty: it has no rows")
     check_columns({"eval": ds}, data, split_names={"eval": split})
-    column = data.columns.label
     ds = encoding.read(recipe, ds, split)
-    space = model_label_space(model_labels, ds.features[column], data.label_names)
-    check_split_labels(ds, split, column, space, known_from="the model's labels", listed_as="the model's labels")
-    ds = encode_labels(ds, column, space)
+    ds, space = (labeling or ClassLabeling()).prepare_eval(ds, recipe, split, model_labels)
     encoded = encoding.prepare(recipe, {"eval": ds}, {"eval": split})
     prepared = PreparedData(encoded.splits, space, encoded.collator, {"eval": f"split '{split}'"},
                             cache=encoded.cache, skipped_images=encoded.skipped)

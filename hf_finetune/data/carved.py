@@ -44,13 +44,14 @@ class DifferentCarveError(DataError):
     """Runs to be scored together whose validation rows were carved differently, the difference named."""
 
 
-def carve(train: Dataset, data: DataSpec) -> tuple[Dataset, Dataset, dict[str, Any]]:
-    """Carves validation from `train` (labels encoded) and describes the carve for run.json.
+def carve(train: Dataset, data: DataSpec, stratify: bool = True) -> tuple[Dataset, Dataset, dict[str, Any]]:
+    """Carves validation from `train` (labels encoded) and describes the carve for run.json (`stratify`:
+    by class where the classes allow it; tagged sentences are drawn plainly).
 
     Returns:
         (train without the carved rows, the carved validation rows, the record).
     """
-    rest, validation = carve_validation(train, data.validation_size, data.seed)
+    rest, validation = carve_validation(train, data.validation_size, data.seed, stratify=stratify)
     columns = fingerprint_columns(data)
     record = {
         "from": data.splits.train,

@@ -282,3 +282,43 @@ def encode_labels(ds: Dataset, column: str, space: LabelSpace) -> Dataset:
     drop = [column] if column != LABEL_COLUMN else None
     encoded = ds.map(encode, batched=True, desc="encoding labels", remove_columns=drop)
     return encoded.cast_column(LABEL_COLUMN, ClassLabel(names=list(space.names)))
+
+
+class ClassLabeling:
+    """Single-label classification's labeling: one class per row (the data stage's default).
+
+    A task's labeling turns the label columns of the raw splits into the `labels` column and the label
+    space; token classification brings its own (tasks/tag_labels.py).
+    """
+
+    stratify = True  # validation is carved stratified by class where every class allows it
+
+    def prepare(self, splits: dict[str, Dataset], recipe: object, names: dict[str, str]
+                ) -> tuple[dict[str, Dataset], LabelSpace, dict[str, object]]:
+        """(splits with `labels`, the label space from the training split, notes for the run record)."""
+        data = recipe.data  # type: ignore[attr-defined]
+        space = build_label_space(splits, data.splits.train, data.columns.label, data.label_names)
+        return {role: encode_labels(ds, data.columns.label, space) for role, ds in splits.items()}, space, {}
+
+    def prepare_eval(self, ds: Dataset, recipe: object, split: str, model_labels: list[str]
+                     ) -> tuple[Dataset, LabelSpace]:
+        """One split of new data labelled in a finished model's label space."""
+        data = recipe.data  # type: ignore[attr-defined]
+        column = data.columns.label
+        space = model_label_space(model_labels, ds.features[column], data.label_names)
+        check_split_labels(ds, split, column, space, known_from="the model's labels", listed_as="the model's labels")
+        return encode_labels(ds, column, space), space
+
+    def preflight(self, splits: dict[str, Dataset], recipe: object, names: dict[str, str], complete: bool
+                  ) -> list[str] | None:
+        """The class names when they can be known before training (complete data, or a ClassLabel)."""
+        data = recipe.data  # type: ignore[attr-defined]
+        if complete or isinstance(splits["train"].features[data.columns.label], ClassLabel):
+            return list(build_label_space(splits, data.splits.train, data.columns.label, data.label_names).names)
+        return None
+
+    def counts(self, train: Dataset, num_labels: int) -> object:
+        """Training rows per class."""
+        import numpy as np
+
+        return np.bincount(np.asarray(train[LABEL_COLUMN]), minlength=num_labels)

@@ -10,6 +10,7 @@ import datasets
 from datasets import Dataset, DatasetDict
 
 from hf_finetune import hub
+from hf_finetune.data.conll import read_conll
 from hf_finetune.errors import DataError
 from hf_finetune.recipe import FILE_FORMATS, DataSpec
 
@@ -23,7 +24,8 @@ def load_raw_splits(data: DataSpec) -> DatasetDict:
     typed as `datasets.Image`, not decoded yet.
     """
     if data.files is not None:
-        return DatasetDict({split: _load_files(split, paths) for split, paths in data.files.items()})
+        columns = (data.columns.tokens or "tokens", data.columns.tags or "tags")  # what CoNLL files are read into
+        return DatasetDict({split: _load_files(split, paths, columns=columns) for split, paths in data.files.items()})
     if data.image_folder is not None:
         return _load_image_folder(data.image_folder)
     return _load_dataset(data)
@@ -34,7 +36,8 @@ def load_files(patterns: list[str], key: str) -> Dataset:
     return _load_files("unlabeled", patterns, key)
 
 
-def _load_files(split: str, patterns: list[str], key: str | None = None) -> Dataset:
+def _load_files(split: str, patterns: list[str], key: str | None = None,
+                columns: tuple[str, str] = ("tokens", "tags")) -> Dataset:
     key = key or f"data.files.{split}"
     paths = sorted({p for pattern in patterns for p in glob.glob(pattern)})
     if not paths:
@@ -44,6 +47,10 @@ def _load_files(split: str, patterns: list[str], key: str | None = None) -> Data
         suffix = Path(path).suffix.lower()
         builder = FILE_FORMATS[suffix]
         kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
+        if builder == "conll":
+            ds = read_conll(path, *columns, key=key)
+            parts.append(ds.add_column("__source_file__", [str(Path(path).resolve())] * len(ds)))
+            continue
         try:
             ds = datasets.load_dataset(builder, data_files={"data": path}, split="data", **kwargs)
         except Exception as exc:  # parse errors surface as many exception types from pyarrow/pandas

@@ -54,7 +54,9 @@ def check_columns(splits: dict[str, Dataset], data: DataSpec, split_names: dict[
         split_names: role -> the split's name in messages (default: the recipe's data.splits).
     """
     cols = data.columns
-    wanted = [("text", cols.text), ("text_pair", cols.text_pair), ("image", cols.image), ("label", cols.label)]
+    wanted = [("text", cols.text), ("text_pair", cols.text_pair), ("image", cols.image), ("tokens", cols.tokens)]
+    # the tags of each word replace the label of each row (token classification)
+    wanted += [("tags", cols.tags)] if cols.tags is not None else [("label", cols.label)]
     for role, ds in splits.items():
         present = [c for c in ds.column_names if c != "__source_file__"]
         for key, column in wanted:
@@ -66,8 +68,9 @@ def check_columns(splits: dict[str, Dataset], data: DataSpec, split_names: dict[
                 )
 
 
-def carve_validation(train: Dataset, size: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Splits validation off train with a fixed seed, stratified by label when every class allows it."""
+def carve_validation(train: Dataset, size: float, seed: int, stratify: bool = True) -> tuple[Dataset, Dataset]:
+    """Splits validation off train with a fixed seed, stratified by label when every class allows it
+    (`stratify` False: rows whose labels are sequences, such as tagged sentences, are drawn plainly)."""
     test_size = int(size) if size >= 1 else size
     n_val = test_size if isinstance(test_size, int) else round(len(train) * test_size)
     if n_val < 1 or n_val >= len(train):
@@ -75,6 +78,10 @@ def carve_validation(train: Dataset, size: float, seed: int) -> tuple[Dataset, D
             f"data.validation_size: {size} of {len(train)} training rows leaves no rows for "
             f"{'validation' if n_val < 1 else 'training'}"
         )
+    if not stratify:
+        parts = train.train_test_split(test_size=test_size, seed=seed)
+        logger.info("Carved %d validation rows from %d training rows (seed %d)", len(parts["test"]), len(train), seed)
+        return parts["train"], parts["test"]
     num_classes = train.features[LABEL_COLUMN].num_classes
     counts = {}
     for label in train[LABEL_COLUMN]:

@@ -71,7 +71,7 @@ def evaluation_recipe(out_dir: Path, data: str | None, split: str | None, column
     if column:
         columns[get_task(raw.get("task", "")).inputs.input_keys[0]] = column
     if label_column:
-        columns["label"] = label_column
+        columns[get_task(raw.get("task", "")).inputs.label_key] = label_column
     section["max_samples"] = {}
     called = None
     if data is None:
@@ -146,7 +146,6 @@ def evaluate_output(out_dir: str | os.PathLike, data: str | None = None, split: 
 
 def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | None, label_column: str | None,
               name: str | None, output_dir: str | os.PathLike | None, batch_size: int) -> Evaluation:
-    from hf_finetune.metrics import ClassificationMetrics
     from hf_finetune.report.plots import plot_confusion_matrix
 
     out_dir = Path(out_dir)
@@ -157,6 +156,7 @@ def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | 
     run = read_finished_run(out_dir) if data is None and read_run(out_dir) is not None else None  # its own splits
     if getattr(predictor, "members", None):  # an ensemble: each member preprocesses the data itself
         predictions, references, loss, split, rows = score_ensemble(predictor, recipe, split, batch_size, run)
+        dataset = None
     else:
         prepared, split = predictor_eval_dataset(recipe, split, predictor, run)
         dataset = prepared.splits["eval"]
@@ -165,7 +165,8 @@ def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | 
     if name is None:
         name = split if called is None else called if called == split else f"{called}-{split}"
     name = slug(name)
-    report = ClassificationMetrics(recipe.metrics, list(predictor.labels)).report(predictions, references)
+    metrics = get_task(recipe.task).problem.metrics(recipe.metrics, list(predictor.labels))
+    report = (metrics.for_dataset(dataset) if dataset is not None else metrics).report(predictions, references)
     report["loss"] = loss
     report["source"] = {
         "data": data if data is not None else f"the run's data ({_describe(recipe)})",
@@ -181,8 +182,8 @@ def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | 
     write_json(json_path, report)
     files = [json_path]
     try:
-        plot_confusion_matrix(report, plot_path, f"Confusion matrix ({name})")
-        files.append(plot_path)
+        if plot_confusion_matrix(report, plot_path, f"Confusion matrix ({name})"):  # none for entity reports
+            files.append(plot_path)
     except Exception:  # the numbers are written; a drawing problem must not hide them
         logger.warning("Could not draw %s", plot_path, exc_info=True)
     if dest.resolve() == out_dir.resolve() and read_run(out_dir) is not None:
@@ -195,38 +196,47 @@ def _describe(recipe: Recipe) -> str:
     return data.dataset or data.image_folder or ", ".join(p for paths in (data.files or {}).values() for p in paths)
 
 
-def run_model(model: Any, dataset: Any, collator: Any, batch_size: int) -> tuple[list[int], list[int], float]:
-    """Predicted class ids, label ids and mean cross-entropy loss over a dataset, in its order."""
+def run_model(model: Any, dataset: Any, collator: Any, batch_size: int) -> tuple[list, list, float]:
+    """Predicted class ids, label ids and mean cross-entropy loss over a dataset, in its order; for a
+    token-classification model, a list of tag ids per row (-100 where no word starts) and the loss per
+    scored token."""
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
-    predictions: list[int] = []
-    references: list[int] = []
-    total = 0.0
+    predictions: list = []
+    references: list = []
+    total, count = 0.0, 0
     model.eval()
     with torch.inference_mode():
         for batch in loader:
             labels = batch.pop("labels")
             logits = model(**batch).logits.float()
-            total += F.cross_entropy(logits, labels, reduction="sum").item()
+            if logits.ndim == 3:  # a tag per token: the loss over the scored tokens
+                scored = labels != -100
+                total += F.cross_entropy(logits[scored], labels[scored], reduction="sum").item()
+                count += int(scored.sum())
+            else:
+                total += F.cross_entropy(logits, labels, reduction="sum").item()
+                count += len(labels)
             predictions += logits.argmax(dim=-1).tolist()
             references += labels.tolist()
     if not references:
         raise DataError("nothing to evaluate: the split has no rows left")
-    return predictions, references, total / len(references)
+    return predictions, references, total / max(count, 1)
 
 
 def format_evaluation(evaluation: Evaluation) -> str:
     """A few readable lines: the metrics, then precision/recall/F1/support per class."""
     report = evaluation.report
-    skip = {"per_class", "confusion_matrix", "num_samples", "source"}
+    skip = {"per_class", "confusion_matrix", "num_samples", "source", "predicted_outside", "true_outside"}
     scalars = "  ".join(f"{k} {v:.4f}" for k, v in report.items() if k not in skip and isinstance(v, float))
     lines = [f"{evaluation.name}: {report['num_samples']} rows (split '{report['source']['split']}')", f"  {scalars}"]
     per_class = report.get("per_class") or {}
     width = max([len(label) for label in per_class] + [5])
-    lines.append(f"  {'class':<{width}}  precision  recall  f1      support")
+    first = "type" if "entities" in report else "class"  # entity types of token classification
+    lines.append(f"  {first:<{width}}  precision  recall  f1      support")
     for label, v in per_class.items():
         lines.append(f"  {label:<{width}}  {v['precision']:.4f}     {v['recall']:.4f}  {v['f1']:.4f}  {v['support']}")
     return "\n".join(lines) + "\n"
@@ -244,8 +254,9 @@ def predictor_eval_dataset(recipe: Any, split: str, predictor: Any, run: Any = N
     role = carved_role(run, split) if run is not None else None
     if role is not None:
         return rebuild_eval_split(run, recipe, role, predictor), split
-    encoding = get_task(predictor.task).inputs.finished_encoding(predictor)
-    return build_eval_dataset(recipe, split, predictor.labels, encoding)
+    task = get_task(predictor.task)
+    encoding = task.inputs.finished_encoding(predictor)
+    return build_eval_dataset(recipe, split, predictor.labels, encoding, labeling=task.problem.labeling)
 
 
 def score_ensemble(predictor: EnsemblePredictor, recipe: Any, split: str | None, batch_size: int,

@@ -19,6 +19,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,11 @@ from hf_finetune.predictor import Predictor as Predictor
 from hf_finetune.predictor import load_predictor as load_predictor
 from hf_finetune.predictor import output_task as output_task
 from hf_finetune.predictor import read_model_config as read_model_config
+from hf_finetune.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
-TEXT_FILES = {".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet"}
+TEXT_FILES = {".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet", ".conll"}
 OUTPUT_FORMATS = (".jsonl", ".csv")
 
 
@@ -172,7 +174,12 @@ def read_column(path: Path, column: str, pair: str | None = None) -> Iterator[tu
             if line.strip():
                 yield line, None
         return
-    rows = _rows(path)
+    if suffix == ".conll":  # tagged sentences: their words, joined by spaces
+        from hf_finetune.data.conll import read_conll
+
+        rows = read_conll(path, column, "__tags__", key="INPUTS").to_list()
+    else:
+        rows = _rows(path)
     wanted = [column] + ([pair] if pair else [])
     for i, row in enumerate(rows):
         for name in wanted:
@@ -183,7 +190,9 @@ def read_column(path: Path, column: str, pair: str | None = None) -> Iterator[tu
                                 + did_you_mean(name, list(map(str, row))))
             if row[name] is None or str(row[name]).strip() == "":
                 raise DataError(f"INPUTS: {path} row {i}: column '{name}' is empty")
-        yield str(row[column]), (str(row[pair]) if pair else None)
+        value = row[column]
+        # a list of words (the tokens column of token-classification data) is read as the text it spells
+        yield (" ".join(map(str, value)) if isinstance(value, list) else str(value)), (str(row[pair]) if pair else None)
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -229,6 +238,26 @@ def predict(predictor: Predictor, items: list[Item], batch_size: int = 32,
         for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):
             out.append([(predictor.labels[i], s) for i, s in zip(row_ids, row_scores, strict=True)])
     return out
+
+
+# --- what a prediction is, per problem --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Records:
+    """How predictions of one kind (TaskProblem.kind) are made, shown and written."""
+
+    predict: Any  # (predictor, items, batch_size, top_k) -> one record per item
+    format_line: Any  # (item, record) -> one line of text
+    write: Any  # (path, items, records) -> None
+
+
+def records_for(predictor: Predictor) -> Records:
+    """The records the predictor's task gives: top-k classes, or entities with offsets (finished/entities.py)."""
+    from hf_finetune.finished.entities import format_entities, predict_entities, write_entities
+
+    kinds = {"classes": Records(predict, format_line, write_predictions),
+             "entities": Records(predict_entities, format_entities, write_entities)}
+    return kinds[get_task(predictor.task).problem.kind]
 
 
 # --- output ----------------------------------------------------------------------------------------------

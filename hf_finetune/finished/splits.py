@@ -90,7 +90,8 @@ def rebuild_splits(run: FinishedRun, raw: dict[str, Any], predictor: Any, roles:
     raw.pop("self_training", None)
     data.pop("unlabeled", None)
     recipe = validate_recipe(raw, source=str(run.folder / "recipe.yaml"), purpose="evaluate")
-    prepared = build_datasets(recipe, get_task(predictor.task).inputs.finished_encoding(predictor))
+    task = get_task(predictor.task)
+    prepared = build_datasets(recipe, task.inputs.finished_encoding(predictor), labeling=task.problem.labeling)
     recorded = recorded_carve(run)
     if recorded is not None and prepared.carved is not None:
         check_rebuilt(recorded, prepared.carved, str(run.folder))

@@ -145,6 +145,31 @@ def build_text_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> Any
     return _with_pooling(model, spec, name)
 
 
+def build_token_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> Any:
+    """A token-classification model: a new head of `labels.num_labels` outputs on every token's state."""
+    from transformers import AutoModelForTokenClassification
+    from transformers.models.auto.modeling_auto import MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING
+
+    name = _check_name(spec)
+    config = load_text_config(spec, labels)
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    head_class = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING.get(type(config), None)
+    if head_class is None and not spec.trust_remote_code:
+        raise ModelError(f"model.name: {name} is a {config.model_type} model, which transformers has no "
+                         "token-classification head for")
+    chosen = spec.attn_implementation or training_attention(config, head_class)
+    attention = {"attn_implementation": chosen} if chosen else {}
+    if not spec.pretrained:
+        logger.warning("model.pretrained is false: %s starts from random weights", name)
+        return AutoModelForTokenClassification.from_config(config, trust_remote_code=spec.trust_remote_code,
+                                                           **attention)
+    kwargs = _hub_kwargs(spec, name) | attention
+    return _load(spec, name, "model weights", lambda: AutoModelForTokenClassification.from_pretrained(
+        name, config=config, ignore_mismatched_sizes=True, use_safetensors=None if spec.allow_pickle else True,
+        **kwargs))
+
+
 def _with_pooling(model: Any, spec: ModelSpec, name: str) -> Any:
     """The model with the pooling `model.pooling` resolves to (models/pooling.py); a pooling layer it
     already carries (a model fine-tuned here) stays frozen."""

@@ -21,7 +21,7 @@ from hf_finetune.recipe.sections.batch import Batch
 from hf_finetune.recipe.sections.data import FILE_FORMATS, DataSpec
 from hf_finetune.recipe.sections.distill import Distill
 from hf_finetune.recipe.sections.finetune import Finetune
-from hf_finetune.recipe.sections.metrics import BUNDLED_METRICS, metric_keys
+from hf_finetune.recipe.sections.metrics import BUNDLED_METRICS, ENTITY_METRICS, metric_keys
 from hf_finetune.recipe.sections.model import ModelSpec
 from hf_finetune.recipe.sections.output import OutputSpec
 from hf_finetune.recipe.sections.preprocessing import Preprocessing
@@ -36,6 +36,9 @@ def resolve_data(task: str, data: DataSpec) -> None:
     cols = data.columns
     if task == "text-classification" and cols.text is None:
         cols.text = "text"
+    if task == "token-classification":
+        cols.tokens = cols.tokens or "tokens"
+        cols.tags = cols.tags or "tags"
     if task == "image-classification" and cols.image is None:
         cols.image = "image"
 
@@ -47,13 +50,17 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
     Inputs vary in length when the recipe reads text (data.columns.text, resolved from the task), so the
     recipe decides the length-grouped default from its own data section, without asking the task layer.
     """
-    varied = data is not None and data.columns.text is not None
+    varied = data is not None and (data.columns.text is not None or data.columns.tokens is not None)
     training = house_defaults(varied, mixes=augmentation is not None and augmentation.mixes)
     training.update(user)
     if training.get("load_best_model_at_end") and training.get("metric_for_best_model") is None:
-        # Select on the first metric the recipe asks for; "loss" when that metric is not bundled.
+        # Select on the first metric the recipe asks for; "loss" when that metric is not bundled. Tagged
+        # words (data.columns.tags) are selected on entity micro-F1 whatever the order: token accuracy
+        # rewards predicting "O".
         first = metrics[0] if metrics else None
         keys = BUNDLED_METRICS.get(first, ()) if first else ()
+        if data is not None and data.columns.tags is not None:
+            keys = ("f1",) if "f1" in (metrics or ()) else ENTITY_METRICS.get(first, ()) if first else ()
         training["metric_for_best_model"] = keys[0] if keys else "loss"
     if "greater_is_better" not in user and training.get("metric_for_best_model"):
         training["greater_is_better"] = not str(training["metric_for_best_model"]).endswith("loss")
@@ -64,7 +71,7 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
 
 
 def task_augmentation_problems(task: str | None, augmentation: Augmentation | None) -> list[Problem]:
-    if task == "text-classification" and augmentation not in (None, Augmentation()):
+    if task in ("text-classification", "token-classification") and augmentation not in (None, Augmentation()):
         return [Problem("augmentation", "only applies to task: image-classification")]
     return []
 
@@ -73,7 +80,11 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
     """Data (and preprocessing) keys that only apply to the other task."""
     problems: list[Problem] = []
     cols = data.columns
-    if task == "text-classification":
+    if task != "token-classification":
+        problems += token_keys_problems(data, prep)
+    if task == "token-classification":
+        problems += token_data_problems(data, prep)
+    elif task == "text-classification":
         if cols.image is not None:
             problems.append(Problem("data.columns.image", "only applies to task: image-classification"))
         for key in ("bad_images", "verify_images"):
@@ -99,10 +110,57 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
     return problems
 
 
+def token_keys_problems(data: DataSpec, prep: Preprocessing | None) -> list[Problem]:
+    """Keys that only token-classification reads, set on another task."""
+    problems = [Problem(f"data.columns.{key}", "only applies to task: token-classification")
+                for key in ("tokens", "tags") if getattr(data.columns, key) is not None]
+    if data.tag_scheme != DataSpec.model_fields["tag_scheme"].default:
+        problems.append(Problem("data.tag_scheme", "only applies to task: token-classification"))
+    for key in ("label_all_tokens", "stride"):
+        if prep is not None and key in prep.model_fields_set:
+            problems.append(Problem(f"preprocessing.{key}", "only applies to task: token-classification"))
+    return problems
+
+
+def token_data_problems(data: DataSpec, prep: Preprocessing | None) -> list[Problem]:
+    """token-classification reads words and their tags: the other tasks' columns and image keys do not apply."""
+    cols = data.columns
+    problems = [Problem(f"data.columns.{key}", "only applies to task: text-classification")
+                for key in ("text", "text_pair") if getattr(cols, key) is not None]
+    if cols.image is not None:
+        problems.append(Problem("data.columns.image", "only applies to task: image-classification"))
+    if "label" in cols.model_fields_set:
+        problems.append(Problem("data.columns.label", "token-classification reads each word's tag from "
+                                                      "data.columns.tags, not a label column"))
+    if cols.tokens == cols.tags:
+        problems.append(Problem("data.columns.tags", "must differ from data.columns.tokens"))
+    for key in ("bad_images", "verify_images", "image_folder"):
+        if getattr(data, key) != DataSpec.model_fields[key].default:
+            problems.append(Problem(f"data.{key}", "only applies to task: image-classification"))
+    if prep is not None and prep.max_length is not None and prep.stride is not None \
+            and 2 * prep.stride >= prep.max_length:
+        problems.append(Problem("preprocessing.stride", f"{prep.stride} tokens shared by consecutive windows must be "
+                                                        f"less than half of preprocessing.max_length ({prep.max_length})"))
+    return problems
+
+
+def token_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem]:
+    """token-classification reports entity-level figures and token accuracy: no other metric applies."""
+    if task != "token-classification":
+        return []
+    return [Problem(f"metrics[{i}]", f"'{name}' does not apply to token-classification, which reports entity-level "
+                                     f"precision, recall and F1 (seqeval) and token accuracy: metrics may list "
+                                     f"{', '.join(ENTITY_METRICS)}" + did_you_mean(name, list(ENTITY_METRICS)))
+            for i, name in enumerate(metrics) if name not in ENTITY_METRICS]
+
+
 def task_model_problems(task: str, model: ModelSpec) -> list[Problem]:
     problems: list[Problem] = []
-    if task == "text-classification" and model.channels_last is not None:
+    if task in ("text-classification", "token-classification") and model.channels_last is not None:
         problems.append(Problem("model.channels_last", "only applies to task: image-classification"))
+    if task == "token-classification" and model.pooling != "auto":
+        problems.append(Problem("model.pooling", "only applies to text-classification: a token head reads "
+                                                 "every token's own state"))
     if task == "image-classification" and model.pooling != "auto":
         problems.append(Problem("model.pooling", "only applies to text models; a timm backbone pools itself"))
     if task == "image-classification" and model.attn_implementation is not None:
@@ -233,11 +291,12 @@ def self_training_problems(task: str | None, data: DataSpec | None, st: SelfTrai
 
 
 def objective_problems(metric: Any, pruner: str | None, metrics: list[str],
-                       training: dict[str, Any] | None) -> list[Problem]:
-    """The objective names a metric this run produces; a pruner needs evaluations during training."""
+                       training: dict[str, Any] | None, entities: bool = False) -> list[Problem]:
+    """The objective names a metric this run produces (`entities`: a token-classification run's figures);
+    a pruner needs evaluations during training."""
     problems = []
     if isinstance(metric, str):
-        produced = metric_keys(metrics) | {"loss"}
+        produced = metric_keys(metrics, entities) | {"loss"}
         bare = metric.removeprefix("eval_").removeprefix("validation_")
         if bare not in produced:
             problems.append(Problem("search.objective.metric",
@@ -279,7 +338,8 @@ def search_problems(raw: dict[str, Any], search: SearchSpec | None, metrics: lis
     objective = section.get("objective") if isinstance(section.get("objective"), dict) else {}
     pruner = search.pruner.type if search is not None else None
     metric = search.objective.metric if search is not None else objective.get("metric")
-    problems += objective_problems(metric, pruner, metrics or [], training)
+    problems += objective_problems(metric, pruner, metrics or [], training,
+                                   entities=raw.get("task") == "token-classification")
     return problems
 
 

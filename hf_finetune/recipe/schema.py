@@ -52,21 +52,27 @@ __all__ = [
     "key_path_problem", "section_model", "seconds",
 ]
 
-Task = Literal["text-classification", "image-classification"]
+Task = Literal["text-classification", "image-classification", "token-classification"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
 # The kind of input each task reads, as data: the keys of the other kind mean nothing to it. The
 # behaviour is the task layer's (hf_finetune/tasks); tests/test_tasks.py checks that the two agree.
-TASK_INPUTS: dict[str, str] = {"text-classification": "text", "image-classification": "image"}
-# Keys and sections only one kind of input reads, left out of the other kind's resolved recipe.
-INPUT_ONLY: dict[str, dict[str, Any]] = {
-    "text": {"preprocessing": True, "model": {"attn_implementation"}, "data": {"columns": {"text", "text_pair"}}},
-    "image": {"augmentation": True, "model": {"channels_last"},
-              "data": {"image_folder": True, "bad_images": True, "verify_images": True, "columns": {"image"}}},
+TASK_INPUTS: dict[str, str] = {"text-classification": "text", "image-classification": "image",
+                               "token-classification": "words"}
+# Keys and sections only some kinds of input read (the kinds that read them -> the keys), left out of the
+# other kinds' resolved recipes.
+INPUT_ONLY: dict[tuple[str, ...], dict[str, Any]] = {
+    ("text", "words"): {"preprocessing": True, "model": {"attn_implementation"}},
+    ("text",): {"data": {"columns": {"text", "text_pair"}}},
+    ("words",): {"data": {"columns": {"tokens", "tags"}, "tag_scheme": True},
+                 "preprocessing": {"label_all_tokens", "stride"}},
+    ("text", "image"): {"model": {"pooling"}, "data": {"columns": {"label"}}},  # words: a tag per word, no pooling
+    ("image",): {"augmentation": True, "model": {"channels_last"},
+                 "data": {"image_folder": True, "bad_images": True, "verify_images": True, "columns": {"image"}}},
 }
 
 
 class Recipe(Section):
-    task: Task = Field(description="text-classification or image-classification.")
+    task: Task = Field(description="text-classification, image-classification or token-classification.")
     model: ModelSpec = Field(description="The pretrained backbone.")
     data: DataSpec = Field(description="Where the data comes from and which columns to use.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Input preprocessing.")
@@ -121,8 +127,8 @@ class Recipe(Section):
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe, without the keys that do not apply to its task (valid recipe input)."""
         exclude: dict[str, Any] = {}
-        for kind, keys in INPUT_ONLY.items():  # what the other kinds of input read
-            if kind != TASK_INPUTS[self.task]:
+        for kinds, keys in INPUT_ONLY.items():  # what the other kinds of input read
+            if TASK_INPUTS[self.task] not in kinds:
                 _merge_exclusions(exclude, keys)
         for section in ("search", "rank"):  # only `tune` / `rank` read them; a recipe without one stays as it was
             if section not in self.model_fields_set:

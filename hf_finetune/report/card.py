@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 CARD_FILE = "README.md"
 LOG_FILE = "training_log.json"
 MAX_TABLE_CLASSES = 20  # larger confusion matrices are shown as an image only
-MACRO = {"precision", "recall", "f1"}  # averaged over classes, each class counting the same
 
 
 # --- what goes into the output folder --------------------------------------------------------------
@@ -59,8 +58,10 @@ def write_report(folder: str | os.PathLike, recipe: dict[str, Any], results: dic
     write_json(folder / LOG_FILE, log_history)
     written = [LOG_FILE]
     selected = _selected_metric(recipe)
+    titles = _words(recipe).metric_titles
     drawings = [(LOSS_PLOT, lambda p: plot_loss(log_history, p)),
-                (METRICS_PLOT, lambda p: plot_validation_metrics(log_history, metric_names(results), selected, p))]
+                (METRICS_PLOT, lambda p: plot_validation_metrics(log_history, metric_names(results), selected, p,
+                                                                 titles))]
     for split in ("validation", "test"):
         if split in results:
             drawings.append((confusion_plot_name(split),
@@ -88,6 +89,15 @@ def default_model_id(recipe: dict[str, Any]) -> str:
 
 
 # --- model card --------------------------------------------------------------------------------------
+
+def _words(recipe: dict[str, Any]) -> Any:
+    """How the card speaks of the task's labels, metrics and baseline (tasks/: Problem.card)."""
+    return get_task(recipe["task"]).problem.card
+
+
+def _title(recipe: dict[str, Any], name: str) -> str:
+    return _words(recipe).metric_titles.get(name, METRIC_NAMES.get(name, name))
+
 
 def _selected_metric(recipe: dict[str, Any]) -> str | None:
     metric = (recipe.get("training") or {}).get("metric_for_best_model")
@@ -176,9 +186,9 @@ def _eval_results(recipe: dict[str, Any], results: dict[str, Any], manifest: dic
                 dataset_config=recipe["data"].get("config"),
                 dataset_split=split_name(recipe, manifest, role),
                 metric_type=name,
-                metric_name=f"{METRIC_NAMES.get(name, name)}, {role}",
+                metric_name=f"{_title(recipe, name)}, {role}",
                 metric_value=report[name],
-                metric_args={"average": "macro"} if name in MACRO else None,
+                metric_args={"average": average} if (average := _words(recipe).averages.get(name)) else None,
             ))
     return out
 
@@ -248,11 +258,10 @@ def _intro(recipe: dict[str, Any], manifest: dict[str, Any]) -> str:
         origin = f"a fine-tuned version of `{name}`"
     labels = manifest.get("labels") or []
     task = get_task(recipe["task"])
-    kind = f"{task.inputs.kind}s"
+    what = task.problem.card.labels.format(kind=task.inputs.kind, n=len(labels), labels=_labels_text(labels))
     return (
         f"This model is {origin} for {task.card_name.lower()}, trained on "
-        f"{_data_description(recipe, ids)} with hf-finetune. It sorts {kind} into {len(labels)} classes: "
-        f"{_labels_text(labels)}."
+        f"{_data_description(recipe, ids)} with hf-finetune. {what}"
     )
 
 
@@ -260,7 +269,8 @@ def _results_section(recipe: dict[str, Any], results: dict[str, Any], plots: lis
     roles = [r for r in ("validation", "test") if results.get(r)]
     if not roles:
         return ""
-    rows = [[METRIC_NAMES.get(n, n)] + [results[r].get(n, "") for r in roles] for n in metric_names(results)]
+    words = _words(recipe)
+    rows = [[_title(recipe, n)] + [results[r].get(n, "") for r in roles] for n in metric_names(results)]
     rows.append(["Loss"] + [results[r].get("loss", "") for r in roles])
     rows.append(["Samples"] + [results[r].get("num_samples", "") for r in roles])
     parts = ["## Results", _table(["metric"] + roles, rows)]
@@ -268,9 +278,9 @@ def _results_section(recipe: dict[str, Any], results: dict[str, Any], plots: lis
     if baselines:
         names = [n for n in metric_names(results) if any(n in b for b in baselines.values())]
         majority = next(iter(baselines.values()))["class"]
-        parts.append(f"For scale, always predicting the largest training class ('{majority}') would score:")
+        parts.append(f"For scale, {words.baseline.format(name=majority)} would score:")
         parts.append(_table(["metric"] + list(baselines),
-                            [[METRIC_NAMES.get(n, n)] + [b.get(n, "") for b in baselines.values()] for n in names]))
+                            [[_title(recipe, n)] + [b.get(n, "") for b in baselines.values()] for n in names]))
     for warning in results.get("warnings") or []:
         parts.append(f"**Warning:** {warning}")
     train = results.get("train") or {}
@@ -283,12 +293,12 @@ def _results_section(recipe: dict[str, Any], results: dict[str, Any], plots: lis
     for role in roles:
         report = results[role]
         per_class = report.get("per_class") or {}
-        parts.append(f"### Per class ({role})")
-        parts.append(_table(["class", "precision", "recall", "F1", "support"],
+        parts.append(f"### {words.per_class} ({role})")
+        parts.append(_table([words.per_class_column, "precision", "recall", "F1", "support"],
                             [[label, v["precision"], v["recall"], v["f1"], v["support"]]
                              for label, v in per_class.items()]))
         parts.append(_confusion_section(report, role, plots))
-    return "\n\n".join(parts)
+    return "\n\n".join(part for part in parts if part)
 
 
 def _confusion_section(report: dict[str, Any], role: str, plots: list[str]) -> str:
@@ -309,9 +319,7 @@ def _confusion_section(report: dict[str, Any], role: str, plots: list[str]) -> s
 
 def _usage_section(recipe: dict[str, Any], model_id: str) -> str:
     task = get_task(recipe["task"])
-    code = (f'from transformers import pipeline\n'
-            f'classifier = pipeline("{task.pipeline_task}", model="{model_id}")\n'
-            f"print(classifier({task.example_input}, top_k=3))")
+    code = task.problem.card.usage.format(task=task.pipeline_task, model=model_id, example=task.example_input)
     parts = ["## How to use", f"```python\n{code}\n```"]
     if "timm" in task.inputs.libraries:
         local = model_id == str(recipe["output"]["dir"])
@@ -329,6 +337,13 @@ def _data_section(recipe: dict[str, Any], manifest: dict[str, Any]) -> str:
     cols = recipe["data"].get("columns") or {}
     inputs = ", ".join(f"{k} `{v}`" for k, v in cols.items() if v)
     parts = ["## Training data", _table(["role", "source", "rows"], rows), f"Columns: {inputs}."]
+    labeling = manifest.get("labeling") or {}
+    if labeling.get("tag_scheme"):
+        parts.append(f"Tags were read as {labeling['tag_scheme']}" + (" and converted to IOB2" if labeling[
+            "tag_scheme"] != "IOB2" else "") + ".")
+    for role, found in (labeling.get("malformed") or {}).items():
+        parts.append(f"Malformed tag sequences in {role}: {found['tags']} tags in {found['sentences']} sentences (an "
+                     "I- tag that continues no entity), read as the start of an entity, as seqeval reads them.")
     skipped = manifest.get("skipped_images") or {}
     if any(skipped.values()):
         parts.append("Unreadable images left out: " + ", ".join(f"{r} {len(v)}" for r, v in skipped.items()) + ".")
@@ -338,7 +353,8 @@ def _data_section(recipe: dict[str, Any], manifest: dict[str, Any]) -> str:
 def _procedure_section(recipe: dict[str, Any], results: dict[str, Any], manifest: dict[str, Any],
                        plots: list[str]) -> str:
     labels = manifest.get("labels") or []
-    strategy = _strategy_text(recipe.get("finetune") or {}, results.get("train") or {}, len(labels))
+    head = _words(recipe).head.format(n=len(labels))
+    strategy = _strategy_text(recipe.get("finetune") or {}, results.get("train") or {}, len(labels), head)
     if (recipe.get("model") or {}).get("pooling") == "mean":
         strategy += (" The classifier reads the mean of the token states, as the backbone was trained to be read: "
                      "hf-finetune appends one frozen BERT layer that computes it (models/pooling.py), so this "
@@ -371,9 +387,9 @@ def _procedure_section(recipe: dict[str, Any], results: dict[str, Any], manifest
     return "\n\n".join(parts)
 
 
-def _strategy_text(ft: dict[str, Any], train: dict[str, Any], num_labels: int) -> str:
+def _strategy_text(ft: dict[str, Any], train: dict[str, Any], num_labels: int, head: str | None = None) -> str:
     """What trained when, at which learning rates, with which loss: in words, for the card."""
-    head = f"a new {num_labels}-way classification head (randomly initialised)"
+    head = head or f"a new {num_labels}-way classification head (randomly initialised)"
     name = ft.get("strategy", "full")
     if name == "linear_probe":
         how = "once per sample, on features cached in one pass" if ft.get("cache_features") else ""

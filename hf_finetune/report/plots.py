@@ -58,8 +58,9 @@ def plot_loss(log_history: list[dict[str, Any]], path: str | os.PathLike) -> boo
 
 
 def plot_validation_metrics(log_history: list[dict[str, Any]], names: Iterable[str], selected: str | None,
-                            path: str | os.PathLike) -> bool:
-    """The validation metrics at every evaluation, over epochs; the model-selection metric stands out.
+                            path: str | os.PathLike, titles: dict[str, str] | None = None) -> bool:
+    """The validation metrics at every evaluation, over epochs; the model-selection metric stands out
+    (`titles`: the task's names for its metrics, default METRIC_NAMES).
 
     Returns:
         False, and writes nothing, when the run never evaluated.
@@ -80,7 +81,7 @@ def plot_validation_metrics(log_history: list[dict[str, Any]], names: Iterable[s
         values += ys
         chosen = name == selected
         ax.plot(xs, ys, marker="o", markersize=5 if chosen else 3, linewidth=2.5 if chosen else 1.2,
-                label=METRIC_NAMES.get(name, name) + (" (selects the model)" if chosen else ""),
+                label=(titles or METRIC_NAMES).get(name, name) + (" (selects the model)" if chosen else ""),
                 zorder=3 if chosen else 2)
     if all(-1.0 <= v <= 1.0 for v in values):  # scores: keep the scale honest, from 0 (or -1) to 1
         ax.set_ylim(min(0.0, min(values)) - 0.02, 1.02)

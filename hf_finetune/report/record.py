@@ -42,6 +42,7 @@ def build_manifest(recipe: Any, args: Any, data: Any, preprocessing: dict[str, A
         "preprocessing": preprocessing,
         "preprocessing_cache": data.cache,
         "skipped_images": data.skipped_images,
+        **({"labeling": data.label_notes} if getattr(data, "label_notes", None) else {}),  # tags: scheme, malformed
         "training": effective_hyperparameters(args),
         "versions": framework_versions(recipe),
         "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),

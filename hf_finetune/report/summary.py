@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-SCALAR_SKIP = {"loss", "num_samples"}  # report keys that are not quality metrics
+SCALAR_SKIP = {"loss", "num_samples", "words", "predicted_outside", "true_outside"}  # report keys that are not
+# quality metrics
 
 
 def format_duration(seconds: float) -> str:
@@ -39,7 +40,7 @@ def summary_line(results: dict[str, Any], wall_time_s: float, out_dir: str | os.
     baseline = last.get("majority_baseline")
     if baseline:  # what always predicting the largest class would score, for scale
         figures = " ".join(f"{k} {baseline[k]:.3f}" for k in ("accuracy", "f1") if k in baseline)
-        parts.append(f"majority-class baseline {figures}")
+        parts.append(f"{baseline.get('name', 'majority-class')} baseline {figures}")
     speed = results.get("train", {}).get("samples_per_second")
     if speed:
         parts.append(f"{speed:,.0f} samples/s" if speed >= 10 else f"{speed:.1f} samples/s")

@@ -24,16 +24,18 @@ EPOCH_SPREAD = 2.0
 
 def training_labels(recipe: Any) -> tuple[Any, Any]:
     """(the training split as the run builds it, carved and capped, with encoded labels; the label space)."""
-    from hf_finetune.data.labels import build_label_space, encode_labels
     from hf_finetune.data.sources import load_raw_splits
     from hf_finetune.data.splits import cap_rows, carve_validation, select_splits
+    from hf_finetune.tasks import task_of
 
     data = recipe.data
+    labeling = task_of(recipe).problem.labeling
     splits = select_splits(load_raw_splits(data), data)
-    labels = build_label_space(splits, data.splits.train, data.columns.label, data.label_names)
-    train = encode_labels(splits["train"], data.columns.label, labels)
+    names = {role: getattr(data.splits, role) for role in splits}
+    splits, labels, _ = labeling.prepare(splits, recipe, names)
+    train = splits["train"]
     if "validation" not in splits:
-        train, _ = carve_validation(train, data.validation_size, data.seed)
+        train, _ = carve_validation(train, data.validation_size, data.seed, stratify=labeling.stratify)
     return cap_rows(train, data.max_samples.train, data.seed), labels
 
 

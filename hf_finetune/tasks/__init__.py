@@ -5,6 +5,8 @@
     classification.py        single-label classification: head, metrics, baseline
     text_classification.py   task: text-classification
     image_classification.py  task: image-classification
+    tags.py, tag_labels.py   tag schemes; the label space of tagged words
+    token_classification.py  task: token-classification
 
 A new task is one new module here, registered in `TASKS`; nothing else branches on the task.
 """
@@ -14,14 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError
-from hf_finetune.tasks import image_classification, text_classification
-from hf_finetune.tasks.base import CAPABILITIES, Inputs, Preprocessing, Task
+from hf_finetune.tasks import image_classification, text_classification, token_classification
+from hf_finetune.tasks.base import CAPABILITIES, Inputs, Preprocessing, Task, TaskProblem
 
-TASKS: dict[str, Task] = {t.name: t for t in (text_classification.TASK, image_classification.TASK)}
+TASKS: dict[str, Task] = {t.name: t for t in (text_classification.TASK, image_classification.TASK,
+                                              token_classification.TASK)}
 
-__all__ = ["CAPABILITIES", "TASKS", "Inputs", "Preprocessing", "Task", "capabilities_used", "capability_problems",
-           "check_capabilities",
-           "get_task", "require", "task_for_model", "task_of"]
+__all__ = ["CAPABILITIES", "TASKS", "Inputs", "Preprocessing", "Task", "TaskProblem", "capabilities_used",
+           "capability_problems", "check_capabilities", "get_task", "require", "task_for_model", "task_of"]
 
 
 def get_task(name: str) -> Task:
@@ -33,8 +35,12 @@ def get_task(name: str) -> Task:
 
 
 def task_for_model(config: dict[str, Any]) -> Task:
-    """The task a bare model folder (config.json, no run.json) is taken for: the first that reads its inputs."""
-    return next(task for task in TASKS.values() if task.inputs.recognises(config))
+    """The task a bare model folder (config.json, no run.json) is taken for: the one whose model class its
+    architectures name (BertForTokenClassification), else the first that reads its inputs."""
+    readers = [task for task in TASKS.values() if task.inputs.recognises(config)]
+    heads = {str(a) for a in config.get("architectures") or ()}
+    named = [t for t in readers if any(a.endswith(t.auto_model.removeprefix("AutoModel")) for a in heads)]
+    return (named or readers)[0]
 
 
 def task_of(recipe: Any) -> Task:

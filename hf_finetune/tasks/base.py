@@ -1,16 +1,17 @@
 """What a task is: the one home of everything that differs between tasks.
 
-A task pairs a problem (single-label classification today; token tags, label sets, scores, masks
-next) with the inputs it reads (`Inputs`: texts or images). The pipeline and every command ask the
-recipe's task (`hf_finetune.tasks.task_of`) instead of branching on the modality:
+A task pairs a problem (`TaskProblem`: single-label classification, token tags; label sets, scores,
+masks next) with the inputs it reads (`Inputs`: texts, words or images). The pipeline and every
+command ask the recipe's task (`hf_finetune.tasks.task_of`) instead of branching on the modality:
 
     columns read, preflight checks      Inputs.columns, Inputs.check_columns, Inputs.describe_model
-    preprocessing + collator            Inputs.preprocessing -> an encoding (data/encodings.py)
-    model class + head (+ loss)         Task.build_model (the problem's head on the modality's backbone)
-    metrics, report, baseline           Task.metrics (metrics/), Task.baseline_name
-    predict output, export inputs       Inputs.encode, Inputs.example_inputs
-    pipeline() name, card task type     Task.pipeline_task, Task.card_name
-    data-aware defaults                 Inputs.learning_rate, Inputs.defaults
+    preprocessing + collator            Inputs.preprocessing -> an encoding (data/encodings.py, data/words.py)
+    label space                         TaskProblem.labeling (data/labels.py, tasks/tag_labels.py)
+    model class + head                  Inputs.build_backbone, Task.auto_model
+    metrics + selection, baseline       TaskProblem.metrics, TaskProblem.baselines (metrics/)
+    predict output, export inputs       TaskProblem.kind (finished/predict.py), Inputs.encode, Inputs.example_inputs
+    pipeline() name, card               Task.pipeline_task, Task.card_name, TaskProblem.card
+    data-aware defaults                 Inputs.learning_rate, Inputs.defaults, TaskProblem.defaults
     capabilities                        Task.capabilities: a recipe asking for another one is refused
 """
 
@@ -41,6 +42,7 @@ class Inputs:
 
     kind: str = ""  # "text" or "image": the inputs read (a name for messages and the record)
     input_keys: tuple[str, ...] = ()  # data.columns keys the inputs come from
+    label_key: str = "label"  # the data.columns key of the labels (tags: a tag per word)
     sections: frozenset[str] = frozenset()  # recipe sections only these inputs read
     libraries: tuple[str, ...] = ()  # libraries whose versions the run records beside torch/transformers
     foreign_model_keys: frozenset[str] = frozenset()  # model keys that mean nothing to these inputs
@@ -82,6 +84,38 @@ class Inputs:
 
 
 @dataclass(frozen=True)
+class CardWords:
+    """How the model card speaks of a problem's labels, head, metrics and baseline."""
+
+    labels: str  # "{n}" and "{labels}": what the model does with its inputs
+    head: str  # the new head, for the training procedure
+    per_class: str  # the title of the per-label table
+    per_class_column: str  # its first column
+    baseline: str  # "{name}": what the trivial model does
+    usage: str  # the pipeline() example: {task}, {model}, {example}
+    metric_titles: dict[str, str] = field(default_factory=dict)  # metric key -> the card's name for it
+    averages: dict[str, str] = field(default_factory=dict)  # metric key -> how it averages over labels
+
+
+class TaskProblem:
+    """What a problem brings to its tasks: labels, metrics and selection, baseline, predictions, card words."""
+
+    kind: str = ""  # what one prediction is: "classes" (top-k labels of an input) or "entities" (spans of a text)
+    labeling: Any = None  # how the data's label columns become `labels` and the label space (data stage)
+    defaults: frozenset[str] = frozenset()  # data-aware defaults that read the labels: select_f1, class_weights
+    peft_task_type: str | None = None  # peft's TaskType for LoRA (None: a plain PeftModel)
+    card: CardWords | None = None
+
+    def metrics(self, names: list[str], labels: list[str]) -> Any:
+        """The metrics of one evaluation (`compute_metrics`, `report`, `for_dataset`)."""
+        raise NotImplementedError
+
+    def baselines(self, results: dict[str, Any], counts: Any) -> list[str]:
+        """Adds the trivial model's scores to each evaluated split; returns the collapse warnings."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
 class Task:
     """One task of the recipe's `task` key."""
 
@@ -89,6 +123,7 @@ class Task:
     pipeline_task: str  # what transformers.pipeline() and the card's model-index call it
     card_name: str  # the model-index task type shown on the Hub
     inputs: Inputs
+    problem: TaskProblem
     capabilities: frozenset[str] = CAPABILITIES
     example_input: str = ""  # what the card's usage example passes to pipeline()
     auto_model: str = ""  # the transformers Auto class that loads the saved folder

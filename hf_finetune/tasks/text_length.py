@@ -48,11 +48,16 @@ def measured_max_length(recipe: Any, tokenizer: Any, limit: int) -> tuple[int, s
     rng = np.random.default_rng(data.seed)
     rows = rng.choice(len(train), size=min(LENGTH_SAMPLE, len(train)), replace=False)
     sample = train.select(sorted(rows.tolist()))
-    texts = [t if isinstance(t, str) else "" for t in sample[data.columns.text]]
-    pairs = ([p if isinstance(p, str) else "" for p in sample[data.columns.text_pair]]
-             if data.columns.text_pair else None)
-    encoded = tokenizer(texts, pairs, truncation=False, verbose=False) if pairs else tokenizer(
-        texts, truncation=False, verbose=False)
+    if data.columns.tokens:  # sentences given as words (token classification); a longer one becomes windows
+        words = [[w if isinstance(w, str) else "" for w in row] for row in sample[data.columns.tokens] if row]
+        encoded = tokenizer(words, is_split_into_words=True, truncation=False, verbose=False) if words else {
+            "input_ids": []}
+    else:
+        texts = [t if isinstance(t, str) else "" for t in sample[data.columns.text]]
+        pairs = ([p if isinstance(p, str) else "" for p in sample[data.columns.text_pair]]
+                 if data.columns.text_pair else None)
+        encoded = tokenizer(texts, pairs, truncation=False, verbose=False) if pairs else tokenizer(
+            texts, truncation=False, verbose=False)
     lengths = np.array([len(ids) for ids in encoded["input_ids"]])
     covering = int(np.quantile(lengths, LENGTH_QUANTILE)) if len(lengths) else limit
     chosen = min(limit, max(8, -(-covering // 8) * 8))  # a multiple of 8

@@ -13,8 +13,9 @@ import torch
 from hf_finetune.data import PreparedData
 from hf_finetune.data.labels import LABEL_COLUMN, LabelSpace
 from hf_finetune.errors import DataError
-from hf_finetune.metrics import ClassificationMetrics, logits_to_predictions
+from hf_finetune.metrics import logits_to_predictions
 from hf_finetune.recipe import Recipe
+from hf_finetune.tasks import task_of
 from hf_finetune.training.distributed import configure_fsdp_wrapping
 from hf_finetune.training.strategies import FinetunePlan, StrategyCallback, build_plan
 from hf_finetune.training.trainer import ClassificationLoss, FinetuneTrainer
@@ -47,12 +48,14 @@ class TrainerSetup:
                 self.tokenizer.save_pretrained(folder)
 
 
-def resolve_class_weights(spec: Any, labels: LabelSpace, train: Any) -> dict[str, float] | None:
-    """The recipe's class weights as {label: weight}; `balanced` is n / (classes x count) on train."""
+def resolve_class_weights(spec: Any, labels: LabelSpace, train: Any, labeling: Any = None) -> dict[str, float] | None:
+    """The recipe's class weights as {label: weight}; `balanced` is n / (classes x count) on train (words
+    per tag, with the token-classification labeling)."""
     if spec is None:
         return None
     if spec == "balanced":
-        counts = np.bincount(np.asarray(train[LABEL_COLUMN]), minlength=labels.num_labels)
+        counts = (np.asarray(labeling.counts(train, labels.num_labels)) if labeling is not None
+                  else np.bincount(np.asarray(train[LABEL_COLUMN]), minlength=labels.num_labels))
         total, k = counts.sum(), labels.num_labels
         # A class absent from (capped) training data never weighs in the loss; 1.0 keeps the record clean.
         return {name: float(total / (k * c)) if c else 1.0 for name, c in zip(labels.names, counts, strict=True)}
@@ -87,12 +90,13 @@ def _mixer(recipe: Recipe, args: Any, num_labels: int) -> Any:
 
 
 def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tokenizer: Any,
-                  metrics: ClassificationMetrics) -> TrainerSetup:
+                  metrics: Any) -> TrainerSetup:
     """The trainer for the recipe's strategy; a probe on cached features trains the head alone."""
     from transformers import EarlyStoppingCallback
 
     ft = recipe.finetune
-    weights = resolve_class_weights(ft.class_weights, data.labels, data.splits["train"])
+    task = task_of(recipe)
+    weights = resolve_class_weights(ft.class_weights, data.labels, data.splits["train"], task.problem.labeling)
     if weights is not None:
         logger.info("Class weights: %s", ", ".join(f"{k} {v:.3g}" for k, v in weights.items()))
     loss = ClassificationLoss(
@@ -119,7 +123,7 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
     if ft.strategy == "lora":
         from hf_finetune.training.lora import apply_lora
 
-        model, lora = apply_lora(model, ft.lora)
+        model, lora = apply_lora(model, ft.lora, task.problem.peft_task_type)
     plan = build_plan(model, ft, args)
     distiller, train, collator = None, data.splits["train"], data.collator
     if recipe.distill.teacher is not None:

@@ -71,10 +71,11 @@ class Decision:
         return self.key.split(".", 1)[1]
 
 
-def class_counts(train: Any, num_labels: int) -> np.ndarray:
-    from hf_finetune.data.labels import LABEL_COLUMN
+def class_counts(train: Any, num_labels: int, labeling: Any = None) -> np.ndarray:
+    """Training rows per class (words per tag for token classification: the task's labeling counts)."""
+    from hf_finetune.data.labels import ClassLabeling
 
-    return np.bincount(np.asarray(train[LABEL_COLUMN]), minlength=num_labels)
+    return np.asarray((labeling or ClassLabeling()).counts(train, num_labels))
 
 
 def imbalance(counts: np.ndarray) -> float:
@@ -105,18 +106,19 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
         if not _user_set(recipe, section, name):
             decisions.append(Decision(key, value, reason))
 
-    counts = class_counts(train, num_labels)
+    problem = task_of(recipe).problem
+    counts = class_counts(train, num_labels, problem.labeling)
     ratio = imbalance(counts)
     n = len(train)
     probe = _probe_reason(recipe, model, n, num_labels)
     if probe is not None:
         decide("finetune.strategy", "linear_probe", probe)
         decide("finetune.cache_features", True, "the frozen backbone's features are computed once, not every epoch")
-    if ratio >= SELECT_ON_F1_FROM and "f1" in recipe.metrics:
+    if ratio >= SELECT_ON_F1_FROM and "f1" in recipe.metrics and "select_f1" in problem.defaults:
         decide("training.metric_for_best_model", "f1",
                f"classes are imbalanced ({counts.max()} vs {counts[counts > 0].min()} training rows): accuracy "
                "would reward predicting the majority, macro-F1 counts every class")
-    if ratio >= CLASS_WEIGHTS_FROM:
+    if ratio >= CLASS_WEIGHTS_FROM and "class_weights" in problem.defaults:
         decide("finetune.class_weights", "balanced",
                f"the largest class has {ratio:.1f}x the rows of the smallest: without weights the loss is "
                "dominated by the majority")

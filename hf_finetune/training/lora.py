@@ -143,8 +143,10 @@ def candidates(model: nn.Module, limit: int = 8) -> str:
     return f"[{shown}]" if names else "(no linear or convolution layers found)"
 
 
-def apply_lora(model: nn.Module, spec: Any) -> tuple[nn.Module, dict[str, Any]]:
+def apply_lora(model: nn.Module, spec: Any, task_type: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Wraps `model` in peft LoRA adapters; returns the peft model and what was resolved (for the record).
+
+    `task_type`: peft's TaskType for the task's head (TOKEN_CLS), or None for a plain PeftModel.
 
     Raises:
         MissingExtraError: peft is not installed (names the lora extra).
@@ -162,7 +164,8 @@ def apply_lora(model: nn.Module, spec: Any) -> tuple[nn.Module, dict[str, Any]]:
     pooling = pooling_layer(model)  # the mean-pooling layer is arithmetic: an adapter there would un-mean it
     exclude = rf".*encoder\.layer\.{pooling}\..*" if pooling is not None else None
     config = peft.LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
-                             modules_to_save=save, bias="none", exclude_modules=exclude)
+                             modules_to_save=save, bias="none", exclude_modules=exclude,
+                             **({"task_type": task_type} if task_type else {}))
     try:
         peft_model = peft.get_peft_model(model, config)
     except ValueError as exc:

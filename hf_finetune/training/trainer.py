@@ -24,6 +24,9 @@ class ClassificationLoss:
     each class's term by that class's weight). Returns one loss per sample; the Trainer below
     sums and divides them by the number of samples in the whole optimizer step, which makes the
     result independent of how the step is split across gradient accumulation and processes.
+
+    Token logits (batch, tokens, labels) with a tag id per token (-100: not scored) give one loss per
+    scored token, which the Trainer divides by the scored tokens of the step (its `num_items_in_batch`).
     """
 
     def __init__(self, label_smoothing: float = 0.0, class_weights: torch.Tensor | None = None):
@@ -33,6 +36,10 @@ class ClassificationLoss:
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
         logits = logits.float()
+        if logits.ndim == 3:  # a tag per token: one loss per scored token
+            scored = targets != IGNORED
+            return F.cross_entropy(logits[scored], targets[scored], weight=weight,
+                                   label_smoothing=self.label_smoothing, reduction="none")
         if targets.ndim == 2:  # soft targets already carry any label smoothing
             terms = targets * F.log_softmax(logits, dim=-1)
             if weight is not None:
@@ -42,6 +49,7 @@ class ClassificationLoss:
                                reduction="none")
 
 
+IGNORED = -100  # a token that carries no tag (padding, special tokens, later sub-tokens)
 RUN_STATE = "HfFinetuneRunState"  # our entry in a checkpoint's trainer_state.json
 
 

@@ -12,7 +12,8 @@ from hf_finetune.errors import Problem, show
 from hf_finetune.recipe.sections.base import Section
 
 # Local data files: extension -> `datasets` builder name.
-FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
+                ".conll": "conll"}  # conll: a token per line, its tag in the last column (data/conll.py)
 
 
 class Columns(Section):
@@ -22,6 +23,10 @@ class Columns(Section):
         None, description="Image column: images or file paths (image-classification; default `image`)."
     )
     label: str = Field("label", description="Label column: strings or integers, ClassLabel or plain.")
+    tokens: str | None = Field(None, description="Words of each sentence, a list of strings (token-classification; "
+                               "default `tokens`).")
+    tags: str | None = Field(None, description="Tag of each word: names, or ids with a ClassLabel sequence feature "
+                             "(token-classification; default `tags`).")
 
 
 class SplitNames(Section):
@@ -99,6 +104,10 @@ class DataSpec(Section):
     )
     unlabeled: UnlabeledSpec | None = Field(
         None, description="Unlabelled rows for self-training (needs a self_training section).",
+    )
+    tag_scheme: Literal["IOB2", "IOB1", "IOBES"] = Field(
+        "IOB2", description="token-classification: how the tags mark entities: IOB2 (B- starts every entity), IOB1 "
+        "(B- only between two entities of one type) or IOBES (S- single, E- end); read into IOB2.",
     )
 
     @field_validator("files", mode="before")

@@ -19,11 +19,22 @@ BUNDLED_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-def metric_keys(names: list[str]) -> set[str]:
-    """The result keys a list of metric names produces (a Hub metric is assumed to report its own name)."""
+# token-classification: entity-level precision, recall and F1 as seqeval computes them (micro over entity
+# types; the macro average beside it), and token accuracy. No other metric applies to tags.
+ENTITY_METRICS: dict[str, tuple[str, ...]] = {
+    "f1": ("f1", "macro_f1"),
+    "precision": ("precision", "macro_precision"),
+    "recall": ("recall", "macro_recall"),
+    "accuracy": ("accuracy",),
+}
+
+
+def metric_keys(names: list[str], entities: bool = False) -> set[str]:
+    """The result keys a list of metric names produces (a Hub metric is assumed to report its own name);
+    `entities`: the names as token-classification reads them (ENTITY_METRICS)."""
     keys: set[str] = set()
     for name in names:
-        keys.update(BUNDLED_METRICS.get(name, (name.split("/")[-1],)))
+        keys.update((ENTITY_METRICS if entities else BUNDLED_METRICS).get(name, (name.split("/")[-1],)))
     return keys
 
 
