@@ -23,6 +23,9 @@ class LabelSpace:
 
     names: tuple[str, ...]
     values: tuple[object, ...]
+    # transformers' config.problem_type: which loss the model's own head applies (its sequence and
+    # image classification heads read it: cross-entropy, BCE with logits over label sets, MSE on scores)
+    problem_type: str = "single_label_classification"
 
     @property
     def num_labels(self) -> int:

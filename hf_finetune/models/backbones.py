@@ -119,7 +119,7 @@ def build_text_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> Any
 
     name = _check_name(spec)
     config = load_text_config(spec, labels)
-    config.problem_type = "single_label_classification"
+    config.problem_type = labels.problem_type
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
     chosen = spec.attn_implementation or training_attention(config, _sequence_classification_class(config))
@@ -282,6 +282,7 @@ def build_vision_model(spec: ModelSpec, labels: LabelSpace) -> Any:
     from transformers import TimmWrapperForImageClassification
 
     config = load_vision_config(spec, labels)
+    config.problem_type = labels.problem_type
     if not spec.pretrained:
         logger.warning("model.pretrained is false: %s starts from random weights", spec.name)
         model = TimmWrapperForImageClassification(config)
