@@ -137,7 +137,16 @@ def test_rank_command_writes_table_record_plot_and_reuses_the_cache(tmp_path, ra
     assert record["rows"] == {"train": 24, "validation": 9}
     assert all(not r["from_cache"] for r in rows)
     winner = rows[0]
-    assert f"Winner: {winner['name']}" in table and record["train_command"] in table
+    assert all(set(r["spread"]) == set(r["scores"]) and all(v >= 0 for v in r["spread"].values()) for r in rows)
+    assert [r["untrained"] for r in rows] == [r["name"].endswith("(random init)") for r in rows]
+    # 24 rows of random tiny networks: whether the leader is surely ahead is the bootstrap's call, and
+    # the table says what rank.json says.
+    if record["tied"]:
+        assert f"Tie: {winner['name']} is not surely ahead of" in table and "Winner:" not in table
+        assert all(t["train_command"] in table for t in record["tied"])
+    else:
+        assert f"Winner: {winner['name']}" in table
+    assert record["train_command"] in table and "±" in table
     assert record["train_command"].startswith(f"hf-finetune train {path} model.name={winner['model']['name']}")
     assert ("model.pretrained=false" in record["train_command"]) == winner["name"].endswith("(random init)")
     # The vit's features have their own width: each candidate its own model and preprocessing.
@@ -222,6 +231,42 @@ def test_rank_error_paths(tmp_path, rank_recipe, tiny_resnet, tiny_bert, reviews
             "rank": {"candidates": [str(tiny_bert), str(tiny_resnet)]}}
     assert main(["rank", str(write_recipe(tmp_path / "t.yaml", text))]) == 2
     assert f"rank.candidates: '{tiny_resnet}' is a timm vision model" in capsys.readouterr().err
+
+
+def test_bootstrap_calls_a_tie_only_when_the_leader_is_not_surely_ahead():
+    from hf_finetune.rank.confidence import draws, rescored_on_train, tied_with_leader
+
+    clear, y = clusters(40, 16, 3, spread=0.3, seed=0)
+    noisy, _ = clusters(40, 16, 3, spread=10.0, seed=1)
+    twin, _ = clusters(40, 16, 3, spread=0.3, seed=2)
+    d = draws(len(y), 10, seed=0)
+    assert [len(i) for i in d.train] == [len(y)] * 30 and draws(len(y), 10, seed=0).train[3].tolist() == d.train[3].tolist()
+    score = lambda f, labels: logme(f, labels).score  # noqa: E731
+    spreads = [rescored_on_train(score, f, y, d) for f in (clear, noisy, twin)]
+    assert spreads[0].std > 0 and np.isfinite(spreads[0].values).all()
+    # Separable clusters against noise: surely ahead. Two draws of equally separable clusters: a tie.
+    assert tied_with_leader(spreads[:2]) == []
+    leader = 0 if spreads[0].values.mean() >= spreads[2].values.mean() else 2
+    tied = tied_with_leader([spreads[leader], spreads[2 - leader]])
+    assert len(tied) == 1 and tied[0][0] == 1 and 0.05 < tied[0][1] < 0.95
+
+
+def test_an_untrained_candidate_above_every_pretrained_one_is_warned_about():
+    from hf_finetune.rank.report import format_table
+
+    def row(rank: int, name: str, logme_: float, untrained: bool) -> dict:
+        return {"rank": rank, "name": name, "scores": {"logme": logme_}, "spread": {"logme": 0.001},
+                "untrained": untrained, "dim": 8, "pooling": "avg", "extraction_s": 1.0, "from_cache": False}
+
+    record = {"by": "logme", "rows": {"train": 300, "validation": 30}, "num_classes": 10, "winner": "lite0 (random init)",
+              "train_command": "hf-finetune train r.yaml model.pretrained=false", "tied": [],
+              "bootstrap": {"resamples": 30, "tie_share": 0.95},
+              "candidates": [row(1, "lite0 (random init)", 0.046, True), row(2, "lite0", 0.040, False)]}
+    table = format_table(record)
+    assert "0.0460±0.0010" in table and "± is the standard deviation over 30 bootstrap resamples" in table
+    assert "Warning: lite0 (random init) has random weights and ranks above every pretrained candidate" in table
+    record["candidates"] = [row(1, "lite0", 0.046, False), row(2, "lite0 (random init)", 0.040, True)]
+    assert "Warning" not in format_table(record)
 
 
 def test_rank_keys_do_not_reach_the_train_command(tmp_path, rank_recipe, tiny_resnet):

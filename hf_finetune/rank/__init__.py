@@ -2,6 +2,7 @@
 
     features   each candidate's frozen features of train and validation, its own preprocessing, cached
     scores     LogME, k-NN and linear-probe validation accuracy, H-score
+    confidence each score's bootstrap spread; a tie at the top instead of a winner
     report     the ranked table, rank.json, rank.png, and the command that trains the winner
 
 `rank(recipe, candidates)` reads top to bottom: resolve and check every candidate (configs only, so
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,11 @@ INHERITED = ("trust_remote_code", "allow_pickle", "attn_implementation", "channe
 @dataclass
 class RankResult:
     rows: list[dict[str, Any]]  # one per candidate, best first
-    winner: str
+    winner: str  # the first row (with `tied` non-empty, only the first of a tie)
     command: str  # the line that trains the winner
     output_dir: Path
     record: dict[str, Any]  # rank.json
+    tied: list[dict[str, Any]] = field(default_factory=list)  # candidates the leader is not surely ahead of
 
 
 def resolve_candidates(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None
@@ -92,6 +94,7 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     from accelerate import PartialState
 
     from hf_finetune.outputs import check_writable_dir
+    from hf_finetune.rank.confidence import draws, rescored_on_train, rescored_on_validation, tied_with_leader
     from hf_finetune.rank.features import check_fits_task, default_cache_root, extract_candidate
     from hf_finetune.rank.report import build_record, train_command, write_report
     from hf_finetune.rank.scores import hscore, knn_accuracy, logme, probe_accuracy
@@ -114,6 +117,7 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     # gloo group on the CPU only when asked to (as hf-finetune's training sets use_cpu).
     state = PartialState(cpu=not torch.cuda.is_available())
     rows = []
+    resamples = None
     for spec in specs:
         # The main process extracts and writes the cache; the others wait, then read it.
         cand = extract_candidate(recipe, spec, cache_root, settings.batch_size, state.device,
@@ -127,17 +131,33 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
                   "probe": probe.accuracy, "probe_f1": probe.f1}
         if settings.hscore:
             scores["hscore"] = hscore(train, y_train)
+        # Every candidate is rescored on the same seeded resamples (the rows are the same for all).
+        resamples = resamples or draws(len(y_train), len(y_val), int(recipe.training.get("seed", 42)))
+        spreads = {"logme": rescored_on_train(lambda f, y: logme(f, y).score, train, y_train, resamples)}
+        for key, fit in (("knn", knn), ("probe", probe)):
+            correct = fit.truth == fit.predicted
+            spreads[key] = rescored_on_validation(correct, fit.truth, fit.predicted, resamples)
+            spreads[f"{key}_f1"] = rescored_on_validation(correct, fit.truth, fit.predicted, resamples, f1=True)
+        if settings.hscore:
+            spreads["hscore"] = rescored_on_train(hscore, train, y_train, resamples)
         rows.append({"name": cand.name, "model": spec.model_dump(mode="json", exclude_defaults=True),
-                     "scores": scores, "dim": cand.dim, "num_params": cand.num_params, "pooling": cand.pooling,
+                     "scores": scores, "spread": {k: v.std for k, v in spreads.items()}, "spreads": spreads,
+                     "untrained": not spec.pretrained, "dim": cand.dim, "num_params": cand.num_params, "pooling": cand.pooling,
                      "preprocessing": cand.preprocessing, "extraction_s": cand.extraction_s,
                      "from_cache": cand.cached, "scoring_s": time.perf_counter() - scoring,
                      "rows": {role: len(cand.labels[role]) for role in cand.labels},
                      "num_classes": len(cand.label_names), "spec": spec})
     by = settings.by
     rows.sort(key=lambda r: r["scores"][by], reverse=True)
+    tied = tied_with_leader([r["spreads"][by] for r in rows])
+    for r in rows:
+        r.pop("spreads")
     command = train_command(recipe, rows[0]["spec"])
-    record = build_record(recipe, rows, by, command, time.perf_counter() - started)
+    ties = [{"name": rows[i]["name"], "leader_ahead_share": share, "train_command": train_command(recipe, rows[i]["spec"])}
+            for i, share in tied]
+    record = build_record(recipe, rows, by, command, time.perf_counter() - started, ties)
     if state.is_main_process:
         write_report(out_dir, record)
     state.wait_for_everyone()
-    return RankResult(rows=rows, winner=rows[0]["name"], command=command, output_dir=out_dir, record=record)
+    return RankResult(rows=rows, winner=rows[0]["name"], command=command, output_dir=out_dir, record=record,
+                      tied=ties)

@@ -31,8 +31,12 @@ def train_command(recipe: Recipe, spec: ModelSpec) -> str:
     return " ".join(["hf-finetune", "train", shlex.quote(source), *map(shlex.quote, overrides)])
 
 
-def build_record(recipe: Recipe, rows: list[dict[str, Any]], by: str, command: str, elapsed: float) -> dict[str, Any]:
-    """rank.json: the settings, one entry per candidate (best first), the winner and its command."""
+def build_record(recipe: Recipe, rows: list[dict[str, Any]], by: str, command: str, elapsed: float,
+                 tied: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """rank.json: the settings, one entry per candidate (best first, each score with its bootstrap spread),
+    the winner and its command, and the candidates tied with it (rank/confidence.py)."""
+    from hf_finetune.rank.confidence import RESAMPLES, TIE_SHARE
+
     first = rows[0]
     return {
         "recipe": recipe.source,
@@ -43,6 +47,8 @@ def build_record(recipe: Recipe, rows: list[dict[str, Any]], by: str, command: s
         "candidates": [{"rank": i + 1, **{k: v for k, v in row.items() if k != "spec"}} for i, row in enumerate(rows)],
         "winner": first["name"],
         "train_command": command,
+        "tied": tied or [],
+        "bootstrap": {"resamples": RESAMPLES, "tie_share": TIE_SHARE},
         "total_s": elapsed,
         "extraction_s": sum(r["extraction_s"] for r in rows if not r["from_cache"]),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -58,7 +64,10 @@ def format_table(record: dict[str, Any]) -> str:
     body = []
     for row in rows:
         extraction = f"{row['extraction_s']:.1f}" + (" (cached)" if row["from_cache"] else "")
-        body.append([str(row["rank"]), row["name"], *(SCORES[k][1].format(row["scores"][k]) for k in keys),
+        spread = row.get("spread", {})
+        body.append([str(row["rank"]), row["name"],  # "(random init)" marks an untrained one
+                     *(SCORES[k][1].format(row["scores"][k])
+                       + ("±" + SCORES[k][1].format(spread[k]) if k in spread else "") for k in keys),
                      str(row["dim"]), row["pooling"], extraction])
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     left = {1, len(header) - 2}  # names and pooling read left-aligned, numbers right-aligned
@@ -67,11 +76,35 @@ def format_table(record: dict[str, Any]) -> str:
         return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
 
     counts = record["rows"]
+    boot = record.get("bootstrap")
+    spread_note = (f"; ± is the standard deviation over {boot['resamples']} bootstrap resamples" if boot else "")
     lines = [f"Ranked {len(rows)} candidates on {counts['train']} training rows, k-NN and probe scored on "
-             f"{counts['validation']} validation rows ({record['num_classes']} classes); * orders the table",
-             line(header), *(line(b) for b in body),
-             f"Winner: {record['winner']}. Train it with:", f"  {record['train_command']}"]
+             f"{counts['validation']} validation rows ({record['num_classes']} classes); * orders the table"
+             + spread_note, line(header), *(line(b) for b in body)]
+    lines += _untrained_warning(rows)
+    tied = record.get("tied") or []
+    title = SCORES[record["by"]][0]
+    if tied:
+        lines.append(f"Tie: {record['winner']} is not surely ahead of "
+                     + ", ".join(f"{t['name']} (ahead on {t['leader_ahead_share']:.0%} of the resamples)" for t in tied)
+                     + f" by {title}; at least {boot['tie_share']:.0%} makes a winner. Fine-tune each to decide:")
+        lines += [f"  {record['train_command']}", *(f"  {t['train_command']}" for t in tied)]
+    else:
+        lines += [f"Winner: {record['winner']}. Train it with:", f"  {record['train_command']}"]
     return "\n".join(lines) + "\n"
+
+
+def _untrained_warning(rows: list[dict[str, Any]]) -> list[str]:
+    """A warning when a candidate with random weights ranks above a pretrained one: frozen-feature scores
+    measure how separable the features are, which random convolutional features of simple images can
+    be, though such a network fine-tunes far worse (digits: 0.11 against 0.99 accuracy, benchmarks/README.md)."""
+    first_pretrained = next((r["rank"] for r in rows if not r.get("untrained")), None)
+    above = [r["name"] for r in rows if r.get("untrained") and first_pretrained and r["rank"] < first_pretrained]
+    if not above:
+        return []
+    return [f"Warning: {', '.join(above)} ha{'s' if len(above) == 1 else 've'} random weights and rank"
+            f"{'s' if len(above) == 1 else ''} above every pretrained candidate; frozen-feature scores measure "
+            "separability, not how well a network fine-tunes: fine-tune before choosing an untrained network."]
 
 
 def plot_scores(record: dict[str, Any], path: str | os.PathLike) -> None:
@@ -85,7 +118,8 @@ def plot_scores(record: dict[str, Any], path: str | os.PathLike) -> None:
     for index, key in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), index + 1)
         values = [row["scores"][key] for row in rows]
-        ax.barh(range(len(rows)), values, color=["tab:green" if i == 0 else "tab:blue" for i in range(len(rows))])
+        errors = [row.get("spread", {}).get(key, 0.0) for row in rows]  # one bootstrap standard deviation
+        ax.barh(range(len(rows)), values, xerr=errors, capsize=3, color=["tab:green" if i == 0 else "tab:blue" for i in range(len(rows))])
         ax.set_yticks(range(len(rows)), names if index == 0 else [""] * len(rows))
         ax.invert_yaxis()  # rank 1 on top
         ax.set_title(SCORES[key][0] + (" (orders)" if key == record["by"] else ""))

@@ -129,13 +129,16 @@ def log_evidence(n: int, dim: int, sigma: np.ndarray, alpha: np.ndarray, beta: n
 class Accuracy:
     accuracy: float
     f1: float  # macro-F1
+    truth: np.ndarray  # the validation labels and the predictions, for the bootstrap (rank/confidence.py)
+    predicted: np.ndarray
 
 
 def _scored(truth: np.ndarray, predicted: np.ndarray) -> Accuracy:
     from sklearn.metrics import accuracy_score, f1_score
 
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
     return Accuracy(float(accuracy_score(truth, predicted)),
-                    float(f1_score(truth, predicted, average="macro", zero_division=0)))
+                    float(f1_score(truth, predicted, average="macro", zero_division=0)), truth, predicted)
 
 
 def knn_accuracy(train: np.ndarray, train_labels: np.ndarray, validation: np.ndarray,
