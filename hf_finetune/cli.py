@@ -6,7 +6,7 @@
     hf-finetune predict OUTPUT_DIR [INPUTS...] [--file FILE] [--text TEXT] [--top-k K] [--output FILE]
     hf-finetune evaluate OUTPUT_DIR [--data FILE_OR_FOLDER_OR_DATASET] [--split NAME] [--output-dir DIR]
     hf-finetune push OUTPUT_DIR [--repo-id OWNER/NAME] [--no-private] [--revision BRANCH]
-    hf-finetune rank RECIPE [dotted.key=value ...] [--candidates A B ...] [--by logme|knn|probe|hscore]
+    hf-finetune rank RECIPE [dotted.key=value ...] [--candidates A B ...] [--by logme|knn|probe|hscore|finetune]
     hf-finetune tune RECIPE [dotted.key=value ...] [--trials N] [--timeout 30m]
     hf-finetune export OUTPUT_DIR --format onnx [--opset N] [--output-dir DIR] [--external-data]
     hf-finetune ensemble OUT_DIR RUN_DIR RUN_DIR ... [--method logits|soup|greedy-soup] [--weights uniform|validation]
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--candidates", nargs="+", metavar="MODEL",
                       help="backbones to rank: model.name values, or YAML mappings such as "
                            "'{name: NAME, pretrained: false}' (default: the recipe's rank.candidates)")
-    rank.add_argument("--by", choices=["logme", "knn", "probe", "hscore"], help="score that orders the table "
+    rank.add_argument("--by", choices=["logme", "knn", "probe", "hscore", "finetune"], help="score that orders the table "
                                                                                  "(default: rank.by, logme)")
     rank.add_argument("--hscore", action="store_true", help="also compute the H-score")
     rank.add_argument("--output-dir", dest="rank_output_dir", metavar="DIR",

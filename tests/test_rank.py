@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,6 +268,42 @@ def test_an_untrained_candidate_above_every_pretrained_one_is_warned_about():
     assert "Warning: lite0 (random init) has random weights and ranks above every pretrained candidate" in table
     record["candidates"] = [row(1, "lite0", 0.046, False), row(2, "lite0 (random init)", 0.040, True)]
     assert "Warning" not in format_table(record)
+
+
+def test_rank_by_finetune_fine_tunes_the_shortlist_and_every_untrained_candidate(tmp_path, rank_recipe, tiny_resnet,
+                                                                                 tiny_vit, capsys):
+    pytest.importorskip("optuna")
+    rank_recipe["rank"] = {"candidates": [str(tiny_resnet), str(tiny_vit), {"name": str(tiny_resnet), "pretrained": False}],
+                           "by": "finetune", "shortlist": 1, "finetune_epochs": 2}
+    rank_recipe["training"] = {"per_device_train_batch_size": 8, "seed": 3}
+    path = write_recipe(tmp_path / "r.yaml", rank_recipe)
+    assert main(["rank", str(path)]) == 0
+    table = capsys.readouterr().out
+    record = json.loads((tmp_path / "out-rank" / "rank.json").read_text())
+    rows = record["candidates"]
+    by_logme = sorted((r for r in rows if not r["untrained"]), key=lambda r: r["scores"]["logme"], reverse=True)
+    # The shortlist: the best pretrained candidate by LogME, and the untrained one whatever its scores.
+    tuned = {r["name"] for r in rows if r.get("finetune")}
+    assert tuned == {by_logme[0]["name"], f"{tiny_resnet} (random init)"}
+    assert by_logme[1].get("finetune") is None and "finetune" not in by_logme[1]["scores"]
+    assert all(r["finetune"]["state"] in ("complete", "pruned") for r in rows if r.get("finetune"))
+    winner = rows[0]
+    assert winner["finetune"]["state"] == "complete" and record["winner"] == winner["name"]
+    finished = [r for r in rows if r.get("finetune") and r["finetune"]["state"] == "complete"]
+    assert winner["scores"]["finetune"] == max(r["scores"]["finetune"] for r in finished)
+    assert record["finetune"]["metric"] == "accuracy" and record["finetune"]["shortlist"] == 1
+    # The winner's fine-tuned folder is kept (a finished run: predict works on it); the others are removed.
+    kept = tmp_path / "out-rank" / "finetune" / "trials"
+    assert record["finetune"]["winner_folder"] == winner["finetune"]["folder"]
+    assert (Path(winner["finetune"]["folder"]) / "run.json").is_file()
+    assert [p.name for p in kept.iterdir()] == [Path(winner["finetune"]["folder"]).name]
+    assert f"Winner after fine-tuning (validation accuracy): {winner['name']}" in table
+    assert "fine-tuned accuracy *" in table
+    unlisted = next(line for line in table.splitlines()
+                    if f" {by_logme[1]['name']} " in line and "(random init)" not in line)
+    assert "-" in unlisted.split()  # not shortlisted: no fine-tuned score
+    assert main(["check", str(path), "--schema-only", "rank.shortlist_by=hscore"]) == 2
+    assert "rank.shortlist_by: hscore needs rank.hscore: true" in capsys.readouterr().err
 
 
 def test_rank_keys_do_not_reach_the_train_command(tmp_path, rank_recipe, tiny_resnet):

@@ -3,6 +3,7 @@
     features   each candidate's frozen features of train and validation, its own preprocessing, cached
     scores     LogME, k-NN and linear-probe validation accuracy, H-score
     confidence each score's bootstrap spread; a tie at the top instead of a winner
+    finetune   rank.by finetune: the shortlist fine-tuned with successive halving (tune's trial runner)
     report     the ranked table, rank.json, rank.png, and the command that trains the winner
 
 `rank(recipe, candidates)` reads top to bottom: resolve and check every candidate (configs only, so
@@ -100,8 +101,11 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     from hf_finetune.rank.scores import hscore, knn_accuracy, logme, probe_accuracy
 
     started = time.perf_counter()
-    if recipe.rank.by == "hscore" and not recipe.rank.hscore:
-        raise RecipeError([Problem("rank.by", "hscore needs rank.hscore: true")], recipe.source)
+    from hf_finetune.recipe.sections.rank import rank_problems
+
+    problems = rank_problems(recipe.rank)
+    if problems:
+        raise RecipeError(problems, recipe.source)
     check_capabilities(recipe, "rank")
     specs = resolve_candidates(recipe, candidates)
     for spec in specs:
@@ -148,14 +152,23 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
                      "rows": {role: len(cand.labels[role]) for role in cand.labels},
                      "num_classes": len(cand.label_names), "spec": spec})
     by = settings.by
-    rows.sort(key=lambda r: r["scores"][by], reverse=True)
-    tied = tied_with_leader([r["spreads"][by] for r in rows])
+    finetuned = None
+    if by == "finetune":
+        from hf_finetune.rank.finetune import finetune_rows
+
+        finetuned = finetune_rows(recipe, rows, out_dir, state.num_processes)
+        tied = []  # one fine-tuning run per candidate: no resamples to call a tie on
+    else:
+        rows.sort(key=lambda r: r["scores"][by], reverse=True)
+        tied = tied_with_leader([r["spreads"][by] for r in rows])
     for r in rows:
         r.pop("spreads")
     command = train_command(recipe, rows[0]["spec"])
     ties = [{"name": rows[i]["name"], "leader_ahead_share": share, "train_command": train_command(recipe, rows[i]["spec"])}
             for i, share in tied]
     record = build_record(recipe, rows, by, command, time.perf_counter() - started, ties)
+    if finetuned is not None:
+        record["finetune"] = finetuned
     if state.is_main_process:
         write_report(out_dir, record)
     state.wait_for_everyone()

@@ -15,8 +15,9 @@ RECORD = "rank.json"
 PLOT = "rank.png"
 # Column title and format of each score, in table order.
 SCORES = {"logme": ("LogME", "{:.4f}"), "knn": ("k-NN acc", "{:.3f}"), "knn_f1": ("k-NN F1", "{:.3f}"),
-          "probe": ("probe acc", "{:.3f}"), "probe_f1": ("probe F1", "{:.3f}"), "hscore": ("H-score", "{:.3f}")}
-PLOTTED = ("logme", "knn", "probe", "hscore")
+          "probe": ("probe acc", "{:.3f}"), "probe_f1": ("probe F1", "{:.3f}"), "hscore": ("H-score", "{:.3f}"),
+          "finetune": ("fine-tuned", "{:.3f}")}  # rank.by finetune: the validation metric after fine-tuning
+PLOTTED = ("logme", "knn", "probe", "hscore", "finetune")
 
 
 def train_command(recipe: Recipe, spec: ModelSpec) -> str:
@@ -59,7 +60,9 @@ def format_table(record: dict[str, Any]) -> str:
     """The ranked table as text, best first, with each score, the feature size and the extraction time."""
     rows = record["candidates"]
     keys = [k for k in SCORES if k in rows[0]["scores"]]
-    header = ["#", "candidate", *(SCORES[k][0] + (" *" if k == record["by"] else "") for k in keys),
+    finetuned = record.get("finetune")
+    titles = {k: SCORES[k][0] + (f" {finetuned['metric']}" if k == "finetune" and finetuned else "") for k in keys}
+    header = ["#", "candidate", *(titles[k] + (" *" if k == record["by"] else "") for k in keys),
               "dim", "pooling", "extract s"]
     body = []
     for row in rows:
@@ -67,7 +70,9 @@ def format_table(record: dict[str, Any]) -> str:
         spread = row.get("spread", {})
         body.append([str(row["rank"]), row["name"],  # "(random init)" marks an untrained one
                      *(SCORES[k][1].format(row["scores"][k])
-                       + ("±" + SCORES[k][1].format(spread[k]) if k in spread else "") for k in keys),
+                       + ("±" + SCORES[k][1].format(spread[k]) if k in spread else "")
+                       + (" (pruned)" if k == "finetune" and (row.get("finetune") or {}).get("state") == "pruned" else "")
+                       if k in row["scores"] else "-" for k in keys),
                      str(row["dim"]), row["pooling"], extraction])
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     left = {1, len(header) - 2}  # names and pooling read left-aligned, numbers right-aligned
@@ -89,6 +94,9 @@ def format_table(record: dict[str, Any]) -> str:
                      + ", ".join(f"{t['name']} (ahead on {t['leader_ahead_share']:.0%} of the resamples)" for t in tied)
                      + f" by {title}; at least {boot['tie_share']:.0%} makes a winner. Fine-tune each to decide:")
         lines += [f"  {record['train_command']}", *(f"  {t['train_command']}" for t in tied)]
+    elif finetuned:
+        lines += [f"Winner after fine-tuning (validation {finetuned['metric']}): {record['winner']}; its model is in "
+                  f"{finetuned['winner_folder']}. Train it with the full recipe:", f"  {record['train_command']}"]
     else:
         lines += [f"Winner: {record['winner']}. Train it with:", f"  {record['train_command']}"]
     return "\n".join(lines) + "\n"
@@ -117,7 +125,7 @@ def plot_scores(record: dict[str, Any], path: str | os.PathLike) -> None:
     names = [row["name"] if len(row["name"]) <= 40 else "..." + row["name"][-37:] for row in rows]
     for index, key in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), index + 1)
-        values = [row["scores"][key] for row in rows]
+        values = [row["scores"].get(key, float("nan")) for row in rows]  # finetune: the shortlist only
         errors = [row.get("spread", {}).get(key, 0.0) for row in rows]  # one bootstrap standard deviation
         ax.barh(range(len(rows)), values, xerr=errors, capsize=3, color=["tab:green" if i == 0 else "tab:blue" for i in range(len(rows))])
         ax.set_yticks(range(len(rows)), names if index == 0 else [""] * len(rows))

@@ -10,7 +10,7 @@ from hf_finetune.errors import Problem
 from hf_finetune.recipe.sections.base import Section
 from hf_finetune.recipe.sections.model import ModelSpec
 
-RankScore = Literal["logme", "knn", "probe", "hscore"]
+RankScore = Literal["logme", "knn", "probe", "hscore"]  # frozen-feature scores
 
 
 class RankSpec(Section):
@@ -21,8 +21,18 @@ class RankSpec(Section):
         description="Backbones to rank: model.name values, or model sections ({name: ..., pretrained: false}); "
         "`--candidates` on the command line replaces them.",
     )
-    by: RankScore = Field(
-        "logme", description="Score that orders the table and picks the winner: logme, knn, probe or hscore."
+    by: RankScore | Literal["finetune"] = Field(
+        "logme", description="Score that orders the table and picks the winner: logme, knn, probe or hscore "
+        "(frozen features), or finetune: the shortlist fine-tuned, with successive halving, ordered by validation."
+    )
+    shortlist: int = Field(3, gt=0, description="by finetune: how many pretrained candidates to fine-tune, the best "
+                                                "by shortlist_by (untrained ones are always fine-tuned).")
+    shortlist_by: RankScore = Field("logme", description="by finetune: the frozen score that makes the shortlist.")
+    reduction_factor: int = Field(3, ge=2, description="by finetune: successive halving keeps 1 in this many "
+                                                      "candidates at each evaluation.")
+    finetune_epochs: float | None = Field(
+        None, gt=0, le=10_000, description="by finetune: epochs of each candidate's run (default: the recipe's own, "
+        "data-aware ones included)."
     )
     hscore: bool = Field(False, description="Also compute the H-score (Ledoit-Wolf shrinkage covariance).")
     knn_k: int = Field(5, gt=0, description="Neighbours of the k-NN validation accuracy (cosine similarity).")
@@ -50,4 +60,6 @@ def rank_problems(rank: RankSpec, writable: bool = False) -> list[Problem]:
     problems = folder_problems({"rank.output_dir": rank.output_dir, "rank.cache_dir": rank.cache_dir}, writable)
     if rank.by == "hscore" and not rank.hscore:  # found by `check`, not after loading models
         problems.append(Problem("rank.by", "hscore needs rank.hscore: true"))
+    if rank.by == "finetune" and rank.shortlist_by == "hscore" and not rank.hscore:
+        problems.append(Problem("rank.shortlist_by", "hscore needs rank.hscore: true"))
     return problems

@@ -1,0 +1,123 @@
+"""`rank.by: finetune`: the shortlist decided by fine-tuning, with successive halving.
+
+Frozen-feature scores rank how separable a backbone's features are, not how well it fine-tunes: on
+300 digits a random-init EfficientNet-Lite0 outscored the ImageNet one by LogME and k-NN, then
+fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word can be fine-tuning:
+
+    shortlist   the `rank.shortlist` best candidates by the frozen score `rank.shortlist_by`, plus
+                every untrained candidate (`pretrained: false`: frozen scores cannot judge those)
+    training    each an ordinary run of the recipe (its data-aware defaults, its own folder), through
+                tune's trial runner (search/trials.py), best frozen score first
+    halving     Optuna's SuccessiveHalvingPruner at every evaluation, as `tune` prunes: a candidate
+                behind the ones before it at an evaluation is stopped there, so the cost is about one
+                full run for the first candidate plus a fraction for each later one
+    order       completed candidates by the validation metric after fine-tuning, then pruned ones by
+                their last evaluation; the winner's fine-tuned folder is kept, the others' removed
+
+Under several processes this mode is refused: the frozen scores are process-aware, training through
+`rank` is not (use `tune` with `model.name` choices there).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from hf_finetune.errors import RecipeError, UserError
+
+logger = logging.getLogger(__name__)
+
+FINETUNE_DIR = "finetune"  # under rank's output folder: one trial folder per fine-tuned candidate
+
+
+def shortlist(rows: list[dict[str, Any]], by: str, size: int) -> list[dict[str, Any]]:
+    """The `size` best rows by the frozen score `by` (pretrained ones), then every untrained row."""
+    pretrained = sorted((r for r in rows if not r["untrained"]), key=lambda r: r["scores"][by], reverse=True)
+    return pretrained[:size] + [r for r in rows if r["untrained"]]
+
+
+def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_processes: int) -> dict[str, Any]:
+    """Fine-tunes the shortlist of `rows` (each with its "spec") and adds `scores["finetune"]` and a
+    `finetune` entry (state, evaluations, seconds, folder) to each; returns the settings for rank.json."""
+    from hf_finetune.search.study import import_optuna
+    from hf_finetune.search.trials import TrialFailed, TrialPlan, run_trial, trial_dir, trial_recipe
+    from hf_finetune.search.tune import resolve_objective
+
+    if num_processes > 1:
+        raise UserError("rank.by: finetune trains in one process; run `hf-finetune rank` without accelerate "
+                        "launch, or search `model.name` choices with `hf-finetune tune`")
+    settings = recipe.rank
+    optuna = import_optuna()
+    metric, direction = resolve_objective(recipe, recipe.training.get("metric_for_best_model"))
+    raw = recipe.to_dict()
+    for section in ("rank", "search"):
+        raw.pop(section, None)
+    folder = out_dir / FINETUNE_DIR
+    plan = TrialPlan(raw, recipe.source, folder, metric)
+    chosen = shortlist(rows, settings.shortlist_by, settings.shortlist)
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=settings.reduction_factor)
+    study = optuna.create_study(direction=direction, pruner=pruner)  # in memory: the ranking is one command
+    logger.info("rank.by finetune: fine-tuning %d of %d candidates (best %d by %s, and every untrained one), "
+                "objective validation %s, successive halving 1 in %d", len(chosen), len(rows), settings.shortlist,
+                settings.shortlist_by, metric, settings.reduction_factor)
+    for number, row in enumerate(chosen):
+        spec = row["spec"]
+        values = {"model.name": spec.name, "model.pretrained": spec.pretrained}
+        if spec.revision is not None:
+            values["model.revision"] = spec.revision
+        if settings.finetune_epochs is not None:
+            values["training.num_train_epochs"] = settings.finetune_epochs
+        trial = study.ask()
+        started = time.perf_counter()
+        entry: dict[str, Any] = {"folder": str(trial_dir(folder, number))}
+        try:
+            value = run_trial(plan, trial_recipe(plan, values, number), trial, number)
+            study.tell(trial, value)
+            entry.update(state="complete", value=value)
+        except optuna.TrialPruned:
+            last = _last_report(trial)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            entry.update(state="pruned", value=last)
+        except (TrialFailed, RecipeError) as exc:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            entry.update(state="failed", value=None, error=str(exc))
+            logger.warning("rank.by finetune: %s failed: %s", row["name"], exc)
+        entry.update(evaluations=trial.user_attrs.get("evaluations"), seconds=time.perf_counter() - started)
+        row["finetune"] = entry
+        logger.info("rank.by finetune: %s %s, validation %s %s", row["name"], entry["state"], metric,
+                    "n/a" if entry["value"] is None else f"{entry['value']:.4f}")
+    sign = 1.0 if direction == "maximize" else -1.0
+    for row in rows:  # only fine-tuned candidates have the score (a pruned one: its last evaluation)
+        entry = row.get("finetune")
+        if entry and entry["value"] is not None and math.isfinite(entry["value"]):
+            row["scores"]["finetune"] = entry["value"]
+    order = {"complete": 0, "pruned": 1, "failed": 2}
+
+    def key(row: dict[str, Any]) -> tuple:
+        entry = row.get("finetune")
+        value = row["scores"].get("finetune")
+        return (order[entry["state"]] if entry else 3, -sign * value if value is not None else math.inf,
+                -row["scores"][settings.shortlist_by])
+
+    rows.sort(key=key)
+    if not rows[0].get("finetune") or rows[0]["finetune"]["state"] != "complete":
+        raise UserError(f"rank.by: finetune: no shortlisted candidate finished fine-tuning; see {folder}")
+    for row in rows[1:]:  # only the winner's fine-tuned model is worth its disk
+        entry = row.get("finetune")
+        if entry:
+            shutil.rmtree(entry["folder"], ignore_errors=True)
+            entry["folder"] = None
+    return {"metric": metric, "direction": direction, "shortlist_by": settings.shortlist_by,
+            "shortlist": settings.shortlist, "reduction_factor": settings.reduction_factor,
+            "finetune_epochs": settings.finetune_epochs, "winner_folder": rows[0]["finetune"]["folder"]}
+
+
+def _last_report(trial: Any) -> float | None:
+    """The last value a pruned trial reported (its standing when it was stopped)."""
+    reported = trial.storage.get_trial(trial._trial_id).intermediate_values
+    return float(reported[max(reported)]) if reported else None
+
