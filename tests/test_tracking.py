@@ -123,7 +123,7 @@ def test_a_run_reports_to_tensorboard_and_a_real_mlflow_server(text_recipe, tmp_
     run = runs[0]
     assert run.info.run_name == out.name and run.info.status == "FINISHED"
     assert float(run.data.params["learning_rate"]) == pytest.approx(1e-3)
-    assert run.data.params["num_train_epochs"] == "2" and run.data.params["hidden_size"] == "32"
+    assert float(run.data.params["num_train_epochs"]) == 2 and run.data.params["hidden_size"] == "32"
     history = client.get_metric_history(run.info.run_id, "loss")
     assert len(history) >= 4 and len({m.step for m in history}) == len(history)
     assert run.data.metrics["final/test_accuracy"] == pytest.approx(results["test"]["accuracy"])
