@@ -240,7 +240,7 @@ def publish_best(study: Any, space: dict[str, Any], out_dir: Path, metric: str, 
         return None
     best_dir = out_dir / BEST_DIR
     summary = search_summary(study, space, best, metric, settings)
-    if _already_published(best_dir, summary):
+    if _already_published(best_dir, summary, settings):
         logger.info("best/ already holds trial %d of this study as it stands: not written again", best.number)
         return best_dir
     guard_output_dir(best_dir, overwrite=True, resume=False)
@@ -266,16 +266,19 @@ def publish_best(study: Any, space: dict[str, Any], out_dir: Path, metric: str, 
     return best_dir
 
 
-def _already_published(best_dir: Path, summary: dict[str, Any]) -> bool:
-    """True when best/ holds a finished run whose search.json is `summary` (another worker wrote it)."""
+def _already_published(best_dir: Path, summary: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """True when best/ holds a finished run whose search.json says the same of the study as `summary`
+    (another worker wrote it). The worker's own settings (its sampler seed, say) do not count."""
     from hf_finetune.outputs import read_run
 
     if read_run(best_dir) is None or not (best_dir / SEARCH_FILE).is_file():
         return False
     try:
-        return json.loads((best_dir / SEARCH_FILE).read_text(encoding="utf-8")) == json.loads(json.dumps(summary, default=str))
+        stored = json.loads((best_dir / SEARCH_FILE).read_text(encoding="utf-8"))
     except ValueError:
         return False
+    study = {k: v for k, v in json.loads(json.dumps(summary, default=str)).items() if k not in settings}
+    return isinstance(stored, dict) and {k: v for k, v in stored.items() if k not in settings} == study
 
 
 def remove_trial_folder(folder: str | None) -> None:
