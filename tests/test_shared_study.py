@@ -139,7 +139,8 @@ def test_a_worker_killed_mid_trial_leaves_the_study_usable(tmp_path, tiny_bert, 
 
     # The next command on the study marks the killed trial failed (no heartbeat) and goes on.
     time.sleep(max(0.0, killed_at + GRACE + 1 - time.monotonic()))
-    again = _worker(recipe, logs[2], 4, 23)
+    so_far = len(optuna.load_study(study_name="killed-worker", storage=postgres_url).trials)  # the killed one too
+    again = _worker(recipe, logs[2], so_far + 1, 23)  # one more trial than the study holds
     assert _wait(again) == [0], logs[2].read_text()[-3000:]
     study = optuna.load_study(study_name="killed-worker", storage=postgres_url)
     states = {t.number: t.state.name for t in study.trials}
