@@ -152,3 +152,22 @@ def test_a_worker_killed_mid_trial_leaves_the_study_usable(tmp_path, tiny_bert, 
         row = next(r for r in csv.DictReader(f) if int(r["number"]) == killed)
     assert row["state"] == "FAIL" and "no heartbeat" in row["error"]
     assert (tmp_path / "search" / "best" / "run.json").is_file()
+
+
+def test_an_unreachable_or_driverless_storage_is_an_error_naming_the_key_without_the_password():
+    from hf_finetune.errors import UserError
+    from hf_finetune.search.study import build_storage
+
+    from .helpers.postgres import free_port
+
+    url = f"postgresql+psycopg2://worker:pw-not-shown@127.0.0.1:{free_port()}/hpo"  # nothing listens there
+    with pytest.raises(UserError) as caught:
+        build_storage(url)
+    text = str(caught.value)
+    assert text.startswith("search.storage: cannot open postgresql+psycopg2://worker:***@127.0.0.1")
+    assert "OperationalError" in text and "pw-not-shown" not in text
+    try:
+        import pymysql  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match=r"search.storage: mysql\+pymysql://u:\*\*\*@h/db needs a database driver"):
+            build_storage("mysql+pymysql://u:pw@h/db")

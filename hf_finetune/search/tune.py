@@ -247,7 +247,7 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
     else:
         callbacks = [optuna.study.MaxTrialsCallback(budget, states=tuple(
             getattr(optuna.trial.TrialState, s) for s in ("COMPLETE", "PRUNED", "FAIL"))), after_trial]
-        with study_tracking(report_to, study, out_dir):  # MLflow: the trials' runs nest in the study's
+        with study_tracking(report_to, study, out_dir, created):  # MLflow: the trials' runs nest in the study's
             study.optimize(objective, timeout=timeout_s, catch=(TrialFailed,), callbacks=callbacks,
                            gc_after_trial=True)
     ranks.broadcast(None)  # the other ranks leave their loop

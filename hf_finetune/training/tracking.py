@@ -197,9 +197,13 @@ PARENT_ATTR = "mlflow_parent_run_id"  # the study's user attribute: workers and 
 
 
 @contextmanager
-def study_tracking(report_to: Any, study: Any, out_dir: Path) -> Iterator[None]:
+def study_tracking(report_to: Any, study: Any, out_dir: Path, created: bool = True) -> Iterator[None]:
     """Around a search: the MLflow parent run of the study (reopened by later commands and other workers
-    on the same study, through the study's user attributes)."""
+    on the same study, through the study's user attributes).
+
+    `created`: this command created the study. Of workers starting a new shared study together, the
+    creator opens the parent run; the others wait (up to 30 s) for its id instead of opening their own.
+    """
     names = reported(report_to)
     if "mlflow" not in names:
         yield
@@ -208,6 +212,13 @@ def study_tracking(report_to: Any, study: Any, out_dir: Path) -> Iterator[None]:
 
     mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or study.study_name)
     run_id = study.user_attrs.get(PARENT_ATTR)
+    if not run_id and not created:
+        import time
+
+        deadline = time.monotonic() + 30
+        while not run_id and time.monotonic() < deadline and len(study.trials) <= 2:  # a new study only
+            time.sleep(0.5)
+            run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id:
         parent = mlflow.start_run(run_id=run_id)
     else:
