@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_finetune.errors import Problem, did_you_mean
+from hf_finetune.outputs.lock import is_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +78,6 @@ def tracker_problems(report_to: Any) -> list[Problem]:
     return problems
 
 
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0") or 0) == 0
-
-
 @contextmanager
 def environment(name: str, value: str) -> Iterator[None]:
     """`os.environ[name] = value` for the duration (what transformers' callbacks read their settings from)."""
@@ -105,7 +102,7 @@ class Tracking:
 
     def log_final(self, results: dict[str, Any], out_dir: Path) -> None:
         """The final report's figures (validation, test, train) and, for MLflow, the output folder's files."""
-        if not _is_main():
+        if not is_main_process():
             return
         figures = final_figures(results)
         if self.tensorboard_dir is not None:
@@ -169,7 +166,7 @@ def tracked_run(report_to: Any, out_dir: Path) -> Iterator[Tracking]:
             tensorboard_dir = Path(os.environ.get("TENSORBOARD_LOGGING_DIR") or out_dir / TENSORBOARD_DIR)
             stack.enter_context(environment("TENSORBOARD_LOGGING_DIR", str(tensorboard_dir)))
         run = None
-        if "mlflow" in names and _is_main():
+        if "mlflow" in names and is_main_process():
             import mlflow
 
             nested = mlflow.active_run() is not None
