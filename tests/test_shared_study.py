@@ -55,7 +55,9 @@ def _recipe(tmp_path: Path, tiny_bert: Path, url: str, study: str) -> Path:
         "batch": {"global_size": 16},
         # 5e-3 learns, 1.0 diverges (pruned when it meets a better trial at the same evaluation).
         "search": {"space": {"training.learning_rate": {"choices": [5e-3, 1.0]}}, "objective": {"metric": "loss"},
-                   "sampler": {"type": "random", "seed": 3}, "storage": url, "study_name": study},
+                   "sampler": {"type": "random", "seed": 3}, "storage": url, "study_name": study,
+                   # ASHA from the first evaluation, so cross-worker pruning decisions happen to check
+                   "pruner": {"type": "successive_halving", "after_learning_onset": False}},
         "output": {"dir": str(tmp_path / "search")},
     })
 

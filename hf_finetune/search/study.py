@@ -86,13 +86,17 @@ def build_pruner(search: Any) -> Any:
     optuna = import_optuna()
     p = search.pruner
     if p.type == "successive_halving":  # asynchronous successive halving (ASHA)
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_resource, reduction_factor=p.reduction_factor)
-    if p.type == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1 if p.min_resource == "auto" else p.min_resource,
-                                              reduction_factor=p.reduction_factor)
-    if p.type == "median":
-        return optuna.pruners.MedianPruner(n_warmup_steps=p.warmup_evaluations)
-    return optuna.pruners.NopPruner()
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_resource, reduction_factor=p.reduction_factor)
+    elif p.type == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner(min_resource=1 if p.min_resource == "auto" else p.min_resource,
+                                                reduction_factor=p.reduction_factor)
+    elif p.type == "median":
+        pruner = optuna.pruners.MedianPruner(n_warmup_steps=p.warmup_evaluations)
+    else:
+        return optuna.pruners.NopPruner()
+    from hf_finetune.search.onset import LearningOnsetPruner
+
+    return LearningOnsetPruner(pruner) if p.after_learning_onset else pruner
 
 
 def open_study(search: Any, url: str, name: str, direction: str) -> tuple[Any, bool]:

@@ -94,6 +94,8 @@ class PruningCallback(TrainerCallback):
             self.trial.report(float(value), self.evaluations)
             prune = self.trial.should_prune()
         if ranks.broadcast(prune):
+            if self.trial is not None:
+                self.trial.set_user_attr("pruned_at", self.evaluations)  # the summary's pruned-at-which-rung
             raise optuna.TrialPruned(f"pruned at evaluation {self.evaluations} (step {state.global_step}, "
                                      f"{self.metric} {value})")
         return control
@@ -147,8 +149,12 @@ def run_trial(plan: TrialPlan, recipe: Any, trial: Any, number: int) -> float:
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise TrialFailed(f"the run produced no finite validation {plan.metric} (got {value!r})")
         if trial is not None:
+            from hf_finetune.search.onset import TRIVIAL, trivial_figure
+
             test = result.metrics.get("test") or {}
             trial.set_user_attr("test_" + plan.metric, test.get(plan.metric))
+            # The trivial model's figure: the learning onset of pruning reads it (search/onset.py).
+            trial.set_user_attr(TRIVIAL, trivial_figure(result.metrics.get("validation") or {}, plan.metric))
             trial.set_user_attr("evaluations", callback.evaluations)
         return float(value)
     except BaseException:

@@ -286,6 +286,30 @@ def report(study: Any, space: dict[str, Any], out_dir: Path, metric: str, direct
         logger.info("Search done: %d trials (%s) | best trial %d: validation %s %.4f | %s | %s", len(study.trials),
                     summary, best.number, metric, best.value,
                     ", ".join(f"{k}={v}" for k, v in result.best_params.items()), best_dir or "best/ not written by this worker")
+        if "baseline" in best.user_attrs:
+            logger.warning("The search found nothing better in %d trials: the best is trial %d, the recipe at its own "
+                           "defaults", len(study.trials), best.number)
     else:
         logger.warning("Search done: %d trials (%s), none completed", len(study.trials), summary)
+    pruned = pruned_at(study)
+    if pruned:
+        logger.info("Pruned: %s", pruned)
     return result
+
+
+def pruned_at(study: Any) -> str:
+    """Which share of the trials was pruned at which evaluation ("3 of 8 (38%) at evaluation 1, ..."), and
+    the learning onset pruning waited for (search/onset.py)."""
+    from hf_finetune.search.onset import learning_onset
+
+    at: dict[int, int] = {}
+    for t in study.trials:
+        if t.state.name == "PRUNED":
+            rung = t.user_attrs.get("pruned_at") or t.last_step or 0
+            at[rung] = at.get(rung, 0) + 1
+    if not at:
+        return ""
+    total = len(study.trials)
+    shares = ", ".join(f"{n} of {total} ({n / total:.0%}) at evaluation {rung}" for rung, n in sorted(at.items()))
+    onset, why = learning_onset(study)
+    return f"{shares}; no trial was pruned before evaluation {onset} ({why})" if onset else shares

@@ -88,6 +88,11 @@ class SearchPruner(Section):
     )
     reduction_factor: int = Field(3, ge=2, description="successive_halving/hyperband: keep 1 in this many per rung.")
     warmup_evaluations: int = Field(1, ge=0, description="median: evaluations before a trial can be pruned.")
+    after_learning_onset: bool = Field(
+        True, description="No trial is pruned before the evaluation at which the baseline trial (the recipe's "
+        "defaults) first beat the trivial model, nor while the baseline trial has not yet done so: on small data "
+        "every run sits at the trivial figure for its first evaluations, and pruning there keeps only the lucky."
+    )
 
     @field_validator("min_resource")
     @classmethod
