@@ -137,9 +137,24 @@ def looks_like_token(value: Any) -> bool:
     return isinstance(value, str) and _TOKEN.search(value) is not None
 
 
+# Credentials of hosted trackers and the Hub, read from the environment by their libraries: their values are
+# redacted wherever they occur (they have no recognisable shape of their own, unlike hf_ tokens).
+SECRET_ENVIRONMENT = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "MLFLOW_TRACKING_TOKEN",
+                      "MLFLOW_TRACKING_PASSWORD", "COMET_API_KEY", "NEPTUNE_API_TOKEN", "CLEARML_API_SECRET_KEY",
+                      "SWANLAB_API_KEY", "DAGSHUB_USER_TOKEN")
+
+
 def redact(text: str) -> str:
-    """`text` with anything shaped like a token replaced by `hf_***`."""
-    return _TOKEN.sub(lambda m: m.group(1) + "***", text)
+    """`text` with anything shaped like a token replaced by `hf_***`, and the value of any credential
+    variable of SECRET_ENVIRONMENT by `***`."""
+    import os
+
+    text = _TOKEN.sub(lambda m: m.group(1) + "***", text)
+    for name in SECRET_ENVIRONMENT:
+        value = os.environ.get(name)
+        if value and len(value) >= 8:  # a short value would blank out ordinary words
+            text = text.replace(value, "***")
+    return text
 
 
 def refuse_tokens(named: typing.Iterable[tuple[str, Any]]) -> None:

@@ -28,6 +28,19 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _Redact(logging.Filter):
+    """No log line prints a token or a tracker's credential (errors.redact), whatever the message carried."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from hf_finetune.errors import redact
+
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
 def configure_logging(verbose: bool = False) -> None:
     """Logs `hf_finetune` at INFO (DEBUG when verbose) on the main process, WARNING elsewhere."""
     level = (logging.DEBUG if verbose else logging.INFO) if _rank() == 0 else logging.WARNING
@@ -36,6 +49,7 @@ def configure_logging(verbose: bool = False) -> None:
     if not root.handlers:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
+        handler.addFilter(_Redact())
         root.addHandler(handler)
     root.propagate = True  # our handler prints; propagating lets test log capture see records too
     import datasets

@@ -40,6 +40,7 @@ from hf_finetune.training.safeguards import (
     record_or_compare_recipe,
     train_with_safeguards,
 )
+from hf_finetune.training.tracking import tracked_run
 from hf_finetune.training.trainer import full_precision
 
 logger = logging.getLogger(__name__)
@@ -93,11 +94,13 @@ def run(recipe: Recipe, *, resume: bool = False, callbacks: list[Any] | None = N
     guard_output_dir(out_dir, recipe.output.overwrite, resume)
     if is_main_process():
         prepare_output_dir(out_dir, recipe.output.overwrite)
-    with output_lock(out_dir, "train"):
+    with output_lock(out_dir, "train"), tracked_run(recipe.training.get("report_to"), out_dir) as tracking:
         guard_output_dir(out_dir, recipe.output.overwrite, resume)  # again, now that nobody else can change it
         session = setup(recipe, resume, started, callbacks)
         train_output = train_with_safeguards(session.setup.trainer, recipe, session.checkpoint)
-        return finish(session, train_output)
+        result = finish(session, train_output)
+        tracking.log_final(result.metrics, out_dir)  # training.report_to: the final report and the folder
+        return result
 
 
 def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | None = None,

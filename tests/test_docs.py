@@ -261,8 +261,8 @@ def _check_command(words: list[str], where: str) -> None:
             _check_hf_finetune(["train", *words[script + 1:]], where)
     elif words[0] == "python" and len(words) > 1 and words[1].endswith(".py"):
         assert (REPO / words[1]).is_file(), f"{where}: {words[1]} does not exist"
-    elif words[0] in {"python", "pip", "mkdocs", "createdb", ".", "source"}:
-        return  # installing, testing, building the site, a database, a venv: nothing of ours to check
+    elif words[0] in {"python", "pip", "mkdocs", "createdb", ".", "source", "export", "tensorboard", "mlflow"}:
+        return  # installing, testing, building the site, a database, a venv, a tracker: nothing of ours to check
     else:
         pytest.fail(f"{where}: {' '.join(words)}: a command the docs tests do not know; teach _check_command")
 

@@ -28,7 +28,8 @@ CHECKPOINTS = "checkpoints"
 NEXT_CHECKPOINTS = ".next-checkpoints"  # an overwriting run's checkpoints: the old run keeps its own until then
 STAGING = ".staging"
 PREVIOUS = ".previous"
-TOOL_ENTRIES = {RUN_FILE, CHECKPOINTS, NEXT_CHECKPOINTS, STAGING, PREVIOUS, LOCK_FILE}
+TOOL_ENTRIES = {RUN_FILE, CHECKPOINTS, NEXT_CHECKPOINTS, STAGING, PREVIOUS, LOCK_FILE,
+                "tensorboard"}  # training.report_to: tensorboard (hf_finetune.training.tracking)
 
 
 def checkpoints_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -21,6 +21,8 @@ import json
 import logging
 import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,8 @@ PLOTS = {
     "param_importances.png": "plot_param_importances",
     "parallel_coordinate.png": "plot_parallel_coordinate",
 }
-SEARCH_ENTRIES = {"study.db", "study.db-journal", TRIALS_CSV, BEST_DIR, "trials", *PLOTS}
+LOCK_FILE = ".search.lock"  # held while a worker writes trials.csv, the plots or best/, or removes trial folders
+SEARCH_ENTRIES = {"study.db", "study.db-journal", TRIALS_CSV, BEST_DIR, "trials", "tensorboard", *PLOTS}
 
 
 def guard_search_dir(out_dir: Path) -> None:
@@ -62,6 +65,32 @@ def guard_search_dir(out_dir: Path) -> None:
                         "choose a new or empty folder")
 
 
+@contextmanager
+def search_lock(out_dir: Path) -> Iterator[None]:
+    """Serialises what the workers sharing one search folder write there (several `tune` commands on one
+    study and one machine): trials.csv, the plots, best/, and removing trial folders.
+
+    Without it, a worker removing a trial folder could race another copying it into best/, and two
+    workers publishing best/ at once would collide on its output lock. Each writer reads the study
+    inside the lock, so the last one to write has the newest view.
+    """
+    from filelock import FileLock  # comes with huggingface_hub
+
+    with FileLock(str(Path(out_dir) / LOCK_FILE)):
+        yield
+
+
+def best_of(complete: list[Any], direction: Any) -> Any:
+    """The best of complete trials, the earliest of equal values; one rule for the folder kept and best/
+    (the database's own ordering of ties is not defined)."""
+    pick = max if direction.name == "MAXIMIZE" else min
+    return pick(sorted(complete, key=lambda t: t.number), key=lambda t: t.value)
+
+
+STALE_ERROR = ("its worker stopped without recording an error (killed, or its machine lost): no heartbeat, "
+               "so the next tune command on the study marked it failed")
+
+
 def _duration(trial: Any) -> float | None:
     if trial.datetime_start is None or trial.datetime_complete is None:
         return None
@@ -79,7 +108,8 @@ def trial_rows(study: Any, metric: str) -> list[dict[str, Any]]:
                                "baseline": "yes" if t.user_attrs.get("baseline") else ""}
         row.update({name: t.params.get(name) for name in names})
         row.update({"host": t.user_attrs.get("host"), "folder": t.user_attrs.get("folder"),
-                    "host_rss_mb": t.user_attrs.get("host_rss_mb"), "error": t.user_attrs.get("error")})
+                    "host_rss_mb": t.user_attrs.get("host_rss_mb"),
+                    "error": t.user_attrs.get("error") or (STALE_ERROR if t.state.name == "FAIL" else None)})
         rows.append(row)
     return rows
 
@@ -200,7 +230,7 @@ def publish_best(study: Any, space: dict[str, Any], out_dir: Path, metric: str, 
     if not complete:
         logger.warning("No trial completed: there is no best model to publish")
         return None
-    best = study.best_trial
+    best = best_of(complete, study.direction)
     folder, host = Path(best.user_attrs.get("folder", "")), best.user_attrs.get("host")
     run = read_run(folder) if folder.is_dir() else None
     if run is None:
@@ -210,6 +240,9 @@ def publish_best(study: Any, space: dict[str, Any], out_dir: Path, metric: str, 
         return None
     best_dir = out_dir / BEST_DIR
     summary = search_summary(study, space, best, metric, settings)
+    if _already_published(best_dir, summary, settings):
+        logger.info("best/ already holds trial %d of this study as it stands: not written again", best.number)
+        return best_dir
     guard_output_dir(best_dir, overwrite=True, resume=False)
     best_dir.mkdir(parents=True, exist_ok=True)
     with output_lock(best_dir, "tune"):
@@ -229,7 +262,23 @@ def publish_best(study: Any, space: dict[str, Any], out_dir: Path, metric: str, 
         write_json(staging / SEARCH_FILE, summary)
         publish(staging, best_dir, {**manifest, "search": {"study": summary["study"], "trial": best.number,
                                                            "trials": summary["trials"]}})
+    logger.info("Published the best trial (%d) into %s", best.number, best_dir)
     return best_dir
+
+
+def _already_published(best_dir: Path, summary: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """True when best/ holds a finished run whose search.json says the same of the study as `summary`
+    (another worker wrote it). The worker's own settings (its sampler seed, say) do not count."""
+    from hf_finetune.outputs import read_run
+
+    if read_run(best_dir) is None or not (best_dir / SEARCH_FILE).is_file():
+        return False
+    try:
+        stored = json.loads((best_dir / SEARCH_FILE).read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    study = {k: v for k, v in json.loads(json.dumps(summary, default=str)).items() if k not in settings}
+    return isinstance(stored, dict) and {k: v for k, v in stored.items() if k not in settings} == study
 
 
 def remove_trial_folder(folder: str | None) -> None:

@@ -8,6 +8,7 @@ workers on several machines share one study through one PostgreSQL or MySQL URL.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,23 @@ def shown_url(url: str) -> str:
 
 def build_storage(url: str) -> Any:
     optuna = import_optuna()
-    try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except ImportError as exc:  # a database driver that is not installed (psycopg2, pymysql)
-        raise UserError(f"search.storage: {shown_url(url)} needs a database driver: {exc}") from None
-    except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server, no permission
-        raise UserError(f"search.storage: cannot open {shown_url(url)}: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0]}") from None
+    from sqlalchemy import exc as sql_errors
+
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        except ImportError as exc:  # a database driver that is not installed (psycopg2, pymysql)
+            raise UserError(f"search.storage: {shown_url(url)} needs a database driver: {exc}; for PostgreSQL "
+                            "pip install 'hf-finetune[postgres]' (psycopg2-binary)") from None
+        except Exception as exc:  # sqlalchemy errors: bad URL, unreachable server, no permission
+            if attempt < 2 and isinstance(exc, (sql_errors.IntegrityError, sql_errors.ProgrammingError)):
+                # Workers opening a new database at once each create Optuna's tables; the loser of that
+                # race finds them half made, and a moment later they exist.
+                time.sleep(1 + attempt)
+                continue
+            raise UserError(f"search.storage: cannot open {shown_url(url)}: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0]}") from None
+    raise AssertionError("unreachable")
 
 
 def build_sampler(search: Any, offset: int) -> Any:
@@ -88,8 +99,13 @@ def build_pruner(search: Any) -> Any:
     return LearningOnsetPruner(pruner) if p.after_learning_onset else pruner
 
 
-def open_study(search: Any, url: str, name: str, direction: str) -> Any:
+def open_study(search: Any, url: str, name: str, direction: str) -> tuple[Any, bool]:
     """Creates the study or loads the existing one of that name (then continuing it).
+
+    Returns:
+        (the study, True when this command created it). Creating is atomic in the database (a unique
+        study name), so of several workers starting a new shared study at once exactly one creates it:
+        that one enqueues trial 0.
 
     Raises:
         UserError: the stored study optimizes in the other direction, or the storage cannot be used.
@@ -103,9 +119,18 @@ def open_study(search: Any, url: str, name: str, direction: str) -> Any:
             raise UserError(f"search.objective.direction: the study '{name}' in {shown_url(url)} was created to "
                             f"{stored}, not {direction}; set search.study_name to start another study")
     offset = existing[name].n_trials if name in existing else 0
-    study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True,
-                                sampler=build_sampler(search, offset), pruner=build_pruner(search))
-    return study
+    sampler, pruner = build_sampler(search, offset), build_pruner(search)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
+                                    pruner=pruner)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:  # it exists, or another worker created it a moment ago
+        study = optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
+        created = False
+    # Trials of workers that were killed (no heartbeat for GRACE_S) are marked failed now, not only when
+    # this command starts its next trial (which it does not do when the budget is spent already).
+    optuna.storages.fail_stale_trials(study)
+    return study, created
 
 
 def finished_trials(study: Any) -> int:

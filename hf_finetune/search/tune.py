@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from hf_finetune.errors import Problem, RecipeError, UserError
 from hf_finetune.search import ranks
 from hf_finetune.search.defaults import STRATEGY_KEYS, baseline_params, pin_strategy, run_values
 from hf_finetune.search.outputs import (
+    best_of,
     check_writable,
     guard_search_dir,
     publish_best,
     remove_trial_folder,
+    search_lock,
     write_plots,
     write_trials_csv,
 )
@@ -38,6 +41,7 @@ from hf_finetune.search.trials import (
     trial_recipe,
 )
 from hf_finetune.tasks import check_capabilities
+from hf_finetune.training.tracking import environment, study_tensorboard_dir, study_tracking
 
 logger = logging.getLogger(__name__)
 
@@ -184,11 +188,16 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
         sys.stdout.write("# No search.space in the recipe: searching the default fine-tuning space\n"
                          + space_yaml(space))
         sys.stdout.flush()
-    study = open_study(search, url, name, direction)
-    if search.baseline_trial and not study.trials:
+    study, created = open_study(search, url, name, direction)
+    # Only the worker that created the study enqueues trial 0 (creating is atomic in the database), so of
+    # several workers starting a new shared study together one does; an empty study left by a stopped
+    # command gets it from the next.
+    if search.baseline_trial and (created or not study.trials):
         enqueue_baseline(study, space, values)
     done = finished_trials(study)
     settings = describe(search)
+    report_to = recipe.training.get("report_to")
+    tensorboard = study_tensorboard_dir(report_to, out_dir)  # one sub-folder per trial
     logger.info("Study '%s' in %s: %d trials finished, budget %d%s; objective: %s validation %s; %s; %s; %d "
                 "process(es)", name, shown_url(url), done, budget,
                 f", timeout {timeout_s:.0f}s" if timeout_s else "", direction, metric, settings["sampler"],
@@ -198,6 +207,7 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
         values = suggest(trial, space)
         folder = trial_dir(out_dir, trial.number)
         trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())  # which worker ran it, when several share the study
         trial.set_user_attr("folder", str(folder.resolve()))
         logger.info("Trial %d: %s", trial.number, ", ".join(f"{k}={v}" for k, v in values.items()))
         try:
@@ -206,8 +216,10 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
             trial.set_user_attr("error", str(exc))
             raise TrialFailed(str(exc)) from None
         ranks.broadcast({"number": trial.number, "values": values})
+        logs = environment("TENSORBOARD_LOGGING_DIR", str(tensorboard / folder.name)) if tensorboard else nullcontext()
         try:
-            return run_trial(plan, recipe_n, trial, trial.number)
+            with logs:
+                return run_trial(plan, recipe_n, trial, trial.number)
         except (TrialFailed, SearchStopped) as exc:
             trial.set_user_attr("error", str(exc).splitlines()[0])
             raise
@@ -217,20 +229,27 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
     def after_trial(study: Any, frozen: Any) -> None:
         value = f"validation {metric} {frozen.value:.4f}" if frozen.value is not None else ""
         logger.info("Trial %d %s %s", frozen.number, frozen.state.name.lower(), value)
-        if not search.keep_trials:
-            keep = {study.best_trial.number} if any(t.state.name == "COMPLETE" for t in study.trials) else set()
-            for t in study.get_trials(deepcopy=False):
-                if t.number not in keep and t.state.name in ("COMPLETE", "PRUNED", "FAIL") \
-                        and t.user_attrs.get("host") == socket.gethostname():
-                    remove_trial_folder(t.user_attrs.get("folder"))
-        write_trials_csv(study, out_dir, metric)  # after every trial: a killed search keeps its table
+        with search_lock(out_dir):  # other workers on this machine may be copying a trial into best/
+            if not search.keep_trials:
+                # One snapshot for both the best and the finished: a trial finishing meanwhile in another
+                # worker is either in it (and may be the best) or left alone.
+                snapshot = study.get_trials(deepcopy=False)
+                complete = [t for t in snapshot if t.state.name == "COMPLETE"]
+                keep = {best_of(complete, study.direction).number} if complete else set()
+                for t in snapshot:
+                    if t.number not in keep and t.state.name in ("COMPLETE", "PRUNED", "FAIL") \
+                            and t.user_attrs.get("host") == socket.gethostname():
+                        remove_trial_folder(t.user_attrs.get("folder"))
+            write_trials_csv(study, out_dir, metric)  # after every trial: a killed search keeps its table
 
     if done >= budget:
         logger.info("The study already has %d finished trials (budget %d): raise --trials to run more", done, budget)
     else:
         callbacks = [optuna.study.MaxTrialsCallback(budget, states=tuple(
             getattr(optuna.trial.TrialState, s) for s in ("COMPLETE", "PRUNED", "FAIL"))), after_trial]
-        study.optimize(objective, timeout=timeout_s, catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True)
+        with study_tracking(report_to, study, out_dir, created):  # MLflow: the trials' runs nest in the study's
+            study.optimize(objective, timeout=timeout_s, catch=(TrialFailed,), callbacks=callbacks,
+                           gc_after_trial=True)
     ranks.broadcast(None)  # the other ranks leave their loop
     return report(study, space, out_dir, metric, direction, url, settings)
 
@@ -240,13 +259,24 @@ def report(study: Any, space: dict[str, Any], out_dir: Path, metric: str, direct
     """Writes trials.csv, the plots and the best model folder; logs the outcome."""
     from hf_finetune.search.space import decode_params
 
-    files = [write_trials_csv(study, out_dir, metric).name, *write_plots(study, out_dir)]
-    best_dir = publish_best(study, space, out_dir, metric, settings)
+    optuna = import_optuna()
+    with search_lock(out_dir):  # several workers on this machine may end at once
+        optuna.storages.fail_stale_trials(study)  # a killed worker's trial is not "still running"
+        files = [write_trials_csv(study, out_dir, metric).name, *write_plots(study, out_dir)]
+        running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
+        if running:
+            # Another worker is still training: the last one to finish publishes best/, once.
+            logger.info("Not publishing best/: trial(s) %s still running in other workers; the last worker to "
+                        "finish publishes it (or run this command again once they have stopped)",
+                        ", ".join(map(str, running)))
+            best_dir = None
+        else:
+            best_dir = publish_best(study, space, out_dir, metric, settings)
     states: dict[str, int] = {}
     for t in study.trials:
         states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
-    complete = states.get("complete", 0)
-    best = study.best_trial if complete else None
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    best = best_of(complete, study.direction) if complete else None
     errors = [str(t.user_attrs.get("error") or "unknown error") for t in study.trials if t.state.name == "FAIL"]
     result = SearchResult(out_dir, study.study_name, shown_url(url), metric, direction,
                           best.value if best else None, decode_params(best.params, space) if best else None,
@@ -255,7 +285,7 @@ def report(study: Any, space: dict[str, Any], out_dir: Path, metric: str, direct
     if best is not None:
         logger.info("Search done: %d trials (%s) | best trial %d: validation %s %.4f | %s | %s", len(study.trials),
                     summary, best.number, metric, best.value,
-                    ", ".join(f"{k}={v}" for k, v in result.best_params.items()), best_dir or "best model elsewhere")
+                    ", ".join(f"{k}={v}" for k, v in result.best_params.items()), best_dir or "best/ not written by this worker")
         if "baseline" in best.user_attrs:
             logger.warning("The search found nothing better in %d trials: the best is trial %d, the recipe at its own "
                            "defaults", len(study.trials), best.number)

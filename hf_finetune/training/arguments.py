@@ -193,12 +193,15 @@ def runtime_problems(args: Any) -> list[Problem]:
     from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
     from transformers.utils import is_liger_kernel_available
 
+    from hf_finetune.training.tracking import tracker_problems
+
     problems: list[Problem] = []
     try:
         Trainer.get_optimizer_cls_and_kwargs(args)
     except (ImportError, ValueError) as exc:
         problems.append(Problem("training.optim", f"{args.optim.value if hasattr(args.optim, 'value') else args.optim}"
                                                   f" cannot be used here: {str(exc).strip().splitlines()[0]}"))
+    problems += tracker_problems(args.report_to)  # before the data and model load, naming what to install
     if args.use_liger_kernel and not is_liger_kernel_available():
         problems.append(Problem("training.use_liger_kernel", "needs the liger-kernel package: pip install liger-kernel"))
     scheduler = TYPE_TO_SCHEDULER_FUNCTION.get(args.lr_scheduler_type)
