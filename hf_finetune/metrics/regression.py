@@ -34,7 +34,7 @@ def _finite(value: float) -> float:
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant has no correlation (not float noise)
         return 0.0
     return _finite(np.corrcoef(a, b)[0, 1])
 
