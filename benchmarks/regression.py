@@ -210,7 +210,7 @@ def training_mean(files: dict[str, Path]) -> dict[str, Any]:
 
 
 def vader_task(work: Path, systems: set[str], overrides: dict[str, Any]) -> dict[str, Any]:
-    files = real_assets.vader()
+    files = vader()
     model_dir = real_assets.minilm_dir()
     runs = {"ours": lambda: ours(files, model_dir, work, overrides), "example": lambda: example(files, model_dir, work),
             "tfidf": lambda: tfidf_ridge(files), "mean": lambda: training_mean(files)}
