@@ -82,7 +82,8 @@ def read_targets(ds: Dataset, columns: list[str], key: str, split: str) -> np.nd
                 raise DataError(f"{key}: column '{column}' of split '{split}' holds {show(value)} at "
                                 f"{row_hint(ds, i)}, not a number")
             if number is None or not math.isfinite(number):
-                what = "no value" if number is None else f"{number} (not a finite number)"
+                what = "no value (empty, null or NaN)" if number is None or math.isnan(number) else \
+                    f"{number} (not a finite number)"
                 raise DataError(f"{key}: column '{column}' of split '{split}' has {what} at {row_hint(ds, i)}; "
                                 "every row needs a finite target (drop or fill those rows)")
             out[i, j] = number
