@@ -173,7 +173,7 @@ def target_columns_problems(task: str | None, data: DataSpec) -> list[Problem]:
             problems.append(Problem("data.columns.targets", "is empty; name at least one numeric column"))
         if len(set(cols.targets)) != len(cols.targets):
             problems.append(Problem("data.columns.targets", "names a column twice"))
-        if "label" in cols.model_fields_set:
+        if cols.label != type(cols).model_fields["label"].default:  # the resolved recipe keeps the default
             problems.append(Problem("data.columns.label", "give the targets in data.columns.targets or one in "
                                                           "data.columns.label, not both"))
     inputs = {cols.text, cols.text_pair, cols.image} - {None}
