@@ -232,6 +232,8 @@ def finetune_cross_problems(ft: Finetune, training: dict[str, Any] | None, task:
                             augmentation: Augmentation | None) -> list[Problem]:
     """What a strategy needs from augmentation and training."""
     problems: list[Problem] = []
+    if task in REGRESSION_TASKS and ft.class_weights is not None:
+        problems.append(Problem("finetune.class_weights", f"weights classes; {task} predicts numbers"))
     if ft.cache_features and augmentation is not None and augmentation != Augmentation():
         problems.append(Problem("augmentation", "has no effect with finetune.cache_features: features are computed "
                                                 "once, with evaluation preprocessing"))
