@@ -337,3 +337,17 @@ def test_image_regression_end_to_end(tmp_path, tiny_resnet):
 
     out = pipeline("image-classification", model=str(result.output_dir))(rows["test"][0]["image"])
     assert out[0]["label"] == "brightness" and isinstance(out[0]["score"], float)
+
+
+def test_tune_minimises_rmse_when_the_run_selects_on_it(tmp_path, tiny_bert):
+    pytest.importorskip("optuna")
+    recipe = text_recipe(tmp_path, tiny_bert, **{**FAST, "max_steps": 2, "save_strategy": "epoch",
+                                                 "load_best_model_at_end": True})
+    recipe["metrics"] = ["rmse", "pearson"]
+    recipe["search"] = {"space": {"training.learning_rate": {"choices": [3e-3, 1e-3]}}, "trials": 2,
+                        "sampler": {"type": "random", "seed": 0}, "pruner": {"type": "none"}}
+    assert main(["tune", str(write_recipe(tmp_path / "tune.yaml", recipe))]) == 0
+    summary = json.loads((tmp_path / "out" / "best" / "search.json").read_text())
+    assert summary["objective"]["metric"] == "validation rmse" and summary["objective"]["direction"] == "minimize"
+    config = json.loads((tmp_path / "out" / "best" / "config.json").read_text())
+    assert config["hf_finetune_target_scale"]["folded"] is True
