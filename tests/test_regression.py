@@ -300,16 +300,27 @@ def test_evaluate_and_onnx_export_read_original_units(regression_run, tmp_path, 
     assert onnx_line == torch_line
 
 
-def test_lora_and_huber_train_and_save_a_folder_in_original_units(tmp_path, tiny_bert):
-    pytest.importorskip("peft")
+@pytest.mark.parametrize("finetune", [
+    {"strategy": "lora", "lora": {"r": 4}, "regression_loss": "huber"},
+    {"strategy": "linear_probe", "cache_features": True},
+    {"strategy": "probe_then_full", "probe_epochs": 0.5, "layer_decay": 0.8},
+])
+def test_strategies_save_a_folder_in_original_units(tmp_path, tiny_bert, finetune):
+    """The folded head reproduces the run's test figures from the saved folder, whichever path saved it."""
+    if finetune["strategy"] == "lora":
+        pytest.importorskip("peft")
     recipe = text_recipe(tmp_path, tiny_bert, **FAST)
-    recipe["finetune"] = {"strategy": "lora", "lora": {"r": 4}, "regression_loss": "huber"}
+    recipe["finetune"] = finetune
     result = hf_finetune.train(recipe)
-    from transformers import AutoModelForSequenceClassification
+    from transformers import pipeline
 
-    model = AutoModelForSequenceClassification.from_pretrained(result.output_dir)
-    assert model.config.problem_type == "regression" and model.config.hf_finetune_target_scale["folded"]
-    assert result.metrics["test"]["per_target"]["score"]["true_std"] > 10
+    regressor = pipeline("text-classification", model=str(result.output_dir), function_to_apply="none")
+    assert regressor.model.config.problem_type == "regression"
+    assert regressor.model.config.hf_finetune_target_scale["folded"]
+    test = list(csv.DictReader(open(tmp_path / "test.csv", encoding="utf-8")))
+    values = [r["score"] for r in regressor([r["text"] for r in test])]
+    rmse = figures(np.array(values), np.array([float(r["score"]) for r in test]))["rmse"]
+    assert rmse == pytest.approx(result.metrics["test"]["rmse"], rel=1e-3)
 
 
 def test_image_regression_end_to_end(tmp_path, tiny_resnet):
