@@ -32,8 +32,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from hf_finetune.errors import ModelError
 from hf_finetune.tasks.base import CardWords, Task, TaskProblem
 from hf_finetune.tasks.image import ImageInputs
@@ -55,7 +53,7 @@ class RegressionLoss:
     def __init__(self, kind: str = "mse"):
         self.kind = kind
 
-    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: Any, targets: Any) -> Any:
         import torch.nn.functional as F
 
         logits = logits.float().reshape(targets.shape[0], -1)
@@ -65,9 +63,11 @@ class RegressionLoss:
         return F.mse_loss(logits, targets, reduction="none").reshape(-1)
 
 
-def head_layers(model: Any, num_targets: int) -> list[torch.nn.Linear]:
+def head_layers(model: Any, num_targets: int) -> list[Any]:
     """The linear layers that produce the model's outputs (two under LoRA: peft keeps the original beside
     the trained copy of a module it saves)."""
+    import torch
+
     from hf_finetune.models.blocks import split_model
 
     try:
@@ -83,17 +83,19 @@ def head_layers(model: Any, num_targets: int) -> list[torch.nn.Linear]:
     return layers
 
 
-@torch.no_grad()
 def fold_scale(model: Any, mean: Any, std: Any) -> None:
     """Makes the model output original units: its head's y = Wx + b becomes std * (Wx + b) + mean."""
+    import torch
+
     mean_t = torch.as_tensor(list(mean), dtype=torch.float32)
     std_t = torch.as_tensor(list(std), dtype=torch.float32)
-    for layer in head_layers(model, len(mean_t)):
-        layer.weight.mul_(std_t.to(layer.weight.device, layer.weight.dtype).unsqueeze(1))
-        if layer.bias is None:
-            raise ModelError("the regression head has no bias to carry the targets' mean")
-        layer.bias.mul_(std_t.to(layer.bias.device, layer.bias.dtype)).add_(
-            mean_t.to(layer.bias.device, layer.bias.dtype))
+    with torch.no_grad():
+        for layer in head_layers(model, len(mean_t)):
+            if layer.bias is None:
+                raise ModelError("the regression head has no bias to carry the targets' mean")
+            layer.weight.mul_(std_t.to(layer.weight.device, layer.weight.dtype).unsqueeze(1))
+            layer.bias.mul_(std_t.to(layer.bias.device, layer.bias.dtype)).add_(
+                mean_t.to(layer.bias.device, layer.bias.dtype))
 
 
 def _config_of(model: Any) -> Any:
