@@ -231,7 +231,7 @@ def summarize(result: dict[str, Any]) -> list[str]:
              + ")"]
     reference = result.get("example")
     for system, r in result.items():
-        if not isinstance(r, dict) or "test" not in r:
+        if system == "rows" or not isinstance(r, dict) or "test" not in r:
             continue
         t = r["test"]
         line = (f"{system:8s} test pearson {t['pearson']:.3f} spearman {t['spearman']:.3f} rmse {t['rmse']:.3f} "
