@@ -303,7 +303,6 @@ def test_evaluate_and_onnx_export_read_original_units(regression_run, tmp_path, 
 @pytest.mark.parametrize("finetune", [
     {"strategy": "lora", "lora": {"r": 4}, "regression_loss": "huber"},
     {"strategy": "linear_probe", "cache_features": True},
-    {"strategy": "probe_then_full", "probe_epochs": 0.5, "layer_decay": 0.8},
 ])
 def test_strategies_save_a_folder_in_original_units(tmp_path, tiny_bert, finetune):
     """The folded head reproduces the run's test figures from the saved folder, whichever path saved it."""
