@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import ner
-import regression
 import numpy as np
 import real_assets
+import regression
 from common import REPO, machine
 
 RESULTS = REPO / "benchmarks" / "results" / "quality.json"

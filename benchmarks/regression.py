@@ -163,7 +163,13 @@ def ours(files: dict[str, Path], model_dir: Path, work: Path, overrides: dict[st
 def example(files: dict[str, Path], model_dir: Path, work: Path) -> dict[str, Any]:
     """run_classification.py at its defaults for a float label column, reduced to what it does."""
     from datasets import Dataset
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+    )
 
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -361,3 +361,12 @@ def test_tune_minimises_rmse_when_the_run_selects_on_it(tmp_path, tiny_bert):
     assert summary["objective"]["metric"] == "validation rmse" and summary["objective"]["direction"] == "minimize"
     config = json.loads((tmp_path / "out" / "best" / "config.json").read_text())
     assert config["hf_finetune_target_scale"]["folded"] is True
+
+
+def test_a_bare_model_folder_is_read_as_regression_by_its_problem_type(regression_run, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(regression_run / name, bare / name)
+    assert main(["predict", str(bare), "good superb film"]) == 0
+    assert capsys.readouterr().out.startswith("score ")

@@ -41,6 +41,10 @@ def task_for_model(config: dict[str, Any]) -> Task:
     """The task a bare model folder (config.json, no run.json) is taken for: the one whose model class its
     architectures name (BertForTokenClassification), else the first that reads its inputs."""
     readers = [task for task in TASKS.values() if task.inputs.recognises(config)]
+    # a problem that names its config.problem_type (regression) is chosen by it, and only by it
+    wanted = config.get("problem_type")
+    typed = [t for t in readers if t.problem.problem_type is not None and t.problem.problem_type == wanted]
+    readers = typed or [t for t in readers if t.problem.problem_type is None]
     heads = {str(a) for a in config.get("architectures") or ()}
     named = [t for t in readers if any(a.endswith(t.auto_model.removeprefix("AutoModel")) for a in heads)]
     return (named or readers)[0]

@@ -106,6 +106,7 @@ class TaskProblem:
     labeling: Any = None  # how the data's label columns become `labels` and the label space (data stage)
     defaults: frozenset[str] = frozenset()  # data-aware defaults that read the labels: select_f1, class_weights
     peft_task_type: str | None = None  # peft's TaskType for LoRA (None: a plain PeftModel)
+    problem_type: str | None = None  # the config.problem_type that marks a bare model folder as this problem's
     card: CardWords | None = None
 
     def metrics(self, names: list[str], labels: list[str]) -> Any:

@@ -108,6 +108,7 @@ class Regression(TaskProblem):
     kind = "values"
     labeling = TargetLabeling()
     defaults = frozenset()  # class weights and macro-F1 selection are class ideas
+    problem_type = "regression"  # a bare folder (config.json, no run.json) with it is a regression model
     peft_task_type = None  # a plain PeftModel, as for classification: the head is saved whole (modules_to_save)
     card = CardWords(
         labels="It predicts {n} number(s) per {kind}: {labels}.",
