@@ -11,6 +11,9 @@ Tasks (assets from benchmarks/real_assets.py, cached after the first run):
     digits                              EfficientNet-Lite0 (ImageNet) on scikit-learn's digits as images
     wnut                                all-MiniLM-L6-v2 tagging WNUT-16 tweets (10 entity types): ours,
                                         run_ner.py's defaults and a CRF (benchmarks/ner.py)
+    vader                               all-MiniLM-L6-v2 regressing human sentiment ratings (VADER's data,
+                                        -4..+4): ours, run_classification.py's regression defaults,
+                                        TF-IDF + ridge, the training mean (benchmarks/regression.py)
 
 Systems, in the same run:
     ours       `hf_finetune.train` with a recipe naming only model, data and output (all defaults)
@@ -38,6 +41,7 @@ from typing import Any
 import ner
 import numpy as np
 import real_assets
+import regression
 from common import REPO, machine
 
 RESULTS = REPO / "benchmarks" / "results" / "quality.json"
@@ -46,7 +50,7 @@ EXAMPLE_MAX_LENGTH = 128  # run_classification.py: --max_seq_length 128, --pad_t
 EXAMPLE_ARGS = {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "num_train_epochs": 3}
 
 logger = logging.getLogger("quality")
-SYSTEMS = {"ours", "example", "tfidf", "random", "run_ner", "crf"}  # --systems narrows it
+SYSTEMS = {"ours", "example", "tfidf", "random", "run_ner", "crf", "mean"}  # --systems narrows it
 OURS_OVERRIDES: list[str] = []  # --set: dotted.key=value for ours
 
 
@@ -257,6 +261,11 @@ def main() -> None:
 
                 overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
                 result = ner.wnut_task(work, SYSTEMS, overrides)
+            elif task == "vader":  # text regression (benchmarks/regression.py)
+                import yaml
+
+                overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
+                result = regression.vader_task(work, SYSTEMS, overrides)
             else:
                 raise SystemExit(f"unknown task {task}")
         finally:
@@ -264,7 +273,9 @@ def main() -> None:
         record.setdefault("tasks", {})[task] = result
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
-        print("\n".join(ner.summarize(result) if task == "wnut" else summarize(task, result)), flush=True)
+        lines = (ner.summarize(result) if task == "wnut" else regression.summarize(result) if task == "vader"
+                 else summarize(task, result))
+        print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

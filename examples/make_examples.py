@@ -4,6 +4,7 @@
 
 Writes (all committed to the repository, so the quickstart needs no network):
   examples/data/reviews/{train,validation,test}.csv   synthetic movie reviews, 3 sentiment classes
+  examples/data/ratings/{train,validation,test}.csv   the same reviews with a rating from -4 to 4 (regression)
   examples/data/patterns/{train,validation,test}/<class>/*.png   horizontal/vertical stripes, checks
   examples/data/ner/{train,validation,test}.conll   synthetic tagged sentences: people, places, organisations
   examples/models/tiny-bert/     a BERT encoder (hidden 64, 2 layers) with a WordPiece tokenizer
@@ -84,6 +85,24 @@ def write_reviews(out: Path, sizes: dict[str, int], seed: int = 0) -> list[str]:
     return sorted(words)
 
 
+def write_ratings(reviews: Path, out: Path, seed: int = 0) -> None:
+    """The review texts with a synthetic rating from -4 to 4 (regression): the sentiment of the review, plus
+    one point per 'very' in its direction, plus Gaussian noise (standard deviation 0.5), rounded to 0.01."""
+    rng = random.Random(seed)
+    base = {"negative": -2.0, "neutral": 0.0, "positive": 2.0}
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "validation", "test"):
+        with open(reviews / f"{split}.csv", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        with open(out / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["text", "rating"])
+            writer.writeheader()
+            for row in rows:
+                sign = (base[row["label"]] > 0) - (base[row["label"]] < 0)
+                rating = base[row["label"]] + sign * row["text"].lower().count("very") + rng.gauss(0, 0.5)
+                writer.writerow({"text": row["text"], "rating": f"{max(-4.0, min(4.0, rating)):.2f}"})
+
+
 def write_ner() -> None:
     """Tagged sentences as CoNLL files (IOB2: PER, LOC, ORG), and a tiny BERT over their words."""
     from hf_finetune.data.conll import write_conll
@@ -100,6 +119,7 @@ def main() -> None:
     from hf_finetune.testing import write_pattern_folder, write_tiny_bert, write_tiny_timm
 
     words = write_reviews(ROOT / "data" / "reviews", {"train": 1500, "validation": 200, "test": 300})
+    write_ratings(ROOT / "data" / "reviews", ROOT / "data" / "ratings")
     write_pattern_folder(ROOT / "data" / "patterns", {"train": 80, "validation": 20, "test": 20},
                          odd_modes=True)
     for name in ("tiny-bert", "tiny-resnet"):

@@ -140,7 +140,7 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
         record_or_compare_recipe(args.output_dir, resolved_recipe(recipe, {"training": resolved_training.training}),
                                  resuming=checkpoint is not None)
     # the task's metrics, and its selection metric (training.metric_for_best_model), on the validation split
-    metrics = task_of(recipe).problem.metrics(recipe.metrics, list(data.labels.names))
+    metrics = task_of(recipe).problem.run_metrics(recipe.metrics, data.labels)
     metrics = metrics.for_dataset(data.splits["validation"])
     trainer_setup = build_trainer(recipe, args, data, model, tokenizer, metrics)
     for callback in callbacks or ():
@@ -183,6 +183,8 @@ def publish_run(session: Session, results: dict[str, Any]) -> None:
     out_dir = Path(recipe.output.dir)
     staging = staging_dir(out_dir) if trainer.is_world_process_zero() else out_dir / ".staging"
     trainer.accelerator.wait_for_everyone()
+    # after the final evaluation: what the task settles in the weights (regression: the target scale)
+    task_of(recipe).problem.finish_weights(session.setup.model, session.data.labels)
     session.setup.save(staging)  # every process takes part (FSDP/DeepSpeed gather the weights)
     if trainer.is_world_process_zero():
         # The pickled TrainingArguments are not needed to use the model; recipe.yaml records them.

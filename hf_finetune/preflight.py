@@ -58,7 +58,7 @@ def preflight(recipe: Recipe) -> PreflightReport:
         from hf_finetune.training.lora import check_recipe_lora
 
         check_recipe_lora(recipe)  # targets and rank against the layers, before any weights load
-    report.metrics = check_metrics(recipe.metrics)
+    report.metrics = check_metrics(recipe.metrics, recipe.task)
     check_data(recipe, report)
     if recipe.data.unlabeled is not None:
         from hf_finetune.data.unlabeled import describe_pool
@@ -77,14 +77,18 @@ def check_model(recipe: Recipe) -> str:
     return task_of(recipe).inputs.describe_model(recipe.model)
 
 
-def check_metrics(names: list[str]) -> str:
+def check_metrics(names: list[str], task: str | None = None) -> str:
     from hf_finetune.metrics import load_metric
-    from hf_finetune.metrics.names import BUNDLED_METRICS
+    from hf_finetune.metrics.names import BUNDLED_METRICS, REGRESSION_METRICS
+    from hf_finetune.recipe.schema import REGRESSION_TASKS
 
+    if task in REGRESSION_TASKS:  # computed by metrics/regression.py (the recipe allows no other name)
+        return ", ".join(f"{n} (bundled)" for n in names)
     for name in names:
         if name not in BUNDLED_METRICS:
             load_metric(name)
-    return ", ".join(f"{n} ({'bundled' if n in BUNDLED_METRICS else 'Hub'})" for n in names)
+    return ", ".join(f"{n} ({'bundled' if n in BUNDLED_METRICS or n in REGRESSION_METRICS else 'Hub'})"
+                     for n in names)
 
 
 def _sample_hub(recipe: Recipe, report: PreflightReport) -> DatasetDict:

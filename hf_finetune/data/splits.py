@@ -56,7 +56,9 @@ def check_columns(splits: dict[str, Dataset], data: DataSpec, split_names: dict[
     cols = data.columns
     wanted = [("text", cols.text), ("text_pair", cols.text_pair), ("image", cols.image), ("tokens", cols.tokens)]
     # the tags of each word replace the label of each row (token classification)
-    wanted += [("tags", cols.tags)] if cols.tags is not None else [("label", cols.label)]
+    # numeric targets (regression) replace the label column when the recipe names them
+    wanted += ([("tags", cols.tags)] if cols.tags is not None
+               else [("targets", column) for column in cols.targets] if cols.targets else [("label", cols.label)])
     for role, ds in splits.items():
         present = [c for c in ds.column_names if c != "__source_file__"]
         for key, column in wanted:

@@ -147,6 +147,7 @@ def evaluate_output(out_dir: str | os.PathLike, data: str | None = None, split: 
 def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | None, label_column: str | None,
               name: str | None, output_dir: str | os.PathLike | None, batch_size: int) -> Evaluation:
     from hf_finetune.report.plots import plot_confusion_matrix
+    from hf_finetune.report.regression_plots import plot_regression
 
     out_dir = Path(out_dir)
     predictor = load_predictor(out_dir)  # checks the folder holds a model, and loads it once
@@ -184,6 +185,9 @@ def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | 
     try:
         if plot_confusion_matrix(report, plot_path, f"Confusion matrix ({name})"):  # none for entity reports
             files.append(plot_path)
+        scatter_path = dest / f"evaluation-{name}-predicted_vs_true.png"
+        if plot_regression(report, scatter_path, f"Predicted vs true, residuals ({name})"):  # regression reports
+            files.append(scatter_path)
     except Exception:  # the numbers are written; a drawing problem must not hide them
         logger.warning("Could not draw %s", plot_path, exc_info=True)
     if dest.resolve() == out_dir.resolve() and read_run(out_dir) is not None:
@@ -213,6 +217,13 @@ def run_model(model: Any, dataset: Any, collator: Any, batch_size: int) -> tuple
         for batch in loader:
             labels = batch.pop("labels")
             logits = model(**batch).logits.float()
+            if labels.is_floating_point():  # numbers (regression): squared error per target, the values kept
+                values = logits.reshape(labels.shape)
+                total += F.mse_loss(values, labels.float(), reduction="sum").item()
+                count += labels.numel()
+                predictions += values.tolist()
+                references += labels.tolist()
+                continue
             if logits.ndim == 3:  # a tag per token: the loss over the scored tokens
                 scored = labels != -100
                 total += F.cross_entropy(logits[scored], labels[scored], reduction="sum").item()
@@ -233,6 +244,10 @@ def format_evaluation(evaluation: Evaluation) -> str:
     skip = {"per_class", "confusion_matrix", "num_samples", "source", "predicted_outside", "true_outside"}
     scalars = "  ".join(f"{k} {v:.4f}" for k, v in report.items() if k not in skip and isinstance(v, float))
     lines = [f"{evaluation.name}: {report['num_samples']} rows (split '{report['source']['split']}')", f"  {scalars}"]
+    if "per_target" in report:  # regression: each target's figures
+        for target, v in report["per_target"].items():
+            lines.append(f"  {target}: " + "  ".join(f"{k} {v[k]:.4f}" for k in ("pearson", "spearman", "rmse", "mae", "r2")))
+        return "\n".join(lines) + "\n"
     per_class = report.get("per_class") or {}
     width = max([len(label) for label in per_class] + [5])
     first = "type" if "entities" in report else "class"  # entity types of token classification

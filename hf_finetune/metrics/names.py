@@ -4,6 +4,8 @@
 from hf_finetune.recipe.sections.metrics import (  # noqa: F401
     BUNDLED_METRICS,
     ENTITY_METRICS,
+    LOWER_IS_BETTER,
+    REGRESSION_METRICS,
     metric_keys,
     suggest_bundled,
 )

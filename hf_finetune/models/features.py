@@ -106,4 +106,9 @@ def cache_features(model: nn.Module, splits: dict[str, Any], collator: Any, batc
 
 def collate_features(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {FEATURES: torch.stack([r[FEATURES] for r in rows]),
-            LABEL_COLUMN: torch.stack([r[LABEL_COLUMN] for r in rows]).long()}
+            LABEL_COLUMN: _as_targets(torch.stack([r[LABEL_COLUMN] for r in rows]))}
+
+
+def _as_targets(labels: torch.Tensor) -> torch.Tensor:
+    """Class ids as int64; numeric targets (regression: a float per target) kept as they are."""
+    return labels.float() if labels.is_floating_point() else labels.long()

@@ -15,13 +15,19 @@ from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError, did_you_mean, show
 from hf_finetune.recipe.overrides import apply_values
-from hf_finetune.recipe.schema import key_path_problem
+from hf_finetune.recipe.schema import REGRESSION_TASKS, TASK_INPUTS, key_path_problem
 from hf_finetune.recipe.sections.augmentation import Augmentation
 from hf_finetune.recipe.sections.batch import Batch
 from hf_finetune.recipe.sections.data import FILE_FORMATS, DataSpec
 from hf_finetune.recipe.sections.distill import Distill
 from hf_finetune.recipe.sections.finetune import Finetune
-from hf_finetune.recipe.sections.metrics import BUNDLED_METRICS, ENTITY_METRICS, metric_keys
+from hf_finetune.recipe.sections.metrics import (
+    BUNDLED_METRICS,
+    ENTITY_METRICS,
+    LOWER_IS_BETTER,
+    REGRESSION_METRICS,
+    metric_keys,
+)
 from hf_finetune.recipe.sections.model import ModelSpec
 from hf_finetune.recipe.sections.output import OutputSpec
 from hf_finetune.recipe.sections.preprocessing import Preprocessing
@@ -34,17 +40,18 @@ from hf_finetune.recipe.sections.training import house_defaults, installed_defau
 
 def resolve_data(task: str, data: DataSpec) -> None:
     cols = data.columns
-    if task == "text-classification" and cols.text is None:
+    kind = TASK_INPUTS.get(task)
+    if kind == "text" and cols.text is None:
         cols.text = "text"
     if task == "token-classification":
         cols.tokens = cols.tokens or "tokens"
         cols.tags = cols.tags or "tags"
-    if task == "image-classification" and cols.image is None:
+    if kind == "image" and cols.image is None:
         cols.image = "image"
 
 
 def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[str] | None,
-                     augmentation: Augmentation | None = None) -> dict[str, Any]:
+                     augmentation: Augmentation | None = None, task: str | None = None) -> dict[str, Any]:
     """House defaults under the user's `training` values, plus the model-selection metric.
 
     Inputs vary in length when the recipe reads text (data.columns.text, resolved from the task), so the
@@ -61,9 +68,13 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
         keys = BUNDLED_METRICS.get(first, ()) if first else ()
         if data is not None and data.columns.tags is not None:
             keys = ("f1",) if "f1" in (metrics or ()) else ENTITY_METRICS.get(first, ()) if first else ()
+        if task in REGRESSION_TASKS:  # numbers: the first regression metric listed, pearson by default
+            keys = REGRESSION_METRICS.get(first, ()) if first else ()
+            keys = keys or ("pearson",)
         training["metric_for_best_model"] = keys[0] if keys else "loss"
     if "greater_is_better" not in user and training.get("metric_for_best_model"):
-        training["greater_is_better"] = not str(training["metric_for_best_model"]).endswith("loss")
+        selected = str(training["metric_for_best_model"]).removeprefix("eval_")
+        training["greater_is_better"] = not (selected.endswith("loss") or selected in LOWER_IS_BETTER)
     return training
 
 
@@ -71,8 +82,11 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
 
 
 def task_augmentation_problems(task: str | None, augmentation: Augmentation | None) -> list[Problem]:
-    if task in ("text-classification", "token-classification") and augmentation not in (None, Augmentation()):
-        return [Problem("augmentation", "only applies to task: image-classification")]
+    if task in TASK_INPUTS and TASK_INPUTS[task] != "image" and augmentation not in (None, Augmentation()):
+        return [Problem("augmentation", "only applies to task: image-classification"
+                        + (" or image-regression" if task in REGRESSION_TASKS else ""))]
+    if task in REGRESSION_TASKS and augmentation is not None and augmentation.mixes:
+        return [Problem("augmentation", "mixup/cutmix mix class targets; they do not apply to image-regression")]
     return []
 
 
@@ -80,11 +94,12 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
     """Data (and preprocessing) keys that only apply to the other task."""
     problems: list[Problem] = []
     cols = data.columns
+    problems += target_columns_problems(task, data)
     if task != "token-classification":
         problems += token_keys_problems(data, prep)
     if task == "token-classification":
         problems += token_data_problems(data, prep)
-    elif task == "text-classification":
+    elif TASK_INPUTS.get(task) == "text":
         if cols.image is not None:
             problems.append(Problem("data.columns.image", "only applies to task: image-classification"))
         for key in ("bad_images", "verify_images"):
@@ -92,7 +107,7 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
                 problems.append(Problem(f"data.{key}", "only applies to task: image-classification"))
         if data.image_folder is not None:
             problems.append(Problem("data.image_folder", "only applies to task: image-classification"))
-    elif task == "image-classification":
+    elif TASK_INPUTS.get(task) == "image":
         if data.bad_images == "skip" and not data.verify_images:
             problems.append(
                 Problem("data.bad_images", "'skip' needs data.verify_images: true to find the images to skip")
@@ -144,6 +159,40 @@ def token_data_problems(data: DataSpec, prep: Preprocessing | None) -> list[Prob
     return problems
 
 
+def target_columns_problems(task: str | None, data: DataSpec) -> list[Problem]:
+    """data.columns.targets names the numeric columns of the regression tasks only; distinct, no input column."""
+    cols = data.columns
+    if task not in REGRESSION_TASKS:
+        if cols.targets is not None:
+            return [Problem("data.columns.targets", f"only applies to tasks: {', '.join(REGRESSION_TASKS)} "
+                                                    "(numeric targets)")]
+        return []
+    problems: list[Problem] = []
+    if cols.targets is not None:
+        if not cols.targets:
+            problems.append(Problem("data.columns.targets", "is empty; name at least one numeric column"))
+        if len(set(cols.targets)) != len(cols.targets):
+            problems.append(Problem("data.columns.targets", "names a column twice"))
+        if cols.label != type(cols).model_fields["label"].default:  # the resolved recipe keeps the default
+            problems.append(Problem("data.columns.label", "give the targets in data.columns.targets or one in "
+                                                          "data.columns.label, not both"))
+    inputs = {cols.text, cols.text_pair, cols.image} - {None}
+    for target in cols.targets or [cols.label]:
+        if target in inputs:
+            problems.append(Problem("data.columns.targets" if cols.targets else "data.columns.label",
+                                    f"'{target}' is also an input column"))
+    return problems
+
+
+def regression_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem]:
+    """The regression tasks report pearson, spearman, rmse, mae and r2 (computed here, offline)."""
+    if task not in REGRESSION_TASKS:
+        return []
+    return [Problem(f"metrics[{i}]", f"'{name}' does not apply to {task}, which reports "
+                                     f"{', '.join(REGRESSION_METRICS)}" + did_you_mean(name, list(REGRESSION_METRICS)))
+            for i, name in enumerate(metrics) if name not in REGRESSION_METRICS]
+
+
 def token_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem]:
     """token-classification reports entity-level figures and token accuracy: no other metric applies."""
     if task != "token-classification":
@@ -156,14 +205,14 @@ def token_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem
 
 def task_model_problems(task: str, model: ModelSpec) -> list[Problem]:
     problems: list[Problem] = []
-    if task in ("text-classification", "token-classification") and model.channels_last is not None:
-        problems.append(Problem("model.channels_last", "only applies to task: image-classification"))
+    if TASK_INPUTS.get(task) in ("text", "words") and model.channels_last is not None:
+        problems.append(Problem("model.channels_last", "only applies to image tasks"))
     if task == "token-classification" and model.pooling != "auto":
         problems.append(Problem("model.pooling", "only applies to text-classification: a token head reads "
                                                  "every token's own state"))
-    if task == "image-classification" and model.pooling != "auto":
+    if TASK_INPUTS.get(task) == "image" and model.pooling != "auto":
         problems.append(Problem("model.pooling", "only applies to text models; a timm backbone pools itself"))
-    if task == "image-classification" and model.attn_implementation is not None:
+    if TASK_INPUTS.get(task) == "image" and model.attn_implementation is not None:
         problems.append(Problem("model.attn_implementation",
                                 "only applies to text models; timm picks its attention kernel itself"))
     return problems
@@ -183,6 +232,8 @@ def finetune_cross_problems(ft: Finetune, training: dict[str, Any] | None, task:
                             augmentation: Augmentation | None) -> list[Problem]:
     """What a strategy needs from augmentation and training."""
     problems: list[Problem] = []
+    if task in REGRESSION_TASKS and ft.class_weights is not None:
+        problems.append(Problem("finetune.class_weights", f"weights classes; {task} predicts numbers"))
     if ft.cache_features and augmentation is not None and augmentation != Augmentation():
         problems.append(Problem("augmentation", "has no effect with finetune.cache_features: features are computed "
                                                 "once, with evaluation preprocessing"))
@@ -191,7 +242,7 @@ def finetune_cross_problems(ft: Finetune, training: dict[str, Any] | None, task:
             if not training.get("load_best_model_at_end") or training.get("eval_strategy", installed_default("eval_strategy")) == "no":
                 problems.append(Problem("finetune.early_stopping_patience",
                                         "needs evaluations and training.load_best_model_at_end: true"))
-        if augmentation is not None and augmentation.mixes and task == "image-classification":
+        if augmentation is not None and augmentation.mixes and TASK_INPUTS.get(task) == "image":
             batch = training.get("per_device_train_batch_size", installed_default("per_device_train_batch_size"))
             if batch % 2:
                 problems.append(Problem("training.per_device_train_batch_size",
@@ -227,7 +278,7 @@ def distill_cross_problems(distill: Distill, ft: Finetune | None) -> list[Proble
 
 POOL_SOURCES = ("files", "split", "image_folder")
 # The tasks whose inputs a folder of image files holds (the task layer reads them: Inputs.folder_key).
-FOLDER_TASKS = ("image-classification",)
+FOLDER_TASKS = ("image-classification",)  # image-regression: targets come from a table, not class folders
 
 
 def self_training_problems(task: str | None, data: DataSpec | None, st: SelfTraining | None,
@@ -291,12 +342,13 @@ def self_training_problems(task: str | None, data: DataSpec | None, st: SelfTrai
 
 
 def objective_problems(metric: Any, pruner: str | None, metrics: list[str],
-                       training: dict[str, Any] | None, entities: bool = False) -> list[Problem]:
+                       training: dict[str, Any] | None, entities: bool = False,
+                       regression: bool = False) -> list[Problem]:
     """The objective names a metric this run produces (`entities`: a token-classification run's figures);
     a pruner needs evaluations during training."""
     problems = []
     if isinstance(metric, str):
-        produced = metric_keys(metrics, entities) | {"loss"}
+        produced = metric_keys(metrics, entities, regression) | {"loss"}
         bare = metric.removeprefix("eval_").removeprefix("validation_")
         if bare not in produced:
             problems.append(Problem("search.objective.metric",
@@ -339,7 +391,8 @@ def search_problems(raw: dict[str, Any], search: SearchSpec | None, metrics: lis
     pruner = search.pruner.type if search is not None else None
     metric = search.objective.metric if search is not None else objective.get("metric")
     problems += objective_problems(metric, pruner, metrics or [], training,
-                                   entities=raw.get("task") == "token-classification")
+                                   entities=raw.get("task") == "token-classification",
+                                   regression=raw.get("task") in REGRESSION_TASKS)
     return problems
 
 

@@ -49,15 +49,19 @@ __all__ = [
     "Distill", "Finetune", "HubSpec", "LoraSpec", "ModelSpec", "OutputSpec", "Preprocessing", "RankScore",
     "RankSpec", "Recipe", "SampleCaps", "SearchDimension", "SearchObjective", "SearchPruner", "SearchSampler",
     "SearchSpec", "Section", "SelfTraining", "SplitNames", "Strategy", "Task", "UnlabeledSpec", "is_free_mapping",
-    "key_path_problem", "section_model", "seconds",
+    "key_path_problem", "section_model", "seconds", "REGRESSION_TASKS", "TASK_INPUTS",
 ]
 
-Task = Literal["text-classification", "image-classification", "token-classification"]
+Task = Literal["text-classification", "image-classification", "token-classification", "text-regression",
+               "image-regression"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
 # The kind of input each task reads, as data: the keys of the other kind mean nothing to it. The
 # behaviour is the task layer's (hf_finetune/tasks); tests/test_tasks.py checks that the two agree.
 TASK_INPUTS: dict[str, str] = {"text-classification": "text", "image-classification": "image",
-                               "token-classification": "words"}
+                               "token-classification": "words", "text-regression": "text",
+                               "image-regression": "image"}
+# The tasks that predict numbers (metrics, selection and the target columns are the regression ones).
+REGRESSION_TASKS: tuple[str, ...] = ("text-regression", "image-regression")
 # Keys and sections only some kinds of input read (the kinds that read them -> the keys), left out of the
 # other kinds' resolved recipes.
 INPUT_ONLY: dict[tuple[str, ...], dict[str, Any]] = {
@@ -65,14 +69,15 @@ INPUT_ONLY: dict[tuple[str, ...], dict[str, Any]] = {
     ("text",): {"data": {"columns": {"text", "text_pair"}}},
     ("words",): {"data": {"columns": {"tokens", "tags"}, "tag_scheme": True},
                  "preprocessing": {"label_all_tokens", "stride"}},
-    ("text", "image"): {"model": {"pooling"}, "data": {"columns": {"label"}}},  # words: a tag per word, no pooling
+    ("text", "image"): {"model": {"pooling"}, "data": {"columns": {"label", "targets"}}},  # words: a tag per word, no pooling
     ("image",): {"augmentation": True, "model": {"channels_last"},
                  "data": {"image_folder": True, "bad_images": True, "verify_images": True, "columns": {"image"}}},
 }
 
 
 class Recipe(Section):
-    task: Task = Field(description="text-classification, image-classification or token-classification.")
+    task: Task = Field(description="text-classification, image-classification, token-classification, "
+                       "text-regression or image-regression.")
     model: ModelSpec = Field(description="The pretrained backbone.")
     data: DataSpec = Field(description="Where the data comes from and which columns to use.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Input preprocessing.")

@@ -15,14 +15,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from hf_finetune.errors import TOKEN_HINT, Problem, RecipeError, did_you_mean, show
 from hf_finetune.recipe import cross
-from hf_finetune.recipe.schema import Recipe, section_model
+from hf_finetune.recipe.schema import REGRESSION_TASKS, Recipe, section_model
 from hf_finetune.recipe.secrets import without_secrets
 from hf_finetune.recipe.sections.batch import batch_problems
 from hf_finetune.recipe.sections.data import data_problems
 from hf_finetune.recipe.sections.distill import distill_problems
 from hf_finetune.recipe.sections.finetune import Finetune, finetune_problems, lora_problems
 from hf_finetune.recipe.sections.hub import hub_problems
-from hf_finetune.recipe.sections.metrics import metric_keys, metrics_problems
+from hf_finetune.recipe.sections.metrics import REGRESSION_METRICS, metric_keys, metrics_problems
 from hf_finetune.recipe.sections.output import output_problems
 from hf_finetune.recipe.sections.rank import rank_problems
 from hf_finetune.recipe.sections.training import check_training_section, training_problems
@@ -115,6 +115,8 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
     problems: list[Problem] = []
     task, data = parts.get("task"), parts.get("data")
     prep, augmentation, model = parts.get("preprocessing"), parts.get("augmentation"), parts.get("model")
+    if task in REGRESSION_TASKS and "metrics" not in raw:  # the classification defaults mean nothing to numbers
+        parts["metrics"] = list(REGRESSION_METRICS)
     metrics = parts.get("metrics", Recipe.model_fields["metrics"].default_factory())
     if task is not None and data is not None:
         cross.resolve_data(task, data)
@@ -127,10 +129,12 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
     if metrics is not None:
         problems += metrics_problems(metrics)
         problems += cross.token_metrics_problems(task, metrics)
+        problems += cross.regression_metrics_problems(task, metrics)
     if parts.get("training") is not None and task is not None:
-        parts["training"] = cross.resolve_training(data, parts["training"], metrics, augmentation)
+        parts["training"] = cross.resolve_training(data, parts["training"], metrics, augmentation, task)
         entities = data is not None and data.columns.tags is not None  # tagged words: entity-level figures
-        produced = metric_keys(metrics, entities) | {"loss"} if metrics is not None else None
+        produced = (metric_keys(metrics, entities, task in REGRESSION_TASKS) | {"loss"}
+                    if metrics is not None else None)
         problems += training_problems(parts["training"], produced)
     if model is not None and task is not None:
         problems += cross.task_model_problems(task, model)

@@ -24,6 +24,7 @@ from hf_finetune.report.plots import (
     plot_loss,
     plot_validation_metrics,
 )
+from hf_finetune.report.regression_plots import regression_drawings, regression_plot_name
 from hf_finetune.report.self_training import self_training_section
 from hf_finetune.report.summary import metric_names
 from hf_finetune.tasks import get_task
@@ -66,6 +67,7 @@ def write_report(folder: str | os.PathLike, recipe: dict[str, Any], results: dic
         if split in results:
             drawings.append((confusion_plot_name(split),
                              lambda p, s=split: plot_confusion_matrix(results[s], p, f"Confusion matrix ({s})")))
+    drawings += regression_drawings(results)  # regression reports: predicted vs true, residuals
     for name, draw in drawings:
         try:
             if draw(folder / name):
@@ -206,7 +208,7 @@ def card_metadata(recipe: dict[str, Any], results: dict[str, Any], manifest: dic
         datasets=[ids["dataset"]] if ids.get("dataset") else None,
         license=(recipe.get("card") or {}).get("license"),
         library_name="transformers",
-        pipeline_tag=recipe["task"],
+        pipeline_tag=get_task(recipe["task"]).pipeline_task,  # what pipeline() calls it (regression: text-classification)
         tags=tags,
         metrics=list(recipe.get("metrics") or []),
         eval_results=_eval_results(recipe, results, manifest) or None,
@@ -292,13 +294,21 @@ def _results_section(recipe: dict[str, Any], results: dict[str, Any], plots: lis
                      f"{_fmt(train['best_metric'])}{where}.")
     for role in roles:
         report = results[role]
-        per_class = report.get("per_class") or {}
+        per_class = report.get("per_class") or report.get("per_target") or {}
+        fields = words.per_class_fields
         parts.append(f"### {words.per_class} ({role})")
-        parts.append(_table([words.per_class_column, "precision", "recall", "F1", "support"],
-                            [[label, v["precision"], v["recall"], v["f1"], v["support"]]
-                             for label, v in per_class.items()]))
+        parts.append(_table([words.per_class_column] + [_column_title(recipe, f) for f in fields],
+                            [[label] + [v.get(f, "") for f in fields] for label, v in per_class.items()]))
         parts.append(_confusion_section(report, role, plots))
+        if regression_plot_name(role) in plots:
+            parts.append(f"![Predicted vs true, residuals ({role})]({regression_plot_name(role)})")
     return "\n\n".join(part for part in parts if part)
+
+
+def _column_title(recipe: dict[str, Any], field: str) -> str:
+    """A per-label table's column: the classification columns as they were, other fields by their title."""
+    return {"precision": "precision", "recall": "recall", "f1": "F1", "support": "support"}.get(
+        field, _words(recipe).metric_titles.get(field, field))
 
 
 def _confusion_section(report: dict[str, Any], role: str, plots: list[str]) -> str:

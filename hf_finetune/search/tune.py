@@ -110,12 +110,14 @@ def resolve_objective(recipe: Any, selected: str | None) -> tuple[str, str]:
     `selected`: that run's training.metric_for_best_model (search/defaults.run_values: the recipe's own,
     the data-aware f1 on imbalanced classes, or the house default).
     """
-    from hf_finetune.metrics.names import BUNDLED_METRICS
+    from hf_finetune.metrics.names import BUNDLED_METRICS, LOWER_IS_BETTER
 
     objective = recipe.search.objective
     metric = objective.metric or selected or BUNDLED_METRICS.get(recipe.metrics[0], ("loss",))[0]
     metric = metric.removeprefix("eval_").removeprefix("validation_")
-    direction = objective.direction or ("minimize" if metric.endswith("loss") else "maximize")
+    # losses, and errors such as regression's rmse and mae, are minimised
+    direction = objective.direction or ("minimize" if metric.endswith("loss") or metric in LOWER_IS_BETTER
+                                        else "maximize")
     return metric, direction
 
 

@@ -7,6 +7,8 @@
     image_classification.py  task: image-classification
     tags.py, tag_labels.py   tag schemes; the label space of tagged words
     token_classification.py  task: token-classification
+    targets.py               the target space of regression: numeric columns, standardised
+    regression.py            tasks: text-regression, image-regression
 
 A new task is one new module here, registered in `TASKS`; nothing else branches on the task.
 """
@@ -16,11 +18,12 @@ from __future__ import annotations
 from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError
-from hf_finetune.tasks import image_classification, text_classification, token_classification
+from hf_finetune.tasks import image_classification, regression, text_classification, token_classification
 from hf_finetune.tasks.base import CAPABILITIES, Inputs, Preprocessing, Task, TaskProblem
 
 TASKS: dict[str, Task] = {t.name: t for t in (text_classification.TASK, image_classification.TASK,
-                                              token_classification.TASK)}
+                                              token_classification.TASK, regression.TEXT_TASK,
+                                              regression.IMAGE_TASK)}
 
 __all__ = ["CAPABILITIES", "TASKS", "Inputs", "Preprocessing", "Task", "TaskProblem", "capabilities_used",
            "capability_problems", "check_capabilities", "get_task", "require", "task_for_model", "task_of"]
@@ -38,6 +41,10 @@ def task_for_model(config: dict[str, Any]) -> Task:
     """The task a bare model folder (config.json, no run.json) is taken for: the one whose model class its
     architectures name (BertForTokenClassification), else the first that reads its inputs."""
     readers = [task for task in TASKS.values() if task.inputs.recognises(config)]
+    # a problem that names its config.problem_type (regression) is chosen by it, and only by it
+    wanted = config.get("problem_type")
+    typed = [t for t in readers if t.problem.problem_type is not None and t.problem.problem_type == wanted]
+    readers = typed or [t for t in readers if t.problem.problem_type is None]
     heads = {str(a) for a in config.get("architectures") or ()}
     named = [t for t in readers if any(a.endswith(t.auto_model.removeprefix("AutoModel")) for a in heads)]
     return (named or readers)[0]

@@ -95,15 +95,18 @@ class CardWords:
     usage: str  # the pipeline() example: {task}, {model}, {example}
     metric_titles: dict[str, str] = field(default_factory=dict)  # metric key -> the card's name for it
     averages: dict[str, str] = field(default_factory=dict)  # metric key -> how it averages over labels
+    per_class_fields: tuple[str, ...] = ("precision", "recall", "f1", "support")  # the per-label table's columns
 
 
 class TaskProblem:
     """What a problem brings to its tasks: labels, metrics and selection, baseline, predictions, card words."""
 
-    kind: str = ""  # what one prediction is: "classes" (top-k labels of an input) or "entities" (spans of a text)
+    kind: str = ""  # what one prediction is: "classes" (top-k labels of an input), "entities" (spans of a text)
+    # or "values" (numbers, one per target)
     labeling: Any = None  # how the data's label columns become `labels` and the label space (data stage)
     defaults: frozenset[str] = frozenset()  # data-aware defaults that read the labels: select_f1, class_weights
     peft_task_type: str | None = None  # peft's TaskType for LoRA (None: a plain PeftModel)
+    problem_type: str | None = None  # the config.problem_type that marks a bare model folder as this problem's
     card: CardWords | None = None
 
     def metrics(self, names: list[str], labels: list[str]) -> Any:
@@ -113,6 +116,19 @@ class TaskProblem:
     def baselines(self, results: dict[str, Any], counts: Any) -> list[str]:
         """Adds the trivial model's scores to each evaluated split; returns the collapse warnings."""
         raise NotImplementedError
+
+    def run_metrics(self, names: list[str], labels: Any) -> Any:
+        """The metrics of a training run, given its label space (regression: in the targets' training scale)."""
+        return self.metrics(names, list(labels.names))
+
+    def loss(self, finetune: Any) -> Any:
+        """The per-sample loss the Trainer applies (training/trainer.py); None: cross-entropy (ClassificationLoss)."""
+        return None
+
+    def finish_weights(self, model: Any, labels: Any) -> dict[str, Any]:
+        """Settles the trained weights before they are saved, after the final evaluation (regression folds
+        the target scale into the head); returns what it did, for run.json (nothing by default)."""
+        return {}
 
 
 @dataclass(frozen=True)

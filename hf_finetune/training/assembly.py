@@ -99,14 +99,16 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
     weights = resolve_class_weights(ft.class_weights, data.labels, data.splits["train"], task.problem.labeling)
     if weights is not None:
         logger.info("Class weights: %s", ", ".join(f"{k} {v:.3g}" for k, v in weights.items()))
-    loss = ClassificationLoss(
+    loss = task.problem.loss(ft) or ClassificationLoss(  # the task's own loss (regression), else cross-entropy
         label_smoothing=args.label_smoothing_factor,
         class_weights=torch.tensor(list(weights.values()), dtype=torch.float32) if weights else None,
     )
     callbacks = []
     if ft.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(ft.early_stopping_patience, ft.early_stopping_threshold))
-    common = dict(args=args, compute_metrics=metrics, preprocess_logits_for_metrics=logits_to_predictions,
+    # what evaluation keeps of the logits: class ids, unless the task's metrics read the values (regression)
+    keep = getattr(metrics, "preprocess_logits", logits_to_predictions)
+    common = dict(args=args, compute_metrics=metrics, preprocess_logits_for_metrics=keep,
                   loss_fn=loss, callbacks=callbacks)
 
     if ft.cache_features:

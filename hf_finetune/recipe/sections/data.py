@@ -27,6 +27,8 @@ class Columns(Section):
                                "default `tokens`).")
     tags: str | None = Field(None, description="Tag of each word: names, or ids with a ClassLabel sequence feature "
                              "(token-classification; default `tags`).")
+    targets: list[str] | None = Field(None, description="Numeric target columns, one model output each "
+                                      "(text-regression, image-regression; default: the one column data.columns.label).")
 
 
 class SplitNames(Section):

@@ -66,6 +66,10 @@ class Finetune(Section):
         description="Weighted loss: balanced (n / (classes x count)), a list in label order, or {label: weight}; "
         "the resolved recipe records the weights used.",
     )
+    regression_loss: Literal["mse", "huber"] = Field(
+        "mse", description="text-regression, image-regression: the loss on standardised targets: mse, or huber "
+        "(delta 1 standard deviation: large errors count linearly, for noisy targets with outliers).",
+    )
     early_stopping_patience: int | None = Field(
         None, gt=0, description="Stop after this many evaluations without improvement of the selection metric."
     )

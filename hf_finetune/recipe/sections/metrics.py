@@ -29,12 +29,27 @@ ENTITY_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-def metric_keys(names: list[str], entities: bool = False) -> set[str]:
+# text-regression, image-regression: computed here (metrics/regression.py), averaged over the targets (each
+# target's figures are in the report's per_target table). Selection is on pearson: scale-free and what
+# human-rating benchmarks (STS-B, VADER) report; rmse and mae are lower-is-better.
+REGRESSION_METRICS: dict[str, tuple[str, ...]] = {
+    "pearson": ("pearson",),
+    "spearman": ("spearman",),
+    "rmse": ("rmse",),
+    "mae": ("mae",),
+    "r2": ("r2",),
+}
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "loss"})  # selection and search directions
+
+
+def metric_keys(names: list[str], entities: bool = False, regression: bool = False) -> set[str]:
     """The result keys a list of metric names produces (a Hub metric is assumed to report its own name);
-    `entities`: the names as token-classification reads them (ENTITY_METRICS)."""
+    `entities`: the names as token-classification reads them (ENTITY_METRICS); `regression`: as the
+    regression tasks read them (REGRESSION_METRICS)."""
+    table = ENTITY_METRICS if entities else REGRESSION_METRICS if regression else BUNDLED_METRICS
     keys: set[str] = set()
     for name in names:
-        keys.update((ENTITY_METRICS if entities else BUNDLED_METRICS).get(name, (name.split("/")[-1],)))
+        keys.update(table.get(name, (name.split("/")[-1],)))
     return keys
 
 

