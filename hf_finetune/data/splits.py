@@ -56,7 +56,8 @@ def check_columns(splits: dict[str, Dataset], data: DataSpec, split_names: dict[
     cols = data.columns
     wanted = [("text", cols.text), ("text_pair", cols.text_pair), ("image", cols.image), ("tokens", cols.tokens)]
     # the tags of each word replace the label of each row (token classification)
-    wanted += [("tags", cols.tags)] if cols.tags is not None else [("label", cols.label)]
+    wanted += [("tags", cols.tags)] if cols.tags is not None else [("mask", cols.mask)] if cols.mask is not None \
+        else [("label", cols.label)]  # a mask per image replaces the label (semantic segmentation)
     for role, ds in splits.items():
         present = [c for c in ds.column_names if c != "__source_file__"]
         for key, column in wanted:

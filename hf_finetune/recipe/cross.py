@@ -21,7 +21,7 @@ from hf_finetune.recipe.sections.batch import Batch
 from hf_finetune.recipe.sections.data import FILE_FORMATS, DataSpec
 from hf_finetune.recipe.sections.distill import Distill
 from hf_finetune.recipe.sections.finetune import Finetune
-from hf_finetune.recipe.sections.metrics import BUNDLED_METRICS, ENTITY_METRICS, metric_keys
+from hf_finetune.recipe.sections.metrics import BUNDLED_METRICS, ENTITY_METRICS, SEGMENTATION_METRICS, metric_keys
 from hf_finetune.recipe.sections.model import ModelSpec
 from hf_finetune.recipe.sections.output import OutputSpec
 from hf_finetune.recipe.sections.preprocessing import Preprocessing
@@ -41,6 +41,9 @@ def resolve_data(task: str, data: DataSpec) -> None:
         cols.tags = cols.tags or "tags"
     if task == "image-classification" and cols.image is None:
         cols.image = "image"
+    if task == "semantic-segmentation":
+        cols.image = cols.image or "image"
+        cols.mask = cols.mask or "mask"
 
 
 def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[str] | None,
@@ -61,6 +64,8 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
         keys = BUNDLED_METRICS.get(first, ()) if first else ()
         if data is not None and data.columns.tags is not None:
             keys = ("f1",) if "f1" in (metrics or ()) else ENTITY_METRICS.get(first, ()) if first else ()
+        if data is not None and data.columns.mask is not None:  # masks: selected on mean IoU (metrics/segmentation.py)
+            keys = SEGMENTATION_METRICS.get(first, ("mean_iou",)) if first else ("mean_iou",)
         training["metric_for_best_model"] = keys[0] if keys else "loss"
     if "greater_is_better" not in user and training.get("metric_for_best_model"):
         training["greater_is_better"] = not str(training["metric_for_best_model"]).endswith("loss")
@@ -71,8 +76,11 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
 
 
 def task_augmentation_problems(task: str | None, augmentation: Augmentation | None) -> list[Problem]:
-    if task in ("text-classification", "token-classification") and augmentation not in (None, Augmentation()):
-        return [Problem("augmentation", "only applies to task: image-classification")]
+    if task in ("text-classification", "token-classification", "semantic-segmentation") \
+            and augmentation not in (None, Augmentation()):
+        return [Problem("augmentation", "only applies to task: image-classification" + (
+            " (semantic-segmentation moves image and mask together with its own flips and crops)"
+            if task == "semantic-segmentation" else ""))]
     return []
 
 
@@ -82,6 +90,14 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
     cols = data.columns
     if task != "token-classification":
         problems += token_keys_problems(data, prep)
+    if task != "semantic-segmentation":
+        problems += [Problem(f"data.{key}", "only applies to task: semantic-segmentation") for key, value in (
+            ("columns.mask", data.columns.mask), ("mask_folder", data.mask_folder),
+            ("label_names_file", data.label_names_file), ("image_size", data.image_size)) if value is not None]
+        if data.ignore_index != DataSpec.model_fields["ignore_index"].default:
+            problems.append(Problem("data.ignore_index", "only applies to task: semantic-segmentation"))
+    else:
+        problems += mask_data_problems(data, prep)
     if task == "token-classification":
         problems += token_data_problems(data, prep)
     elif task == "text-classification":
@@ -144,6 +160,37 @@ def token_data_problems(data: DataSpec, prep: Preprocessing | None) -> list[Prob
     return problems
 
 
+def mask_data_problems(data: DataSpec, prep: Preprocessing | None) -> list[Problem]:
+    """semantic-segmentation reads an image and a mask per row: text keys and a label column do not apply."""
+    cols = data.columns
+    problems = [Problem(f"data.columns.{key}", "only applies to task: text-classification")
+                for key in ("text", "text_pair") if getattr(cols, key) is not None]
+    if "label" in cols.model_fields_set:
+        problems.append(Problem("data.columns.label", "semantic-segmentation reads each pixel's class from "
+                                                      "data.columns.mask, not a label column"))
+    if cols.image == cols.mask:
+        problems.append(Problem("data.columns.mask", "must differ from data.columns.image"))
+    if data.mask_folder is not None and data.image_folder is None:
+        problems.append(Problem("data.image_folder", "semantic-segmentation folders come in pairs: give "
+                                                     "data.image_folder with data.mask_folder"))
+    if data.image_folder is not None and data.mask_folder is None and Path(data.image_folder).is_dir() \
+            and not (Path(data.image_folder) / "masks").is_dir():
+        problems.append(Problem("data.mask_folder", "semantic-segmentation reads a mask per image: give "
+                                                    "data.mask_folder, or a data.image_folder holding images/ "
+                                                    "and masks/"))
+    if data.mask_folder is not None and not Path(data.mask_folder).is_dir():
+        problems.append(Problem("data.mask_folder", f"folder not found: {data.mask_folder}"))
+    if data.label_names_file is not None:
+        if data.label_names is not None:
+            problems.append(Problem("data.label_names_file", "give class names once: data.label_names or this file"))
+        elif not Path(data.label_names_file).is_file():
+            problems.append(Problem("data.label_names_file", f"file not found: {data.label_names_file}"))
+    if prep is not None and prep.max_length is not None:
+        problems.append(Problem("preprocessing.max_length", "only applies to text; image size comes from the "
+                                                            "backbone's pretrained config"))
+    return problems
+
+
 def token_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem]:
     """token-classification reports entity-level figures and token accuracy: no other metric applies."""
     if task != "token-classification":
@@ -156,6 +203,9 @@ def token_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem
 
 def task_model_problems(task: str, model: ModelSpec) -> list[Problem]:
     problems: list[Problem] = []
+    if task == "semantic-segmentation" and model.pooling != "auto":
+        problems.append(Problem("model.pooling", "only applies to text models; a segmentation decoder reads the "
+                                                 "backbone's feature maps"))
     if task in ("text-classification", "token-classification") and model.channels_last is not None:
         problems.append(Problem("model.channels_last", "only applies to task: image-classification"))
     if task == "token-classification" and model.pooling != "auto":

@@ -22,7 +22,7 @@ from hf_finetune.recipe.sections.data import data_problems
 from hf_finetune.recipe.sections.distill import distill_problems
 from hf_finetune.recipe.sections.finetune import Finetune, finetune_problems, lora_problems
 from hf_finetune.recipe.sections.hub import hub_problems
-from hf_finetune.recipe.sections.metrics import metric_keys, metrics_problems
+from hf_finetune.recipe.sections.metrics import SEGMENTATION_METRICS, metric_keys, metrics_problems
 from hf_finetune.recipe.sections.output import output_problems
 from hf_finetune.recipe.sections.rank import rank_problems
 from hf_finetune.recipe.sections.training import check_training_section, training_problems
@@ -131,6 +131,8 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
         parts["training"] = cross.resolve_training(data, parts["training"], metrics, augmentation)
         entities = data is not None and data.columns.tags is not None  # tagged words: entity-level figures
         produced = metric_keys(metrics, entities) | {"loss"} if metrics is not None else None
+        if data is not None and data.columns.mask is not None and produced is not None:  # masks: a fixed set
+            produced = {key for keys in SEGMENTATION_METRICS.values() for key in keys} | {"loss"}
         problems += training_problems(parts["training"], produced)
     if model is not None and task is not None:
         problems += cross.task_model_problems(task, model)

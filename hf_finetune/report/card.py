@@ -83,6 +83,10 @@ def write_report(folder: str | os.PathLike, recipe: dict[str, Any], results: dic
     return written
 
 
+# Per-class figures, as the card titles them (classes and entity types: precision, recall, F1; pixels: IoU, Dice)
+PER_CLASS_FIELDS = {"precision": "precision", "recall": "recall", "f1": "F1", "iou": "IoU", "dice": "Dice"}
+
+
 def default_model_id(recipe: dict[str, Any]) -> str:
     """What the card's code loads: the Hub repository when the recipe names one, else the output folder."""
     return recipe.get("hub", {}).get("repo_id") or str(recipe["output"]["dir"])
@@ -283,6 +287,8 @@ def _results_section(recipe: dict[str, Any], results: dict[str, Any], plots: lis
                             [[_title(recipe, n)] + [b.get(n, "") for b in baselines.values()] for n in names]))
     for warning in results.get("warnings") or []:
         parts.append(f"**Warning:** {warning}")
+    for figure in results.get("figures") or []:  # the task's pictures of predictions (segmentation: masks)
+        parts.append(f"![{figure}]({figure})")
     train = results.get("train") or {}
     selected = _selected_metric(recipe)
     if train.get("best_metric") is not None and selected:
@@ -294,9 +300,9 @@ def _results_section(recipe: dict[str, Any], results: dict[str, Any], plots: lis
         report = results[role]
         per_class = report.get("per_class") or {}
         parts.append(f"### {words.per_class} ({role})")
-        parts.append(_table([words.per_class_column, "precision", "recall", "F1", "support"],
-                            [[label, v["precision"], v["recall"], v["f1"], v["support"]]
-                             for label, v in per_class.items()]))
+        shown = [k for k in PER_CLASS_FIELDS if per_class and k in next(iter(per_class.values()))]
+        parts.append(_table([words.per_class_column, *(PER_CLASS_FIELDS[k] for k in shown), "support"],
+                            [[label, *(v[k] for k in shown), v["support"]] for label, v in per_class.items()]))
         parts.append(_confusion_section(report, role, plots))
     return "\n\n".join(part for part in parts if part)
 

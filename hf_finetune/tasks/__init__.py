@@ -7,6 +7,7 @@
     image_classification.py  task: image-classification
     tags.py, tag_labels.py   tag schemes; the label space of tagged words
     token_classification.py  task: token-classification
+    segmentation.py          task: semantic-segmentation (masks: data/masks.py; UperNet: models/segmentation.py)
 
 A new task is one new module here, registered in `TASKS`; nothing else branches on the task.
 """
@@ -16,11 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError
-from hf_finetune.tasks import image_classification, text_classification, token_classification
+from hf_finetune.tasks import image_classification, segmentation, text_classification, token_classification
 from hf_finetune.tasks.base import CAPABILITIES, Inputs, Preprocessing, Task, TaskProblem
 
 TASKS: dict[str, Task] = {t.name: t for t in (text_classification.TASK, image_classification.TASK,
-                                              token_classification.TASK)}
+                                              token_classification.TASK, segmentation.TASK)}
 
 __all__ = ["CAPABILITIES", "TASKS", "Inputs", "Preprocessing", "Task", "TaskProblem", "capabilities_used",
            "capability_problems", "check_capabilities", "get_task", "require", "task_for_model", "task_of"]

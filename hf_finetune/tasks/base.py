@@ -114,6 +114,10 @@ class TaskProblem:
         """Adds the trivial model's scores to each evaluated split; returns the collapse warnings."""
         raise NotImplementedError
 
+    def figures(self, model: Any, data: Any, folder: Any) -> list[str]:
+        """Pictures of the trained model's predictions drawn into the run's folder, for the card (file names)."""
+        return []
+
 
 @dataclass(frozen=True)
 class Task:

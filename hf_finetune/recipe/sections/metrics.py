@@ -29,6 +29,15 @@ ENTITY_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
+# semantic-segmentation: every run reports mean IoU (the selection metric), pixel accuracy and mean Dice, with
+# per-class IoU beside them (metrics/segmentation.py); a name here only picks the selection metric when first.
+SEGMENTATION_METRICS: dict[str, tuple[str, ...]] = {
+    "mean_iou": ("mean_iou",),
+    "pixel_accuracy": ("pixel_accuracy",),
+    "mean_dice": ("mean_dice",),
+}
+
+
 def metric_keys(names: list[str], entities: bool = False) -> set[str]:
     """The result keys a list of metric names produces (a Hub metric is assumed to report its own name);
     `entities`: the names as token-classification reads them (ENTITY_METRICS)."""
