@@ -254,9 +254,11 @@ class Records:
 def records_for(predictor: Predictor) -> Records:
     """The records the predictor's task gives: top-k classes, or entities with offsets (finished/entities.py)."""
     from hf_finetune.finished.entities import format_entities, predict_entities, write_entities
+    from hf_finetune.finished.masks import format_masks, predict_masks, write_masks
 
     kinds = {"classes": Records(predict, format_line, write_predictions),
-             "entities": Records(predict_entities, format_entities, write_entities)}
+             "entities": Records(predict_entities, format_entities, write_entities),
+             "masks": Records(predict_masks, format_masks, write_masks)}  # a mask PNG per image (folder output)
     return kinds[get_task(predictor.task).problem.kind]
 
 
