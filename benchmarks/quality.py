@@ -11,6 +11,9 @@ Tasks (assets from benchmarks/real_assets.py, cached after the first run):
     digits                              EfficientNet-Lite0 (ImageNet) on scikit-learn's digits as images
     wnut                                all-MiniLM-L6-v2 tagging WNUT-16 tweets (10 entity types): ours,
                                         run_ner.py's defaults and a CRF (benchmarks/ner.py)
+    textures                            EfficientNet-Lite0 + UperNet segmenting mosaics of real texture
+                                        photos: ours, random init, run_semantic_segmentation.py's
+                                        settings (benchmarks/segmentation.py)
 
 Systems, in the same run:
     ours       `hf_finetune.train` with a recipe naming only model, data and output (all defaults)
@@ -38,6 +41,7 @@ from typing import Any
 import ner
 import numpy as np
 import real_assets
+import segmentation
 from common import REPO, machine
 
 RESULTS = REPO / "benchmarks" / "results" / "quality.json"
@@ -252,6 +256,11 @@ def main() -> None:
                 result = digits_task(work)
             elif task == "speed":
                 result = speed_task(work)
+            elif task == "textures":
+                import yaml
+
+                overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
+                result = segmentation.textures_task(work, SYSTEMS, overrides)
             elif task == "wnut":
                 import yaml
 
@@ -264,7 +273,8 @@ def main() -> None:
         record.setdefault("tasks", {})[task] = result
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
-        print("\n".join(ner.summarize(result) if task == "wnut" else summarize(task, result)), flush=True)
+        summary = {"wnut": ner.summarize, "textures": segmentation.summarize}.get(task)
+        print("\n".join(summary(result) if summary else summarize(task, result)), flush=True)
 
 
 if __name__ == "__main__":
