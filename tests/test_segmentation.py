@@ -235,9 +235,11 @@ def test_predict_writes_a_mask_png_per_image_and_overlays(seg_run, shapes, tmp_p
     assert "a segmentation model writes a mask PNG per image; name a folder" in capsys.readouterr().err
 
 
-def test_a_frozen_encoder_trains_only_the_decoder(tmp_path, tiny_resnet, shapes):
-    result = hf_finetune.train(seg_recipe(shapes, tiny_resnet, tmp_path / "probe"),
-                               finetune__strategy="linear_probe", training__num_train_epochs=1)
+def test_a_frozen_encoder_trains_only_the_decoder_with_balanced_pixel_weights(tmp_path, tiny_resnet, shapes):
+    result = hf_finetune.train(seg_recipe(shapes, tiny_resnet, tmp_path / "probe"), finetune__strategy="linear_probe",
+                               finetune__class_weights="balanced", training__num_train_epochs=1)
+    weights = __import__("yaml").safe_load((result.output_dir / "recipe.yaml").read_text())["finetune"]["class_weights"]
+    assert weights["background"] < 1 < weights["disc"]  # n / (classes x pixels of the class), from the training masks
     from transformers import AutoModelForSemanticSegmentation
 
     phase = result.metrics["train"]["phases"][0]
