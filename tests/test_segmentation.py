@@ -246,3 +246,25 @@ def test_a_frozen_encoder_trains_only_the_decoder_with_balanced_pixel_weights(tm
     decoder = AutoModelForSemanticSegmentation.from_pretrained(result.output_dir).decode_head
     assert phase["training"] == "head only"
     assert phase["trainable_params"] == sum(p.numel() for p in decoder.parameters())
+
+
+def test_onnx_export_with_parity_and_predict_from_it(seg_run, shapes, tmp_path):
+    from hf_finetune.finished.export import export_onnx, load_onnx_predictor
+    from hf_finetune.finished.masks import predict_masks
+    from hf_finetune.predictor import Item, load_predictor
+
+    result = export_onnx(seg_run, output_dir=tmp_path / "onnx")
+    assert result.max_abs_diff <= 1e-4 and result.argmax_agreement == 1.0  # per pixel, over classes
+    items = [Item(str(p)) for p in sorted((shapes / "images" / "test").glob("*.png"))[:3]]
+    onnx = predict_masks(load_onnx_predictor(seg_run, result.path), items)
+    torch_masks = predict_masks(load_predictor(seg_run), items)
+    assert all((a["mask"] == b["mask"]).all() for a, b in zip(onnx, torch_masks, strict=True))
+
+
+def test_layer_decay_gives_the_encoder_blocks_falling_rates(tmp_path, tiny_resnet, shapes):
+    result = hf_finetune.train(seg_recipe(shapes, tiny_resnet, tmp_path / "decay"), finetune__layer_decay=0.5,
+                               training__max_steps=1, finetune__data_aware=False, training__learning_rate=1e-3)
+    rates = {g["name"]: g["lr"] for g in result.metrics["train"]["param_groups"]}
+    assert rates["head"] == pytest.approx(1e-3)
+    assert rates["layer4"] == pytest.approx(5e-4) and rates["layer3"] == pytest.approx(2.5e-4)
+    assert rates["conv1"] < rates["layer1"] < rates["layer2"]

@@ -15,12 +15,13 @@
     predict     a mask PNG per image (class ids, full image size), optionally an overlay (finished/masks.py)
 
 Served and tested (tests/test_segmentation.py): full fine-tuning, linear_probe (the decoder alone on a
-frozen encoder), layer_decay and the separate head (decoder) learning rate of finetune.head_learning_rate.
+frozen encoder), layer_decay, the decoder's own rate (finetune.head_learning_rate), class weights from
+the training pixels, ONNX export (parity per pixel; predict --onnx writes the same masks).
 Refused by `check`, naming the task, until each is built and tested for masks:
-    tune, rank, ensemble, soup, distill, self_training   per-pixel probabilities, teachers and pseudo-masks
-    export                                               ONNX with parity not checked for this model yet
-    lora                                                 no peft task type for a conv decoder
-    probe_then_full, gradual_unfreeze, cache_features    the block split of a TimmBackbone not verified
+    tune                                                 its search space and objective not tried on masks
+    rank, ensemble, soup, distill, self_training         per-pixel features, probabilities, teachers, pseudo-masks
+    lora                                                 no peft task type for a convolutional decoder
+    probe_then_full, gradual_unfreeze, cache_features    not verified on a TimmBackbone's blocks
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ def draw_examples(model: Any, dataset: Any, names: list[str], path: Any) -> None
 
 # What this task serves (beside full fine-tuning); everything else is refused by `check` naming the task,
 # for the reasons in the module docstring.
-CAPABILITIES = frozenset({"linear_probe", "layer_decay"})
+CAPABILITIES = frozenset({"linear_probe", "layer_decay", "export"})  # and full fine-tuning
 
 TASK = Task(
     name="semantic-segmentation",
