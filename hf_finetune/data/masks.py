@@ -224,12 +224,17 @@ class MaskLabeling:
 
     stratify = False  # rows hold many classes: validation is carved plainly
 
-    def _space(self, splits: dict[str, Dataset], recipe: Any, names: dict[str, str]
-               ) -> tuple[LabelSpace, dict[str, Scan]]:
+    def _space(self, splits: dict[str, Dataset], recipe: Any, names: dict[str, str], complete: bool = True
+               ) -> tuple[LabelSpace | None, dict[str, Scan]]:
         data = recipe.data
         classes = named_classes(data)
         scans = {"train": scan_masks(splits["train"], recipe, names["train"],
                                      len(classes) if classes is not None else None)}
+        if classes is None and not complete:  # a sample of a Hub dataset: the largest id may lie beyond it
+            for role, ds in splits.items():
+                if role != "train":
+                    scans[role] = scan_masks(ds, recipe, names[role], None)
+            return None, scans
         if classes is None:
             if scans["train"].largest < 1:
                 raise DataError(f"data.columns.mask: the masks of split '{names['train']}' hold "
@@ -264,7 +269,8 @@ class MaskLabeling:
         ready = {role: prepare_file_column(prepare_image_column(ds, data.columns.image, names[role]),
                                            data.columns.mask, names[role], "data.columns.mask")
                  for role, ds in splits.items()}
-        return list(self._space(ready, recipe, names)[0].names)
+        space = self._space(ready, recipe, names, complete)[0]
+        return list(space.names) if space is not None else None
 
     def counts(self, train: Dataset, num_labels: int) -> Any:
         """Training pixels per class."""

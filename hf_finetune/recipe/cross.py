@@ -170,6 +170,9 @@ def mask_data_problems(data: DataSpec, prep: Preprocessing | None) -> list[Probl
                                                       "data.columns.mask, not a label column"))
     if cols.image == cols.mask:
         problems.append(Problem("data.columns.mask", "must differ from data.columns.image"))
+    if data.bad_images == "skip":
+        problems.append(Problem("data.bad_images", "semantic-segmentation stops at an unreadable image or mask, "
+                                                   "naming it (a row without its mask cannot be trained on)"))
     if data.mask_folder is not None and data.image_folder is None:
         problems.append(Problem("data.image_folder", "semantic-segmentation folders come in pairs: give "
                                                      "data.image_folder with data.mask_folder"))

@@ -327,7 +327,7 @@ def _usage_section(recipe: dict[str, Any], model_id: str) -> str:
     task = get_task(recipe["task"])
     code = task.problem.card.usage.format(task=task.pipeline_task, model=model_id, example=task.example_input)
     parts = ["## How to use", f"```python\n{code}\n```"]
-    if "timm" in task.inputs.libraries:
+    if "timm" in task.inputs.libraries and task.inputs.kind == "image":  # a TimmWrapper folder (not UperNet's)
         local = model_id == str(recipe["output"]["dir"])
         name = f"local-dir:{model_id}" if local else f"hf-hub:{model_id}"
         parts.append(f"The files keep timm's layout too: `timm.create_model(\"{name}\", pretrained=True)` "
