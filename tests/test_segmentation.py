@@ -268,3 +268,22 @@ def test_layer_decay_gives_the_encoder_blocks_falling_rates(tmp_path, tiny_resne
     assert rates["head"] == pytest.approx(1e-3)
     assert rates["layer4"] == pytest.approx(5e-4) and rates["layer3"] == pytest.approx(2.5e-4)
     assert rates["conv1"] < rates["layer1"] < rates["layer2"]
+
+
+def test_a_saved_dataset_with_image_and_mask_columns(tmp_path, tiny_resnet):
+    from datasets import Dataset, DatasetDict, Image as ImageFeature
+
+    folder = write_shape_masks(tmp_path / "shapes", {"train": 4, "validation": 2}, size=16)
+
+    def split(name: str, n: int) -> Dataset:
+        ds = Dataset.from_dict({"img": [str(folder / "images" / name / f"{i}.png") for i in range(n)],
+                                "seg": [str(folder / "masks" / name / f"{i}.png") for i in range(n)]})
+        return ds.cast_column("img", ImageFeature()).cast_column("seg", ImageFeature())
+
+    DatasetDict({"train": split("train", 4), "validation": split("validation", 2)}).save_to_disk(tmp_path / "saved")
+    recipe = {"task": "semantic-segmentation", "model": {"name": str(tiny_resnet)},
+              "data": {"dataset": str(tmp_path / "saved"), "columns": {"image": "img", "mask": "seg"},
+                       "label_names": list(SHAPE_CLASSES)}, "output": {"dir": str(tmp_path / "o")}}
+    from hf_finetune.preflight import preflight
+
+    assert preflight(hf_finetune.check(recipe, data=False)).labels == list(SHAPE_CLASSES)
