@@ -287,3 +287,22 @@ def test_a_saved_dataset_with_image_and_mask_columns(tmp_path, tiny_resnet):
     from hf_finetune.preflight import preflight
 
     assert preflight(hf_finetune.check(recipe, data=False)).labels == list(SHAPE_CLASSES)
+
+
+def test_tune_searches_on_validation_mean_iou(tmp_path, tiny_resnet, shapes):
+    pytest.importorskip("optuna")
+    from hf_finetune.cli import main
+
+    from .conftest import write_recipe
+
+    recipe = seg_recipe(shapes, tiny_resnet, tmp_path / "tune")
+    recipe["data"]["max_samples"] = {"train": 8, "validation": 4, "test": 4}
+    recipe["training"]["num_train_epochs"] = 1
+    recipe["search"] = {"space": {"training.learning_rate": {"choices": [1e-3, 3e-3]}}, "trials": 2,
+                        "sampler": {"type": "random", "seed": 0}, "pruner": {"type": "none"}}
+    assert main(["tune", str(write_recipe(tmp_path / "tune.yaml", recipe))]) == 0
+    summary = json.loads((tmp_path / "tune" / "best" / "search.json").read_text())
+    assert summary["objective"]["metric"] == "validation mean_iou" and summary["objective"]["direction"] == "maximize"
+    with pytest.raises(RecipeError, match="search.objective.metric: 'f1' is not produced by this run; it produces "
+                                          "loss, mean_dice, mean_iou, pixel_accuracy"):
+        hf_finetune.check({**recipe, "search": {**recipe["search"], "objective": {"metric": "f1"}}}, data=False)

@@ -344,12 +344,14 @@ def self_training_problems(task: str | None, data: DataSpec | None, st: SelfTrai
 
 
 def objective_problems(metric: Any, pruner: str | None, metrics: list[str],
-                       training: dict[str, Any] | None, entities: bool = False) -> list[Problem]:
-    """The objective names a metric this run produces (`entities`: a token-classification run's figures);
-    a pruner needs evaluations during training."""
+                       training: dict[str, Any] | None, entities: bool = False, masks: bool = False) -> list[Problem]:
+    """The objective names a metric this run produces (`entities`: a token-classification run's figures;
+    `masks`: a segmentation run's); a pruner needs evaluations during training."""
     problems = []
     if isinstance(metric, str):
         produced = metric_keys(metrics, entities) | {"loss"}
+        if masks:  # segmentation reports a fixed set, whatever `metrics` lists
+            produced = {key for keys in SEGMENTATION_METRICS.values() for key in keys} | {"loss"}
         bare = metric.removeprefix("eval_").removeprefix("validation_")
         if bare not in produced:
             problems.append(Problem("search.objective.metric",
@@ -392,7 +394,8 @@ def search_problems(raw: dict[str, Any], search: SearchSpec | None, metrics: lis
     pruner = search.pruner.type if search is not None else None
     metric = search.objective.metric if search is not None else objective.get("metric")
     problems += objective_problems(metric, pruner, metrics or [], training,
-                                   entities=raw.get("task") == "token-classification")
+                                   entities=raw.get("task") == "token-classification",
+                                   masks=raw.get("task") == "semantic-segmentation")
     return problems
 
 

@@ -16,9 +16,9 @@
 
 Served and tested (tests/test_segmentation.py): full fine-tuning, linear_probe (the decoder alone on a
 frozen encoder), layer_decay, the decoder's own rate (finetune.head_learning_rate), class weights from
-the training pixels, ONNX export (parity per pixel; predict --onnx writes the same masks).
+the training pixels, ONNX export (parity per pixel; predict --onnx writes the same masks), tune (on
+validation mean IoU).
 Refused by `check`, naming the task, until each is built and tested for masks:
-    tune                                                 its search space and objective not tried on masks
     rank, ensemble, soup, distill, self_training         per-pixel features, probabilities, teachers, pseudo-masks
     lora                                                 no peft task type for a convolutional decoder
     probe_then_full, gradual_unfreeze, cache_features    not verified on a TimmBackbone's blocks
@@ -209,7 +209,7 @@ def draw_examples(model: Any, dataset: Any, names: list[str], path: Any) -> None
 
 # What this task serves (beside full fine-tuning); everything else is refused by `check` naming the task,
 # for the reasons in the module docstring.
-CAPABILITIES = frozenset({"linear_probe", "layer_decay", "export"})  # and full fine-tuning
+CAPABILITIES = frozenset({"linear_probe", "layer_decay", "export", "tune"})  # and full fine-tuning
 
 TASK = Task(
     name="semantic-segmentation",
