@@ -306,3 +306,14 @@ def test_tune_searches_on_validation_mean_iou(tmp_path, tiny_resnet, shapes):
     with pytest.raises(RecipeError, match="search.objective.metric: 'f1' is not produced by this run; it produces "
                                           "loss, mean_dice, mean_iou, pixel_accuracy"):
         hf_finetune.check({**recipe, "search": {**recipe["search"], "objective": {"metric": "f1"}}}, data=False)
+
+
+@pytest.mark.parametrize("finetune", [{"strategy": "probe_then_full", "probe_epochs": 1},
+                                      {"strategy": "gradual_unfreeze", "unfreeze_every": 1}], ids=["lp-ft", "gradual"])
+def test_strategies_that_change_what_trains(tmp_path, tiny_resnet, shapes, finetune):
+    recipe = seg_recipe(shapes, tiny_resnet, tmp_path / "run")
+    recipe["finetune"] = finetune
+    result = hf_finetune.train(recipe)
+    phases = result.metrics["train"]["phases"]
+    assert phases[0]["training"] == "head only" and len(phases) >= 2
+    assert phases[-1]["trainable_params"] > phases[0]["trainable_params"]

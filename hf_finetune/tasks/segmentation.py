@@ -15,13 +15,15 @@
     predict     a mask PNG per image (class ids, full image size), optionally an overlay (finished/masks.py)
 
 Served and tested (tests/test_segmentation.py): full fine-tuning, linear_probe (the decoder alone on a
-frozen encoder), layer_decay, the decoder's own rate (finetune.head_learning_rate), class weights from
-the training pixels, ONNX export (parity per pixel; predict --onnx writes the same masks), tune (on
-validation mean IoU).
+frozen encoder), probe_then_full, gradual_unfreeze (the encoder's stages from the top), layer_decay, the
+decoder's own rate (finetune.head_learning_rate), class weights from the training pixels, ONNX export
+(parity per pixel; predict --onnx writes the same masks), tune (on validation mean IoU).
 Refused by `check`, naming the task, until each is built and tested for masks:
-    rank, ensemble, soup, distill, self_training         per-pixel features, probabilities, teachers, pseudo-masks
-    lora                                                 no peft task type for a convolutional decoder
-    probe_then_full, gradual_unfreeze, cache_features    not verified on a TimmBackbone's blocks
+    rank                      frozen-feature scores (LogME, k-NN, probe) read one vector per image, not per pixel
+    ensemble, soup            predictions are averaged as class probabilities per image (predictor.py)
+    distill, self_training    teachers and pseudo-labels are per image; per-pixel ones are not built
+    lora                      no peft task type for a convolutional decoder
+    cache_features            a probe on one cached vector per image
 """
 
 from __future__ import annotations
@@ -209,7 +211,7 @@ def draw_examples(model: Any, dataset: Any, names: list[str], path: Any) -> None
 
 # What this task serves (beside full fine-tuning); everything else is refused by `check` naming the task,
 # for the reasons in the module docstring.
-CAPABILITIES = frozenset({"linear_probe", "layer_decay", "export", "tune"})  # and full fine-tuning
+CAPABILITIES = frozenset({"linear_probe", "layer_decay", "export", "tune", "probe_then_full", "gradual_unfreeze"})  # and full fine-tuning
 
 TASK = Task(
     name="semantic-segmentation",
