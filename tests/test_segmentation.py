@@ -161,11 +161,11 @@ def test_csv_lists_of_images_and_masks_and_class_ids_from_the_masks(tmp_path, ti
 def test_recipe_checks_for_the_task(tmp_path, tiny_resnet, shapes, text_recipe):
     recipe = seg_recipe(shapes, tiny_resnet, tmp_path / "o")
     with pytest.raises(RecipeError) as caught:
-        hf_finetune.check({**recipe, "augmentation": {"hflip": 0.0}, "finetune": {"strategy": "gradual_unfreeze"},
+        hf_finetune.check({**recipe, "augmentation": {"hflip": 0.0}, "finetune": {"strategy": "lora"},
                            "data": {**recipe["data"], "columns": {"label": "y"}}}, data=False)
     message = str(caught.value)
     assert "augmentation: only applies to task: image-classification" in message
-    assert "finetune.strategy: task semantic-segmentation does not support gradual unfreeze" in message
+    assert "finetune.strategy: task semantic-segmentation does not support lora" in message
     assert "data.columns.label: semantic-segmentation reads each pixel's class from data.columns.mask" in message
     text_recipe["data"]["ignore_index"] = 0
     with pytest.raises(RecipeError, match="data.ignore_index: only applies to task: semantic-segmentation"):
@@ -317,3 +317,27 @@ def test_strategies_that_change_what_trains(tmp_path, tiny_resnet, shapes, finet
     phases = result.metrics["train"]["phases"]
     assert phases[0]["training"] == "head only" and len(phases) >= 2
     assert phases[-1]["trainable_params"] > phases[0]["trainable_params"]
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_segmentation_run(tmp_path, tiny_resnet, shapes):
+    """cpu_ddp.yaml (accelerate, gloo): the run finishes once, with the global batch split over 2 processes."""
+    import subprocess
+    import sys
+
+    from .conftest import write_recipe
+
+    recipe = seg_recipe(shapes, tiny_resnet, tmp_path / "two")
+    recipe["batch"] = {"global_size": 8}
+    recipe["training"].update(per_device_train_batch_size=8, num_train_epochs=1)
+    repo = Path(hf_finetune.__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(repo / "accelerate_configs" / "cpu_ddp.yaml"), "hf_finetune/run.py",
+               str(write_recipe(tmp_path / "two.yaml", recipe))]
+    launched = subprocess.run(command, capture_output=True, text=True, cwd=repo, timeout=600)
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    output = launched.stdout + launched.stderr
+    assert output.count("Done in") == 1
+    assert output.count("Batch: 8 samples per optimizer step = 2 processes x 4 per device") == 1
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["validation"]["counted"]["pixels"] > 0 and metrics["train"]["batch"]["processes"] == 2
