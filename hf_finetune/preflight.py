@@ -79,12 +79,13 @@ def check_model(recipe: Recipe) -> str:
 
 def check_metrics(names: list[str]) -> str:
     from hf_finetune.metrics import load_metric
-    from hf_finetune.metrics.names import BUNDLED_METRICS
+    from hf_finetune.metrics.names import BUNDLED_METRICS, SEGMENTATION_METRICS
 
+    bundled = {**BUNDLED_METRICS, **SEGMENTATION_METRICS}  # segmentation's figures: metrics/segmentation.py
     for name in names:
-        if name not in BUNDLED_METRICS:
+        if name not in bundled:
             load_metric(name)
-    return ", ".join(f"{n} ({'bundled' if n in BUNDLED_METRICS else 'Hub'})" for n in names)
+    return ", ".join(f"{n} ({'bundled' if n in bundled else 'Hub'})" for n in names)
 
 
 def _sample_hub(recipe: Recipe, report: PreflightReport) -> DatasetDict:

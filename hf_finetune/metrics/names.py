@@ -4,6 +4,7 @@
 from hf_finetune.recipe.sections.metrics import (  # noqa: F401
     BUNDLED_METRICS,
     ENTITY_METRICS,
+    SEGMENTATION_METRICS,
     metric_keys,
     suggest_bundled,
 )

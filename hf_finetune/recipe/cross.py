@@ -204,6 +204,16 @@ def token_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem
             for i, name in enumerate(metrics) if name not in ENTITY_METRICS]
 
 
+def mask_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem]:
+    """semantic-segmentation reports mean IoU, pixel accuracy and mean Dice: no other metric applies."""
+    if task != "semantic-segmentation":
+        return []
+    return [Problem(f"metrics[{i}]", f"'{name}' does not apply to semantic-segmentation, which reports "
+                                     f"{', '.join(SEGMENTATION_METRICS)} and per-class IoU"
+                                     + did_you_mean(name, list(SEGMENTATION_METRICS)))
+            for i, name in enumerate(metrics) if name not in SEGMENTATION_METRICS]
+
+
 def task_model_problems(task: str, model: ModelSpec) -> list[Problem]:
     problems: list[Problem] = []
     if task == "semantic-segmentation" and model.pooling != "auto":

@@ -116,6 +116,8 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
     task, data = parts.get("task"), parts.get("data")
     prep, augmentation, model = parts.get("preprocessing"), parts.get("augmentation"), parts.get("model")
     metrics = parts.get("metrics", Recipe.model_fields["metrics"].default_factory())
+    if task == "semantic-segmentation" and "metrics" not in raw:  # masks report their own figures
+        metrics = parts["metrics"] = list(SEGMENTATION_METRICS)
     if task is not None and data is not None:
         cross.resolve_data(task, data)
     problems += cross.task_augmentation_problems(task, augmentation)
@@ -127,6 +129,7 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
     if metrics is not None:
         problems += metrics_problems(metrics)
         problems += cross.token_metrics_problems(task, metrics)
+        problems += cross.mask_metrics_problems(task, metrics)
     if parts.get("training") is not None and task is not None:
         parts["training"] = cross.resolve_training(data, parts["training"], metrics, augmentation)
         entities = data is not None and data.columns.tags is not None  # tagged words: entity-level figures

@@ -29,8 +29,9 @@ ENTITY_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-# semantic-segmentation: every run reports mean IoU (the selection metric), pixel accuracy and mean Dice, with
-# per-class IoU beside them (metrics/segmentation.py); a name here only picks the selection metric when first.
+# semantic-segmentation: every run reports mean IoU (the default selection metric), pixel accuracy and mean Dice,
+# with per-class IoU beside them (metrics/segmentation.py); `metrics` may list only these (all three by default),
+# the first being the selection metric.
 SEGMENTATION_METRICS: dict[str, tuple[str, ...]] = {
     "mean_iou": ("mean_iou",),
     "pixel_accuracy": ("pixel_accuracy",),
