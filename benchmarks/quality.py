@@ -14,6 +14,9 @@ Tasks (assets from benchmarks/real_assets.py, cached after the first run):
     vader                               all-MiniLM-L6-v2 regressing human sentiment ratings (VADER's data,
                                         -4..+4): ours, run_classification.py's regression defaults,
                                         TF-IDF + ridge, the training mean (benchmarks/regression.py)
+    textures                            EfficientNet-Lite0 + UperNet segmenting mosaics of real texture
+                                        photos: ours, random init, run_semantic_segmentation.py's
+                                        settings (benchmarks/segmentation.py)
 
 Systems, in the same run:
     ours       `hf_finetune.train` with a recipe naming only model, data and output (all defaults)
@@ -42,6 +45,7 @@ import ner
 import numpy as np
 import real_assets
 import regression
+import segmentation
 from common import REPO, machine
 
 RESULTS = REPO / "benchmarks" / "results" / "quality.json"
@@ -256,6 +260,11 @@ def main() -> None:
                 result = digits_task(work)
             elif task == "speed":
                 result = speed_task(work)
+            elif task == "textures":
+                import yaml
+
+                overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
+                result = segmentation.textures_task(work, SYSTEMS, overrides)
             elif task == "wnut":
                 import yaml
 
@@ -273,9 +282,8 @@ def main() -> None:
         record.setdefault("tasks", {})[task] = result
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
-        lines = (ner.summarize(result) if task == "wnut" else regression.summarize(result) if task == "vader"
-                 else summarize(task, result))
-        print("\n".join(lines), flush=True)
+        summary = {"wnut": ner.summarize, "vader": regression.summarize, "textures": segmentation.summarize}.get(task)
+        print("\n".join(summary(result) if summary else summarize(task, result)), flush=True)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def write_ner() -> None:
 
 
 def main() -> None:
-    from hf_finetune.testing import write_pattern_folder, write_tiny_bert, write_tiny_timm
+    from hf_finetune.testing import write_pattern_folder, write_shape_masks, write_tiny_bert, write_tiny_timm
 
     words = write_reviews(ROOT / "data" / "reviews", {"train": 1500, "validation": 200, "test": 300})
     write_ratings(ROOT / "data" / "reviews", ROOT / "data" / "ratings")
@@ -130,6 +130,8 @@ def main() -> None:
     write_tiny_timm(ROOT / "models" / "tiny-resnet", "test_resnet", num_classes=10,
                     pretrained_cfg={"input_size": [3, 64, 64], "crop_pct": 1.0})
     write_ner()
+    shutil.rmtree(ROOT / "data" / "shapes", ignore_errors=True)
+    write_shape_masks(ROOT / "data" / "shapes", {"train": 64, "validation": 16, "test": 16})  # quickstart_segmentation
 
 
 if __name__ == "__main__":

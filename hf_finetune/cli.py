@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=_positive, default=1, help="labels shown per input, best first (default 1)")
     predict.add_argument("--batch-size", type=_positive, default=32, help="inputs per forward pass (default 32)")
     predict.add_argument("--column", help="column of csv/jsonl/parquet inputs (default: the run's text or image column)")
-    predict.add_argument("--output", metavar="FILE", help="also write the predictions to FILE (.jsonl or .csv)")
+    predict.add_argument("--output", metavar="FILE", help="also write the predictions to FILE (.jsonl or .csv; "
+                         "a segmentation run: a folder of mask PNGs)")
+    predict.add_argument("--overlay", action="store_true",
+                         help="segmentation: with --output, also write each mask blended on its image")
     predict.add_argument("--onnx", action="store_true",
                          help="run the exported model (OUTPUT_DIR/onnx/model.onnx, from hf-finetune export) in ONNX "
                               "Runtime instead of PyTorch")
@@ -234,8 +237,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     items = read_inputs(predictor, args.inputs, column=args.column, explicit=args.explicit)
     records = records_for(predictor)  # top-k classes, or entities with their offsets: the task's kind
     predictions = records.predict(predictor, items, batch_size=args.batch_size, top_k=args.top_k)
+    if args.overlay and (not args.output or records.write.__name__ != "write_masks"):
+        raise UserError("--overlay: draws predicted masks on their images; it needs a segmentation run and --output")
     if args.output:  # first, so the file is complete even when the reader of stdout stops early
-        records.write(args.output, items, predictions)
+        records.write(args.output, items, predictions, **({"overlay": True} if args.overlay else {}))
         logger.info("Wrote %d predictions to %s", len(items), args.output)
     for item, top in zip(items, predictions, strict=True):
         sys.stdout.write(records.format_line(item, top) + "\n")

@@ -190,6 +190,9 @@ def publish_run(session: Session, results: dict[str, Any]) -> None:
         # The pickled TrainingArguments are not needed to use the model; recipe.yaml records them.
         (staging / "training_args.bin").unlink(missing_ok=True)
         write_yaml(staging / "recipe.yaml", session.resolved)
+        figures = task_of(recipe).problem.figures(trainer.model, session.data, staging)  # segmentation: masks
+        if figures:
+            results["figures"] = figures
         write_json(staging / "metrics.json", results)
         manifest = build_manifest(recipe, session.args, session.data, session.preprocessing, session.started)
         write_report(staging, session.resolved, results, manifest, trainer.state.log_history)

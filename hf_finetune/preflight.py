@@ -79,16 +79,16 @@ def check_model(recipe: Recipe) -> str:
 
 def check_metrics(names: list[str], task: str | None = None) -> str:
     from hf_finetune.metrics import load_metric
-    from hf_finetune.metrics.names import BUNDLED_METRICS, REGRESSION_METRICS
+    from hf_finetune.metrics.names import BUNDLED_METRICS, SEGMENTATION_METRICS
     from hf_finetune.recipe.schema import REGRESSION_TASKS
 
     if task in REGRESSION_TASKS:  # computed by metrics/regression.py (the recipe allows no other name)
         return ", ".join(f"{n} (bundled)" for n in names)
+    bundled = {**BUNDLED_METRICS, **SEGMENTATION_METRICS}  # segmentation's figures: metrics/segmentation.py
     for name in names:
-        if name not in BUNDLED_METRICS:
+        if name not in bundled:
             load_metric(name)
-    return ", ".join(f"{n} ({'bundled' if n in BUNDLED_METRICS or n in REGRESSION_METRICS else 'Hub'})"
-                     for n in names)
+    return ", ".join(f"{n} ({'bundled' if n in bundled else 'Hub'})" for n in names)
 
 
 def _sample_hub(recipe: Recipe, report: PreflightReport) -> DatasetDict:

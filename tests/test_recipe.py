@@ -227,7 +227,10 @@ def test_field_reference_documents_every_key(tmp_path):
                 validate_recipe({**minimal(tmp_path), "search": {}, "rank": {}}).to_dict(),
                 validate_recipe(minimal(tmp_path, finetune={"strategy": "lora"})).to_dict(),
                 validate_recipe(vision_st).to_dict(),
-                validate_recipe({**minimal(tmp_path), "task": "token-classification"}).to_dict()]
+                validate_recipe({**minimal(tmp_path), "task": "token-classification"}).to_dict(),
+                validate_recipe({**vision, "task": "semantic-segmentation",
+                                 "data": {"image_folder": str(tmp_path), "mask_folder": str(tmp_path / "images")}}
+                                ).to_dict()]
     assert set().union(*(leaf_keys(r, sections) for r in resolved)) == set(keys)
     assert not {k for k in leaf_keys(resolved[0], sections)
                 if k.split(".")[0] in ("search", "rank", "self_training") or "unlabeled" in k or "lora" in k}
@@ -240,6 +243,7 @@ SHIPPED = {  # task, backbone, strategy of every recipe in recipes/
     "quickstart_text.yaml": ("text-classification", "examples/models/tiny-bert", "full"),
     "quickstart_ner.yaml": ("token-classification", "examples/models/tiny-bert-ner", "full"),
     "quickstart_regression.yaml": ("text-regression", "examples/models/tiny-bert", "full"),
+    "quickstart_segmentation.yaml": ("semantic-segmentation", "examples/models/tiny-resnet", "full"),
     "quickstart_vision.yaml": ("image-classification", "examples/models/tiny-resnet", "full"),
     "resnet50_beans.yaml": ("image-classification", "timm/resnet50.a1_in1k", "full"),
     "vit_beans_lpft.yaml": ("image-classification", "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",

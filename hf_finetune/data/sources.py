@@ -26,6 +26,10 @@ def load_raw_splits(data: DataSpec) -> DatasetDict:
     if data.files is not None:
         columns = (data.columns.tokens or "tokens", data.columns.tags or "tags")  # what CoNLL files are read into
         return DatasetDict({split: _load_files(split, paths, columns=columns) for split, paths in data.files.items()})
+    if data.image_folder is not None and data.columns.mask is not None:  # semantic segmentation: image + mask
+        from hf_finetune.data.masks import load_mask_folders
+
+        return load_mask_folders(data.image_folder, data.mask_folder, data.columns.image, data.columns.mask)
     if data.image_folder is not None:
         return _load_image_folder(data.image_folder)
     return _load_dataset(data)

@@ -56,9 +56,10 @@ def check_columns(splits: dict[str, Dataset], data: DataSpec, split_names: dict[
     cols = data.columns
     wanted = [("text", cols.text), ("text_pair", cols.text_pair), ("image", cols.image), ("tokens", cols.tokens)]
     # the tags of each word replace the label of each row (token classification)
-    # numeric targets (regression) replace the label column when the recipe names them
+    # numeric targets (regression) or a mask per image (semantic segmentation) replace the label column
     wanted += ([("tags", cols.tags)] if cols.tags is not None
-               else [("targets", column) for column in cols.targets] if cols.targets else [("label", cols.label)])
+               else [("targets", column) for column in cols.targets] if cols.targets
+               else [("mask", cols.mask)] if cols.mask is not None else [("label", cols.label)])
     for role, ds in splits.items():
         present = [c for c in ds.column_names if c != "__source_file__"]
         for key, column in wanted:

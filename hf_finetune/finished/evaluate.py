@@ -37,7 +37,7 @@ from hf_finetune.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
-SOURCE_KEYS = ("dataset", "config", "revision", "files", "image_folder")
+SOURCE_KEYS = ("dataset", "config", "revision", "files", "image_folder", "mask_folder")
 
 
 @dataclass
@@ -228,6 +228,12 @@ def run_model(model: Any, dataset: Any, collator: Any, batch_size: int) -> tuple
                 scored = labels != -100
                 total += F.cross_entropy(logits[scored], labels[scored], reduction="sum").item()
                 count += int(scored.sum())
+            elif logits.ndim == 4:  # a class per pixel (batch, classes, height, width): the loss per scored pixel
+                total += F.cross_entropy(logits, labels, reduction="sum", ignore_index=-100).item()
+                count += int((labels != -100).sum())
+                predictions += list(logits.argmax(dim=1).numpy())
+                references += list(labels.numpy())
+                continue
             else:
                 total += F.cross_entropy(logits, labels, reduction="sum").item()
                 count += len(labels)
@@ -251,6 +257,11 @@ def format_evaluation(evaluation: Evaluation) -> str:
     per_class = report.get("per_class") or {}
     width = max([len(label) for label in per_class] + [5])
     first = "type" if "entities" in report else "class"  # entity types of token classification
+    if per_class and "iou" in next(iter(per_class.values())):  # pixels (segmentation): IoU and Dice per class
+        lines.append(f"  {first:<{width}}  iou     dice    pixels")
+        for label, v in per_class.items():
+            lines.append(f"  {label:<{width}}  {v['iou']:.4f}  {v['dice']:.4f}  {v['support']}")
+        return "\n".join(lines) + "\n"
     lines.append(f"  {first:<{width}}  precision  recall  f1      support")
     for label, v in per_class.items():
         lines.append(f"  {label:<{width}}  {v['precision']:.4f}     {v['recall']:.4f}  {v['f1']:.4f}  {v['support']}")

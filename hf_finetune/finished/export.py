@@ -196,8 +196,9 @@ def verify(path: Path, predictor: Any, wrapper: Any, names: list[str]) -> list[d
         with torch.inference_mode():
             expected = wrapper(*(inputs[n] for n in names)).float().numpy()
         got = session.run(["logits"], {n: inputs[n].numpy() for n in names})[0]
+        axis = 1 if got.ndim == 4 else -1  # (batch, classes, height, width): the class of each pixel
         checks.append({"shape": list(inputs[names[0]].shape), "max_abs_diff": float(np.abs(got - expected).max()),
-                       "argmax_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean())})
+                       "argmax_agreement": float((got.argmax(axis) == expected.argmax(axis)).mean())})
     return checks
 
 

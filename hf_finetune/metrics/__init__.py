@@ -45,7 +45,7 @@ def logits_to_predictions(logits: Any, labels: Any) -> Any:
     """Keeps only class ids during evaluation, so memory grows by one integer per sample, not per logit."""
     if isinstance(logits, tuple):
         logits = logits[0]
-    return logits.argmax(dim=-1)
+    return logits.argmax(dim=1 if logits.ndim == 4 else -1)  # (batch, classes, height, width): a class per pixel
 
 
 class ClassificationMetrics:

@@ -6,6 +6,7 @@ from hf_finetune.recipe.sections.metrics import (  # noqa: F401
     ENTITY_METRICS,
     LOWER_IS_BETTER,
     REGRESSION_METRICS,
+    SEGMENTATION_METRICS,
     metric_keys,
     suggest_bundled,
 )

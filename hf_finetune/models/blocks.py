@@ -58,7 +58,25 @@ def split_model(model: nn.Module) -> ModelParts:
     timm_model = getattr(model, "timm_model", None)
     if timm_model is not None:
         return _split_timm(model, timm_model)
+    if hasattr(model, "decode_head") and hasattr(model, "backbone"):  # UperNet: a new decoder on a backbone
+        return _split_encoder_decoder(model)
     return _split_transformers(model)
+
+
+def _split_encoder_decoder(model: nn.Module) -> ModelParts:
+    """A segmentation model: the decoder (and any auxiliary head) is the new head; the backbone's blocks are
+    its top-level modules in order, a numbered stage each (blocks.3, layer2, stages.1)."""
+    head = Block("decoder")
+    blocks: dict[str, Block] = {}
+    for name, param in model.named_parameters():
+        clean = clean_name(name)
+        if not clean.startswith("backbone."):
+            head.params.append((name, param))
+            continue
+        inner = clean.removeprefix("backbone.").removeprefix("_backbone.").split(".")
+        key = ".".join(inner[:2]) if inner[0] in ("blocks", "stages", "layers") and len(inner) > 2 else inner[0]
+        blocks.setdefault(key, Block(key)).params.append((name, param))
+    return ModelParts(head=head, blocks=list(blocks.values()))
 
 
 def _split_transformers(model: nn.Module) -> ModelParts:

@@ -26,6 +26,7 @@ from hf_finetune.recipe.sections.metrics import (
     ENTITY_METRICS,
     LOWER_IS_BETTER,
     REGRESSION_METRICS,
+    SEGMENTATION_METRICS,
     metric_keys,
 )
 from hf_finetune.recipe.sections.model import ModelSpec
@@ -48,6 +49,9 @@ def resolve_data(task: str, data: DataSpec) -> None:
         cols.tags = cols.tags or "tags"
     if kind == "image" and cols.image is None:
         cols.image = "image"
+    if task == "semantic-segmentation":
+        cols.image = cols.image or "image"
+        cols.mask = cols.mask or "mask"
 
 
 def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[str] | None,
@@ -71,6 +75,8 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
         if task in REGRESSION_TASKS:  # numbers: the first regression metric listed, pearson by default
             keys = REGRESSION_METRICS.get(first, ()) if first else ()
             keys = keys or ("pearson",)
+        if data is not None and data.columns.mask is not None:  # masks: selected on mean IoU (metrics/segmentation.py)
+            keys = SEGMENTATION_METRICS.get(first, ("mean_iou",)) if first else ("mean_iou",)
         training["metric_for_best_model"] = keys[0] if keys else "loss"
     if "greater_is_better" not in user and training.get("metric_for_best_model"):
         selected = str(training["metric_for_best_model"]).removeprefix("eval_")
@@ -84,7 +90,9 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
 def task_augmentation_problems(task: str | None, augmentation: Augmentation | None) -> list[Problem]:
     if task in TASK_INPUTS and TASK_INPUTS[task] != "image" and augmentation not in (None, Augmentation()):
         return [Problem("augmentation", "only applies to task: image-classification"
-                        + (" or image-regression" if task in REGRESSION_TASKS else ""))]
+                        + (" or image-regression" if task in REGRESSION_TASKS else "")
+                        + (" (semantic-segmentation moves image and mask together with its own flips and crops)"
+                           if task == "semantic-segmentation" else ""))]
     if task in REGRESSION_TASKS and augmentation is not None and augmentation.mixes:
         return [Problem("augmentation", "mixup/cutmix mix class targets; they do not apply to image-regression")]
     return []
@@ -97,6 +105,14 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
     problems += target_columns_problems(task, data)
     if task != "token-classification":
         problems += token_keys_problems(data, prep)
+    if task != "semantic-segmentation":
+        problems += [Problem(f"data.{key}", "only applies to task: semantic-segmentation") for key, value in (
+            ("columns.mask", data.columns.mask), ("mask_folder", data.mask_folder),
+            ("label_names_file", data.label_names_file), ("image_size", data.image_size)) if value is not None]
+        if data.ignore_index != DataSpec.model_fields["ignore_index"].default:
+            problems.append(Problem("data.ignore_index", "only applies to task: semantic-segmentation"))
+    else:
+        problems += mask_data_problems(data, prep)
     if task == "token-classification":
         problems += token_data_problems(data, prep)
     elif TASK_INPUTS.get(task) == "text":
@@ -193,6 +209,40 @@ def regression_metrics_problems(task: str | None, metrics: list[str]) -> list[Pr
             for i, name in enumerate(metrics) if name not in REGRESSION_METRICS]
 
 
+def mask_data_problems(data: DataSpec, prep: Preprocessing | None) -> list[Problem]:
+    """semantic-segmentation reads an image and a mask per row: text keys and a label column do not apply."""
+    cols = data.columns
+    problems = [Problem(f"data.columns.{key}", "only applies to task: text-classification")
+                for key in ("text", "text_pair") if getattr(cols, key) is not None]
+    if "label" in cols.model_fields_set:
+        problems.append(Problem("data.columns.label", "semantic-segmentation reads each pixel's class from "
+                                                      "data.columns.mask, not a label column"))
+    if cols.image == cols.mask:
+        problems.append(Problem("data.columns.mask", "must differ from data.columns.image"))
+    if data.bad_images == "skip":
+        problems.append(Problem("data.bad_images", "semantic-segmentation stops at an unreadable image or mask, "
+                                                   "naming it (a row without its mask cannot be trained on)"))
+    if data.mask_folder is not None and data.image_folder is None:
+        problems.append(Problem("data.image_folder", "semantic-segmentation folders come in pairs: give "
+                                                     "data.image_folder with data.mask_folder"))
+    if data.image_folder is not None and data.mask_folder is None and Path(data.image_folder).is_dir() \
+            and not (Path(data.image_folder) / "masks").is_dir():
+        problems.append(Problem("data.mask_folder", "semantic-segmentation reads a mask per image: give "
+                                                    "data.mask_folder, or a data.image_folder holding images/ "
+                                                    "and masks/"))
+    if data.mask_folder is not None and not Path(data.mask_folder).is_dir():
+        problems.append(Problem("data.mask_folder", f"folder not found: {data.mask_folder}"))
+    if data.label_names_file is not None:
+        if data.label_names is not None:
+            problems.append(Problem("data.label_names_file", "give class names once: data.label_names or this file"))
+        elif not Path(data.label_names_file).is_file():
+            problems.append(Problem("data.label_names_file", f"file not found: {data.label_names_file}"))
+    if prep is not None and prep.max_length is not None:
+        problems.append(Problem("preprocessing.max_length", "only applies to text; image size comes from the "
+                                                            "backbone's pretrained config"))
+    return problems
+
+
 def token_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem]:
     """token-classification reports entity-level figures and token accuracy: no other metric applies."""
     if task != "token-classification":
@@ -203,10 +253,23 @@ def token_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem
             for i, name in enumerate(metrics) if name not in ENTITY_METRICS]
 
 
+def mask_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem]:
+    """semantic-segmentation reports mean IoU, pixel accuracy and mean Dice: no other metric applies."""
+    if task != "semantic-segmentation":
+        return []
+    return [Problem(f"metrics[{i}]", f"'{name}' does not apply to semantic-segmentation, which reports "
+                                     f"{', '.join(SEGMENTATION_METRICS)} and per-class IoU"
+                                     + did_you_mean(name, list(SEGMENTATION_METRICS)))
+            for i, name in enumerate(metrics) if name not in SEGMENTATION_METRICS]
+
+
 def task_model_problems(task: str, model: ModelSpec) -> list[Problem]:
     problems: list[Problem] = []
     if TASK_INPUTS.get(task) in ("text", "words") and model.channels_last is not None:
         problems.append(Problem("model.channels_last", "only applies to image tasks"))
+    if task == "semantic-segmentation" and model.pooling != "auto":
+        problems.append(Problem("model.pooling", "only applies to text models; a segmentation decoder reads the "
+                                                 "backbone's feature maps"))
     if task == "token-classification" and model.pooling != "auto":
         problems.append(Problem("model.pooling", "only applies to text-classification: a token head reads "
                                                  "every token's own state"))
@@ -343,12 +406,14 @@ def self_training_problems(task: str | None, data: DataSpec | None, st: SelfTrai
 
 def objective_problems(metric: Any, pruner: str | None, metrics: list[str],
                        training: dict[str, Any] | None, entities: bool = False,
-                       regression: bool = False) -> list[Problem]:
-    """The objective names a metric this run produces (`entities`: a token-classification run's figures);
-    a pruner needs evaluations during training."""
+                       regression: bool = False, masks: bool = False) -> list[Problem]:
+    """The objective names a metric this run produces (`entities`: a token-classification run's figures;
+    `masks`: a segmentation run's); a pruner needs evaluations during training."""
     problems = []
     if isinstance(metric, str):
         produced = metric_keys(metrics, entities, regression) | {"loss"}
+        if masks:  # segmentation reports a fixed set, whatever `metrics` lists
+            produced = {key for keys in SEGMENTATION_METRICS.values() for key in keys} | {"loss"}
         bare = metric.removeprefix("eval_").removeprefix("validation_")
         if bare not in produced:
             problems.append(Problem("search.objective.metric",
@@ -392,7 +457,8 @@ def search_problems(raw: dict[str, Any], search: SearchSpec | None, metrics: lis
     metric = search.objective.metric if search is not None else objective.get("metric")
     problems += objective_problems(metric, pruner, metrics or [], training,
                                    entities=raw.get("task") == "token-classification",
-                                   regression=raw.get("task") in REGRESSION_TASKS)
+                                   regression=raw.get("task") in REGRESSION_TASKS,
+                                   masks=raw.get("task") == "semantic-segmentation")
     return problems
 
 

@@ -53,13 +53,13 @@ __all__ = [
 ]
 
 Task = Literal["text-classification", "image-classification", "token-classification", "text-regression",
-               "image-regression"]
+               "image-regression", "semantic-segmentation"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
 # The kind of input each task reads, as data: the keys of the other kind mean nothing to it. The
 # behaviour is the task layer's (hf_finetune/tasks); tests/test_tasks.py checks that the two agree.
 TASK_INPUTS: dict[str, str] = {"text-classification": "text", "image-classification": "image",
                                "token-classification": "words", "text-regression": "text",
-                               "image-regression": "image"}
+                               "image-regression": "image", "semantic-segmentation": "masks"}
 # The tasks that predict numbers (metrics, selection and the target columns are the regression ones).
 REGRESSION_TASKS: tuple[str, ...] = ("text-regression", "image-regression")
 # Keys and sections only some kinds of input read (the kinds that read them -> the keys), left out of the
@@ -70,14 +70,17 @@ INPUT_ONLY: dict[tuple[str, ...], dict[str, Any]] = {
     ("words",): {"data": {"columns": {"tokens", "tags"}, "tag_scheme": True},
                  "preprocessing": {"label_all_tokens", "stride"}},
     ("text", "image"): {"model": {"pooling"}, "data": {"columns": {"label", "targets"}}},  # words: a tag per word, no pooling
-    ("image",): {"augmentation": True, "model": {"channels_last"},
-                 "data": {"image_folder": True, "bad_images": True, "verify_images": True, "columns": {"image"}}},
+    ("image",): {"augmentation": True},
+    ("image", "masks"): {"model": {"channels_last"},
+                         "data": {"image_folder": True, "bad_images": True, "verify_images": True, "columns": {"image"}}},
+    ("masks",): {"data": {"columns": {"mask"}, "mask_folder": True, "ignore_index": True, "label_names_file": True,
+                           "image_size": True}},
 }
 
 
 class Recipe(Section):
     task: Task = Field(description="text-classification, image-classification, token-classification, "
-                       "text-regression or image-regression.")
+                       "text-regression, image-regression or semantic-segmentation.")
     model: ModelSpec = Field(description="The pretrained backbone.")
     data: DataSpec = Field(description="Where the data comes from and which columns to use.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Input preprocessing.")

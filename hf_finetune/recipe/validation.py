@@ -22,7 +22,12 @@ from hf_finetune.recipe.sections.data import data_problems
 from hf_finetune.recipe.sections.distill import distill_problems
 from hf_finetune.recipe.sections.finetune import Finetune, finetune_problems, lora_problems
 from hf_finetune.recipe.sections.hub import hub_problems
-from hf_finetune.recipe.sections.metrics import REGRESSION_METRICS, metric_keys, metrics_problems
+from hf_finetune.recipe.sections.metrics import (
+    REGRESSION_METRICS,
+    SEGMENTATION_METRICS,
+    metric_keys,
+    metrics_problems,
+)
 from hf_finetune.recipe.sections.output import output_problems
 from hf_finetune.recipe.sections.rank import rank_problems
 from hf_finetune.recipe.sections.training import check_training_section, training_problems
@@ -118,6 +123,8 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
     if task in REGRESSION_TASKS and "metrics" not in raw:  # the classification defaults mean nothing to numbers
         parts["metrics"] = list(REGRESSION_METRICS)
     metrics = parts.get("metrics", Recipe.model_fields["metrics"].default_factory())
+    if task == "semantic-segmentation" and "metrics" not in raw:  # masks report their own figures
+        metrics = parts["metrics"] = list(SEGMENTATION_METRICS)
     if task is not None and data is not None:
         cross.resolve_data(task, data)
     problems += cross.task_augmentation_problems(task, augmentation)
@@ -130,11 +137,14 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
         problems += metrics_problems(metrics)
         problems += cross.token_metrics_problems(task, metrics)
         problems += cross.regression_metrics_problems(task, metrics)
+        problems += cross.mask_metrics_problems(task, metrics)
     if parts.get("training") is not None and task is not None:
         parts["training"] = cross.resolve_training(data, parts["training"], metrics, augmentation, task)
         entities = data is not None and data.columns.tags is not None  # tagged words: entity-level figures
         produced = (metric_keys(metrics, entities, task in REGRESSION_TASKS) | {"loss"}
                     if metrics is not None else None)
+        if data is not None and data.columns.mask is not None and produced is not None:  # masks: a fixed set
+            produced = {key for keys in SEGMENTATION_METRICS.values() for key in keys} | {"loss"}
         problems += training_problems(parts["training"], produced)
     if model is not None and task is not None:
         problems += cross.task_model_problems(task, model)

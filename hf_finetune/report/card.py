@@ -85,6 +85,7 @@ def write_report(folder: str | os.PathLike, recipe: dict[str, Any], results: dic
     return written
 
 
+# Per-class figures, as the card titles them (classes and entity types: precision, recall, F1; pixels: IoU, Dice)
 def default_model_id(recipe: dict[str, Any]) -> str:
     """What the card's code loads: the Hub repository when the recipe names one, else the output folder."""
     return recipe.get("hub", {}).get("repo_id") or str(recipe["output"]["dir"])
@@ -285,6 +286,8 @@ def _results_section(recipe: dict[str, Any], results: dict[str, Any], plots: lis
                             [[_title(recipe, n)] + [b.get(n, "") for b in baselines.values()] for n in names]))
     for warning in results.get("warnings") or []:
         parts.append(f"**Warning:** {warning}")
+    for figure in results.get("figures") or []:  # the task's pictures of predictions (segmentation: masks)
+        parts.append(f"![{figure}]({figure})")
     train = results.get("train") or {}
     selected = _selected_metric(recipe)
     if train.get("best_metric") is not None and selected:
@@ -307,7 +310,8 @@ def _results_section(recipe: dict[str, Any], results: dict[str, Any], plots: lis
 
 def _column_title(recipe: dict[str, Any], field: str) -> str:
     """A per-label table's column: the classification columns as they were, other fields by their title."""
-    return {"precision": "precision", "recall": "recall", "f1": "F1", "support": "support"}.get(
+    return {"precision": "precision", "recall": "recall", "f1": "F1", "support": "support", "iou": "IoU",
+            "dice": "Dice"}.get(
         field, _words(recipe).metric_titles.get(field, field))
 
 
@@ -331,7 +335,7 @@ def _usage_section(recipe: dict[str, Any], model_id: str) -> str:
     task = get_task(recipe["task"])
     code = task.problem.card.usage.format(task=task.pipeline_task, model=model_id, example=task.example_input)
     parts = ["## How to use", f"```python\n{code}\n```"]
-    if "timm" in task.inputs.libraries:
+    if "timm" in task.inputs.libraries and task.inputs.kind == "image":  # a TimmWrapper folder (not UperNet's)
         local = model_id == str(recipe["output"]["dir"])
         name = f"local-dir:{model_id}" if local else f"hf-hub:{model_id}"
         parts.append(f"The files keep timm's layout too: `timm.create_model(\"{name}\", pretrained=True)` "

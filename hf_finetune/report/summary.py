@@ -39,7 +39,8 @@ def summary_line(results: dict[str, Any], wall_time_s: float, out_dir: str | os.
     last = next((results[s] for s in ("test", "validation") if s in results), {})
     baseline = last.get("majority_baseline")
     if baseline:  # what always predicting the largest class would score, for scale
-        figures = " ".join(f"{k} {baseline[k]:.3f}" for k in ("accuracy", "f1", "rmse", "r2") if k in baseline)
+        figures = " ".join(f"{k} {baseline[k]:.3f}" for k in ("accuracy", "f1", "rmse", "r2", "mean_iou")
+                           if k in baseline)
         parts.append(f"{baseline.get('name', 'majority-class')} baseline {figures}")
     speed = results.get("train", {}).get("samples_per_second")
     if speed:

@@ -9,6 +9,7 @@
     token_classification.py  task: token-classification
     targets.py               the target space of regression: numeric columns, standardised
     regression.py            tasks: text-regression, image-regression
+    segmentation.py          task: semantic-segmentation (masks: data/masks.py; UperNet: models/segmentation.py)
 
 A new task is one new module here, registered in `TASKS`; nothing else branches on the task.
 """
@@ -18,12 +19,18 @@ from __future__ import annotations
 from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError
-from hf_finetune.tasks import image_classification, regression, text_classification, token_classification
+from hf_finetune.tasks import (
+    image_classification,
+    regression,
+    segmentation,
+    text_classification,
+    token_classification,
+)
 from hf_finetune.tasks.base import CAPABILITIES, Inputs, Preprocessing, Task, TaskProblem
 
 TASKS: dict[str, Task] = {t.name: t for t in (text_classification.TASK, image_classification.TASK,
                                               token_classification.TASK, regression.TEXT_TASK,
-                                              regression.IMAGE_TASK)}
+                                              regression.IMAGE_TASK, segmentation.TASK)}
 
 __all__ = ["CAPABILITIES", "TASKS", "Inputs", "Preprocessing", "Task", "TaskProblem", "capabilities_used",
            "capability_problems", "check_capabilities", "get_task", "require", "task_for_model", "task_of"]

@@ -130,6 +130,10 @@ class TaskProblem:
         the target scale into the head); returns what it did, for run.json (nothing by default)."""
         return {}
 
+    def figures(self, model: Any, data: Any, folder: Any) -> list[str]:
+        """Pictures of the trained model's predictions drawn into the run's folder, for the card (file names)."""
+        return []
+
 
 @dataclass(frozen=True)
 class Task:

@@ -29,6 +29,8 @@ class Columns(Section):
                              "(token-classification; default `tags`).")
     targets: list[str] | None = Field(None, description="Numeric target columns, one model output each "
                                       "(text-regression, image-regression; default: the one column data.columns.label).")
+    mask: str | None = Field(None, description="Mask of each image: a PNG of class ids (or a palette PNG), or its "
+                             "path (semantic-segmentation; default `mask`).")
 
 
 class SplitNames(Section):
@@ -110,6 +112,23 @@ class DataSpec(Section):
     tag_scheme: Literal["IOB2", "IOB1", "IOBES"] = Field(
         "IOB2", description="token-classification: how the tags mark entities: IOB2 (B- starts every entity), IOB1 "
         "(B- only between two entities of one type) or IOBES (S- single, E- end); read into IOB2.",
+    )
+
+    mask_folder: str | None = Field(
+        None, description="semantic-segmentation: folder of masks (PNG of class ids) mirroring data.image_folder, "
+        "one mask per image with the same relative path and stem.",
+    )
+    ignore_index: int = Field(
+        255, ge=0, le=255, description="semantic-segmentation: the mask value of pixels that are not scored (loss "
+        "and metrics).",
+    )
+    image_size: int | None = Field(
+        None, ge=16, le=4096, description="semantic-segmentation: the side in pixels of the square images and masks "
+        "trained and evaluated on (default: the backbone's pretrained input size).",
+    )
+    label_names_file: str | None = Field(
+        None, description="semantic-segmentation: a text file of class names, one per line (line i names class id "
+        "i); or give data.label_names.",
     )
 
     @field_validator("files", mode="before")

@@ -41,6 +41,15 @@ REGRESSION_METRICS: dict[str, tuple[str, ...]] = {
 }
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "loss"})  # selection and search directions
 
+# semantic-segmentation: every run reports mean IoU (the default selection metric), pixel accuracy and mean Dice,
+# with per-class IoU beside them (metrics/segmentation.py); `metrics` may list only these (all three by default),
+# the first being the selection metric.
+SEGMENTATION_METRICS: dict[str, tuple[str, ...]] = {
+    "mean_iou": ("mean_iou",),
+    "pixel_accuracy": ("pixel_accuracy",),
+    "mean_dice": ("mean_dice",),
+}
+
 
 def metric_keys(names: list[str], entities: bool = False, regression: bool = False) -> set[str]:
     """The result keys a list of metric names produces (a Hub metric is assumed to report its own name);
