@@ -169,6 +169,7 @@ def finish(session: Session, train_output: Any, extra_results: dict[str, Any] | 
     problem = task_of(session.recipe).problem
     counts = problem.labeling.counts(session.data.splits["train"], session.data.labels.num_labels)
     results["warnings"] = problem.baselines(results, counts)  # the trivial model's scores, the collapse test
+    problem.settle(session.setup.model, results)  # what the evaluation decided that the model keeps (thresholds)
     results.update(extra_results or {})
     publish_run(session, results)
     return RunResult(output_dir=Path(session.recipe.output.dir), metrics=results)

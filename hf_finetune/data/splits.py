@@ -56,7 +56,10 @@ def check_columns(splits: dict[str, Dataset], data: DataSpec, split_names: dict[
     cols = data.columns
     wanted = [("text", cols.text), ("text_pair", cols.text_pair), ("image", cols.image), ("tokens", cols.tokens)]
     # the tags of each word replace the label of each row (token classification)
-    wanted += [("tags", cols.tags)] if cols.tags is not None else [("label", cols.label)]
+    if cols.labels:  # multi-label: one 0/1 column per label replaces the label column
+        wanted += [(f"labels[{i}]", column) for i, column in enumerate(cols.labels)]
+    else:
+        wanted += [("tags", cols.tags)] if cols.tags is not None else [("label", cols.label)]
     for role, ds in splits.items():
         present = [c for c in ds.column_names if c != "__source_file__"]
         for key, column in wanted:

@@ -165,7 +165,9 @@ def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | 
     if name is None:
         name = split if called is None else called if called == split else f"{called}-{split}"
     name = slug(name)
-    metrics = get_task(recipe.task).problem.metrics(recipe.metrics, list(predictor.labels))
+    config = predictor.model.config if predictor.model is not None else None
+    # a finished model's metrics: what its config stores (label sets: the thresholds tuned on validation)
+    metrics = get_task(recipe.task).problem.finished_metrics(recipe.metrics, list(predictor.labels), config)
     report = (metrics.for_dataset(dataset) if dataset is not None else metrics).report(predictions, references)
     report["loss"] = loss
     report["source"] = {
@@ -217,6 +219,12 @@ def run_model(model: Any, dataset: Any, collator: Any, batch_size: int) -> tuple
                 scored = labels != -100
                 total += F.cross_entropy(logits[scored], labels[scored], reduction="sum").item()
                 count += int(scored.sum())
+            elif labels.is_floating_point():  # label sets: BCE per label, the sigmoid scores kept
+                total += F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1).sum().item()
+                count += len(labels)
+                predictions += torch.sigmoid(logits).tolist()
+                references += labels.tolist()
+                continue
             else:
                 total += F.cross_entropy(logits, labels, reduction="sum").item()
                 count += len(labels)
@@ -230,7 +238,8 @@ def run_model(model: Any, dataset: Any, collator: Any, batch_size: int) -> tuple
 def format_evaluation(evaluation: Evaluation) -> str:
     """A few readable lines: the metrics, then precision/recall/F1/support per class."""
     report = evaluation.report
-    skip = {"per_class", "confusion_matrix", "num_samples", "source", "predicted_outside", "true_outside"}
+    skip = {"per_class", "confusion_matrix", "num_samples", "source", "predicted_outside", "true_outside",
+            "thresholds", "label_sets"}
     scalars = "  ".join(f"{k} {v:.4f}" for k, v in report.items() if k not in skip and isinstance(v, float))
     lines = [f"{evaluation.name}: {report['num_samples']} rows (split '{report['source']['split']}')", f"  {scalars}"]
     per_class = report.get("per_class") or {}

@@ -255,8 +255,11 @@ def records_for(predictor: Predictor) -> Records:
     """The records the predictor's task gives: top-k classes, or entities with offsets (finished/entities.py)."""
     from hf_finetune.finished.entities import format_entities, predict_entities, write_entities
 
+    from hf_finetune.finished.label_sets import format_label_sets, predict_label_sets, write_label_sets
+
     kinds = {"classes": Records(predict, format_line, write_predictions),
-             "entities": Records(predict_entities, format_entities, write_entities)}
+             "entities": Records(predict_entities, format_entities, write_entities),
+             "label_sets": Records(predict_label_sets, format_label_sets, write_label_sets)}
     return kinds[get_task(predictor.task).problem.kind]
 
 

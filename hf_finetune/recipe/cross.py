@@ -15,13 +15,13 @@ from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError, did_you_mean, show
 from hf_finetune.recipe.overrides import apply_values
-from hf_finetune.recipe.schema import key_path_problem
+from hf_finetune.recipe.schema import MULTI_LABEL_TASKS, TASK_INPUTS, key_path_problem
 from hf_finetune.recipe.sections.augmentation import Augmentation
 from hf_finetune.recipe.sections.batch import Batch
 from hf_finetune.recipe.sections.data import FILE_FORMATS, DataSpec
 from hf_finetune.recipe.sections.distill import Distill
 from hf_finetune.recipe.sections.finetune import Finetune
-from hf_finetune.recipe.sections.metrics import BUNDLED_METRICS, ENTITY_METRICS, metric_keys
+from hf_finetune.recipe.sections.metrics import BUNDLED_METRICS, ENTITY_METRICS, MULTI_LABEL_METRICS, metric_keys
 from hf_finetune.recipe.sections.model import ModelSpec
 from hf_finetune.recipe.sections.output import OutputSpec
 from hf_finetune.recipe.sections.preprocessing import Preprocessing
@@ -34,17 +34,18 @@ from hf_finetune.recipe.sections.training import house_defaults, installed_defau
 
 def resolve_data(task: str, data: DataSpec) -> None:
     cols = data.columns
-    if task == "text-classification" and cols.text is None:
+    kind = TASK_INPUTS.get(task)
+    if kind == "text" and cols.text is None:
         cols.text = "text"
     if task == "token-classification":
         cols.tokens = cols.tokens or "tokens"
         cols.tags = cols.tags or "tags"
-    if task == "image-classification" and cols.image is None:
+    if kind == "image" and cols.image is None:
         cols.image = "image"
 
 
 def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[str] | None,
-                     augmentation: Augmentation | None = None) -> dict[str, Any]:
+                     augmentation: Augmentation | None = None, task: str | None = None) -> dict[str, Any]:
     """House defaults under the user's `training` values, plus the model-selection metric.
 
     Inputs vary in length when the recipe reads text (data.columns.text, resolved from the task), so the
@@ -61,6 +62,8 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
         keys = BUNDLED_METRICS.get(first, ()) if first else ()
         if data is not None and data.columns.tags is not None:
             keys = ("f1",) if "f1" in (metrics or ()) else ENTITY_METRICS.get(first, ()) if first else ()
+        if task in MULTI_LABEL_TASKS:  # label sets: macro-F1 at tuned thresholds, whatever the order of metrics
+            keys = ("f1",)
         training["metric_for_best_model"] = keys[0] if keys else "loss"
     if "greater_is_better" not in user and training.get("metric_for_best_model"):
         training["greater_is_better"] = not str(training["metric_for_best_model"]).endswith("loss")
@@ -71,8 +74,11 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
 
 
 def task_augmentation_problems(task: str | None, augmentation: Augmentation | None) -> list[Problem]:
-    if task in ("text-classification", "token-classification") and augmentation not in (None, Augmentation()):
+    if TASK_INPUTS.get(task) in ("text", "words") and augmentation not in (None, Augmentation()):
         return [Problem("augmentation", "only applies to task: image-classification")]
+    if task in MULTI_LABEL_TASKS and augmentation is not None and augmentation.mixes:
+        return [Problem("augmentation.mixup" if augmentation.mixup else "augmentation.cutmix",
+                        f"mixup/cutmix mix one class per image; {task} does not mix label sets")]
     return []
 
 
@@ -82,9 +88,11 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
     cols = data.columns
     if task != "token-classification":
         problems += token_keys_problems(data, prep)
+    problems += multi_label_data_problems(task, data)
+    kind = TASK_INPUTS.get(task)
     if task == "token-classification":
         problems += token_data_problems(data, prep)
-    elif task == "text-classification":
+    elif kind == "text":
         if cols.image is not None:
             problems.append(Problem("data.columns.image", "only applies to task: image-classification"))
         for key in ("bad_images", "verify_images"):
@@ -92,7 +100,7 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
                 problems.append(Problem(f"data.{key}", "only applies to task: image-classification"))
         if data.image_folder is not None:
             problems.append(Problem("data.image_folder", "only applies to task: image-classification"))
-    elif task == "image-classification":
+    elif kind == "image":
         if data.bad_images == "skip" and not data.verify_images:
             problems.append(
                 Problem("data.bad_images", "'skip' needs data.verify_images: true to find the images to skip")
@@ -107,6 +115,32 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
                     "only applies to text; image size comes from the backbone's pretrained config",
                 )
             )
+    return problems
+
+
+def multi_label_data_problems(task: str | None, data: DataSpec) -> list[Problem]:
+    """data.columns.labels and data.label_separator: multi-label keys, one way of giving label sets at a time."""
+    cols = data.columns
+    if task not in MULTI_LABEL_TASKS:
+        return [Problem(key, f"only applies to tasks: {', '.join(sorted(MULTI_LABEL_TASKS))}")
+                for key, value in (("data.columns.labels", cols.labels), ("data.label_separator", data.label_separator))
+                if value is not None and task is not None]
+    problems = []
+    if cols.labels is not None:
+        if "label" in cols.model_fields_set:
+            problems.append(Problem("data.columns.labels", "one 0/1 column per label replaces data.columns.label; "
+                                                           "set one of the two"))
+        if data.label_separator is not None:
+            problems.append(Problem("data.label_separator", "splits a string label column; data.columns.labels "
+                                                            "gives one 0/1 column per label instead"))
+        if data.label_names is not None:
+            problems.append(Problem("data.label_names", "the names of data.columns.labels are the labels"))
+        repeated = sorted({c for c in cols.labels if cols.labels.count(c) > 1})
+        if repeated:
+            problems.append(Problem("data.columns.labels", f"names column '{repeated[0]}' twice"))
+    if data.image_folder is not None:
+        problems.append(Problem("data.image_folder", "a folder per class gives one label per image; give label sets "
+                                                     "in a csv/json of image paths and labels (data.files)"))
     return problems
 
 
@@ -154,16 +188,27 @@ def token_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem
             for i, name in enumerate(metrics) if name not in ENTITY_METRICS]
 
 
+def multi_label_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem]:
+    """Multi-label runs report their own figures (metrics/multi_label.py): only their names apply."""
+    if task not in MULTI_LABEL_TASKS:
+        return []
+    return [Problem(f"metrics[{i}]", f"'{name}' does not apply to {task}, which reports macro/micro/samples F1, "
+                                     f"subset accuracy, Hamming loss and average precision: metrics may list "
+                                     f"{', '.join(MULTI_LABEL_METRICS)}" + did_you_mean(name, list(MULTI_LABEL_METRICS)))
+            for i, name in enumerate(metrics) if name not in MULTI_LABEL_METRICS]
+
+
 def task_model_problems(task: str, model: ModelSpec) -> list[Problem]:
     problems: list[Problem] = []
-    if task in ("text-classification", "token-classification") and model.channels_last is not None:
+    kind = TASK_INPUTS.get(task)
+    if kind in ("text", "words") and model.channels_last is not None:
         problems.append(Problem("model.channels_last", "only applies to task: image-classification"))
     if task == "token-classification" and model.pooling != "auto":
         problems.append(Problem("model.pooling", "only applies to text-classification: a token head reads "
                                                  "every token's own state"))
-    if task == "image-classification" and model.pooling != "auto":
+    if kind == "image" and model.pooling != "auto":
         problems.append(Problem("model.pooling", "only applies to text models; a timm backbone pools itself"))
-    if task == "image-classification" and model.attn_implementation is not None:
+    if kind == "image" and model.attn_implementation is not None:
         problems.append(Problem("model.attn_implementation",
                                 "only applies to text models; timm picks its attention kernel itself"))
     return problems
@@ -291,12 +336,12 @@ def self_training_problems(task: str | None, data: DataSpec | None, st: SelfTrai
 
 
 def objective_problems(metric: Any, pruner: str | None, metrics: list[str],
-                       training: dict[str, Any] | None, entities: bool = False) -> list[Problem]:
+                       training: dict[str, Any] | None, entities: bool = False, task: Any = None) -> list[Problem]:
     """The objective names a metric this run produces (`entities`: a token-classification run's figures);
     a pruner needs evaluations during training."""
     problems = []
     if isinstance(metric, str):
-        produced = metric_keys(metrics, entities) | {"loss"}
+        produced = metric_keys(metrics, entities, task) | {"loss"}
         bare = metric.removeprefix("eval_").removeprefix("validation_")
         if bare not in produced:
             problems.append(Problem("search.objective.metric",
@@ -339,7 +384,7 @@ def search_problems(raw: dict[str, Any], search: SearchSpec | None, metrics: lis
     pruner = search.pruner.type if search is not None else None
     metric = search.objective.metric if search is not None else objective.get("metric")
     problems += objective_problems(metric, pruner, metrics or [], training,
-                                   entities=raw.get("task") == "token-classification")
+                                   entities=raw.get("task") == "token-classification", task=raw.get("task"))
     return problems
 
 

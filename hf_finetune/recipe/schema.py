@@ -52,12 +52,16 @@ __all__ = [
     "key_path_problem", "section_model", "seconds",
 ]
 
-Task = Literal["text-classification", "image-classification", "token-classification"]
+Task = Literal["text-classification", "image-classification", "token-classification", "text-multi-label",
+               "image-multi-label"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
 # The kind of input each task reads, as data: the keys of the other kind mean nothing to it. The
 # behaviour is the task layer's (hf_finetune/tasks); tests/test_tasks.py checks that the two agree.
 TASK_INPUTS: dict[str, str] = {"text-classification": "text", "image-classification": "image",
-                               "token-classification": "words"}
+                               "token-classification": "words", "text-multi-label": "text",
+                               "image-multi-label": "image"}
+# Tasks whose rows carry a set of labels (data.columns.labels, data.label_separator; multi-label figures)
+MULTI_LABEL_TASKS = frozenset({"text-multi-label", "image-multi-label"})
 # Keys and sections only some kinds of input read (the kinds that read them -> the keys), left out of the
 # other kinds' resolved recipes.
 INPUT_ONLY: dict[tuple[str, ...], dict[str, Any]] = {
@@ -72,7 +76,8 @@ INPUT_ONLY: dict[tuple[str, ...], dict[str, Any]] = {
 
 
 class Recipe(Section):
-    task: Task = Field(description="text-classification, image-classification or token-classification.")
+    task: Task = Field(description="text-classification, image-classification, token-classification, "
+                       "text-multi-label or image-multi-label.")
     model: ModelSpec = Field(description="The pretrained backbone.")
     data: DataSpec = Field(description="Where the data comes from and which columns to use.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Input preprocessing.")

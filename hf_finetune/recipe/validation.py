@@ -127,10 +127,11 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
     if metrics is not None:
         problems += metrics_problems(metrics)
         problems += cross.token_metrics_problems(task, metrics)
+        problems += cross.multi_label_metrics_problems(task, metrics)
     if parts.get("training") is not None and task is not None:
-        parts["training"] = cross.resolve_training(data, parts["training"], metrics, augmentation)
+        parts["training"] = cross.resolve_training(data, parts["training"], metrics, augmentation, task)
         entities = data is not None and data.columns.tags is not None  # tagged words: entity-level figures
-        produced = metric_keys(metrics, entities) | {"loss"} if metrics is not None else None
+        produced = metric_keys(metrics, entities, task) | {"loss"} if metrics is not None else None
         problems += training_problems(parts["training"], produced)
     if model is not None and task is not None:
         problems += cross.task_model_problems(task, model)

@@ -179,7 +179,7 @@ def _eval_results(recipe: dict[str, Any], results: dict[str, Any], manifest: dic
             if name not in report:
                 continue
             out.append(EvalResult(
-                task_type=recipe["task"],
+                task_type=get_task(recipe["task"]).pipeline_task,  # the Hub's task (multi-label: text-classification)
                 task_name=get_task(recipe["task"]).card_name,
                 dataset_type=_dataset_type(recipe, ids),
                 dataset_name=_dataset_name(recipe, ids),
@@ -206,7 +206,7 @@ def card_metadata(recipe: dict[str, Any], results: dict[str, Any], manifest: dic
         datasets=[ids["dataset"]] if ids.get("dataset") else None,
         license=(recipe.get("card") or {}).get("license"),
         library_name="transformers",
-        pipeline_tag=recipe["task"],
+        pipeline_tag=get_task(recipe["task"]).pipeline_task,
         tags=tags,
         metrics=list(recipe.get("metrics") or []),
         eval_results=_eval_results(recipe, results, manifest) or None,

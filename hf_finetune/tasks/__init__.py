@@ -7,6 +7,8 @@
     image_classification.py  task: image-classification
     tags.py, tag_labels.py   tag schemes; the label space of tagged words
     token_classification.py  task: token-classification
+    label_sets.py            the label space of label sets (a list, a delimited string or 0/1 columns per row)
+    multi_label.py           tasks: text-multi-label, image-multi-label (sigmoid per label, BCE, tuned thresholds)
 
 A new task is one new module here, registered in `TASKS`; nothing else branches on the task.
 """
@@ -16,11 +18,12 @@ from __future__ import annotations
 from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError
-from hf_finetune.tasks import image_classification, text_classification, token_classification
+from hf_finetune.tasks import image_classification, multi_label, text_classification, token_classification
 from hf_finetune.tasks.base import CAPABILITIES, Inputs, Preprocessing, Task, TaskProblem
 
 TASKS: dict[str, Task] = {t.name: t for t in (text_classification.TASK, image_classification.TASK,
-                                              token_classification.TASK)}
+                                              token_classification.TASK, multi_label.TEXT_TASK,
+                                              multi_label.IMAGE_TASK)}
 
 __all__ = ["CAPABILITIES", "TASKS", "Inputs", "Preprocessing", "Task", "TaskProblem", "capabilities_used",
            "capability_problems", "check_capabilities", "get_task", "require", "task_for_model", "task_of"]

@@ -13,6 +13,7 @@ command ask the recipe's task (`hf_finetune.tasks.task_of`) instead of branching
     pipeline() name, card               Task.pipeline_task, Task.card_name, TaskProblem.card
     data-aware defaults                 Inputs.learning_rate, Inputs.defaults, TaskProblem.defaults
     capabilities                        Task.capabilities: a recipe asking for another one is refused
+    loss, scores, stored decisions      TaskProblem.build_loss, TaskProblem.activation, TaskProblem.settle
 """
 
 from __future__ import annotations
@@ -113,6 +114,27 @@ class TaskProblem:
     def baselines(self, results: dict[str, Any], counts: Any) -> list[str]:
         """Adds the trivial model's scores to each evaluated split; returns the collapse warnings."""
         raise NotImplementedError
+
+    def finished_metrics(self, names: list[str], labels: list[str], config: Any) -> Any:
+        """The metrics of a finished model (evaluate), which may read what its config stores (thresholds)."""
+        return self.metrics(names, labels)
+
+    def build_loss(self, label_smoothing: float, class_weights: Any) -> Any:
+        """The training loss (one value per sample); None: single-label cross-entropy (training/trainer.py)."""
+        return None
+
+    def activation(self, logits: Any) -> Any:
+        """Scores of a batch of logits: softmax over classes (multi-label: a sigmoid per label)."""
+        import torch
+
+        return torch.softmax(logits.float(), dim=-1)
+
+    def data_defaults(self, counts: Any, rows: int, names: list[str]) -> list[tuple[str, Any, str]]:
+        """(recipe key, value, reason) defaults this problem decides from its training labels (data_aware.py)."""
+        return []
+
+    def settle(self, model: Any, results: dict[str, Any]) -> None:
+        """Stores in the model what the final evaluation decided (multi-label: thresholds), before saving."""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ class Columns(Section):
                                "default `tokens`).")
     tags: str | None = Field(None, description="Tag of each word: names, or ids with a ClassLabel sequence feature "
                              "(token-classification; default `tags`).")
+    labels: list[str] | None = Field(None, min_length=1, description="One 0/1 column per label; the column names "
+                                     "are the labels (text-multi-label, image-multi-label).")
 
 
 class SplitNames(Section):
@@ -104,6 +106,10 @@ class DataSpec(Section):
     )
     unlabeled: UnlabeledSpec | None = Field(
         None, description="Unlabelled rows for self-training (needs a self_training section).",
+    )
+    label_separator: str | None = Field(
+        None, min_length=1, description="Multi-label: the label column holds strings of labels joined by this "
+        "separator ('|' for 'joy|trust'); without it the column holds a list of labels per row.",
     )
     tag_scheme: Literal["IOB2", "IOB1", "IOBES"] = Field(
         "IOB2", description="token-classification: how the tags mark entities: IOB2 (B- starts every entity), IOB1 "

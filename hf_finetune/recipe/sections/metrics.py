@@ -29,9 +29,25 @@ ENTITY_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
-def metric_keys(names: list[str], entities: bool = False) -> set[str]:
+# text-multi-label, image-multi-label: figures over label sets at tuned thresholds (metrics/multi_label.py), all
+# of them reported whatever the list names; these names may be listed. f1 (macro) selects the model.
+MULTI_LABEL_METRICS: dict[str, tuple[str, ...]] = {
+    "f1": ("f1", "micro_f1", "samples_f1", "f1_untuned"),
+    "precision": ("precision", "micro_precision"),
+    "recall": ("recall", "micro_recall"),
+    "accuracy": ("accuracy",),  # subset accuracy: the whole label set right
+    "hamming_loss": ("hamming_loss",),
+    "average_precision": ("average_precision",),
+}
+MULTI_LABEL_KEYS = frozenset(k for keys in MULTI_LABEL_METRICS.values() for k in keys)
+
+
+def metric_keys(names: list[str], entities: bool = False, task: str | None = None) -> set[str]:
     """The result keys a list of metric names produces (a Hub metric is assumed to report its own name);
-    `entities`: the names as token-classification reads them (ENTITY_METRICS)."""
+    `entities`: the names as token-classification reads them (ENTITY_METRICS); a multi-label `task`
+    produces every multi-label figure."""
+    if task in ("text-multi-label", "image-multi-label"):
+        return set(MULTI_LABEL_KEYS)
     keys: set[str] = set()
     for name in names:
         keys.update((ENTITY_METRICS if entities else BUNDLED_METRICS).get(name, (name.split("/")[-1],)))
