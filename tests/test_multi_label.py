@@ -154,12 +154,15 @@ def test_recipe_keys_of_label_sets_are_checked(tmp_path, tiny_bert):
 
 
 @pytest.mark.parametrize("extra, key, capability", [
-    ({"finetune": {"strategy": "linear_probe", "cache_features": True}}, "finetune.cache_features", "cache features"),
+    ({"self_training": {}, "data": {"unlabeled": {"files": ["POOL"]}}}, "self_training", "self training"),
     ({"distill": {"teacher": "TEACHER"}}, "distill.teacher", "distill"),
 ])
 def test_capabilities_it_does_not_serve_are_refused_naming_the_task(tmp_path, tiny_bert, extra, key, capability):
     raw = text_recipe(tmp_path, tiny_bert, {"train": _write(tmp_path / "t.csv", review_sets(8, 0))})
-    raw.update(yaml.safe_load(yaml.safe_dump(extra).replace("TEACHER", str(tmp_path))))
+    pool = _write(tmp_path / "pool.csv", [{"text": "good film"}])
+    for section, values in yaml.safe_load(yaml.safe_dump(extra).replace("TEACHER", str(tmp_path))
+                                          .replace("POOL", pool)).items():
+        raw[section] = {**raw.get(section, {}), **values}
     with pytest.raises(RecipeError, match=f"{key}: task text-multi-label does not support {capability}"):
         hf_finetune.check(raw, data=False)
 
@@ -310,6 +313,19 @@ def test_export_to_onnx_matches_pytorch(text_run, tmp_path, capsys):
     assert capsys.readouterr().out.split("(")[0] == torch_line.split("(")[0]  # the same label set
 
 
+def test_commands_it_does_not_serve_are_refused(text_run):
+    from hf_finetune.combine.members import load_members
+    from hf_finetune.errors import UserError
+    from hf_finetune.tasks import check_capabilities
+
+    for capability in ("ensemble", "soup"):
+        with pytest.raises(UserError, match=f"task text-multi-label does not support {capability}"):
+            load_members([text_run, text_run], capability=capability)
+    recipe = validate_recipe(yaml.safe_load((text_run / "recipe.yaml").read_text()))
+    with pytest.raises(RecipeError, match="task text-multi-label does not support rank"):
+        check_capabilities(recipe, "rank")
+
+
 def test_lora_trains_and_merges(tmp_path, tiny_bert):
     pytest.importorskip("peft")
     recipe = text_recipe(tmp_path, tiny_bert, files(tmp_path / "data"))
@@ -346,3 +362,27 @@ def test_images_with_label_lists_train_end_to_end(tmp_path, tiny_resnet):
     scores = pipeline("image-classification", model=str(result.output_dir))(rows["validation"][0]["image"], top_k=None)
     assert {s["label"] for s in scores} == {"checkered", "horizontal", "odd", "vertical"}
     assert all(0 <= s["score"] <= 1 for s in scores) and sum(s["score"] for s in scores) != pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("finetune", [
+    {"strategy": "probe_then_full", "probe_epochs": 0.5, "layer_decay": 0.8},
+    {"strategy": "linear_probe", "cache_features": True},
+    {"strategy": "gradual_unfreeze"},
+])
+def test_strategies_train(tmp_path, tiny_bert, finetune):
+    recipe = text_recipe(tmp_path, tiny_bert, files(tmp_path / "data"))
+    recipe["finetune"] = finetune
+    result = hf_finetune.train(recipe)
+    assert "f1" in result.metrics["test"] and result.metrics["test"]["thresholds"]["tuned_on_this_split"] is False
+
+
+def test_tune_searches_on_macro_f1(tmp_path, tiny_bert):
+    pytest.importorskip("optuna")
+    recipe = text_recipe(tmp_path, tiny_bert, files(tmp_path / "data"))
+    recipe["training"].update(max_steps=2, save_strategy="epoch", load_best_model_at_end=True)
+    recipe["search"] = {"space": {"training.learning_rate": {"choices": [5e-3, 1e-3]}}, "trials": 2,
+                        "sampler": {"type": "random", "seed": 0}, "pruner": {"type": "none"}}
+    assert main(["tune", str(write_recipe(tmp_path / "tune.yaml", recipe))]) == 0
+    summary = json.loads((tmp_path / "out" / "best" / "search.json").read_text())
+    assert summary["objective"]["metric"] == "validation f1" and summary["objective"]["direction"] == "maximize"
+    assert "multi_label_thresholds" in json.loads((tmp_path / "out" / "best" / "config.json").read_text())

@@ -155,16 +155,16 @@ class LabelSetImageInputs(ImageInputs):
         return super().recognises(config) and config.get("problem_type") == PROBLEM_TYPE
 
 
-# Served and tested (tests/test_multi_label.py): full fine-tuning, the strategies below, LoRA and ONNX export.
-# Refused by `check` naming the task, until each is built for label sets:
-#   tune            the search's default objective and pruning are untested on multi-label figures
+# Served and tested (tests/test_multi_label.py): full fine-tuning, LoRA, the strategies (probes on cached
+# features included), tune (on macro-F1 by default) and ONNX export.
+# Refused by `check` and the commands naming the task, until each is built for label sets:
 #   rank            LogME one-vs-rest is not built (rank/scores.py scores one class per row)
-#   ensemble, soup  averaging sigmoid scores needs the members' thresholds re-tuned; not built
+#   ensemble, soup  averaging sigmoid scores needs the members' thresholds tuned again on the average; the
+#                   ensemble predictor and its evaluation average softmax rows (predictor.py, finished/evaluate.py)
 #   distill         the teacher's targets are softmax distributions (training/distill.py); sigmoid targets not built
 #   self_training   pseudo-labels are one class per row over a confidence (selftrain/); per-label confidence not built
-#   cache_features  the cached-feature probe trains with the single-label loss (models/features.py)
-#   linear_probe, probe_then_full    ride on the cached-feature probe's training loop: not checked for label sets
-CAPABILITIES = frozenset({"export", "lora", "gradual_unfreeze", "layer_decay"})
+CAPABILITIES = frozenset({"export", "lora", "gradual_unfreeze", "layer_decay", "tune", "linear_probe",
+                          "probe_then_full", "cache_features"})
 
 TEXT_TASK = Task(
     name="text-multi-label",
