@@ -291,6 +291,14 @@ def test_pipeline_returns_every_labels_sigmoid_score_and_predict_the_set(text_ru
     assert record["labels"] == [n for n, _ in sorted(sigmoid.items(), key=lambda p: -p[1]) if sigmoid[n] >= thresholds[n]]
 
 
+def test_a_bare_model_folder_is_taken_for_its_multi_label_task(text_run):
+    from hf_finetune.tasks import task_for_model
+
+    config = json.loads((text_run / "config.json").read_text())
+    assert task_for_model(config).name == "text-multi-label"
+    assert task_for_model({**config, "problem_type": "single_label_classification"}).name == "text-classification"
+
+
 def test_evaluate_reproduces_the_test_figures_at_the_stored_thresholds(text_run, capsys):
     run_test = json.loads((text_run / "metrics.json").read_text())["test"]
     from hf_finetune.finished.evaluate import evaluate_output

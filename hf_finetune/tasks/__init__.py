@@ -43,7 +43,8 @@ def task_for_model(config: dict[str, Any]) -> Task:
     readers = [task for task in TASKS.values() if task.inputs.recognises(config)]
     heads = {str(a) for a in config.get("architectures") or ()}
     named = [t for t in readers if any(a.endswith(t.auto_model.removeprefix("AutoModel")) for a in heads)]
-    return (named or readers)[0]
+    typed = [t for t in named or readers if t.problem.problem_type == config.get("problem_type")]  # multi-label
+    return (typed or named or readers)[0]
 
 
 def task_of(recipe: Any) -> Task:

@@ -102,6 +102,7 @@ class TaskProblem:
     """What a problem brings to its tasks: labels, metrics and selection, baseline, predictions, card words."""
 
     kind: str = ""  # what one prediction is: "classes" (top-k labels of an input) or "entities" (spans of a text)
+    problem_type: str | None = None  # config.problem_type of its saved models, where it has one
     labeling: Any = None  # how the data's label columns become `labels` and the label space (data stage)
     defaults: frozenset[str] = frozenset()  # data-aware defaults that read the labels: select_f1, class_weights
     peft_task_type: str | None = None  # peft's TaskType for LoRA (None: a plain PeftModel)

@@ -58,6 +58,7 @@ class MultiLabelLoss:
 
 class MultiLabel(TaskProblem):
     kind = "label_sets"
+    problem_type = PROBLEM_TYPE
     labeling = LabelSetLabeling()
     defaults = frozenset({"pos_weight"})
     card = CardWords(
