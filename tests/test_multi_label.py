@@ -147,6 +147,11 @@ def test_recipe_keys_of_label_sets_are_checked(tmp_path, tiny_bert):
                      "data.columns.labels: one 0/1 column per label replaces data.columns.label",
                      "data.label_separator: splits a string label column", "data.columns.labels: names column 'a' twice"):
         assert expected in text
+    image = {"task": "image-multi-label", "model": {"name": "m"}, "data": {"image_folder": str(tmp_path)},
+             "augmentation": {"mixup": 0.2}}
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe(image)
+    assert {p.path for p in caught.value.problems} >= {"data.image_folder", "augmentation.mixup"}
     single = {**raw, "task": "text-classification"}
     with pytest.raises(RecipeError, match="data.label_separator: only applies to tasks: image-multi-label, "
                                           "text-multi-label"):
