@@ -9,6 +9,9 @@ Tasks (assets from benchmarks/real_assets.py, cached after the first run):
                                         16 labels per class, and class counts 64/32/16/8/4; the same
                                         held-out validation and test splits in every regime
     digits                              EfficientNet-Lite0 (ImageNet) on scikit-learn's digits as images
+    nrc-emotions                        all-MiniLM-L6-v2 on the NRC emotion lexicon (multi-label, 10 labels):
+                                        ours, run_classification.py's multi-label defaults, TF-IDF + LR
+                                        (benchmarks/multi_label.py)
     wnut                                all-MiniLM-L6-v2 tagging WNUT-16 tweets (10 entity types): ours,
                                         run_ner.py's defaults and a CRF (benchmarks/ner.py)
     vader                               all-MiniLM-L6-v2 regressing human sentiment ratings (VADER's data,
@@ -41,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import multi_label
 import ner
 import numpy as np
 import real_assets
@@ -265,6 +269,11 @@ def main() -> None:
 
                 overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
                 result = segmentation.textures_task(work, SYSTEMS, overrides)
+            elif task == "nrc-emotions":  # multi-label (benchmarks/multi_label.py)
+                import yaml
+
+                overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
+                result = multi_label.nrc_task(work, SYSTEMS, overrides)
             elif task == "wnut":
                 import yaml
 
@@ -282,7 +291,8 @@ def main() -> None:
         record.setdefault("tasks", {})[task] = result
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
-        summary = {"wnut": ner.summarize, "vader": regression.summarize, "textures": segmentation.summarize}.get(task)
+        summary = {"wnut": ner.summarize, "vader": regression.summarize, "textures": segmentation.summarize,
+                   "nrc-emotions": multi_label.summarize}.get(task)
         print("\n".join(summary(result) if summary else summarize(task, result)), flush=True)
 
 

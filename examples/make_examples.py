@@ -7,6 +7,8 @@ Writes (all committed to the repository, so the quickstart needs no network):
   examples/data/ratings/{train,validation,test}.csv   the same reviews with a rating from -4 to 4 (regression)
   examples/data/patterns/{train,validation,test}/<class>/*.png   horizontal/vertical stripes, checks
   examples/data/ner/{train,validation,test}.conll   synthetic tagged sentences: people, places, organisations
+  examples/data/aspects/{train,validation,test}.csv  synthetic reviews tagged with the aspects they judge
+                                                     (0 to 3 of 8, joined by '|'): multi-label, on tiny-bert
   examples/models/tiny-bert/     a BERT encoder (hidden 64, 2 layers) with a WordPiece tokenizer
   examples/models/tiny-bert-ner/ the same over the tagged sentences' words, some split into word pieces
   examples/models/tiny-resnet/   timm's test_resnet in timm's Hub layout
@@ -115,6 +117,25 @@ def write_ner() -> None:
                     intermediate_size=128, max_length=64)
 
 
+ASPECTS = ["acting", "story", "soundtrack", "ending", "cast", "script", "plot", "pacing"]
+
+
+def write_aspects(out: Path, sizes: dict[str, int]) -> None:
+    """Reviews that judge 0 to 3 aspects ("the acting was dull and the plot was superb"); the label is the
+    set of aspects judged, joined by '|' (empty: a review that judges none, e.g. "it was okay")."""
+    for seed, (split, n) in enumerate(sizes.items()):
+        rng = random.Random(100 + seed)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "aspects"])
+            for _ in range(n):
+                chosen = rng.sample(ASPECTS, rng.choice([0, 1, 1, 2, 2, 3]))
+                clauses = [f"the {a} was {rng.choice(POSITIVE + NEGATIVE)}" for a in chosen]
+                text = f" {rng.choice(['and', 'but'])} ".join(clauses) if clauses else rng.choice(NEUTRAL)
+                writer.writerow([f"{text}.".capitalize(), "|".join(sorted(chosen))])
+
+
 def main() -> None:
     from hf_finetune.testing import write_pattern_folder, write_shape_masks, write_tiny_bert, write_tiny_timm
 
@@ -132,6 +153,7 @@ def main() -> None:
     write_ner()
     shutil.rmtree(ROOT / "data" / "shapes", ignore_errors=True)
     write_shape_masks(ROOT / "data" / "shapes", {"train": 64, "validation": 16, "test": 16})  # quickstart_segmentation
+    write_aspects(ROOT / "data" / "aspects", {"train": 600, "validation": 150, "test": 150})
 
 
 if __name__ == "__main__":

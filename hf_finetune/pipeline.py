@@ -183,8 +183,8 @@ def publish_run(session: Session, results: dict[str, Any]) -> None:
     out_dir = Path(recipe.output.dir)
     staging = staging_dir(out_dir) if trainer.is_world_process_zero() else out_dir / ".staging"
     trainer.accelerator.wait_for_everyone()
-    # after the final evaluation: what the task settles in the weights (regression: the target scale)
-    task_of(recipe).problem.finish_weights(session.setup.model, session.data.labels)
+    # after the final evaluation: what the model keeps of it (label sets: thresholds; regression: the target scale)
+    task_of(recipe).problem.settle(session.setup.model, session.data.labels, results)
     session.setup.save(staging)  # every process takes part (FSDP/DeepSpeed gather the weights)
     if trainer.is_world_process_zero():
         # The pickled TrainingArguments are not needed to use the model; recipe.yaml records them.

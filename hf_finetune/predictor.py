@@ -56,10 +56,9 @@ class Predictor:
         return columns.get(key) or key
 
     def probabilities(self, batch: list[Item]) -> Any:
-        """Softmax class probabilities of a batch of inputs (an ensemble averages its members')."""
-        import torch
-
-        return torch.softmax(model_logits(self, batch).float(), dim=-1)
+        """The task's scores of a batch of inputs: softmax class probabilities, or a sigmoid per label for
+        label sets (an ensemble averages its members')."""
+        return get_task(self.task).problem.activation(model_logits(self, batch))
 
 
 @dataclass

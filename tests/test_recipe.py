@@ -244,6 +244,7 @@ SHIPPED = {  # task, backbone, strategy of every recipe in recipes/
     "quickstart_ner.yaml": ("token-classification", "examples/models/tiny-bert-ner", "full"),
     "quickstart_regression.yaml": ("text-regression", "examples/models/tiny-bert", "full"),
     "quickstart_segmentation.yaml": ("semantic-segmentation", "examples/models/tiny-resnet", "full"),
+    "quickstart_multi_label.yaml": ("text-multi-label", "examples/models/tiny-bert", "full"),
     "quickstart_vision.yaml": ("image-classification", "examples/models/tiny-resnet", "full"),
     "resnet50_beans.yaml": ("image-classification", "timm/resnet50.a1_in1k", "full"),
     "vit_beans_lpft.yaml": ("image-classification", "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k",

@@ -257,7 +257,9 @@ def test_the_output_folder_reports_values_in_original_units(regression_run):
     assert {"predicted_vs_true_validation.png", "predicted_vs_true_test.png"} <= files
     assert not any(name.startswith("confusion_matrix") for name in files)
     card = (regression_run / "README.md").read_text()
-    assert "pipeline_tag: text-classification" in card and "type: text-regression" in card
+    # the model-index task is the Hub's (what pipeline() calls it), named for what the model does
+    assert "pipeline_tag: text-classification" in card and "type: text-classification" in card
+    assert "name: Text Regression" in card
     assert "### Per target (test)" in card and "| target | Pearson correlation |" in card
     assert 'function_to_apply="none"' in card and "For scale, always predicting the training mean" in card
     assert yaml.safe_load((regression_run / "recipe.yaml").read_text())["training"]["metric_for_best_model"] == "pearson"

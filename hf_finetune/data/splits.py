@@ -56,10 +56,12 @@ def check_columns(splits: dict[str, Dataset], data: DataSpec, split_names: dict[
     cols = data.columns
     wanted = [("text", cols.text), ("text_pair", cols.text_pair), ("image", cols.image), ("tokens", cols.tokens)]
     # the tags of each word replace the label of each row (token classification)
-    # numeric targets (regression) or a mask per image (semantic segmentation) replace the label column
-    wanted += ([("tags", cols.tags)] if cols.tags is not None
-               else [("targets", column) for column in cols.targets] if cols.targets
-               else [("mask", cols.mask)] if cols.mask is not None else [("label", cols.label)])
+    if cols.labels:  # multi-label: one 0/1 column per label replaces the label column
+        wanted += [(f"labels[{i}]", column) for i, column in enumerate(cols.labels)]
+    else:  # numeric targets (regression) or a mask per image (semantic segmentation) replace the label column
+        wanted += ([("tags", cols.tags)] if cols.tags is not None
+                   else [("targets", column) for column in cols.targets] if cols.targets
+                   else [("mask", cols.mask)] if cols.mask is not None else [("label", cols.label)])
     for role, ds in splits.items():
         present = [c for c in ds.column_names if c != "__source_file__"]
         for key, column in wanted:

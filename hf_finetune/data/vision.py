@@ -61,7 +61,9 @@ class ImageCollator:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         batch = {PIXELS: pixels}
         if LABEL_COLUMN in features[0]:
-            batch[LABEL_COLUMN] = torch.tensor([f[LABEL_COLUMN] for f in features], dtype=torch.long)
+            labels = [f[LABEL_COLUMN] for f in features]
+            # class ids; a 0/1 row per label (label sets) stays float for BCE
+            batch[LABEL_COLUMN] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], list) else torch.long)
         return batch
 
 

@@ -166,7 +166,9 @@ def _evaluate(out_dir: Path, data: str | None, split: str | None, column: str | 
     if name is None:
         name = split if called is None else called if called == split else f"{called}-{split}"
     name = slug(name)
-    metrics = get_task(recipe.task).problem.metrics(recipe.metrics, list(predictor.labels))
+    config = predictor.model.config if predictor.model is not None else None
+    # a finished model's metrics: what its config stores (label sets: the thresholds tuned on validation)
+    metrics = get_task(recipe.task).problem.finished_metrics(recipe.metrics, list(predictor.labels), config)
     report = (metrics.for_dataset(dataset) if dataset is not None else metrics).report(predictions, references)
     report["loss"] = loss
     report["source"] = {
@@ -212,11 +214,19 @@ def run_model(model: Any, dataset: Any, collator: Any, batch_size: int) -> tuple
     predictions: list = []
     references: list = []
     total, count = 0.0, 0
+    # float labels are numbers (regression) or 0/1 rows (label sets): the saved config says which
+    label_sets = getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification"
     model.eval()
     with torch.inference_mode():
         for batch in loader:
             labels = batch.pop("labels")
             logits = model(**batch).logits.float()
+            if labels.is_floating_point() and label_sets:  # label sets: BCE per label, the sigmoid scores kept
+                total += F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(-1).sum().item()
+                count += len(labels)
+                predictions += torch.sigmoid(logits).tolist()
+                references += labels.tolist()
+                continue
             if labels.is_floating_point():  # numbers (regression): squared error per target, the values kept
                 values = logits.reshape(labels.shape)
                 total += F.mse_loss(values, labels.float(), reduction="sum").item()
@@ -247,7 +257,8 @@ def run_model(model: Any, dataset: Any, collator: Any, batch_size: int) -> tuple
 def format_evaluation(evaluation: Evaluation) -> str:
     """A few readable lines: the metrics, then precision/recall/F1/support per class."""
     report = evaluation.report
-    skip = {"per_class", "confusion_matrix", "num_samples", "source", "predicted_outside", "true_outside"}
+    skip = {"per_class", "confusion_matrix", "num_samples", "source", "predicted_outside", "true_outside",
+            "thresholds", "label_sets"}
     scalars = "  ".join(f"{k} {v:.4f}" for k, v in report.items() if k not in skip and isinstance(v, float))
     lines = [f"{evaluation.name}: {report['num_samples']} rows (split '{report['source']['split']}')", f"  {scalars}"]
     if "per_target" in report:  # regression: each target's figures

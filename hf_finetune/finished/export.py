@@ -304,6 +304,7 @@ def load_onnx_predictor(out_dir: str | os.PathLike, path: str | os.PathLike | No
                         f"holds a {task} run: give the run it was exported from")
     labels = model.metadata.get("labels") or _labels_beside(model_path, key)
     config = AutoConfig.from_pretrained(out_dir, local_files_only=True)
+    model.config = config  # what the run stored beside the weights (multi-label: the tuned thresholds)
     preprocessor = get_task(task).inputs.preprocessor(out_dir, config, recipe, model.metadata.get("max_length"),
                                                       local_files_only=True)
     return Predictor(task, model, list(labels), recipe, **preprocessor)

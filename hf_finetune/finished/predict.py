@@ -254,13 +254,15 @@ class Records:
 def records_for(predictor: Predictor) -> Records:
     """The records the predictor's task gives: top-k classes, or entities with offsets (finished/entities.py)."""
     from hf_finetune.finished.entities import format_entities, predict_entities, write_entities
+    from hf_finetune.finished.label_sets import format_label_sets, predict_label_sets, write_label_sets
     from hf_finetune.finished.masks import format_masks, predict_masks, write_masks
     from hf_finetune.finished.values import format_values, predict_values, write_values
 
     kinds = {"classes": Records(predict, format_line, write_predictions),
              "entities": Records(predict_entities, format_entities, write_entities),
              "values": Records(predict_values, format_values, write_values),
-             "masks": Records(predict_masks, format_masks, write_masks)}  # a mask PNG per image (folder output)
+             "masks": Records(predict_masks, format_masks, write_masks),  # a mask PNG per image (folder output)
+             "label_sets": Records(predict_label_sets, format_label_sets, write_label_sets)}
     return kinds[get_task(predictor.task).problem.kind]
 
 

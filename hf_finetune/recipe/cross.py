@@ -15,7 +15,7 @@ from typing import Any
 
 from hf_finetune.errors import Problem, RecipeError, did_you_mean, show
 from hf_finetune.recipe.overrides import apply_values
-from hf_finetune.recipe.schema import REGRESSION_TASKS, TASK_INPUTS, key_path_problem
+from hf_finetune.recipe.schema import MULTI_LABEL_TASKS, REGRESSION_TASKS, TASK_INPUTS, key_path_problem
 from hf_finetune.recipe.sections.augmentation import Augmentation
 from hf_finetune.recipe.sections.batch import Batch
 from hf_finetune.recipe.sections.data import FILE_FORMATS, DataSpec
@@ -25,6 +25,7 @@ from hf_finetune.recipe.sections.metrics import (
     BUNDLED_METRICS,
     ENTITY_METRICS,
     LOWER_IS_BETTER,
+    MULTI_LABEL_METRICS,
     REGRESSION_METRICS,
     SEGMENTATION_METRICS,
     metric_keys,
@@ -77,6 +78,8 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
             keys = keys or ("pearson",)
         if data is not None and data.columns.mask is not None:  # masks: selected on mean IoU (metrics/segmentation.py)
             keys = SEGMENTATION_METRICS.get(first, ("mean_iou",)) if first else ("mean_iou",)
+        if task in MULTI_LABEL_TASKS:  # label sets: macro-F1 at tuned thresholds, whatever the order of metrics
+            keys = ("f1",)
         training["metric_for_best_model"] = keys[0] if keys else "loss"
     if "greater_is_better" not in user and training.get("metric_for_best_model"):
         selected = str(training["metric_for_best_model"]).removeprefix("eval_")
@@ -88,13 +91,17 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
 
 
 def task_augmentation_problems(task: str | None, augmentation: Augmentation | None) -> list[Problem]:
-    if task in TASK_INPUTS and TASK_INPUTS[task] != "image" and augmentation not in (None, Augmentation()):
+    if TASK_INPUTS.get(task) not in (None, "image") and augmentation not in (None, Augmentation()):
         return [Problem("augmentation", "only applies to task: image-classification"
-                        + (" or image-regression" if task in REGRESSION_TASKS else "")
+                        + (" or image-regression" if task in REGRESSION_TASKS else
+                           " or image-multi-label" if task in MULTI_LABEL_TASKS else "")
                         + (" (semantic-segmentation moves image and mask together with its own flips and crops)"
                            if task == "semantic-segmentation" else ""))]
     if task in REGRESSION_TASKS and augmentation is not None and augmentation.mixes:
         return [Problem("augmentation", "mixup/cutmix mix class targets; they do not apply to image-regression")]
+    if task in MULTI_LABEL_TASKS and augmentation is not None and augmentation.mixes:
+        return [Problem("augmentation.mixup" if augmentation.mixup else "augmentation.cutmix",
+                        f"mixup/cutmix mix one class per image; {task} does not mix label sets")]
     return []
 
 
@@ -113,9 +120,11 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
             problems.append(Problem("data.ignore_index", "only applies to task: semantic-segmentation"))
     else:
         problems += mask_data_problems(data, prep)
+    problems += multi_label_data_problems(task, data)
+    kind = TASK_INPUTS.get(task)
     if task == "token-classification":
         problems += token_data_problems(data, prep)
-    elif TASK_INPUTS.get(task) == "text":
+    elif kind == "text":
         if cols.image is not None:
             problems.append(Problem("data.columns.image", "only applies to task: image-classification"))
         for key in ("bad_images", "verify_images"):
@@ -123,7 +132,7 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
                 problems.append(Problem(f"data.{key}", "only applies to task: image-classification"))
         if data.image_folder is not None:
             problems.append(Problem("data.image_folder", "only applies to task: image-classification"))
-    elif TASK_INPUTS.get(task) == "image":
+    elif kind == "image":
         if data.bad_images == "skip" and not data.verify_images:
             problems.append(
                 Problem("data.bad_images", "'skip' needs data.verify_images: true to find the images to skip")
@@ -138,6 +147,32 @@ def task_data_problems(task: str | None, data: DataSpec, prep: Preprocessing | N
                     "only applies to text; image size comes from the backbone's pretrained config",
                 )
             )
+    return problems
+
+
+def multi_label_data_problems(task: str | None, data: DataSpec) -> list[Problem]:
+    """data.columns.labels and data.label_separator: multi-label keys, one way of giving label sets at a time."""
+    cols = data.columns
+    if task not in MULTI_LABEL_TASKS:
+        return [Problem(key, f"only applies to tasks: {', '.join(sorted(MULTI_LABEL_TASKS))}")
+                for key, value in (("data.columns.labels", cols.labels), ("data.label_separator", data.label_separator))
+                if value is not None and task is not None]
+    problems = []
+    if cols.labels is not None:
+        if "label" in cols.model_fields_set:
+            problems.append(Problem("data.columns.labels", "one 0/1 column per label replaces data.columns.label; "
+                                                           "set one of the two"))
+        if data.label_separator is not None:
+            problems.append(Problem("data.label_separator", "splits a string label column; data.columns.labels "
+                                                            "gives one 0/1 column per label instead"))
+        if data.label_names is not None:
+            problems.append(Problem("data.label_names", "the names of data.columns.labels are the labels"))
+        repeated = sorted({c for c in cols.labels if cols.labels.count(c) > 1})
+        if repeated:
+            problems.append(Problem("data.columns.labels", f"names column '{repeated[0]}' twice"))
+    if data.image_folder is not None:
+        problems.append(Problem("data.image_folder", "a folder per class gives one label per image; give label sets "
+                                                     "in a csv/json of image paths and labels (data.files)"))
     return problems
 
 
@@ -261,11 +296,20 @@ def mask_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem]
                                      f"{', '.join(SEGMENTATION_METRICS)} and per-class IoU"
                                      + did_you_mean(name, list(SEGMENTATION_METRICS)))
             for i, name in enumerate(metrics) if name not in SEGMENTATION_METRICS]
+def multi_label_metrics_problems(task: str | None, metrics: list[str]) -> list[Problem]:
+    """Multi-label runs report their own figures (metrics/multi_label.py): only their names apply."""
+    if task not in MULTI_LABEL_TASKS:
+        return []
+    return [Problem(f"metrics[{i}]", f"'{name}' does not apply to {task}, which reports macro/micro/samples F1, "
+                                     f"subset accuracy, Hamming loss and average precision: metrics may list "
+                                     f"{', '.join(MULTI_LABEL_METRICS)}" + did_you_mean(name, list(MULTI_LABEL_METRICS)))
+            for i, name in enumerate(metrics) if name not in MULTI_LABEL_METRICS]
 
 
 def task_model_problems(task: str, model: ModelSpec) -> list[Problem]:
     problems: list[Problem] = []
-    if TASK_INPUTS.get(task) in ("text", "words") and model.channels_last is not None:
+    kind = TASK_INPUTS.get(task)
+    if kind in ("text", "words") and model.channels_last is not None:
         problems.append(Problem("model.channels_last", "only applies to image tasks"))
     if task == "semantic-segmentation" and model.pooling != "auto":
         problems.append(Problem("model.pooling", "only applies to text models; a segmentation decoder reads the "
@@ -273,9 +317,9 @@ def task_model_problems(task: str, model: ModelSpec) -> list[Problem]:
     if task == "token-classification" and model.pooling != "auto":
         problems.append(Problem("model.pooling", "only applies to text-classification: a token head reads "
                                                  "every token's own state"))
-    if TASK_INPUTS.get(task) == "image" and model.pooling != "auto":
+    if kind == "image" and model.pooling != "auto":
         problems.append(Problem("model.pooling", "only applies to text models; a timm backbone pools itself"))
-    if TASK_INPUTS.get(task) == "image" and model.attn_implementation is not None:
+    if kind == "image" and model.attn_implementation is not None:
         problems.append(Problem("model.attn_implementation",
                                 "only applies to text models; timm picks its attention kernel itself"))
     return problems
@@ -405,15 +449,13 @@ def self_training_problems(task: str | None, data: DataSpec | None, st: SelfTrai
 
 
 def objective_problems(metric: Any, pruner: str | None, metrics: list[str],
-                       training: dict[str, Any] | None, entities: bool = False,
-                       regression: bool = False, masks: bool = False) -> list[Problem]:
+                       training: dict[str, Any] | None, entities: bool = False, task: Any = None) -> list[Problem]:
     """The objective names a metric this run produces (`entities`: a token-classification run's figures;
-    `masks`: a segmentation run's); a pruner needs evaluations during training."""
+    `task`: the regression, multi-label and segmentation tasks report their own); a pruner needs evaluations
+    during training."""
     problems = []
     if isinstance(metric, str):
-        produced = metric_keys(metrics, entities, regression) | {"loss"}
-        if masks:  # segmentation reports a fixed set, whatever `metrics` lists
-            produced = {key for keys in SEGMENTATION_METRICS.values() for key in keys} | {"loss"}
+        produced = metric_keys(metrics, entities, task) | {"loss"}
         bare = metric.removeprefix("eval_").removeprefix("validation_")
         if bare not in produced:
             problems.append(Problem("search.objective.metric",
@@ -456,9 +498,7 @@ def search_problems(raw: dict[str, Any], search: SearchSpec | None, metrics: lis
     pruner = search.pruner.type if search is not None else None
     metric = search.objective.metric if search is not None else objective.get("metric")
     problems += objective_problems(metric, pruner, metrics or [], training,
-                                   entities=raw.get("task") == "token-classification",
-                                   regression=raw.get("task") in REGRESSION_TASKS,
-                                   masks=raw.get("task") == "semantic-segmentation")
+                                   entities=raw.get("task") == "token-classification", task=raw.get("task"))
     return problems
 
 

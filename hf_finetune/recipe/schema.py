@@ -52,16 +52,19 @@ __all__ = [
     "key_path_problem", "section_model", "seconds", "REGRESSION_TASKS", "TASK_INPUTS",
 ]
 
-Task = Literal["text-classification", "image-classification", "token-classification", "text-regression",
-               "image-regression", "semantic-segmentation"]
+Task = Literal["text-classification", "image-classification", "token-classification", "text-multi-label",
+               "image-multi-label", "text-regression", "image-regression", "semantic-segmentation"]
 TASKS: tuple[str, ...] = typing.get_args(Task)
 # The kind of input each task reads, as data: the keys of the other kind mean nothing to it. The
 # behaviour is the task layer's (hf_finetune/tasks); tests/test_tasks.py checks that the two agree.
 TASK_INPUTS: dict[str, str] = {"text-classification": "text", "image-classification": "image",
-                               "token-classification": "words", "text-regression": "text",
+                               "token-classification": "words", "text-multi-label": "text",
+                               "image-multi-label": "image", "text-regression": "text",
                                "image-regression": "image", "semantic-segmentation": "masks"}
 # The tasks that predict numbers (metrics, selection and the target columns are the regression ones).
 REGRESSION_TASKS: tuple[str, ...] = ("text-regression", "image-regression")
+# Tasks whose rows carry a set of labels (data.columns.labels, data.label_separator; multi-label figures)
+MULTI_LABEL_TASKS = frozenset({"text-multi-label", "image-multi-label"})
 # Keys and sections only some kinds of input read (the kinds that read them -> the keys), left out of the
 # other kinds' resolved recipes.
 INPUT_ONLY: dict[tuple[str, ...], dict[str, Any]] = {
@@ -69,7 +72,8 @@ INPUT_ONLY: dict[tuple[str, ...], dict[str, Any]] = {
     ("text",): {"data": {"columns": {"text", "text_pair"}}},
     ("words",): {"data": {"columns": {"tokens", "tags"}, "tag_scheme": True},
                  "preprocessing": {"label_all_tokens", "stride"}},
-    ("text", "image"): {"model": {"pooling"}, "data": {"columns": {"label", "targets"}}},  # words: a tag per word, no pooling
+    # words: a tag per word, no pooling; masks: a class per pixel
+    ("text", "image"): {"model": {"pooling"}, "data": {"columns": {"label", "targets", "labels"}, "label_separator": True}},
     ("image",): {"augmentation": True},
     ("image", "masks"): {"model": {"channels_last"},
                          "data": {"image_folder": True, "bad_images": True, "verify_images": True, "columns": {"image"}}},
@@ -80,7 +84,8 @@ INPUT_ONLY: dict[tuple[str, ...], dict[str, Any]] = {
 
 class Recipe(Section):
     task: Task = Field(description="text-classification, image-classification, token-classification, "
-                       "text-regression, image-regression or semantic-segmentation.")
+                       "text-multi-label, image-multi-label, text-regression, image-regression or "
+                       "semantic-segmentation.")
     model: ModelSpec = Field(description="The pretrained backbone.")
     data: DataSpec = Field(description="Where the data comes from and which columns to use.")
     preprocessing: Preprocessing = Field(default_factory=Preprocessing, description="Input preprocessing.")

@@ -138,13 +138,11 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
         problems += cross.token_metrics_problems(task, metrics)
         problems += cross.regression_metrics_problems(task, metrics)
         problems += cross.mask_metrics_problems(task, metrics)
+        problems += cross.multi_label_metrics_problems(task, metrics)
     if parts.get("training") is not None and task is not None:
         parts["training"] = cross.resolve_training(data, parts["training"], metrics, augmentation, task)
         entities = data is not None and data.columns.tags is not None  # tagged words: entity-level figures
-        produced = (metric_keys(metrics, entities, task in REGRESSION_TASKS) | {"loss"}
-                    if metrics is not None else None)
-        if data is not None and data.columns.mask is not None and produced is not None:  # masks: a fixed set
-            produced = {key for keys in SEGMENTATION_METRICS.values() for key in keys} | {"loss"}
+        produced = metric_keys(metrics, entities, task) | {"loss"} if metrics is not None else None
         problems += training_problems(parts["training"], produced)
     if model is not None and task is not None:
         problems += cross.task_model_problems(task, model)

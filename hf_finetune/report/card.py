@@ -182,7 +182,7 @@ def _eval_results(recipe: dict[str, Any], results: dict[str, Any], manifest: dic
             if name not in report:
                 continue
             out.append(EvalResult(
-                task_type=recipe["task"],
+                task_type=get_task(recipe["task"]).pipeline_task,  # the Hub's task (multi-label: text-classification)
                 task_name=get_task(recipe["task"]).card_name,
                 dataset_type=_dataset_type(recipe, ids),
                 dataset_name=_dataset_name(recipe, ids),

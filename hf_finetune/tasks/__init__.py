@@ -10,6 +10,8 @@
     targets.py               the target space of regression: numeric columns, standardised
     regression.py            tasks: text-regression, image-regression
     segmentation.py          task: semantic-segmentation (masks: data/masks.py; UperNet: models/segmentation.py)
+    label_sets.py            the label space of label sets (a list, a delimited string or 0/1 columns per row)
+    multi_label.py           tasks: text-multi-label, image-multi-label (sigmoid per label, BCE, tuned thresholds)
 
 A new task is one new module here, registered in `TASKS`; nothing else branches on the task.
 """
@@ -21,6 +23,7 @@ from typing import Any
 from hf_finetune.errors import Problem, RecipeError
 from hf_finetune.tasks import (
     image_classification,
+    multi_label,
     regression,
     segmentation,
     text_classification,
@@ -29,7 +32,8 @@ from hf_finetune.tasks import (
 from hf_finetune.tasks.base import CAPABILITIES, Inputs, Preprocessing, Task, TaskProblem
 
 TASKS: dict[str, Task] = {t.name: t for t in (text_classification.TASK, image_classification.TASK,
-                                              token_classification.TASK, regression.TEXT_TASK,
+                                              token_classification.TASK, multi_label.TEXT_TASK,
+                                              multi_label.IMAGE_TASK, regression.TEXT_TASK,
                                               regression.IMAGE_TASK, segmentation.TASK)}
 
 __all__ = ["CAPABILITIES", "TASKS", "Inputs", "Preprocessing", "Task", "TaskProblem", "capabilities_used",
@@ -45,13 +49,12 @@ def get_task(name: str) -> Task:
 
 
 def task_for_model(config: dict[str, Any]) -> Task:
-    """The task a bare model folder (config.json, no run.json) is taken for: the one whose model class its
-    architectures name (BertForTokenClassification), else the first that reads its inputs."""
+    """The task a bare model folder (config.json, no run.json) is taken for: among the tasks that read its
+    inputs, those whose problem its config.problem_type names (unset: single-label, as transformers' heads
+    read it), then the one whose model class its architectures name (BertForTokenClassification)."""
     readers = [task for task in TASKS.values() if task.inputs.recognises(config)]
-    # a problem that names its config.problem_type (regression) is chosen by it, and only by it
-    wanted = config.get("problem_type")
-    typed = [t for t in readers if t.problem.problem_type is not None and t.problem.problem_type == wanted]
-    readers = typed or [t for t in readers if t.problem.problem_type is None]
+    wanted = config.get("problem_type") or "single_label_classification"
+    readers = [t for t in readers if t.problem.problem_type in (wanted, None)] or readers
     heads = {str(a) for a in config.get("architectures") or ()}
     named = [t for t in readers if any(a.endswith(t.auto_model.removeprefix("AutoModel")) for a in heads)]
     return (named or readers)[0]

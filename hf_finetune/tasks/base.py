@@ -13,6 +13,7 @@ command ask the recipe's task (`hf_finetune.tasks.task_of`) instead of branching
     pipeline() name, card               Task.pipeline_task, Task.card_name, TaskProblem.card
     data-aware defaults                 Inputs.learning_rate, Inputs.defaults, TaskProblem.defaults
     capabilities                        Task.capabilities: a recipe asking for another one is refused
+    loss, scores, stored decisions      TaskProblem.loss, TaskProblem.activation, TaskProblem.settle
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ class CardWords:
 class TaskProblem:
     """What a problem brings to its tasks: labels, metrics and selection, baseline, predictions, card words."""
 
-    kind: str = ""  # what one prediction is: "classes" (top-k labels of an input), "entities" (spans of a text)
-    # or "values" (numbers, one per target)
+    kind: str = ""  # what one prediction is: "classes" (top-k labels of an input), "entities" (spans of a text),
+    # "values" (numbers, one per target), "label_sets" (labels over their thresholds) or "masks" (a class per pixel)
     labeling: Any = None  # how the data's label columns become `labels` and the label space (data stage)
     defaults: frozenset[str] = frozenset()  # data-aware defaults that read the labels: select_f1, class_weights
     peft_task_type: str | None = None  # peft's TaskType for LoRA (None: a plain PeftModel)
@@ -121,14 +122,28 @@ class TaskProblem:
         """The metrics of a training run, given its label space (regression: in the targets' training scale)."""
         return self.metrics(names, list(labels.names))
 
-    def loss(self, finetune: Any) -> Any:
-        """The per-sample loss the Trainer applies (training/trainer.py); None: cross-entropy (ClassificationLoss)."""
+    def finished_metrics(self, names: list[str], labels: list[str], config: Any) -> Any:
+        """The metrics of a finished model (evaluate), which may read what its config stores (thresholds)."""
+        return self.metrics(names, labels)
+
+    def loss(self, finetune: Any, label_smoothing: float, class_weights: Any) -> Any:
+        """The per-sample training loss (training/trainer.py): regression's MSE or Huber, label sets' BCE with
+        pos_weight; None: single-label cross-entropy (ClassificationLoss)."""
         return None
 
-    def finish_weights(self, model: Any, labels: Any) -> dict[str, Any]:
-        """Settles the trained weights before they are saved, after the final evaluation (regression folds
-        the target scale into the head); returns what it did, for run.json (nothing by default)."""
-        return {}
+    def activation(self, logits: Any) -> Any:
+        """Scores of a batch of logits: softmax over classes (multi-label: a sigmoid per label)."""
+        import torch
+
+        return torch.softmax(logits.float(), dim=-1)
+
+    def data_defaults(self, counts: Any, rows: int, names: list[str]) -> list[tuple[str, Any, str]]:
+        """(recipe key, value, reason) defaults this problem decides from its training labels (data_aware.py)."""
+        return []
+
+    def settle(self, model: Any, labels: Any, results: dict[str, Any]) -> None:
+        """Keeps in the model, before it is saved, what training and the final evaluation decided: label sets'
+        thresholds tuned on validation, regression's target scale folded into the head."""
 
     def figures(self, model: Any, data: Any, folder: Any) -> list[str]:
         """Pictures of the trained model's predictions drawn into the run's folder, for the card (file names)."""

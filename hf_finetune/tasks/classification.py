@@ -28,6 +28,7 @@ def classification_metrics(names: list[str], labels: list[str]) -> Any:
 
 class SingleLabel(TaskProblem):
     kind = "classes"
+    problem_type = "single_label_classification"
     labeling = ClassLabeling()
     defaults = frozenset({"select_f1", "class_weights"})
     card = CardWords(

@@ -142,15 +142,13 @@ class Regression(TaskProblem):
 
         return add_regression_baselines(results)
 
-    def loss(self, finetune: Any) -> Any:
+    def loss(self, finetune: Any, label_smoothing: float, class_weights: Any) -> Any:
         return RegressionLoss(finetune.regression_loss)
 
-    def finish_weights(self, model: Any, labels: Any) -> dict[str, Any]:
+    def settle(self, model: Any, labels: Any, results: dict[str, Any]) -> None:
         """Folds the training scale into the head, so the saved model outputs original units."""
         fold_scale(model, labels.mean, labels.std)
-        record = {**labels.scale, "folded": True}
-        setattr(_config_of(model), SCALE_KEY, record)
-        return record
+        setattr(_config_of(model), SCALE_KEY, {**labels.scale, "folded": True})
 
 
 REGRESSION = Regression()

@@ -53,6 +53,8 @@ def resolve_class_weights(spec: Any, labels: LabelSpace, train: Any, labeling: A
     per tag, with the token-classification labeling)."""
     if spec is None:
         return None
+    if spec == "balanced" and hasattr(labeling, "balanced_weights"):  # label sets: BCE pos_weight per label
+        return labeling.balanced_weights(train, labels.names)
     if spec == "balanced":
         counts = (np.asarray(labeling.counts(train, labels.num_labels)) if labeling is not None
                   else np.bincount(np.asarray(train[LABEL_COLUMN]), minlength=labels.num_labels))
@@ -99,14 +101,15 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
     weights = resolve_class_weights(ft.class_weights, data.labels, data.splits["train"], task.problem.labeling)
     if weights is not None:
         logger.info("Class weights: %s", ", ".join(f"{k} {v:.3g}" for k, v in weights.items()))
-    loss = task.problem.loss(ft) or ClassificationLoss(  # the task's own loss (regression), else cross-entropy
-        label_smoothing=args.label_smoothing_factor,
-        class_weights=torch.tensor(list(weights.values()), dtype=torch.float32) if weights else None,
-    )
+    weight_tensor = torch.tensor(list(weights.values()), dtype=torch.float32) if weights else None
+    # the task's own loss (regression: MSE/Huber; label sets: BCE with pos_weight), else cross-entropy
+    loss = (task.problem.loss(ft, args.label_smoothing_factor, weight_tensor)
+            or ClassificationLoss(label_smoothing=args.label_smoothing_factor, class_weights=weight_tensor))
     callbacks = []
     if ft.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(ft.early_stopping_patience, ft.early_stopping_threshold))
-    # what evaluation keeps of the logits: class ids, unless the task's metrics read the values (regression)
+    # what evaluation keeps of the logits: class ids, unless the task's metrics read the values (regression,
+    # label sets)
     keep = getattr(metrics, "preprocess_logits", logits_to_predictions)
     common = dict(args=args, compute_metrics=metrics, preprocess_logits_for_metrics=keep,
                   loss_fn=loss, callbacks=callbacks)

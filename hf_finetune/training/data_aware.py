@@ -123,6 +123,9 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
                f"the largest class has {ratio:.1f}x the rows of the smallest: without weights the loss is "
                "dominated by the majority")
 
+    for key, value, reason in problem.data_defaults(counts, n, head_labels(model, num_labels)):  # the task's own
+        decide(key, value, reason)
+
     steps_per_epoch = max(1, math.ceil(n / global_batch))
     if not _user_set(recipe, "training", "max_steps"):
         if probe is not None:
@@ -154,6 +157,12 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
         decide("training.warmup_steps", WARMUP_SHARE,
                "a short warmup keeps the first noisy updates from wrecking the pretrained weights")
     return decisions
+
+
+def head_labels(model: Any, num_labels: int) -> list[str]:
+    """The labels of the model's new head, in id order (their ids, for a model without a config)."""
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    return [str(id2label.get(i, i)) for i in range(num_labels)]
 
 
 def _probe_reason(recipe: Any, model: Any, rows: int, num_labels: int) -> str | None:

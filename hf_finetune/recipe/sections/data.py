@@ -31,6 +31,8 @@ class Columns(Section):
                                       "(text-regression, image-regression; default: the one column data.columns.label).")
     mask: str | None = Field(None, description="Mask of each image: a PNG of class ids (or a palette PNG), or its "
                              "path (semantic-segmentation; default `mask`).")
+    labels: list[str] | None = Field(None, min_length=1, description="One 0/1 column per label; the column names "
+                                     "are the labels (text-multi-label, image-multi-label).")
 
 
 class SplitNames(Section):
@@ -108,6 +110,10 @@ class DataSpec(Section):
     )
     unlabeled: UnlabeledSpec | None = Field(
         None, description="Unlabelled rows for self-training (needs a self_training section).",
+    )
+    label_separator: str | None = Field(
+        None, min_length=1, description="Multi-label: the label column holds strings of labels joined by this "
+        "separator ('|' for 'joy|trust'); without it the column holds a list of labels per row.",
     )
     tag_scheme: Literal["IOB2", "IOB1", "IOBES"] = Field(
         "IOB2", description="token-classification: how the tags mark entities: IOB2 (B- starts every entity), IOB1 "

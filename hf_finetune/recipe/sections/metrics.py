@@ -39,7 +39,7 @@ REGRESSION_METRICS: dict[str, tuple[str, ...]] = {
     "mae": ("mae",),
     "r2": ("r2",),
 }
-LOWER_IS_BETTER = frozenset({"rmse", "mae", "loss"})  # selection and search directions
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "loss", "hamming_loss"})  # selection and search directions
 
 # semantic-segmentation: every run reports mean IoU (the default selection metric), pixel accuracy and mean Dice,
 # with per-class IoU beside them (metrics/segmentation.py); `metrics` may list only these (all three by default),
@@ -50,12 +50,30 @@ SEGMENTATION_METRICS: dict[str, tuple[str, ...]] = {
     "mean_dice": ("mean_dice",),
 }
 
+# text-multi-label, image-multi-label: figures over label sets at tuned thresholds (metrics/multi_label.py), all
+# of them reported whatever the list names; these names may be listed. f1 (macro) selects the model.
+MULTI_LABEL_METRICS: dict[str, tuple[str, ...]] = {
+    "f1": ("f1", "micro_f1", "samples_f1", "f1_untuned"),
+    "precision": ("precision", "micro_precision"),
+    "recall": ("recall", "micro_recall"),
+    "accuracy": ("accuracy",),  # subset accuracy: the whole label set right
+    "hamming_loss": ("hamming_loss",),
+    "average_precision": ("average_precision",),
+}
+MULTI_LABEL_KEYS = frozenset(k for keys in MULTI_LABEL_METRICS.values() for k in keys)
 
-def metric_keys(names: list[str], entities: bool = False, regression: bool = False) -> set[str]:
+
+def metric_keys(names: list[str], entities: bool = False, task: str | None = None) -> set[str]:
     """The result keys a list of metric names produces (a Hub metric is assumed to report its own name);
-    `entities`: the names as token-classification reads them (ENTITY_METRICS); `regression`: as the
-    regression tasks read them (REGRESSION_METRICS)."""
-    table = ENTITY_METRICS if entities else REGRESSION_METRICS if regression else BUNDLED_METRICS
+    `entities`: the names as token-classification reads them (ENTITY_METRICS); the multi-label and
+    segmentation tasks produce every figure of their own whatever the list names; the regression tasks read
+    the names as REGRESSION_METRICS. (Task names as literals: this section imports nothing of the schema.)"""
+    if task in ("text-multi-label", "image-multi-label"):
+        return set(MULTI_LABEL_KEYS)
+    if task == "semantic-segmentation":
+        return {key for keys in SEGMENTATION_METRICS.values() for key in keys}
+    table = (ENTITY_METRICS if entities else REGRESSION_METRICS if task in ("text-regression", "image-regression")
+             else BUNDLED_METRICS)
     keys: set[str] = set()
     for name in names:
         keys.update(table.get(name, (name.split("/")[-1],)))
