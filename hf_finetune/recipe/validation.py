@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from hf_finetune.errors import TOKEN_HINT, Problem, RecipeError, did_you_mean, show
-from hf_finetune.recipe import cross
+from hf_finetune.recipe import cross, task_checks
 from hf_finetune.recipe.schema import REGRESSION_TASKS, Recipe, section_model
 from hf_finetune.recipe.secrets import without_secrets
 from hf_finetune.recipe.sections.batch import batch_problems
@@ -135,10 +135,10 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
         problems += hub_problems(parts["hub"])
     if metrics is not None:
         problems += metrics_problems(metrics)
-        problems += cross.token_metrics_problems(task, metrics)
-        problems += cross.regression_metrics_problems(task, metrics)
-        problems += cross.mask_metrics_problems(task, metrics)
-        problems += cross.multi_label_metrics_problems(task, metrics)
+        problems += task_checks.token_metrics_problems(task, metrics)
+        problems += task_checks.regression_metrics_problems(task, metrics)
+        problems += task_checks.mask_metrics_problems(task, metrics)
+        problems += task_checks.multi_label_metrics_problems(task, metrics)
     if parts.get("training") is not None and task is not None:
         parts["training"] = cross.resolve_training(data, parts["training"], metrics, augmentation, task)
         entities = data is not None and data.columns.tags is not None  # tagged words: entity-level figures
