@@ -12,6 +12,8 @@ Tasks (assets from benchmarks/real_assets.py, cached after the first run):
     nrc-emotions                        all-MiniLM-L6-v2 on the NRC emotion lexicon (multi-label, 10 labels):
                                         ours, run_classification.py's multi-label defaults, TF-IDF + LR
                                         (benchmarks/multi_label.py)
+    photo-collages                      EfficientNet-Lite0 on collages of 8 real photos (multi-label: which
+                                        photos appear): ours vs random init (benchmarks/multi_label_images.py)
     wnut                                all-MiniLM-L6-v2 tagging WNUT-16 tweets (10 entity types): ours,
                                         run_ner.py's defaults and a CRF (benchmarks/ner.py)
     vader                               all-MiniLM-L6-v2 regressing human sentiment ratings (VADER's data,
@@ -45,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import multi_label
+import multi_label_images
 import ner
 import numpy as np
 import real_assets
@@ -274,6 +277,11 @@ def main() -> None:
 
                 overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
                 result = multi_label.nrc_task(work, SYSTEMS, overrides)
+            elif task == "photo-collages":  # image multi-label (benchmarks/multi_label_images.py)
+                import yaml
+
+                overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
+                result = multi_label_images.collages_task(work, SYSTEMS, overrides)
             elif task == "wnut":
                 import yaml
 
@@ -292,7 +300,7 @@ def main() -> None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
         summary = {"wnut": ner.summarize, "vader": regression.summarize, "textures": segmentation.summarize,
-                   "nrc-emotions": multi_label.summarize}.get(task)
+                   "nrc-emotions": multi_label.summarize, "photo-collages": multi_label_images.summarize}.get(task)
         print("\n".join(summary(result) if summary else summarize(task, result)), flush=True)
 
 
