@@ -11,11 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-from pathlib import Path
 from typing import Any
 
-from hf_finetune.errors import UserError
-from hf_finetune.outputs import make_output_dir
+from hf_finetune.outputs import prediction_file
 from hf_finetune.tasks.multi_label import stored_thresholds
 
 SHOWN_SCORES = 3  # scores shown per line on the terminal (files hold every label's)
@@ -49,13 +47,8 @@ def format_label_sets(item: Any, record: dict, width: int = 100) -> str:
 
 def write_label_sets(path: str | os.PathLike, items: list[Any], records: list[dict]) -> None:
     """JSONL: {input, labels, scores}; CSV: input, labels (joined by '|'), then one score column per label."""
-    path = Path(path)
+    path = prediction_file(path)
     suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv"):
-        raise UserError(f"--output: {path}: write .jsonl or .csv")
-    make_output_dir(path.parent, "--output")
-    if path.is_dir():
-        raise UserError(f"--output: {path} is a folder; name a .jsonl or .csv file")
     has_pair = any(item.pair is not None for item in items)
     if suffix == ".jsonl":
         with open(path, "w", encoding="utf-8") as f:

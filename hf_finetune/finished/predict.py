@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_finetune.errors import DataError, UserError
-from hf_finetune.outputs import make_output_dir
+from hf_finetune.errors import DataError
+from hf_finetune.outputs import prediction_file
 from hf_finetune.predictor import Item as Item
 from hf_finetune.predictor import Predictor as Predictor
 from hf_finetune.predictor import load_predictor as load_predictor
@@ -35,7 +35,6 @@ from hf_finetune.tasks import get_task
 logger = logging.getLogger(__name__)
 
 TEXT_FILES = {".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet", ".conll"}
-OUTPUT_FORMATS = (".jsonl", ".csv")
 
 
 # --- inputs --------------------------------------------------------------------------------------------
@@ -285,13 +284,8 @@ def write_predictions(path: str | os.PathLike, items: list[Item], predictions: l
     Raises:
         UserError: the file name ends in neither .jsonl nor .csv.
     """
-    path = Path(path)
+    path = prediction_file(path)
     suffix = path.suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise UserError(f"--output: {path}: write .jsonl or .csv")
-    make_output_dir(path.parent, "--output")  # a parent that is a file, no permission
-    if path.is_dir():
-        raise UserError(f"--output: {path} is a folder; name a .jsonl or .csv file")
     has_pair = any(item.pair is not None for item in items)
     if suffix == ".jsonl":
         with open(path, "w", encoding="utf-8") as f:

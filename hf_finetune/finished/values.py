@@ -11,13 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-from pathlib import Path
 from typing import Any
 
-from hf_finetune.errors import UserError
-from hf_finetune.outputs import make_output_dir
-
-OUTPUT_FORMATS = (".jsonl", ".csv")
+from hf_finetune.outputs import prediction_file
 
 
 def predict_values(predictor: Any, items: list[Any], batch_size: int = 32, top_k: int = 1) -> list[dict[str, float]]:
@@ -51,13 +47,8 @@ def write_values(path: str | os.PathLike, items: list[Any], predictions: list[di
     Raises:
         UserError: the file name ends in neither .jsonl nor .csv.
     """
-    path = Path(path)
+    path = prediction_file(path)
     suffix = path.suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise UserError(f"--output: {path}: write .jsonl or .csv")
-    make_output_dir(path.parent, "--output")
-    if path.is_dir():
-        raise UserError(f"--output: {path} is a folder; name a .jsonl or .csv file")
     has_pair = any(item.pair is not None for item in items)
     rows = []
     for item, values in zip(items, predictions, strict=True):

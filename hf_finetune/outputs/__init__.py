@@ -28,6 +28,7 @@ from hf_finetune.outputs.folder import (
     make_output_dir,
     output_dir_problem,
     output_dir_refusal,
+    prediction_file,
     prepare_output_dir,
     publish,
     record_files,
@@ -38,7 +39,7 @@ from hf_finetune.outputs.lock import LOCK_FILE, output_lock
 
 __all__ = [
     "CHECKPOINTS", "LOCK_FILE", "RUN_FILE", "STAGING", "FinishedRun", "check_writable_dir", "checkpoints_dir",
-    "guard_output_dir", "make_output_dir", "output_dir_problem", "output_dir_refusal", "output_lock",
+    "guard_output_dir", "make_output_dir", "prediction_file", "output_dir_problem", "output_dir_refusal", "output_lock",
     "prepare_output_dir", "publish", "read_finished_run", "read_run", "record_files", "settle_checkpoints",
     "staging_dir",
 ]

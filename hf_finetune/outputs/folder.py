@@ -63,6 +63,27 @@ def make_output_dir(path: str | os.PathLike, key: str) -> Path:
     return path
 
 
+PREDICTION_FORMATS = (".jsonl", ".csv")  # what `predict --output` writes
+
+
+def prediction_file(path: str | os.PathLike) -> Path:
+    """Checks `predict --output`: a .jsonl or .csv file name, not a folder, in a folder that can be written
+    (created here).
+
+    Raises:
+        UserError: the name ends in neither .jsonl nor .csv, or names a folder; OutputNotWritableError.
+    """
+    from hf_finetune.errors import UserError
+
+    path = Path(path)
+    if path.suffix.lower() not in PREDICTION_FORMATS:
+        raise UserError(f"--output: {path}: write .jsonl or .csv")
+    make_output_dir(path.parent, "--output")  # a parent that is a file, no permission
+    if path.is_dir():
+        raise UserError(f"--output: {path} is a folder; name a .jsonl or .csv file")
+    return path
+
+
 def _listed_files(out_dir: Path) -> set[str]:
     """Top-level names that a run.json in the folder (finished or being published) says are ours."""
     try:
