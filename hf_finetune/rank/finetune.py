@@ -79,7 +79,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             study.tell(trial, value)
             entry.update(state="complete", value=value)
         except optuna.TrialPruned:
-            last = _last_report(trial)
+            last = _last_report(study, trial)
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             entry.update(state="pruned", value=last)
         except (TrialFailed, RecipeError) as exc:
@@ -116,8 +116,8 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             "finetune_epochs": settings.finetune_epochs, "winner_folder": rows[0]["finetune"]["folder"]}
 
 
-def _last_report(trial: Any) -> float | None:
+def _last_report(study: Any, trial: Any) -> float | None:
     """The last value a pruned trial reported (its standing when it was stopped)."""
-    reported = trial.storage.get_trial(trial._trial_id).intermediate_values
+    reported = study.trials[trial.number].intermediate_values
     return float(reported[max(reported)]) if reported else None
 
