@@ -62,10 +62,10 @@ def _recipe(tmp_path: Path, tiny_bert: Path, url: str, study: str) -> Path:
     })
 
 
-def _worker(recipe: Path, log: Path, trials: int, seed: int, *overrides: str) -> subprocess.Popen:
+def _worker(recipe: Path, log: Path, trials: int, seed: int) -> subprocess.Popen:
     # Each worker its own sampler seed, as tune.md advises for workers started together.
     command = [sys.executable, "-c", WORKER, "tune", str(recipe), "--trials", str(trials),
-               f"search.sampler.seed={seed}", *overrides]
+               f"search.sampler.seed={seed}"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
@@ -128,9 +128,7 @@ def test_a_worker_killed_mid_trial_leaves_the_study_usable(tmp_path, tiny_bert, 
     recipe = _recipe(tmp_path, tiny_bert, postgres_url, "killed-worker")
     logs = [tmp_path / "a.log", tmp_path / "b.log", tmp_path / "c.log"]
     survivor = _worker(recipe, logs[0], 3, 21)
-    # The victim's trials train long enough (a few seconds) that the kill lands inside one, however fast or
-    # loaded the machine: 4 steps took under a second, and a victim that had finished exited 0.
-    victim = _worker(recipe, logs[1], 3, 22, "training.num_train_epochs=100")
+    victim = _worker(recipe, logs[1], 3, 22)
     deadline = time.monotonic() + 120
     while not _started(logs[1]) and time.monotonic() < deadline and victim.poll() is None:
         time.sleep(0.2)
@@ -138,8 +136,7 @@ def test_a_worker_killed_mid_trial_leaves_the_study_usable(tmp_path, tiny_bert, 
     time.sleep(1.5)  # inside the trial: the model is loading or training
     victim.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
-    codes = _wait(survivor, victim)
-    assert codes == [0, -signal.SIGKILL], (codes, logs[0].read_text()[-2000:], logs[1].read_text()[-2000:])
+    assert _wait(survivor, victim) == [0, -signal.SIGKILL], logs[0].read_text()[-3000:]
     killed = _started(logs[1])[-1]
 
     # The next command on the study marks the killed trial failed (no heartbeat) and goes on.
