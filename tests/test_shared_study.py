@@ -62,10 +62,10 @@ def _recipe(tmp_path: Path, tiny_bert: Path, url: str, study: str) -> Path:
     })
 
 
-def _worker(recipe: Path, log: Path, trials: int, seed: int) -> subprocess.Popen:
+def _worker(recipe: Path, log: Path, trials: int, seed: int, *overrides: str) -> subprocess.Popen:
     # Each worker its own sampler seed, as tune.md advises for workers started together.
     command = [sys.executable, "-c", WORKER, "tune", str(recipe), "--trials", str(trials),
-               f"search.sampler.seed={seed}"]
+               f"search.sampler.seed={seed}", *overrides]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
@@ -127,8 +127,11 @@ def test_two_workers_share_one_study_in_postgresql(tmp_path, tiny_bert, postgres
 def test_a_worker_killed_mid_trial_leaves_the_study_usable(tmp_path, tiny_bert, postgres_url):
     recipe = _recipe(tmp_path, tiny_bert, postgres_url, "killed-worker")
     logs = [tmp_path / "a.log", tmp_path / "b.log", tmp_path / "c.log"]
-    survivor = _worker(recipe, logs[0], 3, 21)
-    victim = _worker(recipe, logs[1], 3, 22)
+    # No pruning in these two workers: which worker draws the learning rate that learns is a race, and
+    # a survivor whose trials were all pruned would end "none completed"; a victim whose long trial was
+    # pruned would not be killed mid-trial. The victim's trials run 200 epochs, so the kill lands in one.
+    survivor = _worker(recipe, logs[0], 3, 21, "search.pruner.type=none")
+    victim = _worker(recipe, logs[1], 3, 22, "search.pruner.type=none", "training.num_train_epochs=200")
     deadline = time.monotonic() + 120
     while not _started(logs[1]) and time.monotonic() < deadline and victim.poll() is None:
         time.sleep(0.2)
