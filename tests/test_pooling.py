@@ -146,3 +146,56 @@ def test_lora_leaves_the_pooling_layer_without_adapters(tiny_bert):
     adapted = {n for n, _ in peft_model.named_parameters() if "lora_A" in n}
     assert adapted and all(f"encoder.layer.{index}." not in n for n in adapted)
     assert any("encoder.layer.0." in n for n in adapted)
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_the_arithmetic_pooling_layer_matches_the_full_layer_in_outputs_and_gradients(tiny_bert, attention):
+    import copy
+    import pickle
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_finetune.models.fast_pooling import FastMeanPooling, use_fast_pooling
+
+    torch.manual_seed(0)
+    slow = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3, attn_implementation=attention)
+    index = add_mean_pooling(slow)
+    fast = copy.deepcopy(slow)
+    assert use_fast_pooling(fast.bert.encoder.layer[index]) and type(fast.bert.encoder.layer[index]) is FastMeanPooling
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    batch = tokenizer(["great film", "a dull and boring film with a bad end"], padding=True, return_tensors="pt")
+    labels = torch.tensor([0, 2])
+    for model in (slow, fast):  # train mode: the encoder's dropout is on, the pooling layer's is off
+        model.train()
+        torch.manual_seed(1)
+        model(**batch, labels=labels).loss.backward()
+    fast.eval(), slow.eval()
+    with torch.no_grad():
+        assert torch.allclose(fast(**batch).logits, slow(**batch).logits, atol=1e-5)
+        no_padding = tokenizer(["a dull and boring film"], return_tensors="pt")  # sdpa: no mask at all
+        assert torch.allclose(fast(**no_padding).logits, slow(**no_padding).logits, atol=1e-5)
+    for (name, a), b in zip(slow.named_parameters(), fast.parameters(), strict=True):
+        if a.grad is not None:  # the same seed, the same dropout draws: the same gradients
+            assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+    assert sum(p.grad is not None for p in fast.parameters()) > 10
+    # The saved weights are the plain BertLayer's; copies and pickles keep the fast layer.
+    assert fast.state_dict().keys() == slow.state_dict().keys()
+    assert type(pickle.loads(pickle.dumps(fast)).bert.encoder.layer[index]) is FastMeanPooling
+
+
+def test_a_layer_that_is_not_plain_mean_pooling_keeps_its_own_forward(tiny_bert):
+    from transformers import AutoModelForSequenceClassification
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    from hf_finetune.models.fast_pooling import use_fast_pooling
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3)
+    assert not use_fast_pooling(model.bert.encoder.layer[0])  # a trained layer: attention is not uniform
+    index = add_mean_pooling(model)
+    with torch.no_grad():
+        model.bert.encoder.layer[index].attention.output.LayerNorm.bias.fill_(0.5)  # still reproduced exactly
+    assert use_fast_pooling(model.bert.encoder.layer[index])
+    other = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3)
+    index = add_mean_pooling(other)
+    other.bert.encoder.layer[index].attention.self.dropout.p = 0.1  # a dropped token would make the mean random
+    assert not use_fast_pooling(other.bert.encoder.layer[index]) and type(other.bert.encoder.layer[index]) is BertLayer

@@ -173,16 +173,19 @@ def build_token_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> An
 def _with_pooling(model: Any, spec: ModelSpec, name: str) -> Any:
     """The model with the pooling `model.pooling` resolves to (models/pooling.py); a pooling layer it
     already carries (a model fine-tuned here) stays frozen."""
+    from hf_finetune.models.fast_pooling import use_fast_pooling
     from hf_finetune.models.pooling import add_mean_pooling, freeze, pooling_layer, resolve_pooling
 
     existing = pooling_layer(model)
     if existing is not None:
         freeze(model.base_model.encoder.layer[existing])
+        use_fast_pooling(model.base_model.encoder.layer[existing])
         logger.info("Pooling: mean of the token states (layer %d of %s, kept frozen)", existing, name)
         return model
     mode, why = resolve_pooling(spec.pooling, name, model.config, spec.revision)
     if mode == "mean":
         index = add_mean_pooling(model)
+        use_fast_pooling(model.base_model.encoder.layer[index])  # a seventh layer's cost on MiniLM, saved
         logger.info("Pooling: mean of the token states, as a frozen layer %d (%s)", index, why)
     else:
         logger.info("Pooling: the model's own head on [CLS] (%s)", why)
