@@ -7,6 +7,9 @@ Part 1: one run of ours at defaults with a timing callback: setup (start to the 
 step), the training steps, each evaluation, each checkpoint save, and the finish (final evaluation
 of validation and test, card, plots, publication); then the example script's defaults in the same
 invocation for the ratio.
+Part "steps" (`--parts steps`, about 3 minutes): seconds per training step of the backbone alone at
+each max_length x pooling, including the mean-pooling layer as a full BERT layer against its
+arithmetic form.
 Part 2: one epoch without evaluation or saves at each combination of max_length (the data-aware
 256 and the script's 128) and pooling (mean, the default for sentence-transformers folders, and
 [CLS]): training samples/s, so each factor's share of the step time is measured, not guessed.
@@ -102,11 +105,51 @@ def one_epoch(recipe: dict[str, Any], work: Path, max_length: int, pooling: str)
             "test_f1": result.metrics["test"]["f1"]}
 
 
+def step_costs(files: dict[str, Path], model_dir: Path, steps: int = 20, warmup: int = 3,
+               batch: int = 8) -> dict[str, Any]:
+    """Seconds per training step (forward, backward, AdamW) of the real backbone on real training
+    texts, at each max_length x pooling: the mean-pooling layer as a full BERT layer (before #31),
+    as its arithmetic (models/fast_pooling.py), and [CLS] (the example script's head)."""
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_finetune.models.fast_pooling import use_fast_pooling
+    from hf_finetune.models.pooling import add_mean_pooling
+
+    texts = pd.read_csv(files["train"])["text"].astype(str).tolist()[: batch * (steps + warmup)]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    out: dict[str, Any] = {}
+    for max_length in (256, 128):
+        batches = [tokenizer(texts[i:i + batch], truncation=True, max_length=max_length, padding=True,
+                             return_tensors="pt") for i in range(0, len(texts), batch)]
+        for pooling in ("mean-layer", "mean-arithmetic", "cls"):
+            torch.manual_seed(0)
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=5)
+            if pooling != "cls":
+                index = add_mean_pooling(model)
+                if pooling == "mean-arithmetic":
+                    assert use_fast_pooling(model.base_model.encoder.layer[index])
+            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+            model.train()
+            labels = torch.zeros(batch, dtype=torch.long)
+            for i, inputs in enumerate(batches):
+                if i == warmup:
+                    started = time.perf_counter()
+                model(**inputs, labels=labels[: len(inputs["input_ids"])]).loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+            per_step = (time.perf_counter() - started) / (len(batches) - warmup)
+            out[f"{max_length}-{pooling}"] = {"s_per_step": per_step, "tokens": max_length}
+            print(f"steps {max_length:4d} {pooling:16s} {per_step:.3f} s/step", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", nargs="*", default=[], metavar="dotted.key=value",
                         help="recipe values for ours' whole run (a candidate default)")
-    parser.add_argument("--parts", nargs="+", default=["run", "factors"], choices=["run", "factors"])
+    parser.add_argument("--parts", nargs="+", default=["run", "factors"], choices=["run", "factors", "steps"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import yaml
@@ -129,6 +172,8 @@ def main() -> None:
                   f"finish {o['finish_s']:.0f} | max_length {o['max_length']} | test F1 {o['test']['f1']:.3f}")
             print(f"example {e['wall_s']:.0f}s | test F1 {e['test']['f1']:.3f} | ours/example time "
                   f"x{o['wall_s'] / e['wall_s']:.2f}", flush=True)
+        if "steps" in args.parts:
+            out["steps"] = step_costs(files, model_dir)
         if "factors" in args.parts:
             out["factors"] = {f"{n}-{p}": one_epoch(recipe, work, n, p) for n in (256, 128) for p in ("mean", "cls")}
             for key, r in out["factors"].items():

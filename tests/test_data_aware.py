@@ -209,3 +209,27 @@ def test_a_few_label_run_on_a_sentence_encoder_is_a_cached_probe_that_pipeline_l
     predicted = [r["label"] for r in classify([row["text"] for row in test_rows])]
     accuracy = np.mean([p == row["label"] for p, row in zip(predicted, test_rows, strict=True)])
     assert accuracy == pytest.approx(result.metrics["test"]["accuracy"], abs=1 / 16)  # cached = the saved model
+
+
+def test_max_length_covers_the_texts_and_stops_at_the_cap(tmp_path, tiny_bert):
+    from transformers import AutoTokenizer
+
+    from hf_finetune import load_recipe
+    from hf_finetune.tasks.text_length import LENGTH_CAP, measured_max_length
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    short = review_rows(40, seed=5)
+    long = [{"text": " ".join([r["text"]] * 40), "label": r["label"]} for r in short]  # ~200 words each
+
+    def chosen(rows):
+        files = {"train": str(write_csv(tmp_path / f"{len(rows[0]['text'])}.csv", rows))}
+        recipe = load_recipe({"task": "text-classification", "model": {"name": str(tiny_bert)},
+                              "data": {"files": files}, "output": {"dir": str(tmp_path / "out")}})
+        return measured_max_length(recipe, tokenizer, limit=512)
+
+    value, reason = chosen(short)
+    assert value < LENGTH_CAP and value % 8 == 0 and "capped" not in reason and "100% of 40" in reason
+    value, reason = chosen(long)
+    assert value == LENGTH_CAP == 128
+    assert "0% of 40 sampled training texts fit in 128 tokens" in reason
+    assert "capped at 128" in reason and "set preprocessing.max_length to keep more" in reason

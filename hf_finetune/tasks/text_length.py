@@ -18,6 +18,13 @@ logger = logging.getLogger(__name__)
 
 LENGTH_QUANTILE = 0.99  # max_length covers this share of training texts (the rest is truncated)
 LENGTH_SAMPLE = 2_000  # texts tokenized to measure lengths (seeded sample)
+# ...but at most this many tokens unless the recipe asks for more. A training step's cost grows faster
+# than its length: all-MiniLM-L6-v2 on BBC News took 1.50 s per step of 8 at 256 tokens and 0.62 s at
+# 128 (2.4x; benchmarks/time_budget.py --parts steps), and the 256 bought no macro-F1 on full BBC
+# (0.969 at 256 against the example script's 0.973 at 128). 128 is the example script's default and
+# the length all-MiniLM-L6-v2 was trained at; longer documents are truncated, which the log says, and
+# `preprocessing.max_length` keeps more.
+LENGTH_CAP = 128
 
 
 def resolve_max_length(recipe: Any, tokenizer: Any, model_config: Any) -> int:
@@ -41,7 +48,8 @@ def resolve_max_length(recipe: Any, tokenizer: Any, model_config: Any) -> int:
 
 
 def measured_max_length(recipe: Any, tokenizer: Any, limit: int) -> tuple[int, str]:
-    """A max_length covering `LENGTH_QUANTILE` of a sample of training texts, capped at `limit`."""
+    """A max_length covering `LENGTH_QUANTILE` of a sample of training texts, capped at `limit` and at
+    `LENGTH_CAP`."""
     data = recipe.data
     raw = load_raw_splits(data)
     train = raw[data.splits.train] if data.splits.train in raw else next(iter(raw.values()))
@@ -60,10 +68,14 @@ def measured_max_length(recipe: Any, tokenizer: Any, limit: int) -> tuple[int, s
             texts, truncation=False, verbose=False)
     lengths = np.array([len(ids) for ids in encoded["input_ids"]])
     covering = int(np.quantile(lengths, LENGTH_QUANTILE)) if len(lengths) else limit
-    chosen = min(limit, max(8, -(-covering // 8) * 8))  # a multiple of 8
+    chosen = min(limit, LENGTH_CAP, max(8, -(-covering // 8) * 8))  # a multiple of 8
     share = float((lengths <= chosen).mean()) if len(lengths) else 1.0
     reason = (f"{share:.0%} of {len(lengths)} sampled training texts fit in {chosen} tokens "
-              f"({LENGTH_QUANTILE:.0%} quantile {covering}, backbone limit {limit})")
+              f"({LENGTH_QUANTILE:.0%} quantile {covering}, backbone limit {limit}")
+    if chosen == LENGTH_CAP < min(limit, covering):
+        reason += (f"; capped at {LENGTH_CAP}: a longer step costs more than it bought on the benchmarks, "
+                   "set preprocessing.max_length to keep more of each text")
+    reason += ")"
     return chosen, reason
 
 
