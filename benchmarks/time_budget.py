@@ -2,6 +2,7 @@
 
     python benchmarks/time_budget.py                # full BBC, all-MiniLM-L6-v2 (about 20 min on 2 cores)
     python benchmarks/time_budget.py --set preprocessing.max_length=128    # a candidate default, whole run
+    python benchmarks/time_budget.py --parts run --data imbalanced-80 --before preprocessing.max_length=256
 
 Part 1: one run of ours at defaults with a timing callback: setup (start to the first optimizer
 step), the training steps, each evaluation, each checkpoint save, and the finish (final evaluation
@@ -31,7 +32,7 @@ import real_assets
 from common import REPO, machine
 from transformers import TrainerCallback
 
-RESULTS = REPO / "benchmarks" / "results" / "time_budget.json"
+RESULTS = REPO / "benchmarks" / "results"  # time_budget-<data>.json
 
 
 class PhaseTimer(TrainerCallback):
@@ -149,29 +150,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", nargs="*", default=[], metavar="dotted.key=value",
                         help="recipe values for ours' whole run (a candidate default)")
+    parser.add_argument("--before", nargs="*", default=[], metavar="dotted.key=value",
+                        help="also run ours with these values (e.g. the previous default) in the same invocation")
+    parser.add_argument("--data", default="full", help="BBC regime: full, or imbalanced-N (N x 4/2/1/0.5/0.25 "
+                        "training rows per topic, e.g. imbalanced-80 = 320/160/80/40/20)")
     parser.add_argument("--parts", nargs="+", default=["run", "factors"], choices=["run", "factors", "steps"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import yaml
 
-    overrides = {k.replace(".", "__"): yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-    files = real_assets.bbc_news("full")
+    def values(items: list[str]) -> dict[str, Any]:
+        return {k.replace(".", "__"): yaml.safe_load(v) for k, v in (s.split("=", 1) for s in items)}
+
+    overrides = values(args.set)
+    regime, _, per_class = args.data.partition("-")
+    files = real_assets.bbc_news(regime, per_class=int(per_class or 16))
     model_dir = real_assets.minilm_dir()
     work = Path(tempfile.mkdtemp(prefix="time-budget-"))
     recipe = {"task": "text-classification", "model": {"name": str(model_dir)},
               "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(work / "cache")}}
     out: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                           "overrides": args.set}
+                           "overrides": args.set, "data": args.data, "before_overrides": args.before}
     try:
         if "run" in args.parts:
             out["ours"] = timed_default_run(recipe, work, overrides)
+            if args.before:
+                out["ours_before"] = timed_default_run(recipe, work, {**overrides, **values(args.before)})
             out["example"] = quality.example_text(files, model_dir, work)
-            o, e = out["ours"], out["example"]
-            print(f"ours    {o['wall_s']:.0f}s = setup {o['setup_s']:.0f} + steps {o['steps_s']:.0f} + "
-                  f"{o['evaluations']} evaluations {o['evaluations_s']:.0f} + {o['saves']} saves {o['saves_s']:.0f} + "
-                  f"finish {o['finish_s']:.0f} | max_length {o['max_length']} | test F1 {o['test']['f1']:.3f}")
-            print(f"example {e['wall_s']:.0f}s | test F1 {e['test']['f1']:.3f} | ours/example time "
-                  f"x{o['wall_s'] / e['wall_s']:.2f}", flush=True)
+            e = out["example"]
+            for name in ("ours", "ours_before"):
+                if name not in out:
+                    continue
+                o = out[name]
+                print(f"{name:11s} {o['wall_s']:.0f}s = setup {o['setup_s']:.0f} + steps {o['steps_s']:.0f} + "
+                      f"{o['evaluations']} evaluations {o['evaluations_s']:.0f} + {o['saves']} saves "
+                      f"{o['saves_s']:.0f} + finish {o['finish_s']:.0f} | max_length {o['max_length']} | test F1 "
+                      f"{o['test']['f1']:.3f} | time x{o['wall_s'] / e['wall_s']:.2f} the example's", flush=True)
+            print(f"example     {e['wall_s']:.0f}s | test F1 {e['test']['f1']:.3f}", flush=True)
         if "steps" in args.parts:
             out["steps"] = step_costs(files, model_dir)
         if "factors" in args.parts:
@@ -181,8 +196,8 @@ def main() -> None:
                       f"{r['test_f1']:.3f})", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2, default=float) + "\n")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"time_budget-{args.data}.json").write_text(json.dumps(out, indent=2, default=float) + "\n")
 
 
 if __name__ == "__main__":

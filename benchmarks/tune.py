@@ -4,9 +4,11 @@
     flock -x /tmp/hf-cpu.lock python benchmarks/tune.py --part pruning   # the same search without pruning
     flock -x /tmp/hf-cpu.lock python benchmarks/tune.py --part memory    # host RSS over 12 tiny trials
 
-Task: all-MiniLM-L6-v2 on BBC News, imbalanced few-label training set (64/32/16/8/4 rows per class,
-124 rows), the fixed validation and test splits (benchmarks/real_assets.py), as in
-benchmarks/quality.py. So that each part fits in 10 minutes on 2 CPU cores, both systems use
+Tasks (`--task`): all-MiniLM-L6-v2 on BBC News: `bbc-imbalanced` (64/32/16/8/4 rows per class, 124
+rows; the default), `bbc-few` (16 per class), `bbc-imbalanced-80` (320/160/80/40/20), `bbc-full`
+(1,491 rows), with the fixed validation and test splits (benchmarks/real_assets.py), as in
+benchmarks/quality.py; and `digits` (EfficientNet-Lite0 at 128 px, 30 training images per digit of
+scikit-learn's digits, as benchmarks/rank.py). So that each part fits in 10 minutes on 2 CPU cores, both systems use
 `preprocessing.max_length: 128` (quality.py measured no F1 difference from 256 on this task) and
 160 of the 318 validation rows (seeded sample; model selection only); test keeps all 318 rows.
 
@@ -47,8 +49,23 @@ VALIDATION_ROWS = 160  # of 318: evaluating every epoch costs as much as trainin
 logger = logging.getLogger("tune-benchmark")
 
 
-def recipe(work: Path) -> dict[str, Any]:
-    files = real_assets.bbc_news("imbalanced", per_class=16)
+# Text tasks: BBC regime and per-class count (benchmarks/real_assets.py), all-MiniLM-L6-v2.
+BBC_TASKS = {"bbc-imbalanced": ("imbalanced", 16), "bbc-few": ("few", 16), "bbc-imbalanced-80": ("imbalanced", 80),
+             "bbc-full": ("full", 16)}
+TASKS = [*BBC_TASKS, "digits"]
+DIGITS_PER_CLASS = 30  # training images per digit (300); validation and test are the full held-out splits
+DIGITS_SIZE = 128  # px, as benchmarks/rank.py: every EfficientNet-Lite0 data config value but the input size
+
+
+def recipe(work: Path, task: str = "bbc-imbalanced") -> dict[str, Any]:
+    if task == "digits":
+        from rank import small_lite
+
+        return {"task": "image-classification", "model": {"name": str(small_lite(0, DIGITS_SIZE, work))},
+                "data": {"image_folder": str(real_assets.digits_folder(DIGITS_PER_CLASS)),
+                         "cache_dir": str(work / "cache")}}
+    regime, per_class = BBC_TASKS[task]
+    files = real_assets.bbc_news(regime, per_class=per_class)
     return {"task": "text-classification", "model": {"name": str(real_assets.minilm_dir())},
             "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(work / "cache"),
                      "max_samples": {"validation": VALIDATION_ROWS}},
@@ -127,9 +144,16 @@ def memory(work: Path, trials: int = 12) -> dict[str, Any]:
             "growth_after_trial_3_mb": rss[-1] - rss[2], "max_mb": max(rss)}
 
 
+def _key(part: str, task: str) -> str:
+    """Where a part's result is kept in tune.json (the first task's results keep their old keys)."""
+    return part if part == "memory" or task == "bbc-imbalanced" else f"{part}:{task}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["search", "pruning", "memory"], required=True)
+    parser.add_argument("--task", choices=TASKS, default="bbc-imbalanced",
+                        help="the data (search and pruning parts); results are kept per task")
     parser.add_argument("--budget-factor", type=float, default=BUDGET_FACTOR,
                         help="search wall time = this x the default run's (default 3)")
     args = parser.parse_args()
@@ -138,7 +162,7 @@ def main() -> None:
     record.setdefault("runs", {})
     work = Path(tempfile.mkdtemp(prefix=f"tune-bench-{args.part}-"))
     try:
-        base = recipe(work) if args.part != "memory" else {}
+        base = recipe(work, args.task) if args.part != "memory" else {}
         if args.part == "search":
             default = default_run(base, work)
             found = search(base, work, "search", timeout=args.budget_factor * default["wall_s"], trials=100,
@@ -152,7 +176,7 @@ def main() -> None:
                      f"{found['wall_s']:.0f}s = {result['search_time_ratio']:.2f}x default | {found['trials']} trials "
                      f"{found['states']} | best {found['best_params']}"]
         elif args.part == "pruning":
-            earlier = record["runs"].get("search")
+            earlier = record["runs"].get(_key("search", args.task))
             if earlier is None:
                 raise SystemExit("run --part search first: this part repeats its search without pruning")
             pruned = earlier["search"]
@@ -179,8 +203,11 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     record["machine"] = machine()
-    record["runs"][args.part] = {**result, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                 "command": f"flock -x /tmp/hf-cpu.lock python benchmarks/tune.py --part {args.part}"}
+    command = f"flock -x /tmp/hf-cpu.lock python benchmarks/tune.py --part {args.part}"
+    if args.part != "memory":
+        command += f" --task {args.task}"
+    record["runs"][_key(args.part, args.task)] = {**result, "task": args.task, "command": command,
+                                                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
     print("\n".join(lines), flush=True)
