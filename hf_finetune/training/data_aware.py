@@ -19,6 +19,13 @@ from hf_finetune.tasks import task_of
 from hf_finetune.tasks.image import CNN_LR as CNN_LR
 from hf_finetune.tasks.image import VISION_TRANSFORMER_LR as VISION_TRANSFORMER_LR
 from hf_finetune.tasks.text import TEXT_LR_BY_SIZE as TEXT_LR_BY_SIZE
+from hf_finetune.training.few_label import (
+    KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS,
+    WEIGHT_DECAY_CANDIDATES,
+    FeatureSource,
+    choose_probe_schedule,
+    one_thread,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +96,9 @@ def _user_set(recipe: Any, section: str, key: str) -> bool:
     return key in getattr(recipe, section).model_fields_set
 
 
-def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, global_batch: int) -> list[Decision]:
+def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, global_batch: int,
+                        validation_counts: np.ndarray | None = None,
+                        features: FeatureSource | None = None) -> list[Decision]:
     """The defaults this data and backbone call for, for the keys the recipe leaves unset.
 
     Args:
@@ -98,6 +107,10 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
         num_labels: the size of the label space.
         model: the backbone with its new head.
         global_batch: samples per optimizer step.
+        validation_counts: validation rows per class; with `features`, a probe whose validation holds
+            fewer than KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS rows of a class has its schedule chosen by
+            k-fold on the training rows (training/few_label.py) instead of by validation.
+        features: computes the training rows' cached features and class ids, on demand.
     """
     decisions: list[Decision] = []
 
@@ -127,7 +140,13 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
         decide(key, value, reason)
 
     steps_per_epoch = max(1, math.ceil(n / global_batch))
-    if not _user_set(recipe, "training", "max_steps"):
+    few_validation = _few_validation_rows(counts, validation_counts)
+    kfold = (probe is not None and features is not None and few_validation is not None
+             and not _user_set(recipe, "training", "max_steps")
+             and not _user_set(recipe, "training", "num_train_epochs"))
+    if kfold:
+        decisions += _kfold_probe_decisions(recipe, features, num_labels, global_batch, ratio, few_validation)
+    if not _user_set(recipe, "training", "max_steps") and not kfold:
         if probe is not None:
             epochs = min(PROBE_MAX_EPOCHS, max(3, math.ceil(PROBE_MIN_STEPS / steps_per_epoch)))
             why = (f"a probe on cached features: {epochs} epochs of {steps_per_epoch} steps (at least "
@@ -157,6 +176,55 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
         decide("training.warmup_steps", WARMUP_SHARE,
                "a short warmup keeps the first noisy updates from wrecking the pretrained weights")
     return decisions
+
+
+def _few_validation_rows(train_counts: np.ndarray, validation_counts: np.ndarray | None) -> int | None:
+    """The validation rows of its rarest training class when fewer than KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS."""
+    if validation_counts is None:
+        return None
+    present = np.asarray(validation_counts)[np.asarray(train_counts) > 0]
+    rarest = int(present.min()) if len(present) else 0
+    return rarest if rarest < KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS else None
+
+
+def _kfold_probe_decisions(recipe: Any, features: FeatureSource, num_labels: int, global_batch: int, ratio: float,
+                           few_validation: int) -> list[Decision]:
+    """The probe's epochs and weight decay, chosen by k-fold on the training rows; its last epoch is kept.
+
+    The training settings the recipe sets itself (learning rate, weight decay, warmup, class weights) are
+    held as they are and only the rest is chosen.
+    """
+    import torch
+
+    training = recipe.training
+    lr = training.get("learning_rate", PROBE_LR) if _user_set(recipe, "training", "learning_rate") else PROBE_LR
+    warmup = training.get("warmup_steps", WARMUP_SHARE) if _user_set(recipe, "training", "warmup_steps") else WARMUP_SHARE
+    decays = ((float(training["weight_decay"]),) if _user_set(recipe, "training", "weight_decay")
+              else WEIGHT_DECAY_CANDIDATES)
+    balanced = recipe.finetune.class_weights == "balanced" or (
+        ratio >= CLASS_WEIGHTS_FROM and "class_weights" not in recipe.finetune.model_fields_set)
+    rows, labels = features()
+    weights = None
+    if balanced:
+        counts = np.bincount(labels, minlength=num_labels).astype(float)
+        weights = torch.tensor(np.where(counts > 0, len(labels) / (num_labels * np.maximum(counts, 1)), 0.0),
+                               dtype=torch.float32)
+    with one_thread():
+        choice = choose_probe_schedule(rows, labels, num_labels, lr=lr, batch_size=global_batch, warmup_share=warmup,
+                                       class_weights=weights, seed=int(training.get("seed", 42)),
+                                       weight_decays=decays)
+    where = (f"validation holds {few_validation} row{'s' if few_validation != 1 else ''} of a class (fewer than "
+             f"{KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS}): choosing on it would be noise")
+    out: list[Decision] = []
+    for key, value, reason in (
+        ("training.num_train_epochs", float(choice.epochs), f"{where}; {choice.describe()}"),
+        ("training.weight_decay", choice.weight_decay, f"chosen with the epochs by {choice.folds}-fold cross-validation"),
+        ("training.load_best_model_at_end", False,
+         "the k-fold chose the whole schedule: its last epoch is kept, validation is reported, not selected on"),
+    ):
+        if not _user_set(recipe, *key.split(".", 1)):
+            out.append(Decision(key, value, reason))
+    return out
 
 
 def head_labels(model: Any, num_labels: int) -> list[str]:
