@@ -68,7 +68,7 @@ EXAMPLE_MAX_LENGTH = 128  # run_classification.py: --max_seq_length 128, --pad_t
 EXAMPLE_ARGS = {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "num_train_epochs": 3}
 
 logger = logging.getLogger("quality")
-SYSTEMS = {"ours", "ours+st", "example", "tfidf", "random", "run_ner", "crf", "mean"}  # --systems narrows it
+SYSTEMS = {"ours", "ours+st", "example", "tfidf", "tfidf-char", "random", "run_ner", "crf", "mean"}  # --systems narrows it
 OURS_OVERRIDES: list[str] = []  # --set: dotted.key=value for ours
 
 
@@ -148,14 +148,15 @@ def example_text(files: dict[str, Path], model_dir: Path, work: Path,
     return out
 
 
-def tfidf(files: dict[str, Path], eval_splits: tuple[str, ...] = ("validation", "test")) -> dict[str, Any]:
+def tfidf(files: dict[str, Path], eval_splits: tuple[str, ...] = ("validation", "test"), **vectorizer: Any
+          ) -> dict[str, Any]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     started = time.perf_counter()
     texts, labels = read_csv(files["train"])
     names = sorted(set(labels))
-    vectorizer = TfidfVectorizer()
+    vectorizer = TfidfVectorizer(**vectorizer)
     classifier = LogisticRegression(max_iter=1000).fit(vectorizer.fit_transform(texts), labels)
     out: dict[str, Any] = {}
     for split in eval_splits:
