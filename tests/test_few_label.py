@@ -73,7 +73,7 @@ class SentenceEncoder(torch.nn.Module):
         self.config = SimpleNamespace(hf_finetune_pooling={"mode": "mean", "layer": 6})
 
 
-def _decide(validation_counts, training=None, counts=(12, 12, 12)):
+def _decide(validation_counts, training=None, counts=(12, 12, 12), spread=0.3):
     recipe = validate_recipe({"task": "text-classification", "model": {"name": "m"}, "data": {"dataset": "d"},
                               "training": training or {}})
     train = Dataset.from_dict({"labels": [i for i, c in enumerate(counts) for _ in range(c)]})
@@ -81,7 +81,7 @@ def _decide(validation_counts, training=None, counts=(12, 12, 12)):
 
     def features():
         calls.append(1)
-        return _blobs(counts[0], len(counts), spread=0.3)
+        return _blobs(counts[0], len(counts), spread=spread)
 
     decided = data_aware_defaults(recipe, train, len(counts), SentenceEncoder(), 8,
                                   None if validation_counts is None else np.array(validation_counts), features)
@@ -96,11 +96,15 @@ def test_a_probe_with_a_tiny_validation_takes_its_schedule_from_k_fold():
     assert "cross-validation on the training rows chose" in epochs.reason
     assert decided["training.load_best_model_at_end"].value is False
     assert decided["training.weight_decay"].value in (0.0, 1.0, 3.0)
-    # enough validation rows, no validation, epochs set by the recipe: validation selects as before
-    for validation, training in (([10, 10, 10], None), (None, None), ([1, 1, 1], {"num_train_epochs": 4})):
-        decided, calls = _decide(validation, training)
-        assert calls == 0 and "training.load_best_model_at_end" not in decided
-        assert "cross-validation" not in decided.get("training.num_train_epochs", SimpleNamespace(reason="")).reason
+    # enough validation rows: the k-fold still reads the task (the probe stays), but validation selects the epoch
+    decided, calls = _decide([10, 10, 10])
+    assert calls == 1 and decided["finetune.strategy"].value == "linear_probe"
+    assert "training.load_best_model_at_end" not in decided
+    assert "cross-validation" not in decided["training.num_train_epochs"].reason
+    # epochs set by the recipe: no k-fold at all
+    decided, calls = _decide([1, 1, 1], {"num_train_epochs": 4})
+    assert calls == 0 and "training.load_best_model_at_end" not in decided
+    assert decided["finetune.strategy"].value == "linear_probe"
     # a recipe's own weight decay is held, not chosen
     decided, _ = _decide([1, 1, 1], {"weight_decay": 0.05})
     assert "training.weight_decay" not in decided and "decay 0.05" in decided["training.num_train_epochs"].reason
@@ -138,3 +142,17 @@ def test_top_share_outside_zero_one_is_a_recipe_error(text_recipe):
               "self_training": {"top_share": 1.5}}
     with pytest.raises(RecipeError, match=r"self_training\.top_share"):
         load_recipe(recipe)
+
+
+def test_classes_the_frozen_features_do_not_separate_fine_tune_the_encoder():
+    from hf_finetune.training.data_aware import FINE_TUNE_BELOW_PROBE_F1, PROBE_LR
+
+    decided, calls = _decide([1, 1, 1], spread=30.0)  # the class centres drown in noise: k-fold near chance
+    assert calls == 1 and decided["finetune.strategy"].value == "full"
+    assert f"below {FINE_TUNE_BELOW_PROBE_F1}, the frozen embeddings do not separate these classes" in \
+        decided["finetune.strategy"].reason
+    assert "finetune.cache_features" not in decided and decided["training.learning_rate"].value != PROBE_LR
+    assert decided["training.load_best_model_at_end"].value is False  # 1 validation row a class: the last epoch
+    assert "finetune.head_learning_rate" in decided and "training.weight_decay" not in decided
+    decided, _ = _decide([12, 12, 12], spread=30.0)
+    assert decided["finetune.strategy"].value == "full" and "training.load_best_model_at_end" not in decided

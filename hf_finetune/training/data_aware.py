@@ -23,6 +23,7 @@ from hf_finetune.training.few_label import (
     KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS,
     WEIGHT_DECAY_CANDIDATES,
     FeatureSource,
+    ProbeChoice,
     choose_probe_schedule,
     one_thread,
 )
@@ -58,6 +59,13 @@ WARMUP_SHARE = 0.1  # of all steps; protects the pretrained weights from the fir
 # per class, against 0.218 / 0.311 / 0.400 for the example script and 0.381 / 0.403 / 0.425 for TF-IDF + LR;
 # on NRC emotion words (4 classes) 0.354 / 0.440 / 0.469 against 0.202 / 0.288 / 0.377 and 0.100 (words).
 PROBE_BELOW_ROWS_PER_CLASS = 32
+# The probe is chosen only where its k-fold macro-F1 on the training rows (training/few_label.py) reaches this:
+# frozen embeddings that separate the classes (topics) leave fine-tuning little to add, those that do not
+# (sentiment, emotion words) leave it much. Measured (benchmarks/README.md, few-label section, 3 seeds, the
+# last epoch kept): fine-tuning instead of the probe gained +0.015 / +0.034 / +0.074 test macro-F1 on VADER
+# at 8 / 16 / 32 per class, where the probe's k-fold scored 0.37-0.67, and +0.072 / +0.027 / +0.015 on NRC
+# words (k-fold 0.37-0.56); on BBC topics at 16 per class the two tied (0.921 probe, 0.920 full).
+FINE_TUNE_BELOW_PROBE_F1 = 0.8
 PROBE_LR = 1e-2  # a linear layer on layer-normed features, from random weights: AdamW's usual probe rate
 PROBE_MIN_STEPS = 400  # cheap steps (one linear layer on cached vectors); selection picks the best epoch
 PROBE_MAX_EPOCHS = 50
@@ -129,6 +137,22 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
     ratio = imbalance(counts)
     n = len(train)
     probe = _probe_reason(recipe, model, n, num_labels)
+    few_validation = _few_validation_rows(counts, validation_counts)
+    choice = None  # the probe's k-fold: does it separate these classes, and with which schedule
+    if (probe is not None and features is not None and not _user_set(recipe, "training", "max_steps")
+            and not _user_set(recipe, "training", "num_train_epochs")):
+        choice = _kfold_probe(recipe, features, num_labels, global_batch, ratio)
+        if choice.score < FINE_TUNE_BELOW_PROBE_F1:
+            decide("finetune.strategy", "full",
+                   f"{n} training rows for {num_labels} classes would call for a probe, but {choice.describe()}: "
+                   f"below {FINE_TUNE_BELOW_PROBE_F1}, the frozen embeddings do not separate these classes, so the "
+                   "encoder is fine-tuned")
+            if few_validation is not None:
+                decide("training.load_best_model_at_end", False,
+                       f"validation holds {few_validation} row{'s' if few_validation != 1 else ''} of a class (fewer "
+                       f"than {KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS}): choosing an epoch on it would be noise, the "
+                       "last epoch is kept")
+            probe = choice = None
     if probe is not None:
         decide("finetune.strategy", "linear_probe", probe)
         decide("finetune.cache_features", True, "the frozen backbone's features are computed once, not every epoch")
@@ -145,12 +169,9 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
         decide(key, value, reason)
 
     steps_per_epoch = max(1, math.ceil(n / global_batch))
-    few_validation = _few_validation_rows(counts, validation_counts)
-    kfold = (probe is not None and features is not None and few_validation is not None
-             and not _user_set(recipe, "training", "max_steps")
-             and not _user_set(recipe, "training", "num_train_epochs"))
+    kfold = choice is not None and few_validation is not None
     if kfold:
-        decisions += _kfold_probe_decisions(recipe, features, num_labels, global_batch, ratio, few_validation)
+        decisions += _kfold_schedule_decisions(recipe, choice, few_validation)
     if not _user_set(recipe, "training", "max_steps") and not kfold:
         if probe is not None:
             epochs = min(PROBE_MAX_EPOCHS, max(3, math.ceil(PROBE_MIN_STEPS / steps_per_epoch)))
@@ -192,9 +213,9 @@ def _few_validation_rows(train_counts: np.ndarray, validation_counts: np.ndarray
     return rarest if rarest < KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS else None
 
 
-def _kfold_probe_decisions(recipe: Any, features: FeatureSource, num_labels: int, global_batch: int, ratio: float,
-                           few_validation: int) -> list[Decision]:
-    """The probe's epochs and weight decay, chosen by k-fold on the training rows; its last epoch is kept.
+def _kfold_probe(recipe: Any, features: FeatureSource, num_labels: int, global_batch: int,
+                 ratio: float) -> ProbeChoice:
+    """The probe's best schedule (epochs, weight decay) and its held-out macro-F1, by k-fold on the training rows.
 
     The training settings the recipe sets itself (learning rate, weight decay, warmup, class weights) are
     held as they are and only the rest is chosen.
@@ -215,9 +236,12 @@ def _kfold_probe_decisions(recipe: Any, features: FeatureSource, num_labels: int
         weights = torch.tensor(np.where(counts > 0, len(labels) / (num_labels * np.maximum(counts, 1)), 0.0),
                                dtype=torch.float32)
     with one_thread():
-        choice = choose_probe_schedule(rows, labels, num_labels, lr=lr, batch_size=global_batch, warmup_share=warmup,
-                                       class_weights=weights, seed=int(training.get("seed", 42)),
-                                       weight_decays=decays)
+        return choose_probe_schedule(rows, labels, num_labels, lr=lr, batch_size=global_batch, warmup_share=warmup,
+                                     class_weights=weights, seed=int(training.get("seed", 42)), weight_decays=decays)
+
+
+def _kfold_schedule_decisions(recipe: Any, choice: ProbeChoice, few_validation: int) -> list[Decision]:
+    """The probe's epochs and weight decay from its k-fold, and its last epoch kept (validation is too small)."""
     where = (f"validation holds {few_validation} row{'s' if few_validation != 1 else ''} of a class (fewer than "
              f"{KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS}): choosing on it would be noise")
     out: list[Decision] = []
