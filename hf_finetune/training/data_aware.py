@@ -63,8 +63,8 @@ PROBE_BELOW_ROWS_PER_CLASS = 32
 # frozen embeddings that separate the classes (topics) leave fine-tuning little to add, those that do not
 # (sentiment, emotion words) leave it much. Measured (benchmarks/README.md, few-label section, 3 seeds, the
 # last epoch kept): fine-tuning instead of the probe gained +0.015 / +0.034 / +0.074 test macro-F1 on VADER
-# at 8 / 16 / 32 per class, where the probe's k-fold scored 0.37-0.67, and +0.072 / +0.027 / +0.015 on NRC
-# words (k-fold 0.37-0.56); on BBC topics at 16 per class the two tied (0.921 probe, 0.920 full).
+# at 8 / 16 / 32 per class, where the probe's k-fold scored 0.34-0.61, and +0.072 / +0.027 / +0.015 on NRC
+# words (k-fold 0.32-0.58); on BBC topics at 16 per class the two tied (0.921 probe, 0.920 full).
 FINE_TUNE_BELOW_PROBE_F1 = 0.8
 PROBE_LR = 1e-2  # a linear layer on layer-normed features, from random weights: AdamW's usual probe rate
 PROBE_MIN_STEPS = 400  # cheap steps (one linear layer on cached vectors); selection picks the best epoch
