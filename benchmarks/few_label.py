@@ -34,7 +34,7 @@ import numpy as np
 import real_assets
 import regression
 
-PER_CLASS = (8, 16, 32)
+PER_CLASS = tuple(int(k) for k in os.environ.get("FEW_LABEL_PER_CLASS", "8,16,32").split(","))
 SEEDS = tuple(range(int(os.environ.get("FEW_LABEL_SEEDS", "3"))))
 TEST_PER_CLASS = int(os.environ.get("FEW_LABEL_TEST_PER_CLASS", "100"))  # 300 VADER texts; nrc-few: see below
 POOL_FACTOR = 10  # the unlabelled pool is ten times the labelled rows (the target condition)
