@@ -99,6 +99,7 @@ def test_a_probe_with_a_tiny_validation_takes_its_schedule_from_k_fold():
     # enough validation rows: the k-fold still reads the task (the probe stays), but validation selects the epoch
     decided, calls = _decide([10, 10, 10])
     assert calls == 1 and decided["finetune.strategy"].value == "linear_probe"
+    assert "at least 0.8: the frozen embeddings separate the classes" in decided["finetune.strategy"].reason
     assert "training.load_best_model_at_end" not in decided
     assert "cross-validation" not in decided["training.num_train_epochs"].reason
     # epochs set by the recipe: no k-fold at all

@@ -154,6 +154,8 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
                        "last epoch is kept")
             probe = choice = None
     if probe is not None:
+        if choice is not None:
+            probe += f"; {choice.describe()}, at least {FINE_TUNE_BELOW_PROBE_F1}: the frozen embeddings separate the classes"
         decide("finetune.strategy", "linear_probe", probe)
         decide("finetune.cache_features", True, "the frozen backbone's features are computed once, not every epoch")
     if ratio >= SELECT_ON_F1_FROM and "f1" in recipe.metrics and "select_f1" in problem.defaults:
