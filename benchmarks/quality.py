@@ -3,6 +3,7 @@
     python benchmarks/quality.py                      # every task (tens of minutes on 2 CPU cores)
     python benchmarks/quality.py --tasks bbc-imbalanced bbc-few
     python benchmarks/quality.py --tasks speed        # equal settings: samples/s and padding share
+    python benchmarks/quality.py --tasks vader-few nrc-few   # few labels beyond topics (about 30 minutes)
 
 Tasks (assets from benchmarks/real_assets.py, cached after the first run):
     bbc-full, bbc-few, bbc-imbalanced   all-MiniLM-L6-v2 on BBC News (5 topics): the full training set,
@@ -16,6 +17,11 @@ Tasks (assets from benchmarks/real_assets.py, cached after the first run):
                                         photos appear): ours vs random init (benchmarks/multi_label_images.py)
     wnut                                all-MiniLM-L6-v2 tagging WNUT-16 tweets (10 entity types): ours,
                                         run_ner.py's defaults and a CRF (benchmarks/ner.py)
+    vader-few, nrc-few                  all-MiniLM-L6-v2 at 8, 16 and 32 labels per class, 3 seeds: VADER's texts
+                                        as negative/neutral/positive by human rating, NRC emotion words with one
+                                        of anger/fear/joy/sadness; ours, ours + self-training (vader-few: a pool
+                                        of 10x the labels), run_classification.py's defaults, TF-IDF + LR
+                                        (benchmarks/few_label.py)
     vader                               all-MiniLM-L6-v2 regressing human sentiment ratings (VADER's data,
                                         -4..+4): ours, run_classification.py's regression defaults,
                                         TF-IDF + ridge, the training mean (benchmarks/regression.py)
@@ -48,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import few_label
 import multi_label
 import multi_label_images
 import ner
@@ -64,7 +71,8 @@ EXAMPLE_MAX_LENGTH = 128  # run_classification.py: --max_seq_length 128, --pad_t
 EXAMPLE_ARGS = {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "num_train_epochs": 3}
 
 logger = logging.getLogger("quality")
-SYSTEMS = {"ours", "example", "tfidf", "random", "run_ner", "crf", "mean", "ours-at-example"}  # --systems narrows it
+SYSTEMS = {"ours", "ours+st", "example", "tfidf", "tfidf-char", "random", "run_ner", "crf", "mean",
+           "ours-at-example"}  # --systems narrows it
 OURS_OVERRIDES: list[str] = []  # --set: dotted.key=value for ours
 
 
@@ -85,7 +93,7 @@ def read_csv(path: Path) -> tuple[list[str], list[str]]:
 
 # --- systems ----------------------------------------------------------------------------------------
 
-def ours(recipe: dict[str, Any], work: Path) -> dict[str, Any]:
+def ours(recipe: dict[str, Any], work: Path, self_training: bool = False) -> dict[str, Any]:
     import yaml
 
     import hf_finetune
@@ -103,16 +111,21 @@ def ours(recipe: dict[str, Any], work: Path) -> dict[str, Any]:
             "warnings": m.get("warnings", []), "wall_s": wall,
             "samples_per_s": m["train"]["samples_per_second"], "epochs": m["train"]["epochs"],
             "steps": m["train"]["steps"], "max_length": resolved["preprocessing"].get("max_length"),
-            "learning_rate": resolved["training"]["learning_rate"]}
+            "learning_rate": resolved["training"]["learning_rate"],
+            "strategy": yaml.safe_load((result.output_dir / "recipe.yaml").read_text())["finetune"].get("strategy"),
+            **({"self_training": [{k: r.get(k) for k in ("round", "kept", "pseudo_label_accuracy", "train_rows",
+                                                            "test", "top_share_curve", "threshold_curve")}
+                                  for r in m["self_training"]["rounds"]]} if self_training else {})}
 
 
-def example_text(files: dict[str, Path], model_dir: Path, work: Path) -> dict[str, Any]:
+def example_text(files: dict[str, Path], model_dir: Path, work: Path,
+                 eval_splits: tuple[str, ...] = ("validation", "test")) -> dict[str, Any]:
     """run_classification.py at its defaults, reduced to what it does for a csv with text,label."""
     import datasets
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
     started = time.perf_counter()
-    raw = datasets.load_dataset("csv", data_files={k: str(v) for k, v in files.items()},
+    raw = datasets.load_dataset("csv", data_files={k: str(files[k]) for k in ("train", *eval_splits)},
                                 cache_dir=str(work / "hf-cache"))
     names = sorted(set(raw["train"]["label"]))
     label2id = {n: i for i, n in enumerate(names)}
@@ -131,7 +144,7 @@ def example_text(files: dict[str, Path], model_dir: Path, work: Path) -> dict[st
     trainer = Trainer(model=model, args=args, train_dataset=ready["train"], processing_class=tokenizer)
     train = trainer.train()
     out: dict[str, Any] = {}
-    for split in ("validation", "test"):
+    for split in eval_splits:
         predicted = trainer.predict(ready[split])
         out[split] = scores(list(predicted.label_ids), list(np.argmax(predicted.predictions, axis=-1)))
     out.update(wall_s=time.perf_counter() - started, samples_per_s=train.metrics["train_samples_per_second"],
@@ -139,17 +152,18 @@ def example_text(files: dict[str, Path], model_dir: Path, work: Path) -> dict[st
     return out
 
 
-def tfidf(files: dict[str, Path]) -> dict[str, Any]:
+def tfidf(files: dict[str, Path], eval_splits: tuple[str, ...] = ("validation", "test"), **vectorizer: Any
+          ) -> dict[str, Any]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
     started = time.perf_counter()
     texts, labels = read_csv(files["train"])
     names = sorted(set(labels))
-    vectorizer = TfidfVectorizer()
+    vectorizer = TfidfVectorizer(**vectorizer)
     classifier = LogisticRegression(max_iter=1000).fit(vectorizer.fit_transform(texts), labels)
     out: dict[str, Any] = {}
-    for split in ("validation", "test"):
+    for split in eval_splits:
         texts_s, labels_s = read_csv(files[split])
         predicted = classifier.predict(vectorizer.transform(texts_s))
         out[split] = scores([names.index(x) for x in labels_s], [names.index(x) for x in predicted])
@@ -295,6 +309,8 @@ def main() -> None:
 
                 overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
                 result = ner.wnut_task(work, SYSTEMS, overrides)
+            elif task in few_label.TASKS:  # few-label sentiment and emotion words (benchmarks/few_label.py)
+                result = few_label.run_task(task, work, SYSTEMS, ours, example_text, tfidf)  # --set: in ours()
             elif task == "vader":  # text regression (benchmarks/regression.py)
                 import yaml
 
@@ -309,6 +325,9 @@ def main() -> None:
         RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
         summary = {"wnut": ner.summarize, "vader": regression.summarize, "textures": segmentation.summarize,
                    "nrc-emotions": multi_label.summarize, "photo-collages": multi_label_images.summarize}.get(task)
+        if task in few_label.TASKS:
+            print("\n".join(few_label.summarize(task, result)), flush=True)
+            continue
         print("\n".join(summary(result) if summary else summarize(task, result)), flush=True)
 
 

@@ -126,7 +126,7 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
         decided["data"] = {"splits": {**recipe.data.splits.model_dump(), "validation": None}}
     if recipe.finetune.data_aware:
         decisions = data_aware_defaults(recipe, data.splits["train"], data.labels.num_labels, model,
-                                        resolved_training.batch.global_size)
+                                        resolved_training.batch.global_size, *few_label_inputs(recipe, data, model, args))
         flip = mirror_decision(recipe, data, model, preprocessing.get("image"), args)
         if flip is not None:
             decisions.append(flip)
@@ -156,6 +156,22 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
     return Session(recipe, resolved_recipe(recipe, {"training": resolved_training.training}, decided), args, data,
                    trainer_setup, metrics, checkpoint, resolved_training.batch.record(), preprocessing, started,
                    setup_s)
+
+
+def few_label_inputs(recipe: Recipe, data: PreparedData, model: Any, args: Any) -> tuple[Any, Any]:
+    """Validation rows per class, and the training rows' features on demand: what a few-label probe's
+    k-fold needs (training/few_label.py)."""
+    import torch
+
+    from hf_finetune.training.data_aware import class_counts
+    from hf_finetune.training.few_label import training_features
+
+    if "validation" not in data.splits:
+        return None, None
+    counts = class_counts(data.splits["validation"], data.labels.num_labels, task_of(recipe).problem.labeling)
+    precision = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+    return counts, lambda: training_features(model, data.splits["train"], data.collator,
+                                             args.per_device_eval_batch_size, args.device, precision)
 
 
 def finish(session: Session, train_output: Any, extra_results: dict[str, Any] | None = None) -> RunResult:

@@ -77,8 +77,10 @@ def pool_file(tmp_path):
 
 
 @pytest.fixture
-def st_recipe(text_recipe, pool_file):
+def st_recipe(text_recipe, pool_file, tmp_path):
     recipe = copy.deepcopy(text_recipe)
+    # 12 validation rows per class: enough to compare rounds on (below 10, every round runs and the last is kept)
+    recipe["data"]["files"]["validation"] = str(write_csv(tmp_path / "data" / "validation24.csv", review_rows(24, seed=1)))
     recipe["data"]["unlabeled"] = {"files": str(pool_file)}
     recipe["self_training"] = {"rounds": 2, "threshold": 0.6}
     recipe["training"].update(num_train_epochs=3, save_strategy="epoch", eval_strategy="epoch")
@@ -245,6 +247,20 @@ def test_text_rounds_records_and_best_round(st_recipe, pool_file, monkeypatch):
 
     pool_file.unlink()
     assert main(["evaluate", str(result.output_dir), "--split", "validation"]) == 0
+
+
+def test_with_a_validation_of_a_few_rows_per_class_every_round_runs_and_the_last_is_kept(st_recipe, reviews,
+                                                                                         monkeypatch):
+    import hf_finetune
+    script_validation(monkeypatch, [0.9, 0.5])  # round 1 is "worse" on 8 rows per class: it is kept all the same
+    st_recipe["data"]["files"]["validation"] = str(reviews["validation"])  # 16 rows, 8 per class
+    st_recipe["self_training"].update(rounds=1, threshold=0.5)  # every pool row is kept
+    st_recipe["training"].update(num_train_epochs=2, per_device_train_batch_size=8, learning_rate=5e-3)
+    st = hf_finetune.train(st_recipe).metrics["self_training"]
+    assert [(r["round"], r["trained"]) for r in st["rounds"]] == [(0, True), (1, True)]
+    assert st["best_round"] == 1 and st["rounds"][1]["improved"] is False
+    assert st["rounds_compared_on"].startswith("none: validation holds 8 rows of a class")
+    assert st["top_share"] is None and [p["top_share"] for p in st["rounds"][1]["top_share_curve"]][-1] == 1.0
 
 
 def test_rounds_from_the_backbone_stop_when_the_pseudo_labels_repeat(st_recipe, monkeypatch):

@@ -40,7 +40,9 @@ from hf_finetune.selftrain.select import (
     class_thresholds,
     select_pseudo_labels,
     threshold_curve,
+    top_share_curve,
 )
+from hf_finetune.tasks import task_of
 from hf_finetune.training.safeguards import train_with_safeguards
 
 logger = logging.getLogger(__name__)
@@ -104,11 +106,16 @@ def _run_rounds(recipe: Recipe, started: float) -> pipeline.RunResult:
         raise DataError(f"self_training.max_class_share: {st.max_class_share} is below 1/{len(names)}: with "
                         f"{len(names)} classes no mix of pseudo-labels can keep every class under it")
     truth = truth_ids(pool, labels)
+    top_share = st.resolved_top_share()
+    few_validation = _few_validation_rows(session)
     ready = model_ready_pool(recipe, pool, session.setup.tokenizer, session.preprocessing)
     metric, greater = selection_metric(session.args)
     work = Path(session.args.output_dir)
     summary: dict[str, Any] = {
         "metric": metric, "greater_is_better": greater, "init": st.init, "threshold": st.threshold,
+        "top_share": top_share,
+        "rounds_compared_on": "validation" if few_validation is None else
+        f"none: validation holds {few_validation} rows of a class, every round runs and the last is kept",
         "class_thresholds": dict(zip(names, thresholds.tolist(), strict=True)),
         "max_class_share": st.max_class_share, "min_improvement": st.min_improvement, "max_rounds": st.rounds,
         "pool": {"rows": len(pool), "source": pool.where,
@@ -125,7 +132,7 @@ def _run_rounds(recipe: Recipe, started: float) -> pipeline.RunResult:
     for number in range(1, st.rounds + 1):
         probs = predict_probabilities(best.session.setup.model, ready, session.data.collator,
                                       session.args.per_device_eval_batch_size, session.args)
-        selection = select_pseudo_labels(probs, thresholds, st.max_class_share)
+        selection = select_pseudo_labels(probs, thresholds, st.max_class_share, top_share)
         pseudo = _pseudo_label_record(probs, selection, truth, names)
         _log_selection(number, pseudo)
         if selection.kept == 0:
@@ -144,12 +151,15 @@ def _run_rounds(recipe: Recipe, started: float) -> pipeline.RunResult:
             session.setup.model.load_state_dict(best.session.setup.model.state_dict())
         current = _train_round(number, session, recipe, pseudo)
         value, best_value = current.record["validation"][metric], best.record["validation"][metric]
-        better = improves(value, best_value, greater, st.min_improvement)
-        current.record["improved"] = better
+        # With a validation of a few rows per class a comparison is noise: every round runs, the last is kept.
+        better = few_validation is not None or improves(value, best_value, greater, st.min_improvement)
+        current.record["improved"] = improves(value, best_value, greater, st.min_improvement)
         summary["rounds"].append(current.record)
         _save(work, summary)
-        logger.info("Self-training round %d: validation %s %.4f, %s the best so far (%.4f, round %d)", number,
-                    metric, value, "above" if better else "not above", best_value, best.number)
+        logger.info("Self-training round %d: validation %s %.4f, %s the best so far (%.4f, round %d)%s", number,
+                    metric, value, "above" if current.record["improved"] else "not above", best_value, best.number,
+                    "; kept as the latest round (validation too small to compare on)" if few_validation is not None
+                    else "")
         if not better:
             stopped = (f"round {number} did not raise validation {metric} above {best_value:.4f} (round "
                        f"{best.number}) by more than {st.min_improvement:g}")
@@ -205,7 +215,27 @@ def _pseudo_label_record(probs: np.ndarray, selection: Selection, truth: np.ndar
             per_class[name] = accuracy(selection.labels[mine], kept_truth[mine])[0]
         record["pseudo_label_accuracy_per_class"] = per_class
     record["threshold_curve"] = threshold_curve(probs, truth)
+    record["top_share_curve"] = top_share_curve(probs, truth)
     return record
+
+
+def _few_validation_rows(session: pipeline.Session) -> int | None:
+    """The validation rows of the rarest training class, when too few to compare rounds on (None otherwise)."""
+    from hf_finetune.training.data_aware import class_counts
+    from hf_finetune.training.few_label import KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS
+
+    splits, num_labels = session.data.splits, session.data.labels.num_labels
+    if "validation" not in splits:
+        return None
+    labeling = task_of(session.recipe).problem.labeling
+    train = class_counts(splits["train"], num_labels, labeling)
+    validation = class_counts(splits["validation"], num_labels, labeling)[train > 0]
+    rarest = int(validation.min()) if len(validation) else 0
+    if rarest >= KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS:
+        return None
+    logger.info("Self-training: validation holds %d rows of a class (fewer than %d): rounds are not compared on "
+                "it; every round runs and the last one is kept", rarest, KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS)
+    return rarest
 
 
 def _same(a: Selection, b: Selection) -> bool:

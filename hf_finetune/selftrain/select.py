@@ -12,6 +12,7 @@ import numpy as np
 from hf_finetune.errors import DataError
 
 CURVE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # recorded each round: kept count and accuracy
+CURVE_TOP_SHARES = (0.1, 0.2, 0.3, 0.5, 1.0)  # the relative rule's curve: each class's most confident share
 
 
 @dataclass
@@ -61,8 +62,25 @@ def share_cap(counts: np.ndarray, share: float) -> int:
     return low
 
 
-def select_pseudo_labels(probs: np.ndarray, thresholds: np.ndarray, max_class_share: float | None) -> Selection:
-    """Keeps each pool row whose top probability reaches its predicted class's threshold, then caps classes.
+def top_share_mask(probs: np.ndarray, share: float) -> np.ndarray:
+    """Rows among the most confident `share` of the rows predicted as their class (at least one per
+    predicted class; ties: the earlier row). Relative to the teacher's own confidence, so a modestly
+    confident teacher still keeps its surest rows, and no class is kept out by a scale it never reaches."""
+    predicted = probs.argmax(axis=1)
+    confidence = probs[np.arange(len(probs)), predicted]
+    keep = np.zeros(len(probs), dtype=bool)
+    for c in range(probs.shape[1]):
+        rows = np.flatnonzero(predicted == c)
+        if len(rows):
+            order = np.argsort(-confidence[rows], kind="stable")
+            keep[rows[order[:max(1, int(round(share * len(rows))))]]] = True
+    return keep
+
+
+def select_pseudo_labels(probs: np.ndarray, thresholds: np.ndarray, max_class_share: float | None,
+                         top_share: float | None = None) -> Selection:
+    """Keeps each pool row whose top probability reaches its predicted class's threshold (or, with
+    `top_share`, that is among its predicted class's most confident `top_share`), then caps classes.
 
     With `max_class_share`, a class whose confident rows exceed the cap keeps its most confident
     ones (ties: the earlier row).
@@ -71,11 +89,14 @@ def select_pseudo_labels(probs: np.ndarray, thresholds: np.ndarray, max_class_sh
         probs: (rows, classes) class probabilities.
         thresholds: (classes,) threshold of each predicted class.
         max_class_share: the largest share of the kept rows one class may take, or None.
+        top_share: the share of each predicted class's rows kept whatever their probability, or None.
     """
     num_classes = probs.shape[1]
     predicted = probs.argmax(axis=1)
     confidence = probs[np.arange(len(probs)), predicted]
     confident = confidence >= thresholds[predicted]
+    if top_share is not None:
+        confident |= top_share_mask(probs, top_share)
     confident_counts = np.bincount(predicted[confident], minlength=num_classes)
     cap = share_cap(confident_counts, max_class_share) if max_class_share is not None else None
     kept: list[np.ndarray] = []
@@ -104,6 +125,19 @@ def threshold_curve(probs: np.ndarray, truth: np.ndarray | None) -> list[dict[st
     for t in CURVE_THRESHOLDS:
         keep = confidence >= t
         point: dict[str, float | int | None] = {"threshold": t, "kept": int(keep.sum())}
+        if truth is not None:
+            point["accuracy"] = accuracy(predicted[keep], truth[keep])[0]
+        out.append(point)
+    return out
+
+
+def top_share_curve(probs: np.ndarray, truth: np.ndarray | None) -> list[dict[str, float | int | None]]:
+    """For each of CURVE_TOP_SHARES: how many rows the relative rule keeps, and their accuracy."""
+    predicted = probs.argmax(axis=1)
+    out = []
+    for share in CURVE_TOP_SHARES:
+        keep = top_share_mask(probs, share)
+        point: dict[str, float | int | None] = {"top_share": share, "kept": int(keep.sum())}
         if truth is not None:
             point["accuracy"] = accuracy(predicted[keep], truth[keep])[0]
         out.append(point)
