@@ -132,6 +132,19 @@ class DataSpec(Section):
         None, ge=16, le=4096, description="semantic-segmentation: the side in pixels of the square images and masks "
         "trained and evaluated on (default: the backbone's pretrained input size).",
     )
+    streaming: bool = Field(
+        False, description="Read the data as a stream (`datasets` iterable datasets): rows are read, shuffled in a "
+        "buffer and preprocessed as training takes them, never all in memory; needs training.max_steps "
+        "(text-classification and image-classification; docs/streaming.md).",
+    )
+    shuffle_buffer: int = Field(
+        10_000, ge=0, description="data.streaming: rows held in the seeded shuffle buffer of the training stream "
+        "(0: the source's order).",
+    )
+    head_rows: int = Field(
+        1_000, ge=1, description="data.streaming: rows read from the head of the training stream to find the "
+        "label space, class counts and max_length (the rest of the stream is never held).",
+    )
     label_names_file: str | None = Field(
         None, description="semantic-segmentation: a text file of class names, one per line (line i names class id "
         "i); or give data.label_names.",
