@@ -29,7 +29,8 @@ from hf_finetune import hub
 from hf_finetune.data.labels import LABEL_COLUMN, LabelSpace, label_mapping
 from hf_finetune.data.splits import ROLES, check_columns
 from hf_finetune.errors import DataError, did_you_mean
-from hf_finetune.recipe import FILE_FORMATS, DataSpec
+from hf_finetune.recipe import DataSpec
+from hf_finetune.recipe.sections.data import STREAM_FILE_FORMATS
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +83,10 @@ def _stream_files(split: str, patterns: list[str]) -> IterableDataset:
     suffix = Path(paths[0]).suffix.lower()
     kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
     try:  # one shard per file: a distributed run splits the files between processes when they divide evenly
-        return datasets.load_dataset(FILE_FORMATS[suffix], data_files={"data": paths}, split="data", streaming=True,
+        return datasets.load_dataset(STREAM_FILE_FORMATS[suffix], data_files={"data": paths}, split="data", streaming=True,
                                      **kwargs)
     except Exception as exc:
-        raise DataError(f"{key}: cannot stream {', '.join(paths)} as {FILE_FORMATS[suffix]}: {exc}") from None
+        raise DataError(f"{key}: cannot stream {', '.join(paths)} as {STREAM_FILE_FORMATS[suffix]}: {exc}") from None
 
 
 def stream_head(stream: IterableDataset, rows: int, key: str, split: str) -> Dataset:

@@ -5,8 +5,9 @@ position saved with every checkpoint, so a resumed run continues where the kille
 matters is the one after the last batch *trained on*, not after the last row read: accelerate's loader
 reads a batch ahead, and Trainer fetches a whole optimizer step's batches at once. So the stream's position
 is noted at every batch boundary (`ResumableStream`), and a checkpoint at step s saves the one noted after
-s x accumulation x batch rows (`save_position`). Rows that sat in the shuffle buffer at that moment are
-not read again (datasets refills the buffer from the saved source position); no row is trained twice.
+s x accumulation x batch rows (`save_position`). Without a shuffle buffer the resumed stream is exactly the
+uninterrupted one; with one, datasets restores the position but not the buffer's rows (it refills the buffer),
+so a few rows of the interrupted pass are skipped or read twice.
 
 Each process of a distributed run reads its own shard (data/streaming.py) and saves its own position
 (`stream-rank<N>.json` in the checkpoint). accelerate's loader would shard the stream a second time or
@@ -116,10 +117,12 @@ def load_position(trainer: Any, checkpoint: str | Path) -> bool:
                        "skips the batches already trained on", checkpoint, path.name)
         return False
     position = json.loads(path.read_text())
-    expected = trained_rows(trainer)
+    step = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"]  # Trainer loads it later
+    args = trainer.args
+    expected = step * args.gradient_accumulation_steps * args.per_device_train_batch_size
     if int(position["rows"]) != expected:
-        raise DataError(f"{path}: the saved stream position is after {position['rows']} rows, but step "
-                        f"{trainer.state.global_step} trained on {expected} rows: the batch size or gradient "
+        raise DataError(f"{path}: the saved stream position is after {position['rows']} rows, but {step} steps "
+                        f"of this run's batch split train on {expected} rows: the batch size or gradient "
                         "accumulation changed since the checkpoint (a stream resumes with the same batch split)")
     trainer.train_dataset.restore(position)
     logger.info("Resuming the training stream after row %d (pass %d) of this process, from %s", position["rows"],
