@@ -34,9 +34,10 @@ def streaming_problems(raw: dict[str, Any], parts: dict[str, Any]) -> list[Probl
     data = parts.get("data")
     if data is None:
         return []
-    if not data.streaming:
+    if not data.streaming:  # a resolved recipe.yaml writes the defaults: only a changed value is a mistake
         return [Problem(f"data.{key}", "only applies with data.streaming: true")
-                for key in ("shuffle_buffer", "head_rows") if key in data.model_fields_set]
+                for key in ("shuffle_buffer", "head_rows")
+                if getattr(data, key) != type(data).model_fields[key].default]
     problems: list[Problem] = []
     task = parts.get("task")
     if task is not None and task not in STREAM_TASKS:
@@ -60,14 +61,12 @@ def streaming_problems(raw: dict[str, Any], parts: dict[str, Any]) -> list[Probl
     if str(user.get("train_sampling_strategy", "random")) != "random":
         problems.append(Problem("training.train_sampling_strategy", "a stream is read in order (after its seeded "
                                 "shuffle buffer, data.shuffle_buffer): no sampler applies"))
-    if "validation_size" in data.model_fields_set and data.validation_size < 1:
+    # (the default share, which a resolved recipe.yaml writes, is named at run time if validation must be carved)
+    if data.validation_size < 1 and data.validation_size != type(data).model_fields["validation_size"].default:
         problems.append(Problem("data.validation_size", "a share of a stream of unknown length: give a row count "
                                                         "(>= 1), taken from the head of the training stream"))
     if data.num_proc is not None:
         problems.append(Problem("data.num_proc", "a stream is preprocessed on the fly, in the training process"))
-    if "verify_images" in data.model_fields_set and data.verify_images:
-        problems.append(Problem("data.verify_images", "a stream is not read ahead: an unreadable image is met when "
-                                                      "training reads it (data.bad_images says what then)"))
     if data.unlabeled is not None:
         problems.append(Problem("data.unlabeled", "self-training predicts on a whole pool; data.streaming "
                                                   "does not serve it"))
