@@ -252,3 +252,15 @@ def test_two_processes_read_their_own_shards_and_save_their_own_positions(stream
     for rank in (0, 1):
         position = json.loads((out / "checkpoints" / "checkpoint-4" / f"stream-rank{rank}.json").read_text())
         assert (position["rows"], position["epoch"]) == (32, 1)  # 4 steps x 8 rows: past its 24-row shard
+
+
+def test_a_streamed_hub_dataset_offline_fails_fast_naming_the_key(stream_recipe, no_retry_waits):
+    from hf_finetune.data.streaming import load_streams
+    from hf_finetune.errors import UserError
+
+    stream_recipe["data"].pop("files")
+    stream_recipe["data"]["dataset"] = "someone/reviews"
+    data = validate_recipe(stream_recipe).data
+    with pytest.raises(UserError, match=r"(?s)data.dataset: 'someone/reviews' .* unreachable .* stream them with "
+                                        r"data.files"):
+        load_streams(data)
