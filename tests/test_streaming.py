@@ -185,11 +185,11 @@ def test_image_streams_from_a_folder_and_from_tar_shards(tmp_path, tiny_resnet, 
                        ("tar", {"files": files, "columns": {"image": "png", "label": "txt"}})):
         recipe = {"task": "image-classification", "model": {"name": str(tiny_resnet)},
                   "data": {**data, "streaming": True, "shuffle_buffer": 8},
-                  "training": {"max_steps": 3, "per_device_train_batch_size": 8, "learning_rate": 1.0e-3},
+                  "training": {"max_steps": 2, "per_device_train_batch_size": 8, "learning_rate": 1.0e-3},
                   "output": {"dir": str(tmp_path / name)}}
         assert main(["train", str(write_recipe(tmp_path / f"{name}.yaml", recipe))]) == 0
         metrics = json.loads((tmp_path / name / "metrics.json").read_text())
-        assert metrics["train"]["steps"] == 3
+        assert metrics["train"]["steps"] == 2
         assert metrics["validation"]["num_samples"] == 9  # 3 classes x 3 images
 
 
@@ -205,8 +205,8 @@ def test_a_column_of_image_paths_is_refused_on_a_stream(tmp_path, tiny_resnet, p
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_from_the_same_stream_position(stream_recipe, tmp_path, caplog):
-    # 48 training rows in batches of 8: 6 batches a pass; 9 steps cross into the second pass; the kill comes
-    # after the checkpoint of step 8, in the second pass. No shuffle buffer: the order is the source's, so the
+    # 24 training rows in batches of 8: 3 batches a pass; 5 steps cross into the second pass; the kill comes
+    # after the checkpoint of step 4, in the second pass. No shuffle buffer: the order is the source's, so the
     # resumed run must end with the uninterrupted run's weights exactly.
     from hf_finetune.testing import write_tiny_bert
 
@@ -216,7 +216,8 @@ def test_a_run_killed_after_a_checkpoint_resumes_from_the_same_stream_position(s
     # (1e-7) although its batches are the same token ids; the map-style resume is exact with dropout (not yet
     # explained: the stream itself draws nothing from torch's random state)
     stream_recipe["model"]["name"] = str(write_tiny_bert(tmp_path / "bert", POSITIVE + NEGATIVE + FILLER, dropout=0.0))
-    stream_recipe["training"].update(max_steps=9, save_steps=4, eval_steps=4, save_total_limit=3)
+    stream_recipe["data"]["files"]["train"] = str(write_csv(tmp_path / "train24.csv", review_rows(24, seed=0)))
+    stream_recipe["training"].update(max_steps=5, save_steps=2, eval_steps=2, save_total_limit=3)
     stream_recipe["output"]["dir"] = str(tmp_path / "straight")
     assert main(["train", str(write_recipe(tmp_path / "straight.yaml", stream_recipe))]) == 0
     expected = load_file(tmp_path / "straight" / "model.safetensors")
@@ -224,17 +225,17 @@ def test_a_run_killed_after_a_checkpoint_resumes_from_the_same_stream_position(s
     out = tmp_path / "killed"
     stream_recipe["output"]["dir"] = str(out)
     path = write_recipe(tmp_path / "killed.yaml", stream_recipe)
-    killed = subprocess.run([sys.executable, str(HELPER), "kill-after-save", "8", "train", str(path)],
+    killed = subprocess.run([sys.executable, str(HELPER), "kill-after-save", "4", "train", str(path)],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    position = json.loads((out / "checkpoints" / "checkpoint-8" / "stream-rank0.json").read_text())
-    assert (position["rows"], position["epoch"]) == (64, 1)  # 8 steps x 8 rows; the second pass
+    position = json.loads((out / "checkpoints" / "checkpoint-4" / "stream-rank0.json").read_text())
+    assert (position["rows"], position["epoch"]) == (32, 1)  # 4 steps x 8 rows; the second pass
 
     caplog.set_level("INFO")
     assert main(["train", str(path), "--resume"]) == 0  # in this process, as the uninterrupted run
-    assert "Resuming the training stream after row 64 (pass 2)" in caplog.text
+    assert "Resuming the training stream after row 32 (pass 2)" in caplog.text
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["train"]["resumed_from"].endswith("checkpoint-8") and metrics["train"]["steps"] == 9
+    assert metrics["train"]["resumed_from"].endswith("checkpoint-4") and metrics["train"]["steps"] == 5
     for key, value in expected.items():
         assert torch.equal(load_file(out / "model.safetensors")[key], value), key
 
