@@ -143,7 +143,8 @@ class ImageEncoding:
         if feature is None and stream.features is not None:
             return stream  # a missing column is named by check_columns, on the head
         if not isinstance(feature, ImageFeature):
-            raise DataError(f"data.columns.image: column '{column}' of split '{split}' holds {feature!r}; a stream "
+            held = repr(feature) if feature is not None else "values whose type the stream does not declare"
+            raise DataError(f"data.columns.image: column '{column}' of split '{split}' holds {held}; a stream "
                             "(data.streaming) reads images stored in the data (image folders, parquet, tar shards, "
                             "Hub datasets), not file paths: set data.streaming: false to read paths")
         return stream.cast_column(column, ImageFeature(decode=False))
