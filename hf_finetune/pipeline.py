@@ -40,6 +40,7 @@ from hf_finetune.training.safeguards import (
     record_or_compare_recipe,
     train_with_safeguards,
 )
+from hf_finetune.training.streams import stream_decisions
 from hf_finetune.training.tracking import tracked_run
 from hf_finetune.training.trainer import full_precision
 
@@ -125,8 +126,14 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
     if data.carved is not None:  # recipe.yaml says "carved" (null), so reading it again carves the same rows
         decided["data"] = {"splits": {**recipe.data.splits.model_dump(), "validation": None}}
     if recipe.finetune.data_aware:
-        decisions = data_aware_defaults(recipe, data.splits["train"], data.labels.num_labels, model,
-                                        resolved_training.batch.global_size, *few_label_inputs(recipe, data, model, args))
+        if data.streaming:  # read from the head of the stream: the row count is not the data's
+            decisions = data_aware_defaults(recipe, data.label_rows, data.labels.num_labels, model,
+                                            resolved_training.batch.global_size)
+            decisions = stream_decisions(decisions, len(data.label_rows))
+        else:
+            decisions = data_aware_defaults(recipe, data.label_rows, data.labels.num_labels, model,
+                                            resolved_training.batch.global_size,
+                                            *few_label_inputs(recipe, data, model, args))
         flip = mirror_decision(recipe, data, model, preprocessing.get("image"), args)
         if flip is not None:
             decisions.append(flip)
@@ -186,7 +193,7 @@ def finish(session: Session, train_output: Any, extra_results: dict[str, Any] | 
             results[role] = evaluate_split(trainer, session.setup.eval_splits[role], session.metrics, role)
     results["train"] = train_record(session, train_output)
     problem = task_of(session.recipe).problem
-    counts = problem.labeling.counts(session.data.splits["train"], session.data.labels.num_labels)
+    counts = problem.labeling.counts(session.data.label_rows, session.data.labels.num_labels)  # a stream: its head
     results["warnings"] = problem.baselines(results, counts)  # the trivial model's scores, the collapse test
     results.update(extra_results or {})
     publish_run(session, results)
@@ -260,7 +267,8 @@ def prepare_data_and_model(recipe: Recipe, args: Any, extra_train: Any = None
     prep = task.inputs.preprocessing(recipe, augment=not recipe.finetune.cache_features,
                                      pad_to_multiple_of=pad_multiple)
     data = build_datasets(recipe, prep.encoding, main_process_first=lambda: args.main_process_first(desc=prep.verb),
-                          extra_train=extra_train, labeling=task.problem.labeling)
+                          extra_train=extra_train, labeling=task.problem.labeling,
+                          process=(args.process_index, args.world_size))
     model = task.inputs.build_backbone(recipe.model, data.labels, prep.tokenizer)  # the task's head on the backbone
     decided = dict(prep.decided)
     decided["model"] = task.inputs.finish_model(recipe, model, prep, data)

@@ -114,6 +114,13 @@ def _sample_hub(recipe: Recipe, report: PreflightReport) -> DatasetDict:
 def _load_for_check(recipe: Recipe, report: PreflightReport) -> tuple[DatasetDict, bool]:
     """(splits, complete): local data is loaded whole (cached, so training reuses it); Hub data sampled."""
     data = recipe.data
+    if data.streaming:  # the head of each stream: a stream is never loaded whole
+        from hf_finetune.data.streaming import load_streams, stream_head
+
+        heads = {split: stream_head(stream, SAMPLE_ROWS, "data", split) for split, stream in load_streams(data).items()}
+        report.notes.append(f"streamed: read the first {SAMPLE_ROWS} rows of each split; the label space is read "
+                            f"from the first {data.head_rows} training rows (data.head_rows) when training starts")
+        return DatasetDict(heads), False
     remote = data.dataset is not None and not hub.is_local_path(data.dataset)
     if remote and hub.unreachable_reason() is None:
         return _sample_hub(recipe, report), False

@@ -7,6 +7,7 @@
     carve                when the data has no validation split (seeded, stratified; fingerprinted: carved.py)
     cap_rows             per-split sample caps for quick runs
     encodings           the task's choice: text tokenized once, cached; images decoded + transformed on the fly
+    streaming            data.streaming: the same stages on iterable datasets, read as training goes (streaming.py)
 
 `build_eval_dataset` is the same stage for one split scored by a finished model: the label space is
 the model's, and a label it does not know is an error.
@@ -51,10 +52,20 @@ class PreparedData:
     skipped_images: dict[str, list[str]] = field(default_factory=dict)  # role -> unreadable files
     carved: dict[str, Any] | None = None  # how validation was carved from train (data/carved.py), for run.json
     label_notes: dict[str, Any] = field(default_factory=dict)  # what the labeling found (tags: scheme, malformed)
+    # data.streaming: the splits are IterableDatasets; `head` is the labelled first rows of train, read where
+    # the run counts classes (class weights, data-aware defaults, the baseline)
+    head: Dataset | None = None
+    streaming: bool = False
 
     @property
-    def sizes(self) -> dict[str, int]:
-        return {role: len(ds) for role, ds in self.splits.items()}
+    def sizes(self) -> dict[str, int | None]:
+        """Rows per role; None for a stream (its length is never known)."""
+        return {role: len(ds) if isinstance(ds, Dataset) else None for role, ds in self.splits.items()}
+
+    @property
+    def label_rows(self) -> Dataset:
+        """The labelled training rows the run counts classes on: train, or the head of a training stream."""
+        return self.head if self.head is not None else self.splits["train"]
 
 
 def build_datasets(
@@ -69,6 +80,7 @@ def build_datasets(
     main_process_first: Any = contextlib.nullcontext,
     extra_train: Dataset | None = None,
     labeling: Any = None,
+    process: tuple[int, int] = (0, 1),
 ) -> PreparedData:
     """Loads, checks, labels, splits and preprocesses the recipe's data.
 
@@ -86,6 +98,8 @@ def build_datasets(
             validation is carved and caps apply: self-training's pseudo-labels.
         labeling: how the label columns become `labels` and the label space (the task's; default one
             class per row, data/labels.ClassLabeling).
+        process: (this process's index, the number of processes): with data.streaming, each process reads
+            its own shard of the training stream (data/streaming.py).
 
     Raises:
         DataError: naming the recipe key, split, column, row or file that is wrong.
@@ -93,6 +107,11 @@ def build_datasets(
     data = recipe.data
     labeling = labeling or ClassLabeling()
     encoding = encoding or encoding_from(tokenizer, max_length, data_config, augment, pad_to_multiple_of)
+    if data.streaming:  # nothing is cached or written: every process opens its own streams
+        from hf_finetune.data.streaming import build_streaming_datasets
+
+        splits, labels, collator, sources, head = build_streaming_datasets(recipe, encoding, labeling, *process)
+        return PreparedData(splits, labels, collator, sources, head=head, streaming=True)
     with main_process_first():
         raw = load_raw_splits(data)
         splits = select_splits(raw, data)

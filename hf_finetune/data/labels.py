@@ -265,9 +265,8 @@ def check_split_labels(ds: Dataset, role: str, column: str, space: LabelSpace,
         )
 
 
-def encode_labels(ds: Dataset, column: str, space: LabelSpace) -> Dataset:
-    """Adds the integer `labels` column (a ClassLabel carrying the names) and drops the raw column."""
-    feature = ds.features[column]
+def label_mapping(feature: object, space: LabelSpace) -> dict[object, int]:
+    """Raw label value -> class id, for a label column of this feature (ClassLabel ids by their names)."""
     if isinstance(feature, ClassLabel):
         by_name = space.value_to_id()
         mapping = {i: by_name[name] for i, name in enumerate(feature.names) if name in by_name}
@@ -278,6 +277,12 @@ def encode_labels(ds: Dataset, column: str, space: LabelSpace) -> Dataset:
             mapping[str(value)] = idx
         if feature.dtype.startswith("float"):
             mapping.update({float(k): v for k, v in mapping.items() if isinstance(k, int)})
+    return mapping
+
+
+def encode_labels(ds: Dataset, column: str, space: LabelSpace) -> Dataset:
+    """Adds the integer `labels` column (a ClassLabel carrying the names) and drops the raw column."""
+    mapping = label_mapping(ds.features[column], space)
 
     def encode(batch):
         return {LABEL_COLUMN: [mapping[v] for v in batch[column]]}

@@ -49,6 +49,9 @@ def _load_files(split: str, patterns: list[str], key: str | None = None,
     parts = []
     for path in paths:
         suffix = Path(path).suffix.lower()
+        if suffix not in FILE_FORMATS:  # tar shards: a streamed run's data, read again by a map-style command
+            raise DataError(f"{key}: {path}: {suffix} files are read as a stream only (data.streaming); this "
+                            f"command reads data whole: give {', '.join(FILE_FORMATS)} files")
         builder = FILE_FORMATS[suffix]
         kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
         if builder == "conll":

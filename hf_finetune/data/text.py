@@ -58,7 +58,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _tokenize(batch: dict[str, list], tokenizer: Any, text: str, text_pair: str | None, max_length: int):
+def tokenize_batch(batch: dict[str, list], tokenizer: Any, text: str, text_pair: str | None, max_length: int):
+    """Token ids (and segment ids for pairs) and the length of each row of a batch, unpadded."""
     pair = batch[text_pair] if text_pair else None
     # No padding here: collation pads each batch to its own longest row, and builds the attention
     # mask then. Only what cannot be rebuilt is stored: token ids, and segment ids for pairs (for a
@@ -105,7 +106,7 @@ def tokenize_split(
         reused = cache_file.exists()
     keep = [LABEL_COLUMN] if LABEL_COLUMN in ds.column_names else []
     tokenized = ds.map(
-        _tokenize,
+        tokenize_batch,
         batched=True,
         fn_kwargs={"tokenizer": tokenizer, "text": text, "text_pair": text_pair, "max_length": max_length},
         remove_columns=[c for c in ds.column_names if c not in keep],

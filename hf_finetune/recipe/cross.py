@@ -35,6 +35,7 @@ from hf_finetune.recipe.sections.preprocessing import Preprocessing
 from hf_finetune.recipe.sections.search import OWNED_BY_SEARCH, SearchSpec
 from hf_finetune.recipe.sections.self_training import SelfTraining
 from hf_finetune.recipe.sections.training import house_defaults, installed_default
+from hf_finetune.recipe.streaming import stream_training_defaults
 from hf_finetune.recipe.task_checks import (
     mask_data_problems,
     multi_label_data_problems,
@@ -69,7 +70,11 @@ def resolve_training(data: DataSpec | None, user: dict[str, Any], metrics: list[
     recipe decides the length-grouped default from its own data section, without asking the task layer.
     """
     varied = data is not None and (data.columns.text is not None or data.columns.tokens is not None)
-    training = house_defaults(varied, mixes=augmentation is not None and augmentation.mixes)
+    streaming = data is not None and data.streaming
+    # a stream is read in order: no length-grouped sampler; its evaluations and checkpoints count steps
+    training = house_defaults(varied and not streaming, mixes=augmentation is not None and augmentation.mixes)
+    if streaming:
+        training.update(stream_training_defaults())
     training.update(user)
     if training.get("load_best_model_at_end") and training.get("metric_for_best_model") is None:
         # Select on the first metric the recipe asks for; "loss" when that metric is not bundled. Tagged

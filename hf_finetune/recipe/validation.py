@@ -31,6 +31,7 @@ from hf_finetune.recipe.sections.metrics import (
 from hf_finetune.recipe.sections.output import output_problems
 from hf_finetune.recipe.sections.rank import rank_problems
 from hf_finetune.recipe.sections.training import check_training_section, training_problems
+from hf_finetune.recipe.streaming import streaming_problems
 
 # A check that needs a capability's own logic (e.g. whether distill.teacher holds a finished run): it gets
 # the sections by name (validated; None or absent where invalid or not given) and returns problems, which
@@ -174,6 +175,7 @@ def _section_problems(raw: dict[str, Any], parts: dict[str, Any], purpose: str) 
         problems += rank_problems(parts["rank"], writable)
     if "search" in raw:
         problems += cross.search_problems(raw, parts.get("search"), metrics, parts.get("training"))
+    problems += streaming_problems(raw, parts)  # data.streaming: what a stream needs and cannot serve
     return problems
 
 

@@ -51,11 +51,18 @@ def measured_max_length(recipe: Any, tokenizer: Any, limit: int) -> tuple[int, s
     """A max_length covering `LENGTH_QUANTILE` of a sample of training texts, capped at `limit` and at
     `LENGTH_CAP`."""
     data = recipe.data
-    raw = load_raw_splits(data)
-    train = raw[data.splits.train] if data.splits.train in raw else next(iter(raw.values()))
-    rng = np.random.default_rng(data.seed)
-    rows = rng.choice(len(train), size=min(LENGTH_SAMPLE, len(train)), replace=False)
-    sample = train.select(sorted(rows.tolist()))
+    if data.streaming:  # the head of the training stream: the rest is never read ahead
+        from hf_finetune.data.streaming import load_streams, stream_head
+
+        streams = load_streams(data)
+        stream = streams[data.splits.train] if data.splits.train in streams else next(iter(streams.values()))
+        sample = stream_head(stream, min(LENGTH_SAMPLE, data.head_rows), "data.splits.train", data.splits.train)
+    else:
+        raw = load_raw_splits(data)
+        train = raw[data.splits.train] if data.splits.train in raw else next(iter(raw.values()))
+        rng = np.random.default_rng(data.seed)
+        rows = rng.choice(len(train), size=min(LENGTH_SAMPLE, len(train)), replace=False)
+        sample = train.select(sorted(rows.tolist()))
     if data.columns.tokens:  # sentences given as words (token classification); a longer one becomes windows
         words = [[w if isinstance(w, str) else "" for w in row] for row in sample[data.columns.tokens] if row]
         encoded = tokenizer(words, is_split_into_words=True, truncation=False, verbose=False) if words else {
@@ -70,7 +77,9 @@ def measured_max_length(recipe: Any, tokenizer: Any, limit: int) -> tuple[int, s
     covering = int(np.quantile(lengths, LENGTH_QUANTILE)) if len(lengths) else limit
     chosen = min(limit, LENGTH_CAP, max(8, -(-covering // 8) * 8))  # a multiple of 8
     share = float((lengths <= chosen).mean()) if len(lengths) else 1.0
-    reason = (f"{share:.0%} of {len(lengths)} sampled training texts fit in {chosen} tokens "
+    sampled = f"the first {len(lengths)} training texts of the stream" if data.streaming else \
+        f"{len(lengths)} sampled training texts"
+    reason = (f"{share:.0%} of {sampled} fit in {chosen} tokens "
               f"({LENGTH_QUANTILE:.0%} quantile {covering}, backbone limit {limit}")
     if chosen == LENGTH_CAP < min(limit, covering):
         reason += (f"; capped at {LENGTH_CAP}: a longer step costs more than it bought on the benchmarks, "

@@ -18,6 +18,7 @@ from hf_finetune.recipe import Recipe
 from hf_finetune.tasks import task_of
 from hf_finetune.training.distributed import configure_fsdp_wrapping
 from hf_finetune.training.strategies import FinetunePlan, StrategyCallback, build_plan
+from hf_finetune.training.streams import ForgetTrainedPositions, ResumableStream
 from hf_finetune.training.trainer import ClassificationLoss, FinetuneTrainer
 
 logger = logging.getLogger(__name__)
@@ -98,9 +99,11 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
 
     ft = recipe.finetune
     task = task_of(recipe)
-    weights = resolve_class_weights(ft.class_weights, data.labels, data.splits["train"], task.problem.labeling)
+    weights = resolve_class_weights(ft.class_weights, data.labels, data.label_rows, task.problem.labeling)
     if weights is not None:
-        logger.info("Class weights: %s", ", ".join(f"{k} {v:.3g}" for k, v in weights.items()))
+        logger.info("Class weights: %s%s", ", ".join(f"{k} {v:.3g}" for k, v in weights.items()),
+                    f" (counted on the first {len(data.label_rows)} rows of the training stream)"
+                    if data.streaming and ft.class_weights == "balanced" else "")
     weight_tensor = torch.tensor(list(weights.values()), dtype=torch.float32) if weights else None
     # the task's own loss (regression: MSE/Huber; label sets: BCE with pos_weight), else cross-entropy
     loss = (task.problem.loss(ft, args.label_smoothing_factor, weight_tensor)
@@ -131,6 +134,9 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
         model, lora = apply_lora(model, ft.lora, task.problem.peft_task_type)
     plan = build_plan(model, ft, args)
     distiller, train, collator = None, data.splits["train"], data.collator
+    if data.streaming:  # read pass after pass until max_steps; its position is saved with each checkpoint
+        train = ResumableStream(train, args.per_device_train_batch_size)
+        callbacks.append(ForgetTrainedPositions(train))
     if recipe.distill.teacher is not None:
         from hf_finetune.training.distill import build_distiller
 

@@ -88,6 +88,7 @@ def mirror_decision(recipe: Any, data: Any, model: Any, data_config: dict[str, A
     aug = recipe.augmentation
     if ("hflip" not in task_of(recipe).inputs.defaults or aug.hflip == 0 or "hflip" in aug.model_fields_set
             or recipe.finetune.cache_features or "validation" not in data.splits
+            or getattr(data, "streaming", False)  # a stream has no rows to pick at random
             # the probe compares classes: other label spaces (numbers) keep the recipe's flips as they are
             or getattr(data.labels, "problem_type", None) != "single_label_classification"):
         return None

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
-from transformers.trainer_utils import TrainOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from hf_finetune.data.text import LENGTH_COLUMN
 from hf_finetune.training.callbacks import is_finite
 from hf_finetune.training.samplers import SeededLengthGroupedSampler
+from hf_finetune.training.streams import ResumableStream, load_position, save_position, stream_loader
 
 
 class ClassificationLoss:
@@ -84,6 +86,9 @@ class FinetuneTrainer(Trainer):
             "loss_sum": self._loss_before_resume + self._total_loss_scalar + float(self._tr_loss.item()),
             "phases": list(self.plan.phases) if self.plan is not None else [],
         }}
+        if isinstance(self.train_dataset, ResumableStream):  # data.streaming: where the stream is, per process
+            save_position(self, os.path.join(self._get_output_dir(trial=trial),
+                                             f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"))
         super()._save_checkpoint(model, trial)
 
     def _load_callback_state(self):
@@ -95,6 +100,10 @@ class FinetuneTrainer(Trainer):
         super()._load_callback_state()
 
     def train(self, *args: Any, **kwargs: Any) -> TrainOutput:
+        checkpoint = kwargs.get("resume_from_checkpoint")
+        self._stream_restored = False
+        if isinstance(self.train_dataset, ResumableStream) and isinstance(checkpoint, str | os.PathLike):
+            self._stream_restored = load_position(self, checkpoint)  # continue the stream, do not re-read it
         output = super().train(*args, **kwargs)
         if not self._loss_before_resume:
             return output
@@ -146,8 +155,15 @@ class FinetuneTrainer(Trainer):
             return torch.utils.data.RandomSampler(dataset)
         return super()._get_train_sampler(train_dataset)
 
+    def get_resumed_dataloader(self, dataloader, num_batches):
+        if getattr(self, "_stream_restored", False):  # the stream starts after the last batch trained on
+            return dataloader
+        return super().get_resumed_dataloader(dataloader, num_batches)
+
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
                         dataloader_key=None):
+        if isinstance(dataset, ResumableStream):  # this process's own shard, as data/streaming.py split it
+            return stream_loader(self, dataset, batch_size)
         if is_training or not self.args.dataloader_drop_last:
             return super()._get_dataloader(dataset, description, batch_size, sampler_fn, is_training, dataloader_key)
         # drop_last is for training batches (mixup/cutmix pair samples up); evaluation sees every sample,

@@ -14,6 +14,9 @@ from hf_finetune.recipe.sections.base import Section
 # Local data files: extension -> `datasets` builder name.
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
                 ".conll": "conll"}  # conll: a token per line, its tag in the last column (data/conll.py)
+# data.streaming also reads tar shards in the webdataset layout (files of one sample share a name, one file
+# per column: 0001.jpg + 0001.cls); map-style loading does not
+STREAM_FILE_FORMATS = {**FILE_FORMATS, ".tar": "webdataset"}
 
 
 class Columns(Section):
@@ -132,6 +135,19 @@ class DataSpec(Section):
         None, ge=16, le=4096, description="semantic-segmentation: the side in pixels of the square images and masks "
         "trained and evaluated on (default: the backbone's pretrained input size).",
     )
+    streaming: bool = Field(
+        False, description="Read the data as a stream (`datasets` iterable datasets): rows are read, shuffled in a "
+        "buffer and preprocessed as training takes them, never all in memory; needs training.max_steps "
+        "(text-classification and image-classification; docs/streaming.md).",
+    )
+    shuffle_buffer: int = Field(
+        10_000, ge=0, description="data.streaming: rows held in the seeded shuffle buffer of the training stream "
+        "(0: the source's order).",
+    )
+    head_rows: int = Field(
+        1_000, ge=1, description="data.streaming: rows read from the head of the training stream to find the "
+        "label space, class counts and max_length (the rest of the stream is never held).",
+    )
     label_names_file: str | None = Field(
         None, description="semantic-segmentation: a text file of class names, one per line (line i names class id "
         "i); or give data.label_names.",
@@ -207,15 +223,19 @@ def data_problems(data: DataSpec, for_training: bool = True) -> list[Problem]:
             key = f"data.files.{split}"
             if not paths:
                 problems.append(Problem(key, "no files given"))
+            formats = STREAM_FILE_FORMATS if data.streaming else FILE_FORMATS
             for p in paths:
                 suffix = Path(p).suffix.lower()
-                if suffix not in FILE_FORMATS:
+                if suffix in STREAM_FILE_FORMATS and suffix not in formats:
+                    problems.append(Problem(key, f"'{p}': tar shards (webdataset layout) are read as a stream: "
+                                                 "set data.streaming: true"))
+                elif suffix not in formats:
                     problems.append(
-                        Problem(key, f"'{p}': unsupported file type; use {', '.join(FILE_FORMATS)}")
+                        Problem(key, f"'{p}': unsupported file type; use {', '.join(formats)}")
                     )
                 elif not glob.glob(p):
                     problems.append(Problem(key, f"file not found: {p}"))
-            if len({FILE_FORMATS.get(Path(p).suffix.lower()) for p in paths}) > 1:
+            if len({STREAM_FILE_FORMATS.get(Path(p).suffix.lower()) for p in paths}) > 1:
                 problems.append(Problem(key, "files of one split must share a format"))
     if data.image_folder is not None and not Path(data.image_folder).is_dir():
         problems.append(Problem("data.image_folder", f"folder not found: {data.image_folder}"))
