@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import TypeVar
 
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
@@ -13,6 +15,31 @@ from hf_finetune.recipe import DataSpec
 logger = logging.getLogger(__name__)
 
 ROLES = ("train", "validation", "test")
+T = TypeVar("T")
+
+
+def named_splits(splits: Mapping[str, T], data: DataSpec) -> dict[str, T]:
+    """Roles -> the splits (map-style or streamed) `data.splits` names, leaving out a missing validation
+    or test the recipe did not name explicitly.
+
+    Raises:
+        DataError: the train split, or a split the recipe named, is not in `splits`.
+    """
+    available = list(splits)
+    explicit = data.splits.model_fields_set
+    out: dict[str, T] = {}
+    for role in ROLES:
+        name = getattr(data.splits, role)
+        if name is None:
+            continue
+        if name in splits:
+            out[role] = splits[name]
+        elif role == "train" or role in explicit:
+            raise DataError(
+                f"data.splits.{role}: split '{name}' not found; the data has {', '.join(available)}"
+                + did_you_mean(name, available)
+            )
+    return out
 
 
 def select_splits(raw: DatasetDict, data: DataSpec) -> dict[str, Dataset]:
@@ -21,21 +48,12 @@ def select_splits(raw: DatasetDict, data: DataSpec) -> dict[str, Dataset]:
     A validation split the dataset lacks is carved from train later; a test split it lacks means no
     test score. Either is an error when the recipe named the split explicitly.
     """
-    available = list(raw)
-    explicit = data.splits.model_fields_set
-    out: dict[str, Dataset] = {}
-    for role in ROLES:
+    out = named_splits(raw, data)
+    for role in ("validation", "test"):
         name = getattr(data.splits, role)
-        if name is None:
+        if name is None or role in out:
             continue
-        if name in raw:
-            out[role] = raw[name]
-        elif role == "train" or role in explicit:
-            raise DataError(
-                f"data.splits.{role}: split '{name}' not found; the data has {', '.join(available)}"
-                + did_you_mean(name, available)
-            )
-        elif role == "validation":
+        if role == "validation":
             logger.info("No '%s' split: carving validation from '%s' (data.validation_size)", name, data.splits.train)
         else:
             logger.info("No '%s' split: the run reports validation metrics only", name)

@@ -27,8 +27,8 @@ from datasets.distributed import split_dataset_by_node
 
 from hf_finetune import hub
 from hf_finetune.data.labels import LABEL_COLUMN, LabelSpace, label_mapping
-from hf_finetune.data.splits import ROLES, check_columns
-from hf_finetune.errors import DataError, did_you_mean
+from hf_finetune.data.splits import check_columns, named_splits
+from hf_finetune.errors import DataError
 from hf_finetune.recipe import DataSpec
 from hf_finetune.recipe.sections.data import STREAM_FILE_FORMATS
 
@@ -105,23 +105,6 @@ def stream_head(stream: IterableDataset, rows: int, key: str, split: str) -> Dat
     return Dataset.from_list(head, features=features) if features else Dataset.from_list(head)
 
 
-def select_streams(streams: dict[str, IterableDataset], data: DataSpec) -> dict[str, IterableDataset]:
-    """Roles (train, validation, test) -> the streams `data.splits` names; a missing validation is carved."""
-    available = list(streams)
-    explicit = data.splits.model_fields_set
-    out = {}
-    for role in ROLES:
-        name = getattr(data.splits, role)
-        if name is None:
-            continue
-        if name in streams:
-            out[role] = streams[name]
-        elif role == "train" or role in explicit:
-            raise DataError(f"data.splits.{role}: split '{name}' not found; the data has {', '.join(available)}"
-                            + did_you_mean(name, available))
-    return out
-
-
 def carve_head(train: IterableDataset, data: DataSpec) -> tuple[IterableDataset, IterableDataset, int]:
     """(train without its first rows, those rows as validation, their count): a stream has no length to take
     a share of, so data.validation_size must be a row count."""
@@ -169,7 +152,7 @@ def build_streaming_datasets(recipe: Any, encoding: Any, labeling: Any, process_
         labelled head of the training stream).
     """
     data = recipe.data
-    streams = select_streams(load_streams(data), data)
+    streams = named_splits(load_streams(data), data)  # a missing validation is carved from the head
     names = {role: getattr(data.splits, role) for role in streams}
     sources = {role: f"split '{name}' (streamed)" for role, name in names.items()}
     if "validation" not in streams:
