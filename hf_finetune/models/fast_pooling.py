@@ -51,11 +51,12 @@ def use_fast_pooling(layer: Any) -> bool:
         logger.info("Pooling layer: its weights are not plain mean pooling; it runs as a full BERT layer")
         return False
     probe, mask = _probe_inputs(layer)
+    additive = _additive(mask, probe.dtype)
     with torch.no_grad():
-        expected = layer(probe, _additive(mask, probe.dtype))
+        expected = layer(probe, additive)
         returns_tuple = isinstance(expected, tuple)
         expected = expected[0] if returns_tuple else expected
-        got = pooled_states(layer, probe, _additive(mask, probe.dtype))
+        got = pooled_states(layer, probe, additive)
     # Only the unmasked positions count: the pooled vector is read at [CLS], never at padding.
     gap = float((got - expected)[mask.bool()].abs().max())
     if gap > PROBE_TOLERANCE:
