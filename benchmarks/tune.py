@@ -7,7 +7,10 @@
 Tasks (`--task`): all-MiniLM-L6-v2 on BBC News: `bbc-imbalanced` (64/32/16/8/4 rows per class, 124
 rows; the default), `bbc-few` (16 per class), `bbc-imbalanced-80` (320/160/80/40/20), `bbc-full`
 (1,491 rows), with the fixed validation and test splits (benchmarks/real_assets.py), as in
-benchmarks/quality.py; and `digits` (EfficientNet-Lite0 at 128 px, 30 training images per digit of
+benchmarks/quality.py; `vader` (sentiment that is not topics: VADER's human-rated tweets and review and
+editorial snippets, benchmarks/regression.py's 150/50/150 per source split, labelled negative / neutral /
+positive by mean rating as benchmarks/few_label.py does, ambiguous ratings left out: about 480 training
+rows in their natural, imbalanced class mix); and `digits` (EfficientNet-Lite0 at 128 px, 30 training images per digit of
 scikit-learn's digits, as benchmarks/rank.py). So that each part fits in 10 minutes on 2 CPU cores, both systems use
 `preprocessing.max_length: 128` (quality.py measured no F1 difference from 256 on this task) and
 160 of the 318 validation rows (seeded sample; model selection only); test keeps all 318 rows.
@@ -52,7 +55,7 @@ logger = logging.getLogger("tune-benchmark")
 # Text tasks: BBC regime and per-class count (benchmarks/real_assets.py), all-MiniLM-L6-v2.
 BBC_TASKS = {"bbc-imbalanced": ("imbalanced", 16), "bbc-few": ("few", 16), "bbc-imbalanced-80": ("imbalanced", 80),
              "bbc-full": ("full", 16)}
-TASKS = [*BBC_TASKS, "digits"]
+TASKS = [*BBC_TASKS, "vader", "digits"]
 DIGITS_PER_CLASS = 30  # training images per digit (300); validation and test are the full held-out splits
 DIGITS_SIZE = 128  # px, as benchmarks/rank.py: every EfficientNet-Lite0 data config value but the input size
 
@@ -64,12 +67,33 @@ def recipe(work: Path, task: str = "bbc-imbalanced") -> dict[str, Any]:
         return {"task": "image-classification", "model": {"name": str(small_lite(0, DIGITS_SIZE, work))},
                 "data": {"image_folder": str(real_assets.digits_folder(DIGITS_PER_CLASS)),
                          "cache_dir": str(work / "cache")}}
-    regime, per_class = BBC_TASKS[task]
-    files = real_assets.bbc_news(regime, per_class=per_class)
+    if task == "vader":
+        files = vader_sentiment()
+    else:
+        regime, per_class = BBC_TASKS[task]
+        files = real_assets.bbc_news(regime, per_class=per_class)
     return {"task": "text-classification", "model": {"name": str(real_assets.minilm_dir())},
             "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(work / "cache"),
                      "max_samples": {"validation": VALIDATION_ROWS}},
             "preprocessing": {"max_length": MAX_LENGTH}}
+
+
+def vader_sentiment() -> dict[str, Path]:
+    """text,label CSVs: regression.vader()'s splits, each rating banded as few_label._sentiment (None dropped)."""
+    import few_label
+    import regression
+
+    rated = regression.vader()
+    final = real_assets.cache_dir() / real_assets.LAYOUT_VERSION / "data" / f"vader-sentiment-{rated['train'].parent.name}"
+
+    def make(tmp: Path) -> None:
+        for split, path in rated.items():
+            texts, ratings = regression.read(path)
+            rows = [(t, few_label._sentiment(float(r))) for t, r in zip(texts, ratings)]
+            few_label._write(tmp / f"{split}.csv", [(t, y) for t, y in rows if y is not None])
+
+    real_assets._build(final, make)
+    return {split: final / f"{split}.csv" for split in ("train", "validation", "test")}
 
 
 def figures(metrics: dict[str, Any]) -> dict[str, Any]:
