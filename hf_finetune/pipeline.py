@@ -133,7 +133,8 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
         else:
             decisions = data_aware_defaults(recipe, data.label_rows, data.labels.num_labels, model,
                                             resolved_training.batch.global_size,
-                                            *few_label_inputs(recipe, data, model, args))
+                                            *few_label_inputs(recipe, data, model, args.per_device_eval_batch_size,
+                                                              args.device, autocast_dtype(args)))
         flip = mirror_decision(recipe, data, model, preprocessing.get("image"), args)
         if flip is not None:
             decisions.append(flip)
@@ -165,20 +166,25 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
                    setup_s)
 
 
-def few_label_inputs(recipe: Recipe, data: PreparedData, model: Any, args: Any) -> tuple[Any, Any]:
-    """Validation rows per class, and the training rows' features on demand: what a few-label probe's
-    k-fold needs (training/few_label.py)."""
+def autocast_dtype(training: Any) -> Any:
+    """The mixed precision of TrainingArguments or a resolved `training` dict (None: full precision)."""
     import torch
 
+    get = training.get if isinstance(training, dict) else lambda key, default=None: getattr(training, key, default)
+    return torch.bfloat16 if get("bf16", False) else torch.float16 if get("fp16", False) else None
+
+
+def few_label_inputs(recipe: Recipe, data: PreparedData, model: Any, batch_size: int, device: Any,
+                     precision: Any = None) -> tuple[Any, Any]:
+    """Validation rows per class, and the training rows' features on demand: what a few-label probe's
+    k-fold needs (training/few_label.py)."""
     from hf_finetune.training.data_aware import class_counts
     from hf_finetune.training.few_label import training_features
 
     if "validation" not in data.splits:
         return None, None
     counts = class_counts(data.splits["validation"], data.labels.num_labels, task_of(recipe).problem.labeling)
-    precision = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
-    return counts, lambda: training_features(model, data.splits["train"], data.collator,
-                                             args.per_device_eval_batch_size, args.device, precision)
+    return counts, lambda: training_features(model, data.splits["train"], data.collator, batch_size, device, precision)
 
 
 def finish(session: Session, train_output: Any, extra_results: dict[str, Any] | None = None) -> RunResult:
@@ -261,14 +267,27 @@ def prepare_data_and_model(recipe: Recipe, args: Any, extra_train: Any = None
         (data, model, tokenizer or None, preprocessing settings for run.json, the recipe keys decided
         here as {section: {key: value}} for the resolved recipe).
     """
+    return build_data_and_model(recipe, pad_multiple=8 if (args.bf16 or args.fp16) else None,  # tensor cores
+                                main_process_first=lambda verb: args.main_process_first(desc=verb),
+                                process=(args.process_index, args.world_size), extra_train=extra_train)
+
+
+def build_data_and_model(recipe: Recipe, *, pad_multiple: int | None = None, main_process_first: Any = None,
+                         process: tuple[int, int] = (0, 1), extra_train: Any = None
+                         ) -> tuple[PreparedData, Any, Any, dict[str, Any], dict]:
+    """prepare_data_and_model without TrainingArguments: also what `tune` reads the run's defaults from.
+
+    `main_process_first`: verb -> context manager (under several processes the main one preprocesses first).
+    """
+    import contextlib
+
     task = task_of(recipe)
-    pad_multiple = 8 if (args.bf16 or args.fp16) else None  # tensor-core friendly lengths
     # Cached features are computed once, so every split gets the evaluation preprocessing.
     prep = task.inputs.preprocessing(recipe, augment=not recipe.finetune.cache_features,
                                      pad_to_multiple_of=pad_multiple)
-    data = build_datasets(recipe, prep.encoding, main_process_first=lambda: args.main_process_first(desc=prep.verb),
-                          extra_train=extra_train, labeling=task.problem.labeling,
-                          process=(args.process_index, args.world_size))
+    first = (lambda: main_process_first(prep.verb)) if main_process_first else contextlib.nullcontext
+    data = build_datasets(recipe, prep.encoding, main_process_first=first,
+                          extra_train=extra_train, labeling=task.problem.labeling, process=process)
     model = task.inputs.build_backbone(recipe.model, data.labels, prep.tokenizer)  # the task's head on the backbone
     decided = dict(prep.decided)
     decided["model"] = task.inputs.finish_model(recipe, model, prep, data)

@@ -289,3 +289,33 @@ def test_tune_where_every_trial_failed_says_so_with_a_non_zero_exit(tmp_path, ti
     assert "gives 3 weights for 2 labels" in captured.err and "trials.csv" in captured.err
     assert captured.out == "" and not (tmp_path / "search" / "best").exists()
     assert [r["state"] for r in _rows(tmp_path / "search")] == ["FAIL", "FAIL"]
+
+
+def test_run_values_make_the_runs_few_label_choice_by_its_k_fold(tmp_path, tiny_bert):
+    """Few labels that the frozen features cannot separate: the run's k-fold of the probe turns it to full
+    fine-tuning (training/few_label.py), so tune's trial 0 and the strategy pinned for every trial must be
+    that too, not the probe that the row count alone would call for."""
+    import random
+    import shutil
+
+    from hf_finetune import train
+    from hf_finetune.search.defaults import run_values
+    from hf_finetune.testing import write_sentence_transformers_config
+
+    encoder = write_sentence_transformers_config(shutil.copytree(tiny_bert, tmp_path / "st"), "mean")
+    rng = random.Random(0)
+    labels = ("a", "b", "c")
+    train_rows = [{**r, "label": rng.choice(labels)} for r in review_rows(24, seed=0)]  # labels unrelated to text
+    valid_rows = [{**r, "label": labels[i % 3]} for i, r in enumerate(review_rows(6, seed=1))]  # 2 rows a class
+    files = {"train": str(write_csv(tmp_path / "train.csv", train_rows)),
+             "validation": str(write_csv(tmp_path / "validation.csv", valid_rows))}
+    raw = {"task": "text-classification", "model": {"name": str(encoder)},
+           "data": {"files": files, "cache_dir": str(tmp_path / "cache")}, "output": {"dir": str(tmp_path / "run")}}
+    keys = ["finetune.strategy", "finetune.cache_features", "training.learning_rate", "training.num_train_epochs",
+            "training.load_best_model_at_end"]
+    values = run_values(validate_recipe(raw), keys)
+    assert values["finetune.strategy"] == "full" and values["training.load_best_model_at_end"] is False
+    ran = yaml.safe_load((train(raw).output_dir / "recipe.yaml").read_text())
+    assert ran["finetune"]["strategy"] == "full" and ran["finetune"].get("cache_features", False) is False
+    assert values["training.learning_rate"] == ran["training"]["learning_rate"]
+    assert values["training.num_train_epochs"] == ran["training"]["num_train_epochs"]

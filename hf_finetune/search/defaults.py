@@ -22,28 +22,29 @@ RATE_SPREAD = 3.0
 EPOCH_SPREAD = 2.0
 
 
-def training_labels(recipe: Any) -> tuple[Any, Any]:
-    """(the training split as the run builds it, carved and capped, with encoded labels; the label space)."""
-    from hf_finetune.data.sources import load_raw_splits
-    from hf_finetune.data.splits import cap_rows, carve_validation, select_splits
-    from hf_finetune.tasks import task_of
+def run_decisions(recipe: Any) -> list[Any]:
+    """The data-aware decisions one ordinary run of `recipe` makes (pipeline.setup's, on one process)."""
+    import torch
 
-    data = recipe.data
-    labeling = task_of(recipe).problem.labeling
-    splits = select_splits(load_raw_splits(data), data)
-    names = {role: getattr(data.splits, role) for role in splits}
-    splits, labels, _ = labeling.prepare(splits, recipe, names)
-    train = splits["train"]
-    if "validation" not in splits:
-        train, _ = carve_validation(train, data.validation_size, data.seed, stratify=labeling.stratify)
-    return cap_rows(train, data.max_samples.train, data.seed), labels
+    from hf_finetune.pipeline import autocast_dtype, build_data_and_model, few_label_inputs
+    from hf_finetune.training.arguments import resolve_training
+    from hf_finetune.training.data_aware import data_aware_defaults
+    from hf_finetune.training.streams import stream_decisions
 
-
-def _backbone(recipe: Any, labels: Any) -> Any:
-    from hf_finetune.tasks import task_of
-    from hf_finetune.tasks.classification import build_classifier
-
-    return build_classifier(task_of(recipe), recipe, labels)
+    settings = resolve_training(recipe, log=False)
+    data, model, *_ = build_data_and_model(recipe)
+    try:
+        batch, num_labels = settings.batch.global_size, data.labels.num_labels
+        if data.streaming:  # read from the head of the stream, as the run does
+            return stream_decisions(data_aware_defaults(recipe, data.label_rows, num_labels, model, batch),
+                                    len(data.label_rows))
+        device = torch.device("cuda" if torch.cuda.is_available() and not settings.training.get("use_cpu") else "cpu")
+        inputs = few_label_inputs(recipe, data, model, int(settings.training.get("per_device_eval_batch_size", 8)),
+                                  device, autocast_dtype(settings.training))
+        return data_aware_defaults(recipe, data.label_rows, num_labels, model, batch, *inputs)
+    finally:
+        del model
+        gc.collect()
 
 
 def _lookup(mapping: dict[str, Any], dotted: str) -> tuple[bool, Any]:
@@ -59,19 +60,16 @@ def run_values(recipe: Any, keys: list[str]) -> dict[str, Any]:
     """The value one ordinary run of `recipe` trains with for each dotted key that has one: the
     recipe's own, else the data-aware default, else the house or Trainer default.
 
-    Loads the training labels and the backbone once (as the run does), on this process only.
+    Builds the data and the backbone as the run does (the preprocessing is cached, so the first trial
+    reads it again), on this process only, and decides as the run decides: a few-label run's k-fold of
+    the probe (training/few_label.py) included, so that trial 0 and the pinned strategy are the run's.
     """
     from hf_finetune.training.arguments import installed_default, resolve_training
-    from hf_finetune.training.data_aware import apply_decisions, data_aware_defaults
+    from hf_finetune.training.data_aware import apply_decisions
 
     resolved = recipe
     if recipe.finetune.data_aware:
-        train, labels = training_labels(recipe)
-        model = _backbone(recipe, labels)
-        batch = resolve_training(recipe, log=False).batch.global_size
-        resolved = apply_decisions(recipe, data_aware_defaults(recipe, train, labels.num_labels, model, batch))
-        del model
-        gc.collect()
+        resolved = apply_decisions(recipe, run_decisions(recipe))
     training = resolve_training(resolved, log=False).training
     mapping = resolved.to_dict()
     mapping["training"] = training
