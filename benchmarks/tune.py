@@ -89,7 +89,7 @@ def vader_sentiment() -> dict[str, Path]:
     def make(tmp: Path) -> None:
         for split, path in rated.items():
             texts, ratings = regression.read(path)
-            rows = [(t, few_label._sentiment(float(r))) for t, r in zip(texts, ratings)]
+            rows = [(t, few_label._sentiment(float(r))) for t, r in zip(texts, ratings, strict=True)]
             few_label._write(tmp / f"{split}.csv", [(t, y) for t, y in rows if y is not None])
 
     real_assets._build(final, make)
