@@ -2,8 +2,9 @@
 
 TensorBoard's event files are read back with TensorBoard's own EventAccumulator; MLflow runs against a
 real `mlflow server` process (SQLite backend store, local artifact root) that the test starts on a free
-local port, and is read back with MlflowClient. Skipped, with the reason, where the `track` extra
-(tensorboard, mlflow) is not installed.
+local port, and is read back with MlflowClient; W&B runs in its offline mode, and its transaction log
+(what `wandb sync` would upload) is read back record by record (tests/helpers/wandb_log.py). Skipped,
+with the reason, where the `track` extra (tensorboard, mlflow, wandb) is not installed.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from hf_finetune.recipe import validate_recipe
 
 from .conftest import review_rows, write_csv, write_recipe
 from .helpers.postgres import free_port
+from .helpers.wandb_log import offline_runs
 
 pytest.importorskip("tensorboard", reason="the track extra is missing: pip install 'hf-finetune[track]'")
 pytest.importorskip("mlflow", reason="the track extra is missing: pip install 'hf-finetune[track]'")
+pytest.importorskip("wandb", reason="the track extra is missing: pip install 'hf-finetune[track]'")
 pytestmark = pytest.mark.slow
 
 SECRET = "s3cret-tracker-credential-0123456789"  # what a hosted tracker's token looks like to us: no shape
@@ -66,17 +69,26 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture
-def tracked(monkeypatch, mlflow_server):
+def tracked(monkeypatch, mlflow_server, tmp_path):
     """The environment a user sets for the trackers (where, and a credential), nothing in the recipe."""
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", SECRET)
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("WANDB_PROJECT", "sentiment")
+    for name in ("WANDB_RUN_GROUP", "WANDB_LOG_MODEL", "WANDB_NAME", "WANDB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "wandb").mkdir()
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     mlflow.set_tracking_uri(mlflow_server)
     yield mlflow_server
     mlflow.set_tracking_uri(None)
+    import wandb
+
+    wandb.teardown()  # W&B reads WANDB_DIR once per process (its settings singleton): the next test has its own
 
 
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -95,14 +107,14 @@ def _no_secret_anywhere(folder: Path, *texts: str) -> None:
         assert SECRET not in text
 
 
-def test_a_run_reports_to_tensorboard_and_a_real_mlflow_server(text_recipe, tmp_path, tracked, monkeypatch, capsys,
-                                                               caplog):
+def test_a_run_reports_to_tensorboard_a_real_mlflow_server_and_wandb_offline(text_recipe, tmp_path, tracked,
+                                                                             monkeypatch, capsys, caplog):
     from mlflow.tracking import MlflowClient
 
     from hf_finetune import train
 
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "one-run")
-    text_recipe["training"]["report_to"] = ["tensorboard", "mlflow"]
+    text_recipe["training"]["report_to"] = ["tensorboard", "mlflow", "wandb"]
     recipe = write_recipe(tmp_path / "tracked.yaml", text_recipe)
     train(recipe)
     out = Path(text_recipe["output"]["dir"])
@@ -133,8 +145,26 @@ def test_a_run_reports_to_tensorboard_and_a_real_mlflow_server(text_recipe, tmp_
     copy = Path(client.download_artifacts(run.info.run_id, "model/metrics.json", str(tmp_path / "dl")))
     assert json.loads(copy.read_text()) == results
 
+    # W&B (offline): one run named after the output folder, in the project of WANDB_PROJECT, with the
+    # parameters, every logged step, the final report in its summary, and the output folder as an
+    # artifact without the weights (WANDB_LOG_MODEL unset); finished with exit code 0.
+    (wb,) = offline_runs(tmp_path / "wandb").values()
+    assert (wb.name, wb.project, wb.exit_code) == (out.name, "sentiment", 0)
+    assert wb.config["learning_rate"] == pytest.approx(1e-3) and wb.config["hidden_size"] == 32
+    losses = [(row["train/global_step"], row["train/loss"]) for row in wb.history if "train/loss" in row]
+    assert len(losses) >= 4 and [s for s, _ in losses] == sorted(s for s, _ in losses)
+    assert len([row for row in wb.history if "eval/f1" in row]) >= 2
+    assert wb.summary["final/test_accuracy"] == pytest.approx(results["test"]["accuracy"])
+    assert wb.summary["final/validation_loss"] == pytest.approx(results["validation"]["loss"])
+    assert wb.summary["hf-finetune/status"] == "FINISHED"
+    (artifact,) = wb.artifacts
+    assert artifact["type"] == "model"
+    assert {"metrics.json", "README.md", "run.json", "recipe.yaml", "config.json"} <= set(artifact["files"])
+    assert not [f for f in artifact["files"] if f.endswith(".safetensors")]
+
     captured = capsys.readouterr()
     _no_secret_anywhere(out, captured.out, captured.err, caplog.text)
+    _no_secret_anywhere(tmp_path / "wandb")
 
 
 def test_tune_nests_each_trial_under_the_study(text_recipe, tmp_path, tracked):
@@ -145,7 +175,7 @@ def test_tune_nests_each_trial_under_the_study(text_recipe, tmp_path, tracked):
     files = {split: str(write_csv(tmp_path / "d" / f"{split}.csv", review_rows(n, seed=seed)))
              for split, n, seed in (("train", 32, 0), ("validation", 16, 1))}
     text_recipe["data"]["files"] = files
-    text_recipe["training"].update(report_to=["tensorboard", "mlflow"], num_train_epochs=1)
+    text_recipe["training"].update(report_to=["tensorboard", "mlflow", "wandb"], num_train_epochs=1)
     text_recipe["search"] = {"space": {"training.learning_rate": {"choices": [1e-3, 5e-3]}},
                              "sampler": {"type": "random", "seed": 0}, "pruner": {"type": "none"},
                              "trials": 2, "study_name": "tracked-study"}
@@ -165,6 +195,12 @@ def test_tune_nests_each_trial_under_the_study(text_recipe, tmp_path, tracked):
     assert [c.info.run_name for c in children] == ["trial-0000", "trial-0001"]
     assert {float(c.data.params["learning_rate"]) for c in children} == {1e-3, 5e-3}
     assert all("final/validation_loss" in c.data.metrics for c in children)
+    # W&B: each trial its own run (not the first trial's run reused), grouped by the study.
+    runs = offline_runs(tmp_path / "wandb")
+    assert sorted(runs) == ["trial-0000", "trial-0001"]
+    assert {r.group for r in runs.values()} == {"tracked-study"} and {r.exit_code for r in runs.values()} == {0}
+    assert {r.config["learning_rate"] for r in runs.values()} == {1e-3, 5e-3}
+    assert all("final/validation_loss" in r.summary for r in runs.values())
     shutil.rmtree(out, ignore_errors=True)
 
 

@@ -10,6 +10,12 @@ logged step; this module adds what they leave out for a run of this pipeline:
   folder are logged into the same run as the steps (MLflowCallback would end its run when training
   ends, and the evaluations after it would open a stray one). Under `hf-finetune tune` each trial's
   run is nested in one parent run per study.
+- Weights & Biases: the same for a W&B run (WandbCallback logs into a run that is already open):
+  named after the output folder, finished after publishing with the run's exit code, the final report
+  in its summary, and the output folder as a `model` artifact (the weights only when `WANDB_LOG_MODEL`
+  asks for them, W&B's own switch: they are the large part of an upload). Under `hf-finetune tune`
+  each trial is its own run, grouped by the study (`WANDB_RUN_GROUP`); without this, every trial
+  would log into the first trial's run. `WANDB_MODE=offline` keeps it all on disk for `wandb sync`.
 
 Where the tracker is (MLFLOW_TRACKING_URI, WANDB_PROJECT, ...) and its credentials (WANDB_API_KEY,
 MLFLOW_TRACKING_TOKEN) stay in the environment: a recipe never holds them (recipe/secrets.py), and
@@ -31,7 +37,8 @@ from hf_finetune.outputs.lock import is_main_process
 logger = logging.getLogger(__name__)
 
 TENSORBOARD_DIR = "tensorboard"  # in the output folder (or the search folder: one sub-folder per trial)
-ARTIFACTS = "model"  # the MLflow artifact folder that receives the published output folder
+ARTIFACTS = "model"  # the MLflow artifact folder (W&B: artifact type) that receives the published output folder
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".ckpt")  # W&B: uploaded only when asked
 # name -> (transformers' availability check, what to install)
 TRACKERS = {
     "tensorboard": ("is_tensorboard_available", "pip install 'hf-finetune[track]' (tensorboard)"),
@@ -95,10 +102,13 @@ def environment(name: str, value: str) -> Iterator[None]:
 class Tracking:
     """The trackers of one run; `log_final` adds the final report and the output folder."""
 
-    def __init__(self, names: list[str], tensorboard_dir: Path | None, mlflow_run: Any):
+    def __init__(self, names: list[str], tensorboard_dir: Path | None, mlflow_run: Any, wandb_run: Any = None,
+                 wandb_weights: bool = False):
         self.names = names
         self.tensorboard_dir = tensorboard_dir
         self.mlflow_run = mlflow_run
+        self.wandb_run = wandb_run
+        self.wandb_weights = wandb_weights
 
     def log_final(self, results: dict[str, Any], out_dir: Path) -> None:
         """The final report's figures (validation, test, train) and, for MLflow, the output folder's files."""
@@ -125,6 +135,32 @@ class Tracking:
                     mlflow.log_artifact(str(path), artifact_path=folder)
             logger.info("MLflow: run %s (%s) holds the steps, the final report and the output folder under "
                         "'%s/'", self.mlflow_run.info.run_name, self.mlflow_run.info.run_id, ARTIFACTS)
+        if self.wandb_run is not None:
+            self._log_wandb(figures, Path(out_dir))
+
+    def _log_wandb(self, figures: dict[str, float], out_dir: Path) -> None:
+        import wandb
+
+        from hf_finetune.outputs import RUN_FILE, read_run
+
+        run = self.wandb_run
+        run.summary.update({f"final/{name}": value for name, value in figures.items()})
+        artifact = wandb.Artifact(name=f"{ARTIFACTS}-{run.id}", type=ARTIFACTS,
+                                  metadata={"output_dir": str(out_dir.resolve()), **figures})
+        left_out = []
+        for name in [*(read_run(out_dir) or {}).get("files", []), RUN_FILE]:
+            path = out_dir / name
+            if not path.is_file():
+                continue
+            if name.endswith(WEIGHT_SUFFIXES) and not self.wandb_weights:
+                left_out.append(name)
+                continue
+            artifact.add_file(str(path), name=name)
+        run.log_artifact(artifact)
+        logger.info("W&B: run %s (%s) holds the steps, the final report and the output folder (artifact '%s'%s)",
+                    run.name, run.id, artifact.name,
+                    f"; weights left out: {', '.join(left_out)}; set WANDB_LOG_MODEL=end to upload them"
+                    if left_out else "")
 
 
 def final_figures(results: dict[str, Any]) -> dict[str, float]:
@@ -174,9 +210,19 @@ def tracked_run(report_to: Any, out_dir: Path) -> Iterator[Tracking]:
                 mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
             run = mlflow.start_run(run_name=out_dir.name, nested=nested,
                                    tags={"hf-finetune.output_dir": str(out_dir.resolve())})
+        wandb_run, wandb_weights = None, False
+        if "wandb" in names and is_main_process():
+            import wandb
+
+            # WANDB_LOG_MODEL: the published folder's weights go into our artifact; transformers' callback
+            # would upload a second copy from a temporary save, so it is told not to.
+            wandb_weights = os.environ.get("WANDB_LOG_MODEL", "false").lower() in ("end", "checkpoint", "true")
+            stack.enter_context(environment("WANDB_LOG_MODEL", "false"))
+            wandb_run = wandb.init(project=os.environ.get("WANDB_PROJECT", "huggingface"), name=out_dir.name,
+                                   config={"hf-finetune.output_dir": str(out_dir.resolve())})
         status = "FAILED"
         try:
-            yield Tracking(names, tensorboard_dir, run)
+            yield Tracking(names, tensorboard_dir, run, wandb_run, wandb_weights)
             status = "FINISHED"
         except BaseException as exc:
             status = "KILLED" if type(exc).__name__ == "TrialPruned" else "FAILED"
@@ -186,6 +232,9 @@ def tracked_run(report_to: Any, out_dir: Path) -> Iterator[Tracking]:
                 import mlflow
 
                 mlflow.end_run(status=status)
+            if wandb_run is not None:
+                wandb_run.summary["hf-finetune/status"] = status
+                wandb_run.finish(exit_code=0 if status == "FINISHED" else 1)
 
 
 # --- tune: one parent run per study, each trial's run nested in it -----------------------------------------
@@ -202,9 +251,16 @@ def study_tracking(report_to: Any, study: Any, out_dir: Path, created: bool = Tr
     creator opens the parent run; the others wait (up to 30 s) for its id instead of opening their own.
     """
     names = reported(report_to)
-    if "mlflow" not in names:
-        yield
-        return
+    with ExitStack() as stack:
+        if "wandb" in names and not os.environ.get("WANDB_RUN_GROUP"):
+            stack.enter_context(environment("WANDB_RUN_GROUP", study.study_name))  # each trial a run of the group
+        if "mlflow" not in names:
+            yield
+            return
+        yield from _mlflow_parent(study, out_dir, created)
+
+
+def _mlflow_parent(study: Any, out_dir: Path, created: bool) -> Iterator[None]:
     import mlflow
 
     mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or study.study_name)
