@@ -195,7 +195,16 @@ def finish(session: Session, train_output: Any, extra_results: dict[str, Any] | 
     trainer = session.setup.trainer
     results: dict[str, Any] = {}
     for role in ("validation", "test"):
-        if role in session.setup.eval_splits:
+        if role not in session.setup.eval_splits:
+            continue
+        kept = session.setup.evaluations.kept(trainer) if role == "validation" and session.setup.evaluations else None
+        if kept is not None:  # the kept weights' own evaluation, in full precision: the same predictions
+            step, predictions, label_ids, loss = kept
+            results[role] = session.metrics.for_dataset(session.setup.eval_splits[role]).report(predictions, label_ids)
+            results[role]["loss"] = loss
+            logger.info("Validation figures: the evaluation at step %d, of the kept weights in full precision "
+                        "(no second pass)", step)
+        else:
             results[role] = evaluate_split(trainer, session.setup.eval_splits[role], session.metrics, role)
     results["train"] = train_record(session, train_output)
     problem = task_of(session.recipe).problem

@@ -44,7 +44,10 @@ def test_evaluating_the_test_split_again_gives_the_runs_test_metrics(text_out, c
     assert {"evaluation-test.json", "evaluation-test-confusion_matrix.png"} <= set(files)  # pushed with the run
     assert main(["evaluate", str(text_out), "--split", "validation"]) == 0
     report = read(text_out / "evaluation-validation.json")
+    # metrics.json's validation figures come from the kept epoch's own evaluation (training/kept_evaluation.py):
+    # a second pass over the saved weights gives the same figures
     assert {k: report[k] for k in SAME} == {k: read(text_out / "metrics.json")["validation"][k] for k in SAME}
+    assert report["loss"] == pytest.approx(read(text_out / "metrics.json")["validation"]["loss"], abs=1e-5)
 
 
 def test_new_file_scores_like_predict_and_can_go_elsewhere(text_out, tmp_path, capsys):

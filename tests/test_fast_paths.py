@@ -79,3 +79,34 @@ def test_compiled_and_eager_models_agree_on_cpu(tmp_path):
         eager_logits = model(**batch).logits
         compiled_logits = compiled(**batch).logits
     torch.testing.assert_close(compiled_logits, eager_logits, atol=1e-5, rtol=1e-4)
+
+
+def test_the_validation_report_reuses_the_kept_weights_own_full_precision_evaluation():
+    """training/kept_evaluation.py: the best checkpoint's evaluation (or the last step's), never one made
+    under mixed precision, and never the predictions of a later predict() call."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from hf_finetune.training.kept_evaluation import KeptEvaluations
+
+    scored = []
+    kept = KeptEvaluations(lambda pred: scored.append(pred) or {"accuracy": 1.0})
+    state = SimpleNamespace(global_step=0, best_model_checkpoint=None)
+    for step, best in ((10, 10), (20, 10), (30, 10)):
+        state.global_step, state.best_model_checkpoint = step, f"/out/checkpoints/checkpoint-{best}"
+        kept(SimpleNamespace(predictions=np.full(4, step), label_ids=np.zeros(4)))
+        kept.on_evaluate(None, state, None, metrics={"eval_loss": step / 100, "eval_accuracy": 1.0})
+    assert len(scored) == 3 and sorted(kept.by_step) == [10, 30]  # the best and the latest only
+    kept(SimpleNamespace(predictions=np.full(4, -1), label_ids=np.zeros(4)))  # predict() on the test split
+    model = SimpleNamespace()
+    trainer = SimpleNamespace(model=model, state=state, args=SimpleNamespace(load_best_model_at_end=True))
+    step, predictions, _, loss = kept.kept(trainer)
+    assert step == 10 and (predictions == 10).all() and loss == 0.1
+    trainer.args.load_best_model_at_end = False  # the last step's weights are kept
+    assert kept.kept(trainer)[0] == 30
+    model.__dict__["_original_forward"] = object()  # evaluated under bf16/fp16 autocast: score again
+    assert kept.kept(trainer) is None
+    del model.__dict__["_original_forward"]
+    state.global_step = 40  # no evaluation at the last step
+    assert kept.kept(trainer) is None

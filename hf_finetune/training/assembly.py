@@ -17,6 +17,7 @@ from hf_finetune.metrics import logits_to_predictions
 from hf_finetune.recipe import Recipe
 from hf_finetune.tasks import task_of
 from hf_finetune.training.distributed import configure_fsdp_wrapping
+from hf_finetune.training.kept_evaluation import KeptEvaluations
 from hf_finetune.training.strategies import FinetunePlan, StrategyCallback, build_plan
 from hf_finetune.training.streams import ForgetTrainedPositions, ResumableStream
 from hf_finetune.training.trainer import ClassificationLoss, FinetuneTrainer
@@ -34,6 +35,7 @@ class TrainerSetup:
     class_weights: dict[str, float] | None
     lora: dict[str, Any] | None = None  # strategy lora: what was adapted and how many parameters train
     save_adapter: bool = False
+    evaluations: KeptEvaluations | None = None  # the kept model's own validation predictions (finish reuses them)
 
     def save(self, folder: Path) -> None:
         """Saves the full model (and tokenizer); every process calls it (FSDP/DeepSpeed gather)."""
@@ -114,7 +116,9 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
     # what evaluation keeps of the logits: class ids, unless the task's metrics read the values (regression,
     # label sets)
     keep = getattr(metrics, "preprocess_logits", logits_to_predictions)
-    common = dict(args=args, compute_metrics=metrics, preprocess_logits_for_metrics=keep,
+    evaluations = KeptEvaluations(metrics)
+    callbacks.append(evaluations)
+    common = dict(args=args, compute_metrics=evaluations, preprocess_logits_for_metrics=keep,
                   loss_fn=loss, callbacks=callbacks)
 
     if ft.cache_features:
@@ -125,7 +129,8 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
                                       args.device, precision)
         trainer = FinetuneTrainer(model=head, train_dataset=cached["train"], eval_dataset=cached["validation"],
                                   data_collator=collate_features, **common)
-        return TrainerSetup(trainer, cached, model, tokenizer, plan=None, class_weights=weights)
+        return TrainerSetup(trainer, cached, model, tokenizer, plan=None, class_weights=weights,
+                            evaluations=evaluations)
 
     lora = None
     if ft.strategy == "lora":
@@ -153,4 +158,4 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
         check_sharding(trainer)
     configure_fsdp_wrapping(trainer.accelerator, model)
     return TrainerSetup(trainer, data.splits, model, tokenizer, plan=plan, class_weights=weights, lora=lora,
-                        save_adapter=recipe.output.save_adapter)
+                        save_adapter=recipe.output.save_adapter, evaluations=evaluations)
