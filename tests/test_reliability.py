@@ -49,6 +49,11 @@ def run_helper(recipe_path: Path, point: str, step: int, *overrides: str) -> sub
                           capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
+def start_helper(recipe_path: Path, point: str, step: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(HELPER), point, str(step), "train", str(recipe_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
 @pytest.fixture
 def uninterrupted(tmp_path, resumable):
     resumable["output"]["dir"] = str(tmp_path / "straight")
@@ -62,13 +67,18 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, resumable, u
     expected_train = json.loads((uninterrupted / "metrics.json").read_text())["train"]
     # Killed mid-epoch (after step 3, checkpoint 2 on disk), right after the checkpoint that ends
     # epoch 1, in epoch 2, and while writing checkpoint 8 (which must be skipped).
-    for point, step, resumed_from in [("kill-after-step", 3, 2), ("kill-after-save", 6, 6),
-                                      ("kill-after-step", 9, 8), ("kill-mid-save", 8, 6)]:
-        out = tmp_path / f"{point}-{step}"
-        resumable["output"]["dir"] = str(out)
+    points = [("kill-after-step", 3, 2), ("kill-after-save", 6, 6), ("kill-after-step", 9, 8), ("kill-mid-save", 8, 6)]
+    # The four runs to be killed start together (each in its own folder): their startup is most of their time.
+    started = {}
+    for point, step, _ in points:
+        resumable["output"]["dir"] = str(tmp_path / f"{point}-{step}")
         path = write_recipe(tmp_path / f"{point}-{step}.yaml", resumable)
-        killed = run_helper(path, point, step)
-        assert killed.returncode == -9, killed.stderr[-2000:]
+        started[point, step] = (path, start_helper(path, point, step))
+    for point, step, resumed_from in points:
+        out = tmp_path / f"{point}-{step}"
+        path, helper = started[point, step]
+        _, stderr = helper.communicate(timeout=600)
+        assert helper.returncode == -9, stderr[-2000:]
         assert not (out / "run.json").exists()
         if point == "kill-mid-save":
             assert checkpoint_problem(out / "checkpoints" / f"checkpoint-{step}") == "trainer_state.json is missing"
