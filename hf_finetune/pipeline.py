@@ -42,7 +42,7 @@ from hf_finetune.training.safeguards import (
 )
 from hf_finetune.training.streams import stream_decisions
 from hf_finetune.training.tracking import tracked_run
-from hf_finetune.training.trainer import full_precision
+from hf_finetune.training.trainer import full_precision, run_precision
 
 logger = logging.getLogger(__name__)
 
@@ -126,15 +126,8 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
     if data.carved is not None:  # recipe.yaml says "carved" (null), so reading it again carves the same rows
         decided["data"] = {"splits": {**recipe.data.splits.model_dump(), "validation": None}}
     if recipe.finetune.data_aware:
-        if data.streaming:  # read from the head of the stream: the row count is not the data's
-            decisions = data_aware_defaults(recipe, data.label_rows, data.labels.num_labels, model,
-                                            resolved_training.batch.global_size)
-            decisions = stream_decisions(decisions, len(data.label_rows))
-        else:
-            decisions = data_aware_defaults(recipe, data.label_rows, data.labels.num_labels, model,
-                                            resolved_training.batch.global_size,
-                                            *few_label_inputs(recipe, data, model, args.per_device_eval_batch_size,
-                                                              args.device, autocast_dtype(args)))
+        decisions = data_aware_decisions(recipe, data, model, resolved_training.batch.global_size,
+                                         args.per_device_eval_batch_size, args.device, run_precision(args))
         flip = mirror_decision(recipe, data, model, preprocessing.get("image"), args)
         if flip is not None:
             decisions.append(flip)
@@ -166,12 +159,16 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
                    setup_s)
 
 
-def autocast_dtype(training: Any) -> Any:
-    """The mixed precision of TrainingArguments or a resolved `training` dict (None: full precision)."""
-    import torch
-
-    get = training.get if isinstance(training, dict) else lambda key, default=None: getattr(training, key, default)
-    return torch.bfloat16 if get("bf16", False) else torch.float16 if get("fp16", False) else None
+def data_aware_decisions(recipe: Recipe, data: PreparedData, model: Any, global_batch: int, eval_batch: int,
+                         device: Any, precision: Any = None) -> list[Any]:
+    """The defaults this run's data and backbone call for (the mirror check aside): what setup() applies,
+    and what `tune` centres its space on (search/defaults.run_decisions)."""
+    num_labels = data.labels.num_labels
+    if data.streaming:  # read from the head of the stream: the row count is not the data's
+        return stream_decisions(data_aware_defaults(recipe, data.label_rows, num_labels, model, global_batch),
+                                len(data.label_rows))
+    return data_aware_defaults(recipe, data.label_rows, num_labels, model, global_batch,
+                               *few_label_inputs(recipe, data, model, eval_batch, device, precision))
 
 
 def few_label_inputs(recipe: Recipe, data: PreparedData, model: Any, batch_size: int, device: Any,
@@ -192,20 +189,10 @@ def finish(session: Session, train_output: Any, extra_results: dict[str, Any] | 
 
     `extra_results`: entries added to metrics.json (self-training's rounds), for the card too.
     """
-    trainer = session.setup.trainer
     results: dict[str, Any] = {}
     for role in ("validation", "test"):
-        if role not in session.setup.eval_splits:
-            continue
-        kept = session.setup.evaluations.kept(trainer) if role == "validation" and session.setup.evaluations else None
-        if kept is not None:  # the kept weights' own evaluation, in full precision: the same predictions
-            step, predictions, label_ids, loss = kept
-            results[role] = session.metrics.for_dataset(session.setup.eval_splits[role]).report(predictions, label_ids)
-            results[role]["loss"] = loss
-            logger.info("Validation figures: the evaluation at step %d, of the kept weights in full precision "
-                        "(no second pass)", step)
-        else:
-            results[role] = evaluate_split(trainer, session.setup.eval_splits[role], session.metrics, role)
+        if role in session.setup.eval_splits:
+            results[role] = score_split(session, role)
     results["train"] = train_record(session, train_output)
     problem = task_of(session.recipe).problem
     counts = problem.labeling.counts(session.data.label_rows, session.data.labels.num_labels)  # a stream: its head
@@ -309,6 +296,20 @@ def set_train_augmentation(data: PreparedData, recipe: Recipe, data_config: dict
 
     train_tf, _ = build_image_transforms(data_config, recipe.augmentation.timm_kwargs())
     data.splits["train"].set_transform(ImageTransform(recipe.data.columns.image, train_tf))
+
+
+def score_split(session: Session, role: str) -> dict[str, Any]:
+    """The report of one of the session's evaluation splits after training. Validation comes from the kept
+    weights' own evaluation where that ran in full precision (training/kept_evaluation.py: the same
+    predictions, without a second pass); otherwise the split is scored again (evaluate_split)."""
+    setup, dataset = session.setup, session.setup.eval_splits[role]
+    kept = setup.evaluations.kept(setup.trainer) if role == "validation" and setup.evaluations else None
+    if kept is None:
+        return evaluate_split(setup.trainer, dataset, session.metrics, role)
+    step, predictions, label_ids, loss = kept
+    logger.info("Validation figures: the evaluation at step %d, of the kept weights in full precision "
+                "(no second pass)", step)
+    return {**session.metrics.for_dataset(dataset).report(predictions, label_ids), "loss": loss}
 
 
 def evaluate_split(trainer: Any, dataset: Any, metrics: Any, prefix: str) -> dict[str, Any]:

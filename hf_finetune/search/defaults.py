@@ -26,22 +26,17 @@ def run_decisions(recipe: Any) -> list[Any]:
     """The data-aware decisions one ordinary run of `recipe` makes (pipeline.setup's, on one process)."""
     import torch
 
-    from hf_finetune.pipeline import autocast_dtype, build_data_and_model, few_label_inputs
+    from hf_finetune.pipeline import build_data_and_model, data_aware_decisions
     from hf_finetune.training.arguments import resolve_training
-    from hf_finetune.training.data_aware import data_aware_defaults
-    from hf_finetune.training.streams import stream_decisions
+    from hf_finetune.training.trainer import run_precision
 
     settings = resolve_training(recipe, log=False)
     data, model, *_ = build_data_and_model(recipe)
     try:
-        batch, num_labels = settings.batch.global_size, data.labels.num_labels
-        if data.streaming:  # read from the head of the stream, as the run does
-            return stream_decisions(data_aware_defaults(recipe, data.label_rows, num_labels, model, batch),
-                                    len(data.label_rows))
         device = torch.device("cuda" if torch.cuda.is_available() and not settings.training.get("use_cpu") else "cpu")
-        inputs = few_label_inputs(recipe, data, model, int(settings.training.get("per_device_eval_batch_size", 8)),
-                                  device, autocast_dtype(settings.training))
-        return data_aware_defaults(recipe, data.label_rows, num_labels, model, batch, *inputs)
+        return data_aware_decisions(recipe, data, model, settings.batch.global_size,
+                                    int(settings.training.get("per_device_eval_batch_size", 8)), device,
+                                    run_precision(settings.training))
     finally:
         del model
         gc.collect()

@@ -11,6 +11,7 @@ from datasets import Dataset
 from hf_finetune.data.unlabeled import Pool
 from hf_finetune.recipe import Recipe
 from hf_finetune.tasks import task_of
+from hf_finetune.training.trainer import run_precision
 
 
 def model_ready_pool(recipe: Recipe, pool: Pool, tokenizer: Any, preprocessing: dict[str, Any]) -> Dataset:
@@ -24,7 +25,7 @@ def predict_probabilities(model: Any, dataset: Dataset, collator: Any, batch_siz
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator,
                                          num_workers=args.dataloader_num_workers)
     device = next(model.parameters()).device
-    half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+    half = run_precision(args)
     was_training = model.training
     model.eval()
     out = []

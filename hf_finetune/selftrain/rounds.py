@@ -186,8 +186,7 @@ def _train_round(number: int, session: pipeline.Session, recipe: Recipe, pseudo:
         if role == "test" and not recipe.self_training.score_test_each_round:
             continue
         if role in session.setup.eval_splits:
-            report = pipeline.evaluate_split(session.setup.trainer, session.setup.eval_splits[role],
-                                             session.metrics, role)
+            report = pipeline.score_split(session, role)
             record[role] = {k: v for k, v in report.items() if isinstance(v, (int, float)) and k != "num_samples"}
     record["epochs"] = session.setup.trainer.state.epoch
     record["seconds"] = round(time.time() - began, 1)

@@ -20,7 +20,7 @@ from hf_finetune.training.distributed import configure_fsdp_wrapping
 from hf_finetune.training.kept_evaluation import KeptEvaluations
 from hf_finetune.training.strategies import FinetunePlan, StrategyCallback, build_plan
 from hf_finetune.training.streams import ForgetTrainedPositions, ResumableStream
-from hf_finetune.training.trainer import ClassificationLoss, FinetuneTrainer
+from hf_finetune.training.trainer import ClassificationLoss, FinetuneTrainer, run_precision
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +124,8 @@ def build_trainer(recipe: Recipe, args: Any, data: PreparedData, model: Any, tok
     if ft.cache_features:
         from hf_finetune.models.features import cache_features, collate_features
 
-        precision = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
         head, cached = cache_features(model, data.splits, data.collator, args.per_device_eval_batch_size,
-                                      args.device, precision)
+                                      args.device, run_precision(args))
         trainer = FinetuneTrainer(model=head, train_dataset=cached["train"], eval_dataset=cached["validation"],
                                   data_collator=collate_features, **common)
         return TrainerSetup(trainer, cached, model, tokenizer, plan=None, class_weights=weights,

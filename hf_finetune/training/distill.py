@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from hf_finetune.errors import DataError, Problem, show
 from hf_finetune.tasks import get_task, task_of
+from hf_finetune.training.trainer import run_precision
 
 logger = logging.getLogger(__name__)
 
@@ -124,10 +125,6 @@ def _rng_untouched():
         torch.random.set_rng_state(state[2])
         if state[3] is not None:
             torch.cuda.set_rng_state_all(state[3])
-
-
-def run_precision(args: Any) -> torch.dtype | None:
-    return torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
 
 
 def teacher_problems(sections: Mapping[str, Any]) -> list[Problem]:

@@ -1,6 +1,6 @@
 """The validation report from the evaluation of the kept model, instead of a second pass over validation.
 
-The finish (pipeline.finish) scores validation in full precision (trainer.full_precision): the figures of
+After training, validation is scored in full precision (trainer.full_precision): the figures of
 the weights as saved. Where training evaluated in full precision too (no mixed-precision autocast: CPU
 fp32, or a run without bf16/fp16), the evaluation at the step whose weights are kept (the best
 checkpoint, or the last step) already computed those exact predictions on the same split; scoring them
@@ -41,6 +41,9 @@ class KeptEvaluations(TrainerCallback):
     def __call__(self, eval_pred: Any) -> dict[str, float]:
         self._last = (eval_pred.predictions, eval_pred.label_ids)
         return self.metrics(eval_pred)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs):
+        self.by_step, self._last = {}, None  # a trainer trained again counts its steps from 0 again
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kwargs):
         if self._last is None or not metrics or not any(k.startswith("eval_") for k in metrics):

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from hf_finetune.training.data_aware import Decision
+from hf_finetune.training.trainer import run_precision
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def mirror_decision(recipe: Any, data: Any, model: Any, data_config: dict[str, A
         picked[role] = ds.select(rows).with_transform(transform)
     feats, labels = {}, {}
     classifier = find_classifier(model)
-    precision = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+    precision = run_precision(args)
     for role, ds in picked.items():
         feats[role], labels[role], mirrored = _features(model, classifier, ds, args, precision,
                                                         mirror=role == "validation")

@@ -209,6 +209,12 @@ class FinetuneTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def run_precision(training: Any) -> torch.dtype | None:
+    """The run's mixed precision (None: full), from TrainingArguments or a resolved `training` dict."""
+    get = training.get if isinstance(training, dict) else lambda key, default=None: getattr(training, key, default)
+    return torch.bfloat16 if get("bf16", False) else torch.float16 if get("fp16", False) else None
+
+
 @contextlib.contextmanager
 def full_precision(model: Any) -> Iterator[None]:
     """Runs `model` without the mixed-precision autocast that accelerate wrapped its forward in.
