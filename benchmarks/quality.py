@@ -119,10 +119,11 @@ def ours(recipe: dict[str, Any], work: Path, self_training: bool = False) -> dic
 
 
 def example_text(files: dict[str, Path], model_dir: Path, work: Path,
-                 eval_splits: tuple[str, ...] = ("validation", "test")) -> dict[str, Any]:
+                 eval_splits: tuple[str, ...] = ("validation", "test"), seed: int = 42) -> dict[str, Any]:
     """run_classification.py at its defaults, reduced to what it does for a csv with text,label."""
     import datasets
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments,
+                              set_seed)
 
     started = time.perf_counter()
     raw = datasets.load_dataset("csv", data_files={k: str(files[k]) for k in ("train", *eval_splits)},
@@ -130,6 +131,7 @@ def example_text(files: dict[str, Path], model_dir: Path, work: Path,
     names = sorted(set(raw["train"]["label"]))
     label2id = {n: i for i, n in enumerate(names)}
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    set_seed(seed)  # as run_classification.py: before the model, so the new head's weights follow the seed
 
     def encode(batch):
         out = tokenizer(batch["text"], padding="max_length", max_length=EXAMPLE_MAX_LENGTH, truncation=True)
@@ -139,7 +141,7 @@ def example_text(files: dict[str, Path], model_dir: Path, work: Path,
     ready = raw.map(encode, batched=True, remove_columns=["text", "label"])
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id)
-    args = TrainingArguments(output_dir=str(work / "example"), seed=42, report_to="none", save_strategy="no",
+    args = TrainingArguments(output_dir=str(work / "example"), seed=seed, report_to="none", save_strategy="no",
                              per_device_eval_batch_size=8, use_cpu=True, **EXAMPLE_ARGS)
     trainer = Trainer(model=model, args=args, train_dataset=ready["train"], processing_class=tokenizer)
     train = trainer.train()
