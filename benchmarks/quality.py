@@ -122,8 +122,13 @@ def example_text(files: dict[str, Path], model_dir: Path, work: Path,
                  eval_splits: tuple[str, ...] = ("validation", "test"), seed: int = 42) -> dict[str, Any]:
     """run_classification.py at its defaults, reduced to what it does for a csv with text,label."""
     import datasets
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments,
-                              set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     started = time.perf_counter()
     raw = datasets.load_dataset("csv", data_files={k: str(files[k]) for k in ("train", *eval_splits)},
