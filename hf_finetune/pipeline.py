@@ -33,7 +33,12 @@ from hf_finetune.report.summary import summary_line
 from hf_finetune.tasks import check_capabilities, task_of
 from hf_finetune.training.arguments import build_training_arguments, resolve_training
 from hf_finetune.training.assembly import TrainerSetup, build_trainer
-from hf_finetune.training.data_aware import apply_decisions, data_aware_defaults, log_decisions
+from hf_finetune.training.data_aware import (
+    apply_decisions,
+    data_aware_defaults,
+    few_validation_warning,
+    log_decisions,
+)
 from hf_finetune.training.mirror import mirror_decision
 from hf_finetune.training.safeguards import (
     find_resume_checkpoint,
@@ -137,6 +142,11 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
             set_train_augmentation(data, recipe, preprocessing["image"])
         resolved_training = resolve_training(recipe, log=False)  # the batch split is unchanged
         args = build_training_arguments(resolved_training.training, args.output_dir, recipe.source)
+    elif not data.streaming:
+        warning = few_validation_warning(recipe, data.label_rows, data.splits["validation"], data.labels.num_labels,
+                                         args.load_best_model_at_end)
+        if warning:
+            logger.warning(warning)
     if args.process_index == 0:
         record_or_compare_recipe(args.output_dir, resolved_recipe(recipe, {"training": resolved_training.training}),
                                  resuming=checkpoint is not None)

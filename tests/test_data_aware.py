@@ -233,3 +233,44 @@ def test_max_length_covers_the_texts_and_stops_at_the_cap(tmp_path, tiny_bert):
     assert value == LENGTH_CAP == 128
     assert "0% of 40 sampled training texts fit in 128 tokens" in reason
     assert "capped at 128" in reason and "set preprocessing.max_length to keep more" in reason
+
+
+def test_a_validation_too_small_to_choose_an_epoch_keeps_the_last_one():
+    # 9 validation rows of the rarest class: an epoch chosen on them is noise (on BBC News at 16 per class,
+    # 8 carved rows, it cost 0.10 test macro-F1: benchmarks/equal_settings.py)
+    few = {d.key: d for d in data_aware_defaults(_recipe(), _train([400, 400]), 2, TinyText(10), 8,
+                                                   validation_counts=np.array([30, 9]))}
+    assert few["training.load_best_model_at_end"].value is False
+    assert few["training.load_best_model_at_end"].reason.startswith("validation holds 9 rows of a class (fewer than 10)")
+    enough = {d.key for d in data_aware_defaults(_recipe(), _train([400, 400]), 2, TinyText(10), 8,
+                                                  validation_counts=np.array([30, 10]))}
+    assert "training.load_best_model_at_end" not in enough
+    asked = {d.key for d in data_aware_defaults(_recipe({"load_best_model_at_end": True}), _train([400, 400]), 2,
+                                                TinyText(10), 8, validation_counts=np.array([1, 1]))}
+    assert "training.load_best_model_at_end" not in asked  # the recipe's own value wins
+    stops = {d.key for d in data_aware_defaults(_recipe(finetune={"early_stopping_patience": 2}), _train([400, 400]),
+                                                2, TinyText(10), 8, validation_counts=np.array([1, 1]))}
+    assert "training.load_best_model_at_end" not in stops  # early stopping selects on validation: asked for
+    scores = {d.key for d in data_aware_defaults(_recipe(task="text-regression"), _train([800]), 1, TinyText(10),
+                                                 8, validation_counts=np.array([1]))}
+    assert "training.load_best_model_at_end" not in scores  # no classes of rows to count
+
+
+def test_a_carved_validation_of_a_few_rows_keeps_the_last_epoch_or_warns(tmp_path, tiny_bert, caplog):
+    files = {"train": write_csv(tmp_path / "train.csv", review_rows(40, seed=3))}  # carved: 4 validation rows
+    recipe = {"task": "text-classification", "model": {"name": str(tiny_bert)},
+              "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(tmp_path / "cache")},
+              "training": {"num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-3},
+              "output": {"dir": str(tmp_path / "out")}}
+    caplog.set_level("INFO")
+    assert main(["train", str(write_recipe(tmp_path / "recipe.yaml", recipe))]) == 0
+    resolved = yaml.safe_load((tmp_path / "out" / "recipe.yaml").read_text())
+    assert resolved["training"]["load_best_model_at_end"] is False
+    assert "Default from the data: training.load_best_model_at_end = False (validation holds 2 rows" in caplog.text
+    assert "the kept epoch is chosen on noise" not in caplog.text
+    caplog.clear()
+    recipe = {**recipe, "finetune": {"data_aware": False}, "output": {"dir": str(tmp_path / "off")}}
+    assert main(["train", str(write_recipe(tmp_path / "off.yaml", recipe))]) == 0
+    assert yaml.safe_load((tmp_path / "off" / "recipe.yaml").read_text())["training"]["load_best_model_at_end"] is True
+    assert ("training.load_best_model_at_end: the validation split holds 2 rows of a class (fewer than 10), so the "
+            "kept epoch is chosen on noise") in caplog.text

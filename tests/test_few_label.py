@@ -102,9 +102,10 @@ def test_a_probe_with_a_tiny_validation_takes_its_schedule_from_k_fold():
     assert "at least 0.8: the frozen embeddings separate the classes" in decided["finetune.strategy"].reason
     assert "training.load_best_model_at_end" not in decided
     assert "cross-validation" not in decided["training.num_train_epochs"].reason
-    # epochs set by the recipe: no k-fold at all
+    # epochs set by the recipe: no k-fold at all, and still no epoch chosen on 1 row a class
     decided, calls = _decide([1, 1, 1], {"num_train_epochs": 4})
-    assert calls == 0 and "training.load_best_model_at_end" not in decided
+    assert calls == 0 and decided["training.load_best_model_at_end"].value is False
+    assert decided["training.load_best_model_at_end"].reason.startswith("validation holds 1 row of a class")
     assert decided["finetune.strategy"].value == "linear_probe"
     # a recipe's own weight decay is held, not chosen
     decided, _ = _decide([1, 1, 1], {"weight_decay": 0.05})

@@ -105,7 +105,8 @@ class TaskProblem:
     kind: str = ""  # what one prediction is: "classes" (top-k labels of an input), "entities" (spans of a text),
     # "values" (numbers, one per target), "label_sets" (labels over their thresholds) or "masks" (a class per pixel)
     labeling: Any = None  # how the data's label columns become `labels` and the label space (data stage)
-    defaults: frozenset[str] = frozenset()  # data-aware defaults that read the labels: select_f1, class_weights
+    defaults: frozenset[str] = frozenset()  # data-aware defaults that read the labels: select_f1, class_weights,
+    # last_epoch_on_few_validation
     peft_task_type: str | None = None  # peft's TaskType for LoRA (None: a plain PeftModel)
     problem_type: str | None = None  # the config.problem_type that marks a bare model folder as this problem's
     card: CardWords | None = None

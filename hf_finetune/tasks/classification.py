@@ -30,7 +30,7 @@ class SingleLabel(TaskProblem):
     kind = "classes"
     problem_type = "single_label_classification"
     labeling = ClassLabeling()
-    defaults = frozenset({"select_f1", "class_weights"})
+    defaults = frozenset({"select_f1", "class_weights", "last_epoch_on_few_validation"})
     card = CardWords(
         labels="It sorts {kind}s into {n} classes: {labels}.",
         head="a new {n}-way classification head (randomly initialised)",
