@@ -97,7 +97,12 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, resumable, u
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_at_the_step_boundary_and_says_how_to_resume(tmp_path, resumable, uninterrupted):
+def test_sigterm_checkpoints_at_the_step_boundary_and_says_how_to_resume(tmp_path, resumable):
+    # The last step's weights, not the best evaluation's: a resume that strays after step 6 shows.
+    resumable["training"]["load_best_model_at_end"] = False
+    uninterrupted = tmp_path / "straight"
+    resumable["output"]["dir"] = str(uninterrupted)
+    assert train_in_process(tmp_path, resumable, "straight") == 0
     out = tmp_path / "preempted"
     resumable["output"]["dir"] = str(out)
     path = write_recipe(tmp_path / "preempted.yaml", resumable)

@@ -77,6 +77,14 @@ class FinetuneTrainer(Trainer):
         self.nonfinite_loss_seen = False  # read (and reset) by NonFiniteLossCallback before each optimizer step
         self._loss_before_resume = 0.0  # summed per-step losses of the steps a resumed run starts after
 
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        # Evaluating must not change training: each DataLoader iteration draws its base seed from the
+        # global generator, so an evaluation moved dropout and augmentation onward, and a run stopped by
+        # SIGTERM at an evaluation step (which skips that evaluation) resumed to other weights.
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            return super().evaluate(*args, **kwargs)
+
     # --- a resumed run reports what the uninterrupted run would: loss over all steps, all phases ---------
 
     def _save_checkpoint(self, model, trial):
