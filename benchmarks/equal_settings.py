@@ -17,9 +17,8 @@ the script's, and each variant removes one of them:
     script-values     the script's values written into a recipe with the data-aware defaults left on
                       (what a user copying the script's settings writes): the rules that read the data
                       still apply where the recipe leaves a key unset (macro-F1 selection and class
-                      weights on imbalanced classes; the README's figures for it were measured with a
-                      rule since reverted: the last epoch kept when validation holds fewer than 10 rows
-                      of a class)
+                      weights on imbalanced classes, the last epoch kept when validation holds fewer
+                      than 10 rows of a class)
 
 bf16 autocast, the fifth difference the issue lists, only happens on CPUs with AMX and on GPUs; this
 machine has neither, so every run here is fp32 and it is not a variant.
