@@ -1,26 +1,31 @@
 """Does `hf-finetune rank` order backbones the way fine-tuning them does? And how much sooner does it answer?
 
-    python benchmarks/rank.py --task digits       # EfficientNet-Lite0/1/2 + a random-init Lite0, digits 10/class
+    python benchmarks/rank.py --task digits --rows 300 --seeds 2     # EfficientNet-Lite0/1/2, a weaker
+                                                                     # pretrained CNN, a random-init Lite0
     python benchmarks/rank.py --task bbc          # all-MiniLM-L6-v2 + a random-init BERT of its shape, BBC 16/class
 
-Each task ranks its candidates once (fresh feature cache: the time includes every extraction), then
-fine-tunes every candidate with the same recipe (`hf_finetune.train`, data-aware defaults except the
-settings named below), and reports for each score the weighted Kendall tau (scipy.stats.weightedtau,
-hyperbolic weights on rank, as the LogME paper uses) between the score and the fine-tuned test
-accuracy (and test macro-F1), and the time of ranking against the time of fine-tuning them all.
+Each task ranks its candidates twice:
+    frozen    `hf-finetune rank` at its defaults (LogME, k-NN, probe, H-score on frozen features; fresh
+              feature cache, so the time includes every extraction)
+    finetune  `rank.by: finetune` (the shortlist by LogME plus every untrained candidate, fine-tuned with
+              successive halving and ordered by validation), on the features the frozen pass cached;
+              its time is the frozen pass's plus its own
+then fine-tunes every candidate with the same recipe (`hf_finetune.train`) as the ground truth, and
+reports for each score, and for the fine-tuning mode's order, the weighted Kendall tau
+(scipy.stats.weightedtau, hyperbolic weights on rank, as the LogME paper uses) against the fine-tuned
+test accuracy (and test macro-F1), and the time of each mode against fine-tuning every candidate once.
 Few-label fine-tuning is itself noisy (a few points of accuracy between seeds): `--seeds N` fine-tunes
 each candidate N times and compares with the mean.
 
-To fit a run in under 10 minutes on 2 CPU cores, the fine-tuning is short and the images small:
-    digits   every candidate's data config is kept (mean, std, crop, interpolation) except the input
-             size, set to --image-size (default 128 px; the digits are 32 px originals); 100 training
-             images; --epochs (default 12) without evaluation during training, the final model scored
-    bbc      max_length --max-length (default 128), --epochs (default 3), 80 training articles
-Ranking and fine-tuning see exactly the same preprocessing, so the comparison is fair, but the
-absolute accuracies are below what full-resolution, longer fine-tuning reaches.
+By default everything runs as a user would: each candidate at its own input size (full resolution:
+224, 240 and 260 px for Lite0/1/2; the digits are 32 px originals) and the recipe's data-aware
+training defaults (epochs, evaluation every epoch, the best epoch kept). `--image-size` and
+`--epochs` give the short settings of the first measurement (every candidate at one size; a fixed
+number of epochs without evaluation), which fit 100 rows in minutes on 2 CPU cores.
+Ranking and fine-tuning see exactly the same preprocessing, so the comparison is fair.
 
 With two candidates (bbc), tau is +1 or -1: it only says whether the pair is ordered right.
-Results are appended to benchmarks/results/rank.json.
+Results are merged into benchmarks/results/rank.json under "<task>-<rows>".
 """
 
 from __future__ import annotations
@@ -48,10 +53,9 @@ def weighted_tau(scores: list[float], truth: list[float]) -> float:
     return float(weightedtau(scores, truth).statistic)
 
 
-def small_lite(n: int, size: int, work: Path) -> Path:
-    """A copy of the EfficientNet-Lite`n` folder whose data config asks for `size` px inputs."""
-    source = real_assets.efficientnet_lite_dir(n)
-    target = work / f"tf_efficientnet_lite{n}-{size}px"
+def resized(source: Path, size: int, work: Path) -> Path:
+    """A copy of a timm Hub-layout folder whose data config asks for `size` px inputs."""
+    target = work / f"{source.name}-{size}px"
     shutil.copytree(source, target)
     config = json.loads((target / "config.json").read_text())
     config["pretrained_cfg"]["input_size"] = [3, size, size]
@@ -60,27 +64,40 @@ def small_lite(n: int, size: int, work: Path) -> Path:
     return target
 
 
+def training_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe's training section: its data-aware defaults, or --epochs without evaluation."""
+    if args.epochs is None:
+        return {"per_device_eval_batch_size": 64}
+    return {"num_train_epochs": args.epochs, "eval_strategy": "no", "save_strategy": "no",
+            "load_best_model_at_end": False, "per_device_eval_batch_size": 64}
+
+
 def digits_task(work: Path, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    folder = real_assets.digits_folder(per_class=10)
-    models = [small_lite(n, args.image_size, work) for n in (0, 1, 2)]
+    folder = real_assets.digits_folder(per_class=args.rows // 10)
+    models = [real_assets.efficientnet_lite_dir(n) for n in (0, 1, 2)] + [real_assets.mobilenetv2_dir()]
+    if args.image_size:
+        models = [resized(m, args.image_size, work) for m in models]
     candidates = [{"name": str(m)} for m in models] + [{"name": str(models[0]), "pretrained": False}]
     recipe = {"task": "image-classification", "model": {"name": str(models[0])},
               "data": {"image_folder": str(folder), "cache_dir": str(work / "cache")},
-              "training": {"num_train_epochs": args.epochs, "eval_strategy": "no", "save_strategy": "no",
-                           "load_best_model_at_end": False, "per_device_eval_batch_size": 64}}
+              "training": training_settings(args)}
     return recipe, candidates
 
 
 def bbc_task(work: Path, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    files = real_assets.bbc_news("few", per_class=16)
+    files = real_assets.bbc_news("few", per_class=args.rows // 5)
     minilm = str(real_assets.minilm_dir())
     candidates = [{"name": minilm}, {"name": minilm, "pretrained": False}]
     recipe = {"task": "text-classification", "model": {"name": minilm},
               "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(work / "cache")},
               "preprocessing": {"max_length": args.max_length},
-              "training": {"num_train_epochs": args.epochs, "eval_strategy": "no", "save_strategy": "no",
-                           "load_best_model_at_end": False, "per_device_eval_batch_size": 64}}
+              "training": training_settings(args)}
     return recipe, candidates
+
+
+def label_of(candidate: dict[str, Any]) -> str:
+    """The name rank gives the candidate ("(random init)" marks an untrained one)."""
+    return candidate["name"] if candidate.get("pretrained", True) else f"{candidate['name']} (random init)"
 
 
 def fine_tune(recipe: dict[str, Any], candidate: dict[str, Any], out: Path, seeds: int) -> dict[str, Any]:
@@ -89,14 +106,15 @@ def fine_tune(recipe: dict[str, Any], candidate: dict[str, Any], out: Path, seed
 
     import hf_finetune
 
-    started = time.perf_counter()
-    runs = []
+    runs, times = [], []
     for seed in range(42, 42 + seeds):
+        started = time.perf_counter()
         training = {**recipe["training"], "seed": seed}
         result = hf_finetune.train({**recipe, "model": candidate, "training": training,
                                     "output": {"dir": str(out), "overwrite": True}})
+        times.append(time.perf_counter() - started)
         runs.append(result.metrics)
-    out_record: dict[str, Any] = {"wall_s": time.perf_counter() - started, "seeds": seeds}
+    out_record: dict[str, Any] = {"wall_s": sum(times), "wall_s_per_seed": times, "seeds": seeds}
     for split in ("validation", "test"):
         out_record[split] = {k: float(np.mean([m[split][k] for m in runs])) for k in ("accuracy", "f1")}
         out_record[f"{split}_per_seed"] = [{k: m[split][k] for k in ("accuracy", "f1")} for m in runs]
@@ -104,40 +122,62 @@ def fine_tune(recipe: dict[str, Any], candidate: dict[str, Any], out: Path, seed
     return out_record
 
 
-def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def rank_pass(recipe: dict[str, Any], candidates: list[dict[str, Any]], work: Path, name: str,
+              settings: dict[str, Any]) -> tuple[Any, float]:
     from hf_finetune.rank import rank
     from hf_finetune.rank.report import format_table
     from hf_finetune.recipe import validate_recipe
 
+    validated = validate_recipe({**recipe, "rank": {"hscore": True, **settings},
+                                 "output": {"dir": str(work / "out")}}, source=f"benchmarks/rank.py:{name}")
+    started = time.perf_counter()
+    ranked = rank(validated, candidates)
+    seconds = time.perf_counter() - started
+    print(format_table(ranked.record), flush=True)
+    return ranked, seconds
+
+
+def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"rank-{name}-"))
     try:
         recipe, candidates = (digits_task if name == "digits" else bbc_task)(work, args)
-        validated = validate_recipe({**recipe, "rank": {"hscore": True},
-                                     "output": {"dir": str(work / "out")}}, source=f"benchmarks/rank.py:{name}")
-        started = time.perf_counter()
-        ranked = rank(validated, candidates)
-        rank_s = time.perf_counter() - started
-        print(format_table(ranked.record), flush=True)
+        frozen, rank_s = rank_pass(recipe, candidates, work, name, {})
+        by_finetune, finetune_mode_s = None, None
+        if "finetune" in args.modes:
+            by_finetune, own_s = rank_pass(recipe, candidates, work, name, {"by": "finetune"})
+            finetune_mode_s = rank_s + own_s  # its frozen scores came from the frozen pass's cache
         tuned = {}
         for index, candidate in enumerate(candidates):
-            label = candidate["name"] if candidate.get("pretrained", True) else f"{candidate['name']} (random init)"
+            label = label_of(candidate)
             tuned[label] = fine_tune(recipe, candidate, work / f"ft{index}", args.seeds)
             logger.info("fine-tuned %s: test accuracy %.3f F1 %.3f in %.0fs", label, tuned[label]["test"]["accuracy"],
                         tuned[label]["test"]["f1"], tuned[label]["wall_s"])
-        rows = {r["name"]: r for r in ranked.rows}
+        rows = {r["name"]: r for r in frozen.rows}
         names = list(tuned)
-        taus = {}
-        for score in SCORES:
-            values = [rows[n]["scores"][score] for n in names]
-            taus[score] = {metric: weighted_tau(values, [tuned[n]["test"][metric] for n in names])
-                           for metric in ("accuracy", "f1")}
-        finetune_s = sum(t["wall_s"] for t in tuned.values())
-        return {"settings": {k: getattr(args, k) for k in ("image_size", "epochs", "max_length", "seeds")},
-                "candidates": {n: {"scores": rows[n]["scores"], "dim": rows[n]["dim"],
-                                   "extraction_s": rows[n]["extraction_s"], "fine_tuned": tuned[n]} for n in names},
-                "weighted_tau": taus, "rank_s": rank_s, "finetune_s": finetune_s,
-                "time_ratio": rank_s / finetune_s, "winner": ranked.winner,
-                "best_fine_tuned": max(names, key=lambda n: tuned[n]["test"]["accuracy"])}
+        truth = {metric: [tuned[n]["test"][metric] for n in names] for metric in ("accuracy", "f1")}
+        taus = {score: {metric: weighted_tau([rows[n]["scores"][score] for n in names], truth[metric])
+                        for metric in truth} for score in SCORES}
+        # One seed's fine-tuning of every candidate: what a user would otherwise spend to choose.
+        finetune_all_s = sum(t["wall_s_per_seed"][0] for t in tuned.values())
+        result: dict[str, Any] = {
+            "settings": {k: getattr(args, k) for k in ("rows", "image_size", "epochs", "max_length", "seeds")},
+            "candidates": {n: {"scores": rows[n]["scores"], "spread": rows[n]["spread"], "dim": rows[n]["dim"],
+                               "extraction_s": rows[n]["extraction_s"], "fine_tuned": tuned[n]} for n in names},
+            "weighted_tau": taus, "rank_s": rank_s, "finetune_all_s": finetune_all_s,
+            "time_ratio": rank_s / finetune_all_s, "winner": frozen.winner, "tied": [t["name"] for t in frozen.tied],
+            "best_fine_tuned": max(names, key=lambda n: tuned[n]["test"]["accuracy"])}
+        if by_finetune is not None:
+            order = [r["name"] for r in by_finetune.rows]  # best first: the mode's ranking
+            position = [float(len(order) - order.index(n)) for n in names]
+            result["finetune_mode"] = {
+                "order": order, "winner": by_finetune.winner, "seconds": finetune_mode_s,
+                "time_ratio": finetune_mode_s / finetune_all_s,
+                "entries": {r["name"]: r.get("finetune") for r in by_finetune.rows},
+                "weighted_tau": {metric: weighted_tau(position, truth[metric]) for metric in truth},
+                "random_above_pretrained": any(
+                    order.index(n) < order.index(m) for n in names if n.endswith("(random init)")
+                    for m in names if not m.endswith("(random init)"))}
+        return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -145,38 +185,56 @@ def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def summarize(name: str, result: dict[str, Any]) -> str:
     short = {n: Path(n.split(" ")[0]).name + (" (random init)" if n.endswith("(random init)") else "")
              for n in result["candidates"]}
-    lines = [f"## {name}", "candidate | LogME | k-NN acc | probe acc | H-score | fine-tuned test acc | F1 | fine-tune s"]
+    mode = result.get("finetune_mode")
+    lines = [f"## {name}", "candidate | LogME | k-NN acc | probe acc | H-score | fine-tuned test acc (per seed) | F1 "
+             "| fine-tune s | by-finetune position"]
     for n, c in result["candidates"].items():
         s, t = c["scores"], c["fine_tuned"]
+        seeds = " / ".join(f"{r['accuracy']:.3f}" for r in t["test_per_seed"])
+        place = str(mode["order"].index(n) + 1) if mode else "-"
         lines.append(f"{short[n]} | {s['logme']:.4f} | {s['knn']:.3f} | {s['probe']:.3f} | {s['hscore']:.2f} | "
-                     f"{t['test']['accuracy']:.3f} | {t['test']['f1']:.3f} | {t['wall_s']:.0f}")
+                     f"{t['test']['accuracy']:.3f} ({seeds}) | {t['test']['f1']:.3f} | {t['wall_s']:.0f} | {place}")
     for score, tau in result["weighted_tau"].items():
-        lines.append(f"weighted tau {score:6s} vs test accuracy {tau['accuracy']:+.3f}, vs test F1 {tau['f1']:+.3f}")
-    lines.append(f"ranking {result['rank_s']:.0f}s vs fine-tuning all {result['finetune_s']:.0f}s: "
-                 f"ratio {result['time_ratio']:.3f}; rank winner {short[result['winner']]}, "
-                 f"best fine-tuned {short[result['best_fine_tuned']]}")
+        lines.append(f"weighted tau {score:8s} vs test accuracy {tau['accuracy']:+.3f}, vs test F1 {tau['f1']:+.3f}")
+    if mode:
+        tau = mode["weighted_tau"]
+        lines.append(f"weighted tau finetune vs test accuracy {tau['accuracy']:+.3f}, vs test F1 {tau['f1']:+.3f}; "
+                     f"random init above a pretrained network: {mode['random_above_pretrained']}")
+        lines.append(f"by-finetune mode {mode['seconds']:.0f}s vs fine-tuning all once "
+                     f"{result['finetune_all_s']:.0f}s: ratio {mode['time_ratio']:.2f}; winner {short[mode['winner']]}")
+    lines.append(f"frozen ranking {result['rank_s']:.0f}s vs fine-tuning all once {result['finetune_all_s']:.0f}s: "
+                 f"ratio {result['time_ratio']:.3f}; rank winner {short[result['winner']]}"
+                 + (f" (tied with {', '.join(short[t] for t in result['tied'])})" if result["tied"] else "")
+                 + f", best fine-tuned {short[result['best_fine_tuned']]}")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=["digits", "bbc"], required=True)
-    parser.add_argument("--image-size", type=int, default=128, help="digits: input size of every candidate (px)")
-    parser.add_argument("--epochs", type=float, default=None, help="fine-tuning epochs (digits 12, bbc 3)")
+    parser.add_argument("--rows", type=int, default=None, help="training rows, the same number per class "
+                                                               "(digits 300 of 10 classes, bbc 80 of 5)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="digits: every candidate at this input size (px); default: each its own")
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="fixed epochs without evaluation; default: the recipe's data-aware training")
     parser.add_argument("--max-length", type=int, default=128, help="bbc: max tokens")
     parser.add_argument("--seeds", type=int, default=1, help="fine-tune each candidate with this many seeds "
                                                                "(42, 43, ...) and compare with the mean accuracy")
+    parser.add_argument("--modes", nargs="+", choices=["frozen", "finetune"], default=["frozen", "finetune"],
+                        help="finetune: also rank with rank.by finetune (the frozen pass always runs)")
     args = parser.parse_args()
-    if args.epochs is None:
-        args.epochs = 12 if args.task == "digits" else 3
+    if args.rows is None:
+        args.rows = 300 if args.task == "digits" else 80
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = run_task(args.task, args)
     record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     record["machine"] = machine()
-    record.setdefault("tasks", {})[args.task] = {**result, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    key = f"{args.task}-{args.rows}" + (f"-{args.image_size}px" if args.image_size else "")
+    record.setdefault("tasks", {})[key] = {**result, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
-    print(summarize(args.task, result), flush=True)
+    print(summarize(key, result), flush=True)
 
 
 if __name__ == "__main__":

