@@ -148,8 +148,7 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
                    f"below {FINE_TUNE_BELOW_PROBE_F1}, the frozen embeddings do not separate these classes, so the "
                    "encoder is fine-tuned")
             probe = choice = None
-    if (few_validation is not None and choice is None and "last_epoch_on_few_validation" in problem.defaults
-            and recipe.finetune.early_stopping_patience is None):  # early stopping asks for selection on validation
+    if few_validation is not None and choice is None and _last_epoch_rule_applies(recipe, problem):
         # An epoch chosen on one or two rows a class is chosen on noise: at run_classification.py's settings on
         # BBC News at 16 per class (8 rows carved), the best epoch scored test macro-F1 0.625 +- 0.051 and the
         # last 0.727 +- 0.073 over 3 seeds (benchmarks/equal_settings.py). A probe whose k-fold ran keeps its
@@ -213,11 +212,16 @@ def few_validation_reason(rows: int) -> str:
             f"{KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS}): choosing an epoch on it would be noise, the last epoch is kept")
 
 
+def _last_epoch_rule_applies(recipe: Any, problem: Any) -> bool:
+    """Whether the task keeps its last epoch on a few validation rows: the problem asks for the rule, and
+    no early stopping is set (early stopping asks for selection on validation, however few its rows)."""
+    return "last_epoch_on_few_validation" in problem.defaults and recipe.finetune.early_stopping_patience is None
+
+
 def few_validation_warning(recipe: Any, train: Any, validation: Any, num_labels: int, keeps_best: bool) -> str | None:
     """With `finetune.data_aware: false`, the warning that the best epoch will be chosen on too few rows."""
     problem = task_of(recipe).problem
-    if (not keeps_best or "last_epoch_on_few_validation" not in problem.defaults
-            or recipe.finetune.early_stopping_patience is not None):
+    if not keeps_best or not _last_epoch_rule_applies(recipe, problem):
         return None
     rows = _few_validation_rows(class_counts(train, num_labels, problem.labeling),
                                 class_counts(validation, num_labels, problem.labeling))
