@@ -25,6 +25,8 @@ Tasks (assets from benchmarks/real_assets.py, cached after the first run):
     vader                               all-MiniLM-L6-v2 regressing human sentiment ratings (VADER's data,
                                         -4..+4): ours, run_classification.py's regression defaults,
                                         TF-IDF + ridge, the training mean (benchmarks/regression.py)
+    stsb                                the same systems regressing the STS Benchmark's similarity ratings of
+                                        sentence pairs (0..5), 600 / 200 / 600 pairs (benchmarks/regression.py)
     textures                            EfficientNet-Lite0 + UperNet segmenting mosaics of real texture
                                         photos: ours, random init, run_semantic_segmentation.py's
                                         settings (benchmarks/segmentation.py)
@@ -318,11 +320,11 @@ def main() -> None:
                 result = ner.wnut_task(work, SYSTEMS, overrides)
             elif task in few_label.TASKS:  # few-label sentiment and emotion words (benchmarks/few_label.py)
                 result = few_label.run_task(task, work, SYSTEMS, ours, example_text, tfidf)  # --set: in ours()
-            elif task == "vader":  # text regression (benchmarks/regression.py)
+            elif task in ("vader", "stsb"):  # text regression (benchmarks/regression.py)
                 import yaml
 
                 overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in OURS_OVERRIDES)}
-                result = regression.vader_task(work, SYSTEMS, overrides)
+                result = regression.vader_task(work, SYSTEMS, overrides, task)
             else:
                 raise SystemExit(f"unknown task {task}")
         finally:
@@ -330,7 +332,7 @@ def main() -> None:
         record.setdefault("tasks", {})[task] = result
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
-        summary = {"wnut": ner.summarize, "vader": regression.summarize, "textures": segmentation.summarize,
+        summary = {"wnut": ner.summarize, "vader": regression.summarize, "stsb": regression.summarize, "textures": segmentation.summarize,
                    "nrc-emotions": multi_label.summarize, "photo-collages": multi_label_images.summarize}.get(task)
         if task in few_label.TASKS:
             print("\n".join(few_label.summarize(task, result)), flush=True)

