@@ -293,15 +293,24 @@ def test_rank_by_finetune_halves_only_once_the_first_candidate_has_learned(tmp_p
 
     monkeypatch.setattr(trials, "run_trial", fake_run)
     monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
-    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2}})
     rows = [{"name": name, "spec": ModelSpec(name=name.split(" ")[0], pretrained="random" not in name),
              "untrained": "random" in name, "scores": {"logme": logme}}
-            for name, logme in (("a", -0.1), ("b", -0.2), ("a (random init)", -0.3))]
+            for name, logme in (("a", -0.1), ("b", -0.2), ("c", -0.25), ("a (random init)", -0.3))]
     finetune_rows(recipe, rows, tmp_path / "rank", 1)
-    # "a" first beat 0.10 at evaluation 3: "b" (behind it at 1 and 2) is judged there, not at 1.
-    assert [r["name"] for r in rows] == ["a", "b", "a (random init)"]
-    assert [r["finetune"]["state"] for r in rows] == ["complete", "pruned", "pruned"]
-    assert rows[1]["scores"]["finetune"] == 0.40 and rows[2]["scores"]["finetune"] == 0.10
+    # "a" first beat 0.10 at evaluation 3: "b" (behind it at 1 and 2) is judged there, not at 1. "c" is off
+    # the shortlist; the random-init network, fine-tuned and never above 0.10, ranks below it.
+    assert [r["name"] for r in rows] == ["a", "b", "c", "a (random init)"]
+    assert [(r.get("finetune") or {}).get("state") for r in rows] == ["complete", "pruned", None, "pruned"]
+    assert [(r.get("finetune") or {}).get("learned") for r in rows] == [True, True, None, False]
+    assert rows[1]["scores"]["finetune"] == 0.40 and rows[3]["scores"]["finetune"] == 0.10
+
+    # Where no candidate learned, not learning tells none apart: the order is by value, and a warning says so.
+    curves.update(a=[0.10] * 5, b=[0.10] * 5)
+    rows = [{**r, "scores": {"logme": r["scores"]["logme"]}, "finetune": None} for r in rows]
+    settings = finetune_rows(recipe, rows, tmp_path / "rank-again", 1)
+    assert settings["none_learned"] is True and settings["trivial"] == 0.10
+    assert rows[0]["name"] == "a" and rows[-1]["name"] == "c"  # the fine-tuned ones first, as before the rule
 
 
 def test_rank_by_finetune_fine_tunes_the_shortlist_and_every_untrained_candidate(tmp_path, rank_recipe, tiny_resnet,

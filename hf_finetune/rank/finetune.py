@@ -15,7 +15,9 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
                 (search/onset.py): on 20 digits every network sat at chance after one epoch, and
                 halving there kept the random-init one (0.100) over two pretrained ones (0.086, 0.089)
     order       completed candidates by the validation metric after fine-tuning, then pruned ones by
-                their last evaluation; the winner's fine-tuned folder is kept, the others' removed
+                their last evaluation, then those not fine-tuned (by the frozen score), and last those
+                fine-tuned that never beat the trivial model (`learned: false`); the winner's
+                fine-tuned folder is kept, the others' removed
 
 Under several processes this mode is refused: the frozen scores are process-aware, training through
 `rank` is not (use `tune` with `model.name` choices there).
@@ -96,17 +98,32 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         logger.info("rank.by finetune: %s %s, validation %s %s", row["name"], entry["state"], metric,
                     "n/a" if entry["value"] is None else f"{entry['value']:.4f}")
     sign = 1.0 if direction == "maximize" else -1.0
+    trivial = _trivial_figure(study)
     for row in rows:  # only fine-tuned candidates have the score (a pruned one: its last evaluation)
         entry = row.get("finetune")
         if entry and entry["value"] is not None and math.isfinite(entry["value"]):
             row["scores"]["finetune"] = entry["value"]
-    order = {"complete": 0, "pruned": 1, "failed": 2}
+            if trivial is not None:
+                entry["learned"] = sign * (entry["value"] - trivial) > 1e-6 * max(1.0, abs(trivial))
+    # Completed, then pruned, then those not fine-tuned (ordered by the frozen score), then those that were
+    # fine-tuned and never left the trivial model's figure: on 300 digits the random-init network, pruned at
+    # chance, otherwise ranked above a pretrained network that was not on the shortlist.
+    order = {"complete": 0, "pruned": 1, None: 2, "did not learn": 3, "failed": 4}
+
+    none_learned = trivial is not None and not any((r.get("finetune") or {}).get("learned") for r in rows)
+    if none_learned:  # then not learning tells no candidate from another: the order is by value alone
+        logger.warning("rank.by finetune: no candidate beat the trivial model's validation %s (%.4f): the order after "
+                       "fine-tuning is not evidence; fine-tune longer (rank.finetune_epochs)", metric, trivial)
+
+    def group(row: dict[str, Any]) -> int:
+        entry = row.get("finetune")
+        if not entry:
+            return order[None]
+        return order["did not learn" if entry.get("learned") is False and not none_learned else entry["state"]]
 
     def key(row: dict[str, Any]) -> tuple:
-        entry = row.get("finetune")
         value = row["scores"].get("finetune")
-        return (order[entry["state"]] if entry else 3, -sign * value if value is not None else math.inf,
-                -row["scores"][settings.shortlist_by])
+        return (group(row), -sign * value if value is not None else math.inf, -row["scores"][settings.shortlist_by])
 
     rows.sort(key=key)
     if not rows[0].get("finetune") or rows[0]["finetune"]["state"] != "complete":
@@ -118,7 +135,20 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             entry["folder"] = None
     return {"metric": metric, "direction": direction, "shortlist_by": settings.shortlist_by,
             "shortlist": settings.shortlist, "reduction_factor": settings.reduction_factor,
-            "finetune_epochs": settings.finetune_epochs, "winner_folder": rows[0]["finetune"]["folder"]}
+            "finetune_epochs": settings.finetune_epochs, "winner_folder": rows[0]["finetune"]["folder"],
+            "trivial": trivial, "none_learned": none_learned}
+
+
+def _trivial_figure(study: Any) -> float | None:
+    """The trivial model's validation figure of the objective, as the first completed run recorded it (the
+    validation split, and so the figure, is the same for every candidate); None where it has none."""
+    from hf_finetune.search.onset import TRIVIAL
+
+    for trial in study.get_trials(deepcopy=False):
+        value = trial.user_attrs.get(TRIVIAL) if trial.state.name == "COMPLETE" else None
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
 
 
 def _last_report(study: Any, trial: Any) -> float | None:

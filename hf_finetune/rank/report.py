@@ -71,7 +71,7 @@ def format_table(record: dict[str, Any]) -> str:
         body.append([str(row["rank"]), row["name"],  # "(random init)" marks an untrained one
                      *(SCORES[k][1].format(row["scores"][k])
                        + ("±" + SCORES[k][1].format(spread[k]) if k in spread else "")
-                       + (" (pruned)" if k == "finetune" and (row.get("finetune") or {}).get("state") == "pruned" else "")
+                       + (_finetune_note(row) if k == "finetune" else "")
                        if k in row["scores"] else "-" for k in keys),
                      str(row["dim"]), row["pooling"], extraction])
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
@@ -95,11 +95,22 @@ def format_table(record: dict[str, Any]) -> str:
                      + f" by {title}; at least {boot['tie_share']:.0%} makes a winner. Fine-tune each to decide:")
         lines += [f"  {record['train_command']}", *(f"  {t['train_command']}" for t in tied)]
     elif finetuned:
+        if finetuned.get("none_learned"):
+            lines.append(f"Warning: no fine-tuned candidate beat the trivial model's validation {finetuned['metric']} "
+                         f"({finetuned['trivial']:.4f}): this order is not evidence; fine-tune longer "
+                         "(rank.finetune_epochs).")
         lines += [f"Winner after fine-tuning (validation {finetuned['metric']}): {record['winner']}; its model is in "
                   f"{finetuned['winner_folder']}. Train it with the full recipe:", f"  {record['train_command']}"]
     else:
         lines += [f"Winner: {record['winner']}. Train it with:", f"  {record['train_command']}"]
     return "\n".join(lines) + "\n"
+
+
+def _finetune_note(row: dict[str, Any]) -> str:
+    """rank.by finetune: "(pruned)", and "(did not learn)" for a run that never beat the trivial model."""
+    entry = row.get("finetune") or {}
+    notes = [n for n, on in (("pruned", entry.get("state") == "pruned"), ("did not learn", entry.get("learned") is False)) if on]
+    return f" ({', '.join(notes)})" if notes else ""
 
 
 def _untrained_warning(rows: list[dict[str, Any]]) -> list[str]:
