@@ -25,7 +25,9 @@ number of epochs without evaluation), which fit 100 rows in minutes on 2 CPU cor
 Ranking and fine-tuning see exactly the same preprocessing, so the comparison is fair.
 
 With two candidates (bbc), tau is +1 or -1: it only says whether the pair is ordered right.
-Results are merged into benchmarks/results/rank.json under "<task>-<rows>".
+Results are merged into benchmarks/results/rank.json under "<task>-<rows>". `--reuse-truth` takes the
+fine-tuned ground truth from the previous run of the same settings there (to re-measure `rank` alone
+after a change to it: the ground truth does not depend on rank's code).
 """
 
 from __future__ import annotations
@@ -149,6 +151,9 @@ def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
         tuned = {}
         for index, candidate in enumerate(candidates):
             label = label_of(candidate)
+            if label in args.previous:  # --reuse-truth: the same candidate, data and settings, fine-tuned before
+                tuned[label] = args.previous[label]
+                continue
             tuned[label] = fine_tune(recipe, candidate, work / f"ft{index}", args.seeds)
             logger.info("fine-tuned %s: test accuracy %.3f F1 %.3f in %.0fs", label, tuned[label]["test"]["accuracy"],
                         tuned[label]["test"]["f1"], tuned[label]["wall_s"])
@@ -223,14 +228,27 @@ def main() -> None:
                                                                "(42, 43, ...) and compare with the mean accuracy")
     parser.add_argument("--modes", nargs="+", choices=["frozen", "finetune"], default=["frozen", "finetune"],
                         help="finetune: also rank with rank.by finetune (the frozen pass always runs)")
+    parser.add_argument("--reuse-truth", action="store_true",
+                        help="take the fine-tuned ground truth from the last run with the same settings in "
+                             "results/rank.json (to re-measure rank alone after a change to it)")
     args = parser.parse_args()
     if args.rows is None:
         args.rows = 300 if args.task == "digits" else 80
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    result = run_task(args.task, args)
     record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    record["machine"] = machine()
     key = f"{args.task}-{args.rows}" + (f"-{args.image_size}px" if args.image_size else "")
+    args.previous = {}
+    if args.reuse_truth:
+        before = record.get("tasks", {}).get(key)
+        settings = {k: getattr(args, k) for k in ("rows", "image_size", "epochs", "max_length", "seeds")}
+        if not before or before["settings"] != settings:
+            raise SystemExit(f"--reuse-truth: results/rank.json has no {key} run with the settings {settings}")
+        args.previous = {n: c["fine_tuned"] for n, c in before["candidates"].items()}
+        args.truth_from = before["date"]
+    result = run_task(args.task, args)
+    if args.reuse_truth:
+        result["truth_from"] = args.truth_from
+    record["machine"] = machine()
     record.setdefault("tasks", {})[key] = {**result, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2, default=float) + "\n")
