@@ -151,7 +151,9 @@ def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
         tuned = {}
         for index, candidate in enumerate(candidates):
             label = label_of(candidate)
-            if label in args.previous:  # --reuse-truth: the same candidate, data and settings, fine-tuned before
+            if args.reuse_truth:  # the same candidate, data and settings, fine-tuned before
+                if label not in args.previous:  # --image-size copies live in a new temporary folder each run
+                    raise SystemExit(f"--reuse-truth: no earlier fine-tuning of {label} in results/rank.json")
                 tuned[label] = args.previous[label]
                 continue
             tuned[label] = fine_tune(recipe, candidate, work / f"ft{index}", args.seeds)

@@ -290,8 +290,7 @@ def vader_task(work: Path, systems: set[str], overrides: dict[str, Any], name: s
     # standard error at 600 test texts, so one seed cannot settle it.
     seeds = [int(x) for x in os.environ.get("REGRESSION_SEEDS", "42").split(",")]
     runs = {"mean": lambda seed: training_mean(files), "tfidf": lambda seed: tfidf_ridge(files),
-            "ours": lambda seed: ours(files, model_dir, work, {**overrides, "training.seed": seed} if len(seeds) > 1
-                                      else overrides),
+            "ours": lambda seed: ours(files, model_dir, work, {**overrides, "training.seed": seed}),
             "example": lambda seed: example(files, model_dir, work, seed)}
     out: dict[str, Any] = {"rows": {s: len(read(p)[0]) for s, p in files.items()}, "seeds": seeds}
     for system, run in runs.items():  # the cheap ones first; each result is printed as it comes

@@ -276,26 +276,29 @@ def test_rank_by_finetune_halves_only_once_the_first_candidate_has_learned(tmp_p
     optuna = pytest.importorskip("optuna")
     import hf_finetune.search.trials as trials
     from hf_finetune.rank.finetune import finetune_rows
+    from hf_finetune.rank.report import build_record, format_table
     from hf_finetune.recipe import ModelSpec, validate_recipe
     from hf_finetune.search.onset import TRIVIAL
 
     curves = {"a": [0.10, 0.10, 0.50, 0.60, 0.70], "b": [0.086, 0.09, 0.40, 0.55, 0.65],
               "a (random init)": [0.10, 0.10, 0.10, 0.10, 0.10]}
+    keep_last = False  # the run's value: its best evaluation, or (last epoch kept) its last
 
     def fake_run(plan, values, trial, number):
         name = values["model.name"] + ("" if values["model.pretrained"] else " (random init)")
-        trial.set_user_attr(TRIVIAL, 0.10)
         for step, value in enumerate(curves[name], start=1):
             trial.report(value, step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
-        return max(curves[name])
+        trial.set_user_attr(TRIVIAL, 0.10)  # as run_trial: on a finished run
+        return curves[name][-1] if keep_last else max(curves[name])
 
     monkeypatch.setattr(trials, "run_trial", fake_run)
     monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
     recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2}})
     rows = [{"name": name, "spec": ModelSpec(name=name.split(" ")[0], pretrained="random" not in name),
-             "untrained": "random" in name, "scores": {"logme": logme}}
+             "untrained": "random" in name, "scores": {"logme": logme}, "rows": {"train": 20, "validation": 269},
+             "num_classes": 10, "dim": 8, "pooling": "avg", "extraction_s": 1.0, "from_cache": False}
             for name, logme in (("a", -0.1), ("b", -0.2), ("c", -0.25), ("a (random init)", -0.3))]
     finetune_rows(recipe, rows, tmp_path / "rank", 1)
     # "a" first beat 0.10 at evaluation 3: "b" (behind it at 1 and 2) is judged there, not at 1. "c" is off
@@ -304,13 +307,29 @@ def test_rank_by_finetune_halves_only_once_the_first_candidate_has_learned(tmp_p
     assert [(r.get("finetune") or {}).get("state") for r in rows] == ["complete", "pruned", None, "pruned"]
     assert [(r.get("finetune") or {}).get("learned") for r in rows] == [True, True, None, False]
     assert rows[1]["scores"]["finetune"] == 0.40 and rows[3]["scores"]["finetune"] == 0.10
+    table = format_table(build_record(recipe, rows, "finetune", "hf-finetune train r.yaml", 1.0))
+    assert "0.100 (pruned, did not learn)" in table and "0.400 (pruned)" in table and "Warning" not in table
+
+    def again(folder: str) -> dict:
+        rows[:] = [{**r, "scores": {"logme": r["scores"]["logme"]}, "finetune": None} for r in rows]
+        rows.sort(key=lambda r: -r["scores"]["logme"])
+        return finetune_rows(recipe, rows, tmp_path / folder, 1)
 
     # Where no candidate learned, not learning tells none apart: the order is by value, and a warning says so.
     curves.update(a=[0.10] * 5, b=[0.10] * 5)
-    rows = [{**r, "scores": {"logme": r["scores"]["logme"]}, "finetune": None} for r in rows]
-    settings = finetune_rows(recipe, rows, tmp_path / "rank-again", 1)
+    settings = again("none-learned")
     assert settings["none_learned"] is True and settings["trivial"] == 0.10
     assert rows[0]["name"] == "a" and rows[-1]["name"] == "c"  # the fine-tuned ones first, as before the rule
+    record = {**build_record(recipe, rows, "finetune", "hf-finetune train r.yaml", 1.0), "finetune": settings}
+    assert "Warning: no fine-tuned candidate beat the trivial model's validation accuracy (0.1000)" in format_table(record)
+
+    # A run that keeps its last epoch can end where it started: it learned if any evaluation beat the trivial
+    # model (pruning began there), and the winner is always a finished run.
+    keep_last = True
+    curves.update(a=[0.10, 0.30, 0.35, 0.10, 0.10], b=[0.10, 0.20, 0.25, 0.25, 0.25])
+    again("last-epoch")
+    assert rows[0]["name"] == "a" and rows[0]["finetune"] | {"learned": True} == rows[0]["finetune"]
+    assert rows[1]["name"] == "b" and rows[1]["finetune"]["state"] == "pruned"
 
 
 def test_rank_by_finetune_fine_tunes_the_shortlist_and_every_untrained_candidate(tmp_path, rank_recipe, tiny_resnet,

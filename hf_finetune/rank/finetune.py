@@ -16,8 +16,11 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
                 halving there kept the random-init one (0.100) over two pretrained ones (0.086, 0.089)
     order       completed candidates by the validation metric after fine-tuning, then pruned ones by
                 their last evaluation, then those not fine-tuned (by the frozen score), and last those
-                fine-tuned that never beat the trivial model (`learned: false`); the winner's
-                fine-tuned folder is kept, the others' removed
+                fine-tuned whose best evaluation never beat the trivial model by the collapse guard's
+                margin (`learned: false`; a pretrained candidate pruned at chance too); where none
+                learned, by value alone, with a warning. With a validation-loss objective there is no
+                trivial figure, and nothing is marked. The winner's fine-tuned folder is kept, the
+                others' removed
 
 Under several processes this mode is refused: the frozen scores are process-aware, training through
 `rank` is not (use `tune` with `model.name` choices there).
@@ -48,6 +51,7 @@ def shortlist(rows: list[dict[str, Any]], by: str, size: int) -> list[dict[str, 
 def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_processes: int) -> dict[str, Any]:
     """Fine-tunes the shortlist of `rows` (each with its "spec") and adds `scores["finetune"]` and a
     `finetune` entry (state, evaluations, seconds, folder) to each; returns the settings for rank.json."""
+    from hf_finetune.metrics.baseline import F1_MARGIN
     from hf_finetune.search.onset import LearningOnsetPruner
     from hf_finetune.search.study import import_optuna
     from hf_finetune.search.trials import TrialFailed, TrialPlan, run_trial, trial_dir, trial_recipe
@@ -94,6 +98,10 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             entry.update(state="failed", value=None, error=str(exc))
             logger.warning("rank.by finetune: %s failed: %s", row["name"], exc)
         entry.update(evaluations=trial.user_attrs.get("evaluations"), seconds=time.perf_counter() - started)
+        # Every figure the run reached: whether it learned is judged on its best, as the learning onset is
+        # (a run keeping its last epoch can end below an evaluation that beat the trivial model).
+        entry["reached"] = [*study.trials[trial.number].intermediate_values.values(),
+                            *([entry["value"]] if entry["value"] is not None else [])]
         row["finetune"] = entry
         logger.info("rank.by finetune: %s %s, validation %s %s", row["name"], entry["state"], metric,
                     "n/a" if entry["value"] is None else f"{entry['value']:.4f}")
@@ -103,8 +111,13 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         entry = row.get("finetune")
         if entry and entry["value"] is not None and math.isfinite(entry["value"]):
             row["scores"]["finetune"] = entry["value"]
-            if trivial is not None:
-                entry["learned"] = sign * (entry["value"] - trivial) > 1e-6 * max(1.0, abs(trivial))
+        if not entry:
+            continue
+        reached = [sign * v for v in entry.pop("reached") if math.isfinite(v)]
+        if trivial is not None and entry["state"] != "failed":
+            # Beyond the collapse guard's margin (metrics/baseline.py): a random-init network at 0.11 accuracy
+            # on 10 balanced classes (chance 0.10) has not learned.
+            entry["learned"] = bool(reached) and max(reached) - sign * trivial > F1_MARGIN * max(1.0, abs(trivial))
     # Completed, then pruned, then those not fine-tuned (ordered by the frozen score), then those that were
     # fine-tuned and never left the trivial model's figure: on 300 digits the random-init network, pruned at
     # chance, otherwise ranked above a pretrained network that was not on the shortlist.
@@ -126,8 +139,13 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         return (group(row), -sign * value if value is not None else math.inf, -row["scores"][settings.shortlist_by])
 
     rows.sort(key=key)
-    if not rows[0].get("finetune") or rows[0]["finetune"]["state"] != "complete":
+    finished = [i for i, r in enumerate(rows) if (r.get("finetune") or {}).get("state") == "complete"]
+    if not finished:
         raise UserError(f"rank.by: finetune: no shortlisted candidate finished fine-tuning; see {folder}")
+    if finished[0] != 0:  # the winner is a finished model: a pruned run ahead of it has none to keep
+        logger.warning("rank.by finetune: %s, pruned, was ahead at its last evaluation; the winner is the best "
+                       "candidate that finished, %s", rows[0]["name"], rows[finished[0]]["name"])
+        rows.insert(0, rows.pop(finished[0]))
     for row in rows[1:]:  # only the winner's fine-tuned model is worth its disk
         entry = row.get("finetune")
         if entry:
