@@ -294,8 +294,10 @@ def test_rank_by_finetune_halves_only_once_the_first_candidate_has_learned(tmp_p
         return curves[name][-1] if keep_last else max(curves[name])
 
     monkeypatch.setattr(trials, "run_trial", fake_run)
-    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
-    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2}})
+    plans = []
+    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: plans.append(plan) or values)
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2},
+                              "training": {"seed": 3}, "finetune": {"class_weights": "balanced"}})
     rows = [{"name": name, "spec": ModelSpec(name=name.split(" ")[0], pretrained="random" not in name),
              "untrained": "random" in name, "scores": {"logme": logme}, "rows": {"train": 20, "validation": 269},
              "num_classes": 10, "dim": 8, "pooling": "avg", "extraction_s": 1.0, "from_cache": False}
@@ -307,6 +309,10 @@ def test_rank_by_finetune_halves_only_once_the_first_candidate_has_learned(tmp_p
     assert [(r.get("finetune") or {}).get("state") for r in rows] == ["complete", "pruned", None, "pruned"]
     assert [(r.get("finetune") or {}).get("learned") for r in rows] == [True, True, None, False]
     assert rows[1]["scores"]["finetune"] == 0.40 and rows[3]["scores"]["finetune"] == 0.10
+    # Each run is the recipe as written: the keys its author set and no resolved default, so each candidate's run
+    # decides its own data-aware defaults (the resolved recipe pinned them: no few-label probe on BBC News).
+    assert plans[0].raw["training"] == {"seed": 3} and plans[0].raw["finetune"] == {"class_weights": "balanced"}
+    assert "rank" not in plans[0].raw and set(plans[0].raw) == {"task", "model", "data", "training", "finetune", "output"}
     table = format_table(build_record(recipe, rows, "finetune", "hf-finetune train r.yaml", 1.0))
     assert "0.100 (pruned, did not learn)" in table and "0.400 (pruned)" in table and "Warning" not in table
 

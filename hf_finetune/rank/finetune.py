@@ -63,7 +63,9 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     settings = recipe.rank
     optuna = import_optuna()
     metric, direction = resolve_objective(recipe, recipe.training.get("metric_for_best_model"))
-    raw = recipe.to_dict()
+    # The author's keys only: each candidate's run decides its own data-aware defaults (the few-label probe,
+    # class weights, the epochs), as an ordinary run of the recipe would; the resolved recipe would pin them.
+    raw = recipe.user_dict()
     for section in ("rank", "search"):
         raw.pop(section, None)
     folder = out_dir / FINETUNE_DIR

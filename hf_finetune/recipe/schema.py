@@ -137,6 +137,17 @@ class Recipe(Section):
         """The `dotted.key=value` overrides the recipe was loaded with, as given."""
         return self._overrides
 
+    def user_dict(self) -> dict[str, Any]:
+        """The keys the recipe's author set, and only those (valid recipe input): a run of it decides its
+        data-aware defaults again, where `to_dict`'s every resolved key would count as the author's."""
+        out = self.model_dump(mode="json", exclude_unset=True)
+        training = {k: v for k, v in self.training.items() if k in self.user_training_keys}
+        if training:
+            out["training"] = training
+        else:
+            out.pop("training", None)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe, without the keys that do not apply to its task (valid recipe input)."""
         exclude: dict[str, Any] = {}
