@@ -160,15 +160,13 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
 
 
 def _trivial_figure(study: Any) -> float | None:
-    """The trivial model's validation figure of the objective, as the first completed run recorded it (the
-    validation split, and so the figure, is the same for every candidate); None where it has none."""
-    from hf_finetune.search.onset import TRIVIAL
+    """The trivial model's validation figure of the objective, as the learning onset's reference run recorded
+    it (the validation split, and so the figure, is the same for every candidate); None where it has none."""
+    from hf_finetune.search.onset import TRIVIAL, reference_trial
 
-    for trial in study.get_trials(deepcopy=False):
-        value = trial.user_attrs.get(TRIVIAL) if trial.state.name == "COMPLETE" else None
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
+    reference = reference_trial(study)
+    value = reference.user_attrs[TRIVIAL] if reference is not None else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _last_report(study: Any, trial: Any) -> float | None:

@@ -25,13 +25,19 @@ TRIVIAL = "trivial"  # trial user attribute: the trivial model's validation figu
 BASELINE = "baseline"  # trial user attribute of the enqueued trial 0 (search/tune.enqueue_baseline)
 
 
+def reference_trial(study: Any) -> Any | None:
+    """The trial whose evaluations set the learning onset: the baseline trial, else the first completed one
+    (with its trivial figure recorded); None while none has finished."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and TRIVIAL in t.user_attrs]
+    return min(complete, key=lambda t: (BASELINE not in t.user_attrs, t.number)) if complete else None
+
+
 def learning_onset(study: Any) -> tuple[int | None, str]:
     """(first evaluation at which the reference trial beat the trivial figure, or None: no pruning yet;
     why), from the study's trials."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and TRIVIAL in t.user_attrs]
-    if not complete:
+    reference = reference_trial(study)
+    if reference is None:
         return None, "the baseline trial has not finished"
-    reference = min(complete, key=lambda t: (BASELINE not in t.user_attrs, t.number))
     if not isinstance(reference.user_attrs[TRIVIAL], (int, float)):  # the validation loss: no trivial model's figure
         return 1, "the objective has no trivial model's figure: pruning from the first evaluation"
     trivial = float(reference.user_attrs[TRIVIAL])
