@@ -95,6 +95,14 @@ def read_csv(path: Path) -> tuple[list[str], list[str]]:
 
 # --- systems ----------------------------------------------------------------------------------------
 
+def evaluation_curve(folder: Path) -> list[dict[str, float]]:
+    """Each evaluation during training (training_log.json): its epoch, step and the selection metric."""
+    log = json.loads((folder / "training_log.json").read_text()) if (folder / "training_log.json").is_file() else []
+    return [{"epoch": e.get("epoch"), "step": e.get("step"),
+             **{k: v for k, v in e.items() if k in ("eval_f1", "eval_pearson", "eval_loss", "eval_accuracy")}}
+            for e in log if "eval_loss" in e]
+
+
 def ours(recipe: dict[str, Any], work: Path, self_training: bool = False) -> dict[str, Any]:
     import yaml
 
@@ -115,6 +123,7 @@ def ours(recipe: dict[str, Any], work: Path, self_training: bool = False) -> dic
             "steps": m["train"]["steps"], "max_length": resolved["preprocessing"].get("max_length"),
             "learning_rate": resolved["training"]["learning_rate"],
             "strategy": yaml.safe_load((result.output_dir / "recipe.yaml").read_text())["finetune"].get("strategy"),
+            "best_checkpoint": m["train"].get("best_checkpoint"), "evaluations": evaluation_curve(result.output_dir),
             **({"self_training": [{k: r.get(k) for k in ("round", "kept", "pseudo_label_accuracy", "train_rows",
                                                             "test", "top_share_curve", "threshold_curve")}
                                   for r in m["self_training"]["rounds"]]} if self_training else {})}

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from hf_finetune.models import attention
 from hf_finetune.training import arguments
@@ -50,13 +51,45 @@ def test_cpu_attention_is_chosen_only_where_it_pays(monkeypatch):
     assert attention.training_attention(with_dropout, BertForSequenceClassification) is None
 
 
-def test_a_run_trains_with_cpu_attention_and_saves_a_model_any_transformers_loads(text_run):
+def test_a_run_saves_a_model_any_transformers_loads(text_run):
     from transformers import AutoModelForSequenceClassification
 
     config = json.loads((text_run / "config.json").read_text())
     assert attention.CPU_ATTENTION not in json.dumps(config)
     model = AutoModelForSequenceClassification.from_pretrained(text_run)
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_a_run_fine_tunes_without_attention_dropout_and_records_it(text_run, tiny_bert):
+    backbone = json.loads((tiny_bert / "config.json").read_text())
+    assert backbone["attention_probs_dropout_prob"] == 0.1  # the backbone's own value...
+    assert json.loads((text_run / "config.json").read_text())["attention_probs_dropout_prob"] == 0.0  # ...not used
+    assert yaml.safe_load((text_run / "recipe.yaml").read_text())["model"]["attention_dropout"] == 0.0
+
+
+def test_the_recipes_attention_dropout_is_the_models_and_picks_the_kernel():
+    from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, GPT2Config
+
+    config = BertConfig()
+    assert attention.set_attention_dropout(config, None, "bert") == 0.0 == config.attention_probs_dropout_prob
+    assert attention.training_attention(config, BertForSequenceClassification) is None  # the fused kernel
+    assert attention.set_attention_dropout(config, 0.1, "bert") == 0.1 == config.attention_probs_dropout_prob
+    assert attention.training_attention(config, BertForSequenceClassification) == attention.CPU_ATTENTION
+    distil, gpt2 = DistilBertConfig(), GPT2Config()
+    attention.set_attention_dropout(distil, 0.2, "distil")
+    attention.set_attention_dropout(gpt2, None, "gpt2")
+    assert (distil.attention_dropout, gpt2.attn_pdrop) == (0.2, 0.0)
+
+
+def test_attention_dropout_on_a_model_without_one_is_a_clear_error():
+    from transformers import PretrainedConfig
+
+    from hf_finetune.errors import ModelError
+
+    config = PretrainedConfig()
+    assert attention.set_attention_dropout(config, None, "odd") is None  # the default leaves it alone
+    with pytest.raises(ModelError, match=r"model.attention_dropout: odd \(a  model\) has no attention dropout"):
+        attention.set_attention_dropout(config, 0.1, "odd")
 
 
 @pytest.mark.parametrize("amx", [True, False])

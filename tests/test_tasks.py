@@ -129,4 +129,12 @@ def test_a_resolved_recipe_keeps_only_its_inputs_keys(text_recipe, vision_recipe
     vision = hf_finetune.check(vision_recipe, data=False).to_dict()
     assert "augmentation" not in text and "channels_last" not in text["model"] and "image" not in text["data"]["columns"]
     assert "preprocessing" not in vision and "attn_implementation" not in vision["model"]
+    assert "attention_dropout" not in vision["model"]
     assert not {"text", "text_pair"} & set(vision["data"]["columns"]) and "image_folder" in vision["data"]
+
+
+def test_attention_dropout_on_an_image_recipe_is_a_recipe_error(vision_recipe):
+    recipe = dict(vision_recipe)
+    recipe["model"] = {**recipe["model"], "attention_dropout": 0.1}
+    with pytest.raises(RecipeError, match="model.attention_dropout: only applies to text models"):
+        hf_finetune.check(recipe, data=False)

@@ -26,10 +26,11 @@ from hf_finetune.tasks import require
 logger = logging.getLogger(__name__)
 
 ROLES = ("validation", "test")
-# config.json keys that do not describe the architecture: labels, versions, precision, attention kernel.
+# config.json keys that do not describe the architecture: labels, versions, precision, attention kernel and
+# dropout (a training setting: members trained with and without attention dropout average alike).
 NOT_ARCHITECTURE = {"id2label", "label2id", "transformers_version", "torch_dtype", "dtype", "_name_or_path",
                     "_attn_implementation_autoset", "attn_implementation", "problem_type", "label_names",
-                    "num_labels", "num_classes"}
+                    "num_labels", "num_classes", "attention_probs_dropout_prob", "attention_dropout"}
 
 
 

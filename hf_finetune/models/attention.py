@@ -19,9 +19,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from hf_finetune.errors import ModelError
+
 logger = logging.getLogger(__name__)
 
 CPU_ATTENTION = "hf_finetune_cpu"
+# Where text configs keep their attention-weight dropout: BERT, RoBERTa, ELECTRA, DeBERTa, ALBERT, XLM-R
+# and MiniLM the first; DistilBERT, ModernBERT and BART-style models the second; GPT-2 the third.
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+# Fine-tuning turns attention dropout off unless the recipe sets `model.attention_dropout`. Why: on a CPU
+# the dropout alone is 14% of a MiniLM training step (8 x 128 tokens: 0.533 s with BERT's 0.1, 0.454 s
+# without: the fused kernel serves training too, and no mask of batch x heads x tokens^2 is drawn per
+# layer), and the real sets measured lost no F1 or Pearson without it (benchmarks/README.md, "attention
+# dropout"). The same value on every device, so a run on a GPU trains the model a CPU run does.
+FINE_TUNING_ATTENTION_DROPOUT = 0.0
 
 
 def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
@@ -58,6 +69,39 @@ def register() -> str:
     return CPU_ATTENTION
 
 
+def attention_dropout_key(config: Any) -> str | None:
+    """The config attribute that holds the attention-weight dropout, or None where the model has none."""
+    return next((name for name in ATTENTION_DROPOUT_KEYS if isinstance(getattr(config, name, None), (float, int))
+                 and not isinstance(getattr(config, name), bool)), None)
+
+
+def set_attention_dropout(config: Any, value: float | None, model_name: str) -> float | None:
+    """Writes the fine-tuning attention dropout into `config` and returns it (None: the model has none).
+
+    Args:
+        value: `model.attention_dropout` (None: `FINE_TUNING_ATTENTION_DROPOUT`).
+    """
+    key = attention_dropout_key(config)
+    if key is None:
+        if value is not None:
+            raise ModelError(f"model.attention_dropout: {model_name} (a {config.model_type} model) has no attention "
+                             f"dropout in its config ({' or '.join(ATTENTION_DROPOUT_KEYS)}); remove the key")
+        return None
+    chosen = FINE_TUNING_ATTENTION_DROPOUT if value is None else float(value)
+    if chosen != getattr(config, key):
+        logger.info("Attention dropout %g (the backbone's config says %g)%s", chosen, getattr(config, key),
+                    "" if value is not None else ": off while fine-tuning by default, as fast on CPUs; "
+                    "model.attention_dropout sets it")
+    setattr(config, key, chosen)
+    return chosen
+
+
+def trained_attention_dropout(model: Any) -> dict[str, float]:
+    """`{"attention_dropout": value}` as the model trained (for the resolved recipe), or {} where it has none."""
+    key = attention_dropout_key(model.config)
+    return {"attention_dropout": float(getattr(model.config, key))} if key else {}
+
+
 def training_attention(config: Any, model_class: Any) -> str | None:
     """The attention kernel to train with when the recipe names none, or None for transformers' choice.
 
@@ -68,8 +112,8 @@ def training_attention(config: Any, model_class: Any) -> str | None:
 
     if torch.cuda.is_available() or not getattr(model_class, "_supports_attention_backend", False):
         return None
-    dropout = next((getattr(config, name) for name in ("attention_probs_dropout_prob", "attention_dropout")
-                    if isinstance(getattr(config, name, None), float)), 0.0)
+    key = attention_dropout_key(config)
+    dropout = getattr(config, key) if key else 0.0
     if dropout <= 0:
         return None
     logger.info("Attention: the fused kernel, and plain attention while training with dropout on this CPU "

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from hf_finetune import hub
 from hf_finetune.data.labels import LabelSpace
 from hf_finetune.errors import HubUnreachableError, ModelError
-from hf_finetune.models.attention import training_attention
+from hf_finetune.models.attention import set_attention_dropout, training_attention
 from hf_finetune.recipe import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ def build_text_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> Any
     config.problem_type = labels.problem_type
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
+    set_attention_dropout(config, spec.attention_dropout, name)
     chosen = spec.attn_implementation or training_attention(config, _sequence_classification_class(config))
     attention = {"attn_implementation": chosen} if chosen else {}
     if not spec.pretrained:
@@ -154,6 +155,7 @@ def build_token_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> An
     config = load_text_config(spec, labels)
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
+    set_attention_dropout(config, spec.attention_dropout, name)
     head_class = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING.get(type(config), None)
     if head_class is None and not spec.trust_remote_code:
         raise ModelError(f"model.name: {name} is a {config.model_type} model, which transformers has no "

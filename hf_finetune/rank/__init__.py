@@ -26,7 +26,7 @@ from hf_finetune.tasks import check_capabilities, task_of
 logger = logging.getLogger(__name__)
 
 # Policies of the recipe's own model section that a candidate keeps unless it sets them itself.
-INHERITED = ("trust_remote_code", "allow_pickle", "attn_implementation", "channels_last")
+INHERITED = ("trust_remote_code", "allow_pickle", "attn_implementation", "attention_dropout", "channels_last")
 
 
 @dataclass

@@ -177,6 +177,8 @@ def task_model_problems(task: str, model: ModelSpec) -> list[Problem]:
     if kind == "image" and model.attn_implementation is not None:
         problems.append(Problem("model.attn_implementation",
                                 "only applies to text models; timm picks its attention kernel itself"))
+    if kind in ("image", "masks") and model.attention_dropout is not None:
+        problems.append(Problem("model.attention_dropout", "only applies to text models"))
     return problems
 
 

@@ -82,9 +82,12 @@ class WordInputs(TextInputs):
 
     def finish_model(self, recipe: Any, model: Any, prep: Preprocessing, data: Any) -> dict[str, Any]:
         """The tokenizer's max length, for pipeline(); the attention kernel as resolved."""
+        from hf_finetune.models.attention import trained_attention_dropout
+
         prep.tokenizer.model_max_length = prep.encoding.max_length
         attention = getattr(model.config, "_attn_implementation", None)
-        return {"attn_implementation": attention} if attention in ("sdpa", "eager", "flash_attention_2") else {}
+        kernel = {"attn_implementation": attention} if attention in ("sdpa", "eager", "flash_attention_2") else {}
+        return kernel | trained_attention_dropout(model)
 
     def finished_encoding(self, predictor: Any) -> Any:
         """A finished model's preprocessing of tagged sentences: its tokenizer, max_length and stride."""

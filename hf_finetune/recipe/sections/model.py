@@ -28,6 +28,12 @@ class ModelSpec(Section):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
         None, description="Attention kernel of text models (default: the fastest available, sdpa; recorded)."
     )
+    attention_dropout: float | None = Field(
+        None, ge=0, lt=1,
+        description="Dropout on the attention weights of text models while fine-tuning (default 0, whatever the "
+        "backbone's config says: as fast on CPUs, no F1 lost on the real sets measured; benchmarks/README.md). "
+        "0.1 keeps BERT's own.",
+    )
     channels_last: bool | None = Field(
         None, description="Channels-last memory layout for convolutional vision models (default: on with a GPU)."
     )
