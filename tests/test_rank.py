@@ -383,6 +383,8 @@ def test_rank_keys_do_not_reach_the_train_command(tmp_path, rank_recipe, tiny_re
     command = train_command(recipe, ModelSpec(name="my model", pretrained=False))
     assert command == f"hf-finetune train {path} training.learning_rate=0.01 'model.name=my model' model.pretrained=false"
     assert yaml.safe_load(recipe.to_yaml())["rank"]["by"] == "knn"
+    own = train_command(recipe, ModelSpec(name="m", attention_dropout=0.1))  # a candidate's own training key
+    assert own.endswith("model.name=m model.attention_dropout=0.1")
 
 
 def test_knn_is_not_swamped_by_a_common_offset():

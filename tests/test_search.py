@@ -183,6 +183,17 @@ def test_run_values_are_what_one_run_of_the_recipe_trains_with(vision_recipe):
     assert "model.nme" not in values  # not a key of the recipe: no value, so no baseline trial
 
 
+def test_run_values_know_the_attention_dropout_a_text_run_trains_with(text_recipe):
+    """Unset in the recipe, it is decided when the backbone is built (0): tune's trial 0 must see that value."""
+    from hf_finetune.models.attention import FINE_TUNING_ATTENTION_DROPOUT
+    from hf_finetune.search.defaults import run_values
+
+    assert run_values(validate_recipe(dict(text_recipe)), ["model.attention_dropout"]) == {
+        "model.attention_dropout": FINE_TUNING_ATTENTION_DROPOUT}
+    raw = {**text_recipe, "model": {**text_recipe["model"], "attention_dropout": 0.1}}
+    assert run_values(validate_recipe(raw), ["model.attention_dropout"]) == {"model.attention_dropout": 0.1}
+
+
 def test_the_objective_is_the_selection_metric_one_run_would_use(tmp_path, tiny_bert):
     """Imbalanced classes: the run selects on macro-F1 (data-aware), so the search optimizes it too."""
     from hf_finetune.search.defaults import run_values

@@ -67,8 +67,10 @@ def test_a_run_fine_tunes_without_attention_dropout_and_records_it(text_run, tin
     assert yaml.safe_load((text_run / "recipe.yaml").read_text())["model"]["attention_dropout"] == 0.0
 
 
-def test_the_recipes_attention_dropout_is_the_models_and_picks_the_kernel():
+def test_the_recipes_attention_dropout_is_the_models_and_picks_the_kernel(monkeypatch):
     from transformers import BertConfig, BertForSequenceClassification, DistilBertConfig, GPT2Config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the kernel choice is the CPU's
 
     config = BertConfig()
     assert attention.set_attention_dropout(config, None, "bert") == 0.0 == config.attention_probs_dropout_prob
@@ -88,8 +90,17 @@ def test_attention_dropout_on_a_model_without_one_is_a_clear_error():
 
     config = PretrainedConfig()
     assert attention.set_attention_dropout(config, None, "odd") is None  # the default leaves it alone
-    with pytest.raises(ModelError, match=r"model.attention_dropout: odd \(a  model\) has no attention dropout"):
+    assert attention.set_attention_dropout(config, 0.0, "odd") is None  # a resolved recipe's 0: already true
+    with pytest.raises(ModelError, match=r"model.attention_dropout: odd \(its config\) keeps no attention dropout "
+                                         r"under attention_probs_dropout_prob, attention_dropout, attn_pdrop, so 0.1 "
+                                         r"cannot be applied; set it to null"):
         attention.set_attention_dropout(config, 0.1, "odd")
+
+
+def test_members_that_differ_only_in_attention_dropout_share_an_architecture():
+    from hf_finetune.combine.members import NOT_ARCHITECTURE
+
+    assert set(attention.ATTENTION_DROPOUT_KEYS) <= NOT_ARCHITECTURE
 
 
 @pytest.mark.parametrize("amx", [True, False])

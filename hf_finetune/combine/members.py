@@ -30,7 +30,8 @@ ROLES = ("validation", "test")
 # dropout (a training setting: members trained with and without attention dropout average alike).
 NOT_ARCHITECTURE = {"id2label", "label2id", "transformers_version", "torch_dtype", "dtype", "_name_or_path",
                     "_attn_implementation_autoset", "attn_implementation", "problem_type", "label_names",
-                    "num_labels", "num_classes", "attention_probs_dropout_prob", "attention_dropout"}
+                    "num_labels", "num_classes", "attention_probs_dropout_prob", "attention_dropout",
+                    "attn_pdrop"}
 
 
 

@@ -40,6 +40,8 @@ from hf_finetune.errors import RecipeError, UserError
 logger = logging.getLogger(__name__)
 
 FINETUNE_DIR = "finetune"  # under rank's output folder: one trial folder per fine-tuned candidate
+# Model keys a candidate may set for itself (or inherit from the recipe: rank.INHERITED) that its run must keep
+CANDIDATE_MODEL_KEYS = ("attn_implementation", "attention_dropout")
 
 
 def shortlist(rows: list[dict[str, Any]], by: str, size: int) -> list[dict[str, Any]]:
@@ -82,6 +84,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         values = {"model.name": spec.name, "model.pretrained": spec.pretrained}
         if spec.revision is not None:
             values["model.revision"] = spec.revision
+        values.update({f"model.{k}": getattr(spec, k) for k in CANDIDATE_MODEL_KEYS if getattr(spec, k) is not None})
         if settings.finetune_epochs is not None:
             values["training.num_train_epochs"] = settings.finetune_epochs
         trial = study.ask()

@@ -24,7 +24,7 @@ def train_command(recipe: Recipe, spec: ModelSpec) -> str:
     """The command line that fine-tunes `spec` with this recipe (its own overrides kept)."""
     overrides = [o for o in recipe.overrides if not o.startswith(("model.", "rank."))]
     overrides.append(f"model.name={spec.name}")
-    for key in ("revision", "pretrained"):
+    for key in ("revision", "pretrained", "attn_implementation", "attention_dropout"):
         value = getattr(spec, key)
         if value != ModelSpec.model_fields[key].default or getattr(recipe.model, key) != value:
             overrides.append(f"model.{key}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}")

@@ -78,6 +78,10 @@ def run_values(recipe: Any, keys: list[str]) -> dict[str, Any]:
                 found = False
         if not found and key == "finetune.head_learning_rate":
             found, value = True, None
+        if found and value is None and key == "model.attention_dropout":
+            from hf_finetune.models.attention import FINE_TUNING_ATTENTION_DROPOUT
+
+            value = FINE_TUNING_ATTENTION_DROPOUT  # what the backbone is built with (models/attention.py)
         if found:
             out[key] = value
     return out

@@ -30,8 +30,9 @@ class ModelSpec(Section):
     )
     attention_dropout: float | None = Field(
         None, ge=0, lt=1,
-        description="Dropout on the attention weights of text models while fine-tuning (default 0, whatever the "
-        "backbone's config says: as fast on CPUs, no F1 lost on the real sets measured; benchmarks/README.md). "
+        description="Dropout on the attention weights of text models while fine-tuning (default 0 for backbones "
+        "that keep it as attention_probs_dropout_prob, attention_dropout or attn_pdrop, whatever their config "
+        "says: faster on CPUs, F1 within the seeds' spread on the real sets measured; benchmarks/README.md). "
         "0.1 keeps BERT's own.",
     )
     channels_last: bool | None = Field(
