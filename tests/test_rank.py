@@ -338,6 +338,34 @@ def test_rank_by_finetune_halves_only_once_the_first_candidate_has_learned(tmp_p
     assert rows[1]["name"] == "b" and rows[1]["finetune"]["state"] == "pruned"
 
 
+def test_rank_by_finetune_runs_keep_a_candidates_own_attention_keys(tmp_path, rank_recipe, monkeypatch):
+    """A candidate's attention kernel and dropout are training settings of its run, not the recipe's."""
+    pytest.importorskip("optuna")
+    import hf_finetune.search.trials as trials
+    from hf_finetune.rank.finetune import finetune_rows
+    from hf_finetune.recipe import ModelSpec, validate_recipe
+    from hf_finetune.search.onset import TRIVIAL
+
+    seen = []
+
+    def fake_run(plan, values, trial, number):
+        seen.append(values)
+        trial.report(0.5, 1)
+        trial.set_user_attr(TRIVIAL, 0.10)
+        return 0.5
+
+    monkeypatch.setattr(trials, "run_trial", fake_run)
+    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2}})
+    specs = [ModelSpec(name="a", attention_dropout=0.2, attn_implementation="eager"), ModelSpec(name="b")]
+    rows = [{"name": s.name, "spec": s, "untrained": False, "scores": {"logme": -0.1 * i}, "rows": {"train": 20},
+             "num_classes": 10, "dim": 8, "pooling": "avg", "extraction_s": 1.0, "from_cache": False}
+            for i, s in enumerate(specs)]
+    finetune_rows(recipe, rows, tmp_path / "rank", 1)
+    assert seen[0]["model.attention_dropout"] == 0.2 and seen[0]["model.attn_implementation"] == "eager"
+    assert not {"model.attention_dropout", "model.attn_implementation"} & set(seen[1])  # unset: the recipe's
+
+
 def test_rank_by_finetune_fine_tunes_the_shortlist_and_every_untrained_candidate(tmp_path, rank_recipe, tiny_resnet,
                                                                                  tiny_vit, capsys):
     pytest.importorskip("optuna")
