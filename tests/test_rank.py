@@ -275,6 +275,7 @@ def test_rank_by_finetune_halves_only_once_the_first_candidate_has_learned(tmp_p
     Each stubbed run reports its validation accuracy per evaluation (the trivial model's is 0.10)."""
     optuna = pytest.importorskip("optuna")
     import hf_finetune.search.trials as trials
+    import hf_finetune.search.tune  # noqa: F401  before the patch below: tune binds run_trial when first imported
     from hf_finetune.rank.finetune import finetune_rows
     from hf_finetune.rank.report import build_record, format_table
     from hf_finetune.recipe import ModelSpec, validate_recipe
@@ -342,6 +343,7 @@ def test_rank_by_finetune_runs_keep_a_candidates_own_attention_keys(tmp_path, ra
     """A candidate's attention kernel and dropout are training settings of its run, not the recipe's."""
     pytest.importorskip("optuna")
     import hf_finetune.search.trials as trials
+    import hf_finetune.search.tune  # noqa: F401  before the patch below: tune binds run_trial when first imported
     from hf_finetune.rank.finetune import finetune_rows
     from hf_finetune.recipe import ModelSpec, validate_recipe
     from hf_finetune.search.onset import TRIVIAL
