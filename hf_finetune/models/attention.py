@@ -99,10 +99,13 @@ def set_attention_dropout(config: Any, value: float | None, model_name: str) -> 
     return chosen
 
 
-def trained_attention_dropout(model: Any) -> dict[str, float]:
-    """`{"attention_dropout": value}` as the model trained (for the resolved recipe), or {} where it has none."""
+def trained_attention(model: Any) -> dict[str, Any]:
+    """The `model` keys of attention as the model trained, for the resolved recipe: its kernel (the one
+    saved: never CPU_ATTENTION) and its attention dropout, each where the model has one."""
+    kernel = getattr(model.config, "_attn_implementation", None)
     key = attention_dropout_key(model.config)
-    return {"attention_dropout": float(getattr(model.config, key))} if key else {}
+    return ({"attn_implementation": kernel} if kernel in ("sdpa", "eager", "flash_attention_2") else {}) | (
+        {"attention_dropout": float(getattr(model.config, key))} if key else {})
 
 
 def training_attention(config: Any, model_class: Any) -> str | None:

@@ -80,17 +80,13 @@ class TextInputs(Inputs):
 
     def finish_model(self, recipe: Any, model: Any, prep: Preprocessing, data: Any) -> dict[str, Any]:
         """Settles what the saved model needs; returns the model keys resolved on the way."""
-        from hf_finetune.models.attention import trained_attention_dropout
+        from hf_finetune.models.attention import trained_attention
         from hf_finetune.models.pooling import pooling_layer
 
         # Saved with the model: `pipeline(..., truncation=True)` then cuts inputs where training did.
         prep.tokenizer.model_max_length = prep.encoding.max_length
         # what the classifier reads, as resolved (auto becomes mean or cls: models/pooling.py)
-        decided: dict[str, Any] = {"pooling": "mean" if pooling_layer(model) is not None else "cls"}
-        attention = getattr(model.config, "_attn_implementation", None)
-        if attention in ("sdpa", "eager", "flash_attention_2"):
-            decided["attn_implementation"] = attention
-        return decided | trained_attention_dropout(model)
+        return {"pooling": "mean" if pooling_layer(model) is not None else "cls"} | trained_attention(model)
 
     def recognises(self, config: dict[str, Any]) -> bool:
         return "architecture" not in config  # not a timm wrapper

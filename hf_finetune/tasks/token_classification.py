@@ -81,13 +81,11 @@ class WordInputs(TextInputs):
         return build_token_model(spec, labels, tokenizer if tokenizer is not None else build_tokenizer(spec))
 
     def finish_model(self, recipe: Any, model: Any, prep: Preprocessing, data: Any) -> dict[str, Any]:
-        """The tokenizer's max length, for pipeline(); the attention kernel as resolved."""
-        from hf_finetune.models.attention import trained_attention_dropout
+        """The tokenizer's max length, for pipeline(); the attention kernel and dropout as resolved."""
+        from hf_finetune.models.attention import trained_attention
 
         prep.tokenizer.model_max_length = prep.encoding.max_length
-        attention = getattr(model.config, "_attn_implementation", None)
-        kernel = {"attn_implementation": attention} if attention in ("sdpa", "eager", "flash_attention_2") else {}
-        return kernel | trained_attention_dropout(model)
+        return trained_attention(model)
 
     def finished_encoding(self, predictor: Any) -> Any:
         """A finished model's preprocessing of tagged sentences: its tokenizer, max_length and stride."""
