@@ -17,6 +17,7 @@ from hf_finetune.recipe import validate_recipe
 from hf_finetune.training.data_aware import (
     CNN_LR,
     MIN_OPTIMIZER_STEPS,
+    PROBE_MIN_STEPS,
     apply_decisions,
     data_aware_defaults,
 )
@@ -164,7 +165,7 @@ class SentenceEncoder(TinyText):
 
 
 def test_few_labels_on_a_sentence_encoder_train_a_probe_on_cached_features():
-    from hf_finetune.training.data_aware import PROBE_LR, PROBE_MAX_EPOCHS, PROBE_MIN_STEPS
+    from hf_finetune.training.data_aware import PROBE_LR, PROBE_MAX_EPOCHS
 
     decided = _decided(_recipe(), [64, 32, 16, 8, 4], SentenceEncoder(10))  # 124 rows, 25 per class
     assert decided["finetune.strategy"].value == "linear_probe"
@@ -186,6 +187,17 @@ def test_few_labels_on_a_sentence_encoder_train_a_probe_on_cached_features():
     assert "finetune.strategy" not in _decided(pairs, [16, 16], SentenceEncoder(10))
     user_rate = _decided(_recipe(training={"learning_rate": 3e-3}), [16, 16], SentenceEncoder(10))
     assert user_rate["finetune.strategy"].value == "linear_probe" and "training.learning_rate" not in user_rate
+
+
+def test_pseudo_labels_do_not_count_toward_the_probe_rule():
+    # 16 labelled rows a class, then 100 pseudo-labels a class (self-training's round 1): judged on every row,
+    # 116 a class would fine-tune; the pseudo-labels are the teacher's, so the labelled rows decide.
+    train = Dataset.from_dict({"labels": [0] * 16 + [1] * 16 + [0] * 100 + [1] * 100})
+    decided = {d.key: d for d in data_aware_defaults(_recipe(), train, 2, SentenceEncoder(10), 8, pseudo_rows=200)}
+    assert decided["finetune.strategy"].value == "linear_probe"
+    assert "32 labelled training rows (the 200 pseudo-labels not counted)" in decided["finetune.strategy"].reason
+    assert decided["training.num_train_epochs"].value == float(-(-PROBE_MIN_STEPS // 29))  # 29 steps of all 232
+    assert "finetune.strategy" not in {d.key for d in data_aware_defaults(_recipe(), train, 2, SentenceEncoder(10), 8)}
 
 
 def test_a_few_label_run_on_a_sentence_encoder_is_a_cached_probe_that_pipeline_loads(text_recipe, tiny_bert, tmp_path):

@@ -263,6 +263,22 @@ def test_with_a_validation_of_a_few_rows_per_class_every_round_runs_and_the_last
     assert st["top_share"] is None and [p["top_share"] for p in st["rounds"][1]["top_share_curve"]][-1] == 1.0
 
 
+def test_every_round_trains_the_way_round_0_chose(st_recipe, tiny_bert, tmp_path):
+    """The probe-or-fine-tune choice reads the labelled rows only: the 60 pseudo-labels take round 1 to 54 rows
+    a class, above the probe's 32, and it is a probe all the same, like round 0 (24 labelled rows a class)."""
+    import shutil
+
+    import hf_finetune
+    from hf_finetune.testing import write_sentence_transformers_config
+
+    encoder = write_sentence_transformers_config(shutil.copytree(tiny_bert, tmp_path / "st"), "mean")
+    st_recipe["model"] = {"name": str(encoder)}
+    st_recipe["training"].pop("learning_rate", None)
+    st_recipe["self_training"].update(rounds=1, threshold=0.5)  # every pool row is kept
+    rounds = hf_finetune.train(st_recipe).metrics["self_training"]["rounds"]
+    assert [(r["train_rows"], r["strategy"]) for r in rounds] == [(48, "linear_probe"), (108, "linear_probe")]
+
+
 def test_rounds_from_the_backbone_stop_when_the_pseudo_labels_repeat(st_recipe, monkeypatch):
     import hf_finetune
     script_validation(monkeypatch, [0.5, 0.7])

@@ -56,6 +56,7 @@ class PreparedData:
     # the run counts classes (class weights, data-aware defaults, the baseline)
     head: Dataset | None = None
     streaming: bool = False
+    pseudo_rows: int = 0  # self-training: the last rows of train are pseudo-labels (build_datasets' extra_train)
 
     @property
     def sizes(self) -> dict[str, int | None]:
@@ -66,6 +67,12 @@ class PreparedData:
     def label_rows(self) -> Dataset:
         """The labelled training rows the run counts classes on: train, or the head of a training stream."""
         return self.head if self.head is not None else self.splits["train"]
+
+    @property
+    def labelled_train(self) -> Dataset:
+        """The training rows with true labels: train without the pseudo-labels appended to it."""
+        train = self.splits["train"]
+        return train.select(range(len(train) - self.pseudo_rows)) if self.pseudo_rows else train
 
 
 def build_datasets(
@@ -135,8 +142,11 @@ def build_datasets(
         splits = {role: splits[role] for role in ROLES if role in splits}
 
         encoded = encoding.prepare(recipe, splits, names)
+        # The pseudo-labels stay the last rows of train: an image skipped here as unreadable is a labelled row's,
+        # since the pool's unreadable images were left out before the teacher labelled it (data/unlabeled.py).
         prepared = PreparedData(encoded.splits, labels, encoded.collator, sources, cache=encoded.cache,
-                                skipped_images=encoded.skipped, carved=carved, label_notes=notes)
+                                skipped_images=encoded.skipped, carved=carved, label_notes=notes,
+                                pseudo_rows=len(extra_train) if extra_train is not None else 0)
     for role, ds in prepared.splits.items():
         logger.info("%-10s %7d rows from %s", role, len(ds), sources[role])
     return prepared

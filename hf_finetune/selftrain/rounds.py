@@ -189,6 +189,7 @@ def _train_round(number: int, session: pipeline.Session, recipe: Recipe, pseudo:
             report = pipeline.score_split(session, role)
             record[role] = {k: v for k, v in report.items() if isinstance(v, (int, float)) and k != "num_samples"}
     record["epochs"] = session.setup.trainer.state.epoch
+    record["strategy"] = session.recipe.finetune.strategy  # round 0's choice in every round (data_aware_defaults)
     record["seconds"] = round(time.time() - began, 1)
     return Round(number, session, output, record)
 

@@ -111,7 +111,7 @@ def _user_set(recipe: Any, section: str, key: str) -> bool:
 
 def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, global_batch: int,
                         validation_counts: np.ndarray | None = None,
-                        features: FeatureSource | None = None) -> list[Decision]:
+                        features: FeatureSource | None = None, pseudo_rows: int = 0) -> list[Decision]:
     """The defaults this data and backbone call for, for the keys the recipe leaves unset.
 
     Args:
@@ -123,7 +123,9 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
         validation_counts: validation rows per class; with `features`, a probe whose validation holds
             fewer than KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS rows of a class has its schedule chosen by
             k-fold on the training rows (training/few_label.py) instead of by validation.
-        features: computes the training rows' cached features and class ids, on demand.
+        features: computes the cached features and class ids of the training rows with true labels, on demand.
+        pseudo_rows: how many of `train`'s last rows are self-training's pseudo-labels. The probe-or-fine-tune
+            choice reads the other rows only, so every round trains the way round 0 chose.
     """
     decisions: list[Decision] = []
 
@@ -136,15 +138,24 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
     counts = class_counts(train, num_labels, problem.labeling)
     ratio = imbalance(counts)
     n = len(train)
-    probe = _probe_reason(recipe, model, n, num_labels)
+    # Pseudo-labels are the teacher's own predictions: frozen features that separate them show what the teacher
+    # put there, not how the task separates, and their number is not evidence either. Judged on them, a
+    # fine-tuned teacher's student switched to the probe (issue 34's NRC words, 8 per class).
+    labelled = n - pseudo_rows
+    probe = _probe_reason(recipe, model, labelled, num_labels)
+    if probe is not None and pseudo_rows:
+        probe = probe.replace(" training rows", f" labelled training rows (the {pseudo_rows} pseudo-labels not counted)", 1)
     few_validation = _few_validation_rows(counts, validation_counts)
     choice = None  # the probe's k-fold: does it separate these classes, and with which schedule
     if (probe is not None and features is not None and not _user_set(recipe, "training", "max_steps")
             and not _user_set(recipe, "training", "num_train_epochs")):
-        choice = _kfold_probe(recipe, features, num_labels, global_batch, ratio)
+        labelled_ratio = imbalance(class_counts(train.select(range(labelled)), num_labels, problem.labeling)
+                                   if pseudo_rows else counts)
+        choice = _kfold_probe(recipe, features, num_labels, global_batch, labelled_ratio)
         if choice.score < FINE_TUNE_BELOW_PROBE_F1:
             decide("finetune.strategy", "full",
-                   f"{n} training rows for {num_labels} classes would call for a probe, but {choice.describe()}: "
+                   f"{labelled} {'labelled ' if pseudo_rows else ''}training rows for {num_labels} classes would "
+                   f"call for a probe, but {choice.describe()}: "
                    f"below {FINE_TUNE_BELOW_PROBE_F1}, the frozen embeddings do not separate these classes, so the "
                    "encoder is fine-tuned")
             probe = choice = None
