@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hf_finetune.errors import DataError, RecipeError
+from hf_finetune.recipe.sections.self_training import DEFAULT_MAX_PER_LABELLED
 from hf_finetune.selftrain.rounds import improves
 from hf_finetune.selftrain.select import accuracy, class_thresholds, select_pseudo_labels, share_cap
 
@@ -55,6 +56,16 @@ def test_class_share_cap_keeps_the_most_confident():
     assert sel.kept_per_class.tolist() == [1, 1] and sel.indices.tolist() == [1, 4]
     sel = select_pseudo_labels(probs, np.array([0.9, 0.9]), 0.75)
     assert sel.indices.tolist() == [1, 2, 3, 4]  # 3 of 4: the 0.91 row goes
+
+
+def test_class_caps_keep_the_most_confident_before_the_share_cap():
+    probs = np.array([[0.91, 0.09], [0.99, 0.01], [0.95, 0.05], [0.97, 0.03], [0.08, 0.92], [0.3, 0.7]])
+    # class 0 may keep 2 rows (of its 4 confident), class 1 both of its rows (every row is in its top share)
+    sel = select_pseudo_labels(probs, np.array([0.9, 0.9]), None, top_share=1.0, class_caps=np.array([2, 5]))
+    assert sel.confident_per_class.tolist() == [4, 2] and sel.indices.tolist() == [1, 3, 4, 5]
+    # the share cap then counts what the class caps left: 2 + 2, so half each needs no cut
+    assert select_pseudo_labels(probs, np.array([0.9, 0.9]), 0.5, 1.0, np.array([2, 5])).indices.tolist() == [1, 3, 4, 5]
+    assert select_pseudo_labels(probs, np.array([0.9, 0.9]), None, class_caps=np.array([0, 1])).indices.tolist() == [4]
 
 
 def test_accuracy_ignores_unknown_truth_and_improvement_rule():
@@ -240,6 +251,7 @@ def test_text_rounds_records_and_best_round(st_recipe, pool_file, monkeypatch):
     card = (result.output_dir / "README.md").read_text()
     assert "## Self-training" in card and "| 1 | " in card and "**this model**" in card
     assert "pseudo-label accuracy" in card
+    assert f"at most {DEFAULT_MAX_PER_LABELLED:g} per labelled row of the class (the most confident kept)" in card
     assert "self_training" in (result.output_dir / "recipe.yaml").read_text()
     assert not (result.output_dir / "checkpoints").exists()
     # A finished run is scored without its pool, which may be gone by then.
@@ -250,33 +262,34 @@ def test_text_rounds_records_and_best_round(st_recipe, pool_file, monkeypatch):
 
 
 def test_with_a_validation_of_a_few_rows_per_class_every_round_runs_and_the_last_is_kept(st_recipe, reviews,
-                                                                                         monkeypatch):
-    import hf_finetune
-    script_validation(monkeypatch, [0.9, 0.5])  # round 1 is "worse" on 8 rows per class: it is kept all the same
-    st_recipe["data"]["files"]["validation"] = str(reviews["validation"])  # 16 rows, 8 per class
-    st_recipe["self_training"].update(rounds=1, threshold=0.5)  # every pool row is kept
-    st_recipe["training"].update(num_train_epochs=2, per_device_train_batch_size=8, learning_rate=5e-3)
-    st = hf_finetune.train(st_recipe).metrics["self_training"]
-    assert [(r["round"], r["trained"]) for r in st["rounds"]] == [(0, True), (1, True)]
-    assert st["best_round"] == 1 and st["rounds"][1]["improved"] is False
-    assert st["rounds_compared_on"].startswith("none: validation holds 8 rows of a class")
-    assert st["top_share"] is None and [p["top_share"] for p in st["rounds"][1]["top_share_curve"]][-1] == 1.0
-
-
-def test_every_round_trains_the_way_round_0_chose(st_recipe, tiny_bert, tmp_path):
-    """The probe-or-fine-tune choice reads the labelled rows only: the 60 pseudo-labels take round 1 to 54 rows
-    a class, above the probe's 32, and it is a probe all the same, like round 0 (24 labelled rows a class)."""
+                                                                                         monkeypatch, tiny_bert,
+                                                                                         tmp_path):
     import shutil
 
     import hf_finetune
     from hf_finetune.testing import write_sentence_transformers_config
 
-    encoder = write_sentence_transformers_config(shutil.copytree(tiny_bert, tmp_path / "st"), "mean")
-    st_recipe["model"] = {"name": str(encoder)}
+    script_validation(monkeypatch, [0.9, 0.5])  # round 1 is "worse" on 8 rows per class: it is kept all the same
+    st_recipe["data"]["files"]["validation"] = str(reviews["validation"])  # 16 rows, 8 per class
+    # A sentence encoder with 24 labelled rows a class: round 0 is the few-label probe.
+    st_recipe["model"] = {"name": str(write_sentence_transformers_config(shutil.copytree(tiny_bert, tmp_path / "st"),
+                                                                         "mean"))}
     st_recipe["training"].pop("learning_rate", None)
-    st_recipe["self_training"].update(rounds=1, threshold=0.5)  # every pool row is kept
-    rounds = hf_finetune.train(st_recipe).metrics["self_training"]["rounds"]
-    assert [(r["train_rows"], r["strategy"]) for r in rounds] == [(48, "linear_probe"), (108, "linear_probe")]
+    # Every pool row is confident; a class keeps at most 24 (1 per labelled row), its most confident.
+    st_recipe["self_training"].update(rounds=1, threshold=0.5, max_per_labelled=1)
+    st_recipe["training"].update(num_train_epochs=2, per_device_train_batch_size=8)
+    st = hf_finetune.train(st_recipe).metrics["self_training"]
+    assert [(r["round"], r["trained"]) for r in st["rounds"]] == [(0, True), (1, True)]
+    assert st["class_caps"] == {"neg": 24, "pos": 24}
+    one = st["rounds"][1]
+    assert one["confident"] == 60 and max(one["kept_per_class"].values()) == 24 and 24 <= one["kept"] <= 48
+    # The probe-or-fine-tune choice reads the labelled rows only: round 1's 72-96 rows (36-48 a class, above the
+    # probe's 32) train a probe like round 0's.
+    assert [(r["train_rows"], r["strategy"]) for r in st["rounds"]] == [(48, "linear_probe"),
+                                                                          (48 + one["kept"], "linear_probe")]
+    assert st["best_round"] == 1 and st["rounds"][1]["improved"] is False
+    assert st["rounds_compared_on"].startswith("none: validation holds 8 rows of a class")
+    assert st["top_share"] is None and [p["top_share"] for p in st["rounds"][1]["top_share_curve"]][-1] == 1.0
 
 
 def test_rounds_from_the_backbone_stop_when_the_pseudo_labels_repeat(st_recipe, monkeypatch):

@@ -22,14 +22,21 @@ def self_training_section(results: dict[str, Any]) -> str:
     per_class = {k: v for k, v in (st.get("class_thresholds") or {}).items() if v != st.get("threshold")}
     threshold = f"{st.get('threshold')}" + (
         " (" + ", ".join(f"{k} {v:g}" for k, v in per_class.items()) + ")" if per_class else "")
-    cap = (f", no class taking more than {st['max_class_share']:.0%} of them (the most confident kept)"
-           if st.get("max_class_share") else "")
+    rule = f"a probability of at least {threshold}"
+    if st.get("top_share"):
+        rule += f" or among the most confident {st['top_share']:.0%} of their predicted class"
+    caps = []
+    if st.get("max_per_labelled"):
+        caps.append(f"at most {st['max_per_labelled']:g} per labelled row of the class")
+    if st.get("max_class_share"):
+        caps.append(f"no class taking more than {st['max_class_share']:.0%} of them")
+    cap = f", {' and '.join(caps)} (the most confident kept)" if caps else ""
     start = "from the pretrained backbone with a new head" if st.get("init") == "backbone" else \
         "on from the previous best round's weights"
     text = (f"This model is the one of round {st.get('best_round')} of self-training on {pool.get('rows')} unlabelled "
             f"rows ({pool.get('source')}). Round 0 trained on the {st.get('labelled_rows')} labelled rows alone; in "
-            f"each later round the best model so far labelled the pool, its predictions with a probability of at "
-            f"least {threshold} were kept{cap}, and a model trained {start} on the labelled and pseudo-labelled "
+            f"each later round the best model so far labelled the pool, its predictions with {rule} were "
+            f"kept{cap}, and a model trained {start} on the labelled and pseudo-labelled "
             f"rows. Rounds are compared on validation `{metric}`; self-training stopped: {st.get('stopped')}.")
     if pool.get("labelled_rows"):
         text += (f" {pool['labelled_rows']} pool rows have true labels: they were never trained on, only used to "

@@ -107,6 +107,8 @@ def _run_rounds(recipe: Recipe, started: float) -> pipeline.RunResult:
                         f"{len(names)} classes no mix of pseudo-labels can keep every class under it")
     truth = truth_ids(pool, labels)
     top_share = st.resolved_top_share()
+    labelled = labelled_counts(session)
+    class_caps = None if st.max_per_labelled is None else np.floor(st.max_per_labelled * labelled).astype(np.int64)
     few_validation = _few_validation_rows(session)
     ready = model_ready_pool(recipe, pool, session.setup.tokenizer, session.preprocessing)
     metric, greater = selection_metric(session.args)
@@ -117,6 +119,8 @@ def _run_rounds(recipe: Recipe, started: float) -> pipeline.RunResult:
         "rounds_compared_on": "validation" if few_validation is None else
         f"none: validation holds {few_validation} rows of a class, every round runs and the last is kept",
         "class_thresholds": dict(zip(names, thresholds.tolist(), strict=True)),
+        "max_per_labelled": st.max_per_labelled,
+        "class_caps": None if class_caps is None else dict(zip(names, class_caps.tolist(), strict=True)),
         "max_class_share": st.max_class_share, "min_improvement": st.min_improvement, "max_rounds": st.rounds,
         "pool": {"rows": len(pool), "source": pool.where,
                  "labelled_rows": int((truth >= 0).sum()) if truth is not None else 0},
@@ -132,7 +136,7 @@ def _run_rounds(recipe: Recipe, started: float) -> pipeline.RunResult:
     for number in range(1, st.rounds + 1):
         probs = predict_probabilities(best.session.setup.model, ready, session.data.collator,
                                       session.args.per_device_eval_batch_size, session.args)
-        selection = select_pseudo_labels(probs, thresholds, st.max_class_share, top_share)
+        selection = select_pseudo_labels(probs, thresholds, st.max_class_share, top_share, class_caps)
         pseudo = _pseudo_label_record(probs, selection, truth, names)
         _log_selection(number, pseudo)
         if selection.kept == 0:
@@ -217,6 +221,14 @@ def _pseudo_label_record(probs: np.ndarray, selection: Selection, truth: np.ndar
     record["threshold_curve"] = threshold_curve(probs, truth)
     record["top_share_curve"] = top_share_curve(probs, truth)
     return record
+
+
+def labelled_counts(session: pipeline.Session) -> np.ndarray:
+    """Round 0's training rows per class: the true labels the pseudo-labels are capped against."""
+    from hf_finetune.training.data_aware import class_counts
+
+    return class_counts(session.data.splits["train"], session.data.labels.num_labels,
+                        task_of(session.recipe).problem.labeling)
 
 
 def _few_validation_rows(session: pipeline.Session) -> int | None:

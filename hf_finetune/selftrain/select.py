@@ -78,18 +78,19 @@ def top_share_mask(probs: np.ndarray, share: float) -> np.ndarray:
 
 
 def select_pseudo_labels(probs: np.ndarray, thresholds: np.ndarray, max_class_share: float | None,
-                         top_share: float | None = None) -> Selection:
+                         top_share: float | None = None, class_caps: np.ndarray | None = None) -> Selection:
     """Keeps each pool row whose top probability reaches its predicted class's threshold (or, with
     `top_share`, that is among its predicted class's most confident `top_share`), then caps classes.
 
-    With `max_class_share`, a class whose confident rows exceed the cap keeps its most confident
-    ones (ties: the earlier row).
+    A class over a cap keeps its most confident rows (ties: the earlier row): first its own cap
+    (`class_caps`), then the share cap (`max_class_share`) on what is left.
 
     Args:
         probs: (rows, classes) class probabilities.
         thresholds: (classes,) threshold of each predicted class.
         max_class_share: the largest share of the kept rows one class may take, or None.
         top_share: the share of each predicted class's rows kept whatever their probability, or None.
+        class_caps: (classes,) the most rows each class may keep, or None.
     """
     num_classes = probs.shape[1]
     predicted = probs.argmax(axis=1)
@@ -98,15 +99,20 @@ def select_pseudo_labels(probs: np.ndarray, thresholds: np.ndarray, max_class_sh
     if top_share is not None:
         confident |= top_share_mask(probs, top_share)
     confident_counts = np.bincount(predicted[confident], minlength=num_classes)
-    cap = share_cap(confident_counts, max_class_share) if max_class_share is not None else None
-    kept: list[np.ndarray] = []
-    for c in range(num_classes):
-        rows = np.flatnonzero(confident & (predicted == c))
-        if cap is not None and len(rows) > cap:
-            order = np.argsort(-confidence[rows], kind="stable")  # most confident first, earlier row on ties
-            rows = np.sort(rows[order[:cap]])
-        kept.append(rows)
-    indices = np.sort(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.int64)
+
+    def most_confident(rows: np.ndarray, cap: int) -> np.ndarray:
+        if len(rows) <= cap:
+            return rows
+        order = np.argsort(-confidence[rows], kind="stable")  # most confident first, earlier row on ties
+        return np.sort(rows[order[:cap]])
+
+    per_class = [np.flatnonzero(confident & (predicted == c)) for c in range(num_classes)]
+    if class_caps is not None:
+        per_class = [most_confident(rows, int(cap)) for rows, cap in zip(per_class, class_caps, strict=True)]
+    if max_class_share is not None:
+        cap = share_cap(np.array([len(rows) for rows in per_class]), max_class_share)
+        per_class = [most_confident(rows, cap) for rows in per_class]
+    indices = np.sort(np.concatenate(per_class)) if per_class else np.zeros(0, dtype=np.int64)
     labels = predicted[indices]
     return Selection(indices, labels, confident_counts, np.bincount(labels, minlength=num_classes))
 
