@@ -339,8 +339,9 @@ def test_rank_by_finetune_halves_only_once_the_first_candidate_has_learned(tmp_p
     assert rows[1]["name"] == "b" and rows[1]["finetune"]["state"] == "pruned"
 
 
-def test_rank_by_finetune_runs_keep_a_candidates_own_attention_keys(tmp_path, rank_recipe, monkeypatch):
-    """A candidate's attention kernel and dropout are training settings of its run, not the recipe's."""
+def test_rank_by_finetune_runs_keep_a_candidates_own_model_keys(tmp_path, rank_recipe, monkeypatch):
+    """A candidate's model keys (attention kernel and dropout, pooling, memory layout) are settings of its run,
+    not the recipe's."""
     pytest.importorskip("optuna")
     import hf_finetune.search.trials as trials
     import hf_finetune.search.tune  # noqa: F401  before the patch below: tune binds run_trial when first imported
@@ -359,13 +360,15 @@ def test_rank_by_finetune_runs_keep_a_candidates_own_attention_keys(tmp_path, ra
     monkeypatch.setattr(trials, "run_trial", fake_run)
     monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
     recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2}})
-    specs = [ModelSpec(name="a", attention_dropout=0.2, attn_implementation="eager"), ModelSpec(name="b")]
+    specs = [ModelSpec(name="a", attention_dropout=0.2, attn_implementation="eager", pooling="cls",
+                       channels_last=True), ModelSpec(name="b")]
     rows = [{"name": s.name, "spec": s, "untrained": False, "scores": {"logme": -0.1 * i}, "rows": {"train": 20},
              "num_classes": 10, "dim": 8, "pooling": "avg", "extraction_s": 1.0, "from_cache": False}
             for i, s in enumerate(specs)]
     finetune_rows(recipe, rows, tmp_path / "rank", 1)
     assert seen[0]["model.attention_dropout"] == 0.2 and seen[0]["model.attn_implementation"] == "eager"
-    assert not {"model.attention_dropout", "model.attn_implementation"} & set(seen[1])  # unset: the recipe's
+    assert seen[0]["model.pooling"] == "cls" and seen[0]["model.channels_last"] is True  # every key it sets
+    assert not {"model.attention_dropout", "model.attn_implementation", "model.pooling"} & set(seen[1])  # the recipe's
 
 
 def test_rank_by_finetune_fine_tunes_the_shortlist_and_every_untrained_candidate(tmp_path, rank_recipe, tiny_resnet,
@@ -413,8 +416,8 @@ def test_rank_keys_do_not_reach_the_train_command(tmp_path, rank_recipe, tiny_re
     command = train_command(recipe, ModelSpec(name="my model", pretrained=False))
     assert command == f"hf-finetune train {path} training.learning_rate=0.01 'model.name=my model' model.pretrained=false"
     assert yaml.safe_load(recipe.to_yaml())["rank"]["by"] == "knn"
-    own = train_command(recipe, ModelSpec(name="m", attention_dropout=0.1))  # a candidate's own training key
-    assert own.endswith("model.name=m model.attention_dropout=0.1")
+    own = train_command(recipe, ModelSpec(name="m", attention_dropout=0.1, channels_last=True))  # its own keys
+    assert own.endswith("model.name=m model.attention_dropout=0.1 model.channels_last=true")
 
 
 def test_knn_is_not_swamped_by_a_common_offset():

@@ -40,8 +40,16 @@ from hf_finetune.errors import RecipeError, UserError
 logger = logging.getLogger(__name__)
 
 FINETUNE_DIR = "finetune"  # under rank's output folder: one trial folder per fine-tuned candidate
-# Model keys a candidate may set for itself (or inherit from the recipe: rank.INHERITED) that its run must keep
-CANDIDATE_MODEL_KEYS = ("attn_implementation", "attention_dropout")
+# The model keys that name a candidate; every other model key it holds (its own, or inherited from the recipe:
+# rank.INHERITED) is a setting its run must keep (candidate_model_keys)
+NAMING_KEYS = ("name", "pretrained", "revision")
+
+
+def candidate_model_keys(spec: Any) -> list[str]:
+    """The model keys besides its name that a candidate's run must be given: the ones it sets or inherits
+    (a key left unset, or null, is the recipe's own)."""
+    return [k for k in type(spec).model_fields if k not in NAMING_KEYS and k in spec.model_fields_set
+            and getattr(spec, k) is not None]
 
 
 def shortlist(rows: list[dict[str, Any]], by: str, size: int) -> list[dict[str, Any]]:
@@ -84,7 +92,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         values = {"model.name": spec.name, "model.pretrained": spec.pretrained}
         if spec.revision is not None:
             values["model.revision"] = spec.revision
-        values.update({f"model.{k}": getattr(spec, k) for k in CANDIDATE_MODEL_KEYS if getattr(spec, k) is not None})
+        values.update({f"model.{k}": getattr(spec, k) for k in candidate_model_keys(spec)})
         if settings.finetune_epochs is not None:
             values["training.num_train_epochs"] = settings.finetune_epochs
         trial = study.ask()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_finetune.files import write_atomically, write_json
-from hf_finetune.rank.finetune import CANDIDATE_MODEL_KEYS
+from hf_finetune.rank.finetune import candidate_model_keys
 from hf_finetune.recipe import ModelSpec, Recipe
 
 RECORD = "rank.json"
@@ -25,7 +25,7 @@ def train_command(recipe: Recipe, spec: ModelSpec) -> str:
     """The command line that fine-tunes `spec` with this recipe (its own overrides kept)."""
     overrides = [o for o in recipe.overrides if not o.startswith(("model.", "rank."))]
     overrides.append(f"model.name={spec.name}")
-    for key in ("revision", "pretrained", *CANDIDATE_MODEL_KEYS):
+    for key in ("revision", "pretrained", *candidate_model_keys(spec)):
         value = getattr(spec, key)
         if value != ModelSpec.model_fields[key].default or getattr(recipe.model, key) != value:
             overrides.append(f"model.{key}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}")
