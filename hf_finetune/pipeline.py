@@ -184,15 +184,15 @@ def data_aware_decisions(recipe: Recipe, data: PreparedData, model: Any, global_
 
 def few_label_inputs(recipe: Recipe, data: PreparedData, model: Any, batch_size: int, device: Any,
                      precision: Any = None) -> tuple[Any, Any]:
-    """Validation rows per class, and the features of the training rows with true labels on demand: what a
-    few-label probe's k-fold needs (training/few_label.py)."""
+    """Validation rows per class, and the training rows' features on demand: what a few-label probe's
+    k-fold needs (training/few_label.py)."""
     from hf_finetune.training.data_aware import class_counts
     from hf_finetune.training.few_label import training_features
 
     if "validation" not in data.splits:
         return None, None
     counts = class_counts(data.splits["validation"], data.labels.num_labels, task_of(recipe).problem.labeling)
-    return counts, lambda: training_features(model, data.labelled_train, data.collator, batch_size, device, precision)
+    return counts, lambda: training_features(model, data.splits["train"], data.collator, batch_size, device, precision)
 
 
 def finish(session: Session, train_output: Any, extra_results: dict[str, Any] | None = None) -> RunResult:

@@ -200,6 +200,30 @@ def test_pseudo_labels_do_not_count_toward_the_probe_rule():
     assert "finetune.strategy" not in {d.key for d in data_aware_defaults(_recipe(), train, 2, SentenceEncoder(10), 8)}
 
 
+def test_the_probe_k_fold_judges_the_labelled_rows_only():
+    # 16 labelled rows a class whose features carry no label, then 100 pseudo-labels a class that the teacher's
+    # features separate perfectly: read with them, the k-fold would call for the probe
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 16 + [0] * 100 + [1] * 100)
+    vectors = rng.normal(size=(len(labels), 8)).astype(np.float32)
+    vectors[32:, 0] = np.where(labels[32:] == 0, -5.0, 5.0)
+    train = Dataset.from_dict({"labels": labels.tolist()})
+
+    def decided(rows):
+        return {d.key: d for d in data_aware_defaults(
+            _recipe(), train, 2, SentenceEncoder(10), 8, np.array([1, 1]), lambda: (torch.from_numpy(vectors[:rows]),
+                                                                                 labels[:rows]),
+            pseudo_rows=rows - 32)}
+
+    noise = decided(232)["finetune.strategy"]
+    assert noise.value == "full" and "(the labelled rows only): below 0.8" in noise.reason
+    vectors[:32, 0] = np.where(labels[:32] == 0, -5.0, 5.0)  # labelled rows that separate: the probe, as in round 0
+    separable = decided(232)
+    assert separable["finetune.strategy"].value == "linear_probe"
+    assert "(the labelled rows only), at least 0.8" in separable["finetune.strategy"].reason
+    assert "training.num_train_epochs" in separable and "training.weight_decay" in separable  # for all 232 rows
+
+
 def test_a_few_label_run_on_a_sentence_encoder_is_a_cached_probe_that_pipeline_loads(text_recipe, tiny_bert, tmp_path):
     import shutil
 

@@ -68,6 +68,20 @@ def test_class_caps_keep_the_most_confident_before_the_share_cap():
     assert select_pseudo_labels(probs, np.array([0.9, 0.9]), None, class_caps=np.array([0, 1])).indices.tolist() == [4]
 
 
+def test_caps_by_labelled_rows_name_what_they_shut_out(caplog):
+    from hf_finetune.selftrain.rounds import pseudo_label_caps
+
+    names = ["a", "b", "c"]
+    assert pseudo_label_caps(None, np.array([8, 7, 0]), names, 240) is None
+    assert pseudo_label_caps(2.0, np.array([8, 7, 0]), names, 240).tolist() == [16, 14, 0]
+    assert "c has no labelled training row, so no pseudo-label either" in caplog.text
+    assert pseudo_label_caps(0.5, np.array([8, 7, 2]), names, 240).tolist() == [4, 3, 1]  # floor
+    assert pseudo_label_caps(1e20, np.array([8, 7, 2]), names, 240).tolist() == [240, 240, 240]  # no overflow
+    with pytest.raises(DataError, match=r"self_training.max_per_labelled: 0.1 x the labelled rows of 'b' \(7\), "
+                                        r"'c' \(2\) is below one pseudo-label: that class could never be"):
+        pseudo_label_caps(0.1, np.array([10, 7, 2]), names, 240)
+
+
 def test_accuracy_ignores_unknown_truth_and_improvement_rule():
     assert accuracy(np.array([0, 1, 1]), np.array([0, 0, -1])) == (0.5, 2)
     assert accuracy(np.array([0]), np.array([-1])) == (None, 0)

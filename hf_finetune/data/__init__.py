@@ -68,12 +68,6 @@ class PreparedData:
         """The labelled training rows the run counts classes on: train, or the head of a training stream."""
         return self.head if self.head is not None else self.splits["train"]
 
-    @property
-    def labelled_train(self) -> Dataset:
-        """The training rows with true labels: train without the pseudo-labels appended to it."""
-        train = self.splits["train"]
-        return train.select(range(len(train) - self.pseudo_rows)) if self.pseudo_rows else train
-
 
 def build_datasets(
     recipe: Recipe,

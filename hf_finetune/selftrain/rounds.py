@@ -1,9 +1,10 @@
 """Self-training rounds around the pipeline's own setup and finish.
 
     round 0      the pipeline's training on the labelled rows alone
-    round r      the best model so far labels the pool; confident labels (thresholds, class share
-                 cap) join the labelled rows; a model trains on both, from the backbone or from the
-                 best model (self_training.init)
+    round r      the best model so far labels the pool; confident labels (thresholds or top share,
+                 then the per-class cap by labelled rows and the class share cap) join the labelled
+                 rows; a model trains on both, the way round 0 chose (probe or fine-tuning), from the
+                 backbone or from the best model (self_training.init)
     stop         after self_training.rounds, when a round does not raise the validation selection
                  metric by more than self_training.min_improvement, or when no pseudo-label is kept
     publish      the best round's model, through the pipeline's finish: the ordinary output folder,
@@ -107,8 +108,7 @@ def _run_rounds(recipe: Recipe, started: float) -> pipeline.RunResult:
                         f"{len(names)} classes no mix of pseudo-labels can keep every class under it")
     truth = truth_ids(pool, labels)
     top_share = st.resolved_top_share()
-    labelled = labelled_counts(session)
-    class_caps = None if st.max_per_labelled is None else np.floor(st.max_per_labelled * labelled).astype(np.int64)
+    class_caps = pseudo_label_caps(st.max_per_labelled, labelled_counts(session), names, len(pool))
     few_validation = _few_validation_rows(session)
     ready = model_ready_pool(recipe, pool, session.setup.tokenizer, session.preprocessing)
     metric, greater = selection_metric(session.args)
@@ -141,7 +141,10 @@ def _run_rounds(recipe: Recipe, started: float) -> pipeline.RunResult:
         _log_selection(number, pseudo)
         if selection.kept == 0:
             summary["rounds"].append({"round": number, "trained": False, **pseudo})
-            stopped = f"round {number} kept no pseudo-label (no pool row reached its class's threshold)"
+            stopped = (f"round {number} kept no pseudo-label (" + (
+                "no pool row reached its class's threshold" if selection.confident_per_class.sum() == 0 else
+                f"the caps left none of its {int(selection.confident_per_class.sum())} confident rows: "
+                "self_training.max_per_labelled, max_class_share") + ")")
             break
         if st.init == "backbone" and trained_on is not None and _same(selection, trained_on):
             summary["rounds"].append({"round": number, "trained": False, **pseudo})
@@ -221,6 +224,30 @@ def _pseudo_label_record(probs: np.ndarray, selection: Selection, truth: np.ndar
     record["threshold_curve"] = threshold_curve(probs, truth)
     record["top_share_curve"] = top_share_curve(probs, truth)
     return record
+
+
+def pseudo_label_caps(per_labelled: float | None, labelled: np.ndarray, names: list[str],
+                      pool_rows: int) -> np.ndarray | None:
+    """The most pseudo-labels each class may keep in a round: `per_labelled` x its labelled rows (None: no cap).
+
+    Raises:
+        DataError: a class with labelled rows would be capped at 0 (it could never be pseudo-labelled).
+    """
+    if per_labelled is None:
+        return None
+    caps = np.floor(np.minimum(per_labelled * labelled, pool_rows)).astype(np.int64)  # a huge value: the pool
+    shut = [f"'{name}' ({count})" for name, count, cap in zip(names, labelled, caps, strict=True) if count and not cap]
+    if shut:
+        raise DataError(f"self_training.max_per_labelled: {per_labelled:g} x the labelled rows of {', '.join(shut)} is "
+                        "below one pseudo-label: that class could never be pseudo-labelled; raise it (or null: no cap)")
+    unlabelled = [name for name, count in zip(names, labelled, strict=True) if not count]
+    if unlabelled:
+        logger.warning("Self-training: %s %s no labelled training row, so no pseudo-label either "
+                       "(self_training.max_per_labelled caps a class by its labelled rows)", ", ".join(unlabelled),
+                       "has" if len(unlabelled) == 1 else "have")
+    logger.info("Self-training: a class keeps at most %g pseudo-labels per labelled row a round (its most "
+                "confident): %s", per_labelled, ", ".join(f"{n} {c}" for n, c in zip(names, caps, strict=True)))
+    return caps
 
 
 def labelled_counts(session: pipeline.Session) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Which pseudo-labels to keep: the confident ones, with no class taking more than its share.
+"""Which pseudo-labels to keep: the confident ones, each class within its cap and its share.
 
 Pure functions on arrays, so each rule is tested on its own.
 """
@@ -21,8 +21,8 @@ class Selection:
 
     indices: np.ndarray  # pool rows kept, ascending
     labels: np.ndarray  # their pseudo-labels (class ids), aligned with indices
-    confident_per_class: np.ndarray  # rows over their class's threshold, before the share cap
-    kept_per_class: np.ndarray  # rows kept, after the cap
+    confident_per_class: np.ndarray  # rows over their class's threshold (or in its top share), before the caps
+    kept_per_class: np.ndarray  # rows kept, after the caps
 
     @property
     def kept(self) -> int:

@@ -8,6 +8,7 @@ imbalanced BBC News with MiniLM; digits with EfficientNet-Lite): see benchmarks/
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -123,9 +124,10 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
         validation_counts: validation rows per class; with `features`, a probe whose validation holds
             fewer than KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS rows of a class has its schedule chosen by
             k-fold on the training rows (training/few_label.py) instead of by validation.
-        features: computes the cached features and class ids of the training rows with true labels, on demand.
+        features: computes the training rows' cached features and class ids, on demand.
         pseudo_rows: how many of `train`'s last rows are self-training's pseudo-labels. The probe-or-fine-tune
-            choice reads the other rows only, so every round trains the way round 0 chose.
+            choice reads the other rows only, so every round trains the way round 0 chose; a probe's schedule
+            is then chosen for all the rows it trains on.
     """
     decisions: list[Decision] = []
 
@@ -149,16 +151,27 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
     choice = None  # the probe's k-fold: does it separate these classes, and with which schedule
     if (probe is not None and features is not None and not _user_set(recipe, "training", "max_steps")
             and not _user_set(recipe, "training", "num_train_epochs")):
+        every_row = functools.cache(features)  # extracted once, read by both k-folds below
+
+        def labelled_rows() -> tuple[Any, np.ndarray]:
+            rows, labels = every_row()
+            return rows[:labelled], labels[:labelled]
+
         labelled_ratio = imbalance(class_counts(train.select(range(labelled)), num_labels, problem.labeling)
                                    if pseudo_rows else counts)
-        choice = _kfold_probe(recipe, features, num_labels, global_batch, labelled_ratio)
-        if choice.score < FINE_TUNE_BELOW_PROBE_F1:
+        separates = _kfold_probe(recipe, labelled_rows if pseudo_rows else every_row, num_labels, global_batch,
+                                 labelled_ratio)
+        judged = f"{separates.describe()}{' (the labelled rows only)' if pseudo_rows else ''}"
+        if separates.score < FINE_TUNE_BELOW_PROBE_F1:
             decide("finetune.strategy", "full",
                    f"{labelled} {'labelled ' if pseudo_rows else ''}training rows for {num_labels} classes would "
-                   f"call for a probe, but {choice.describe()}: "
-                   f"below {FINE_TUNE_BELOW_PROBE_F1}, the frozen embeddings do not separate these classes, so the "
-                   "encoder is fine-tuned")
-            probe = choice = None
+                   f"call for a probe, but {judged}: below {FINE_TUNE_BELOW_PROBE_F1}, the frozen embeddings do not "
+                   "separate these classes, so the encoder is fine-tuned")
+            probe = None
+        else:
+            probe += f"; {judged}, at least {FINE_TUNE_BELOW_PROBE_F1}: the frozen embeddings separate the classes"
+            # the probe's epochs and weight decay, for every row this round trains on
+            choice = _kfold_probe(recipe, every_row, num_labels, global_batch, ratio) if pseudo_rows else separates
     if few_validation is not None and choice is None and _last_epoch_rule_applies(recipe, problem):
         # An epoch chosen on one or two rows a class is chosen on noise: at run_classification.py's settings on
         # BBC News at 16 per class (8 rows carved), the best epoch scored test macro-F1 0.625 +- 0.051 and the
@@ -166,8 +179,6 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
         # last epoch below, with the schedule the k-fold chose.
         decide("training.load_best_model_at_end", False, few_validation_reason(few_validation))
     if probe is not None:
-        if choice is not None:
-            probe += f"; {choice.describe()}, at least {FINE_TUNE_BELOW_PROBE_F1}: the frozen embeddings separate the classes"
         decide("finetune.strategy", "linear_probe", probe)
         decide("finetune.cache_features", True, "the frozen backbone's features are computed once, not every epoch")
     if ratio >= SELECT_ON_F1_FROM and "f1" in recipe.metrics and "select_f1" in problem.defaults:
