@@ -263,12 +263,11 @@ def _few_validation_rows(session: pipeline.Session) -> int | None:
     from hf_finetune.training.data_aware import class_counts
     from hf_finetune.training.few_label import KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS
 
-    splits, num_labels = session.data.splits, session.data.labels.num_labels
+    splits = session.data.splits
     if "validation" not in splits:
         return None
-    labeling = task_of(session.recipe).problem.labeling
-    train = class_counts(splits["train"], num_labels, labeling)
-    validation = class_counts(splits["validation"], num_labels, labeling)[train > 0]
+    validation = class_counts(splits["validation"], session.data.labels.num_labels,
+                              task_of(session.recipe).problem.labeling)[labelled_counts(session) > 0]
     rarest = int(validation.min()) if len(validation) else 0
     if rarest >= KFOLD_BELOW_VALIDATION_ROWS_PER_CLASS:
         return None

@@ -144,9 +144,7 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
     # put there, not how the task separates, and their number is not evidence either. Judged on them, a
     # fine-tuned teacher's student switched to the probe (issue 34's NRC words, 8 per class).
     labelled = n - pseudo_rows
-    probe = _probe_reason(recipe, model, labelled, num_labels)
-    if probe is not None and pseudo_rows:
-        probe = probe.replace(" training rows", f" labelled training rows (the {pseudo_rows} pseudo-labels not counted)", 1)
+    probe = _probe_reason(recipe, model, labelled, num_labels, pseudo_rows)
     few_validation = _few_validation_rows(counts, validation_counts)
     choice = None  # the probe's k-fold: does it separate these classes, and with which schedule
     if (probe is not None and features is not None and not _user_set(recipe, "training", "max_steps")
@@ -314,8 +312,9 @@ def head_labels(model: Any, num_labels: int) -> list[str]:
     return [str(id2label.get(i, i)) for i in range(num_labels)]
 
 
-def _probe_reason(recipe: Any, model: Any, rows: int, num_labels: int) -> str | None:
-    """Why this run should be a linear probe on cached features, or None when it should fine-tune."""
+def _probe_reason(recipe: Any, model: Any, rows: int, num_labels: int, pseudo_rows: int = 0) -> str | None:
+    """Why this run should be a linear probe on cached features, or None when it should fine-tune.
+    `rows`: the labelled training rows; `pseudo_rows`: self-training's pseudo-labels beside them (not counted)."""
     from hf_finetune.models.pooling import pooling_layer
 
     per_class = rows / max(1, num_labels)
@@ -323,7 +322,9 @@ def _probe_reason(recipe: Any, model: Any, rows: int, num_labels: int) -> str | 
             or recipe.data.columns.text_pair is not None
             or FINE_TUNING_KEYS & recipe.finetune.model_fields_set or recipe.distill.teacher is not None):
         return None
-    return (f"{rows} training rows for {num_labels} classes ({per_class:.0f} per class, below "
+    counted = f"{rows} labelled training rows (the {pseudo_rows} pseudo-labels not counted)" if pseudo_rows else \
+        f"{rows} training rows"
+    return (f"{counted} for {num_labels} classes ({per_class:.0f} per class, below "
             f"{PROBE_BELOW_ROWS_PER_CLASS}) on a sentence encoder: a probe on its frozen embeddings comes within "
             "a few points of fine-tuning at about a tenth of the time (finetune.strategy: full for the last points)")
 
