@@ -167,6 +167,29 @@ def test_the_default_space_is_centred_on_the_run_values_and_trial_0_is_the_defau
     assert misses == ["training.learning_rate"] and params == {"finetune.class_weights": "null"}
 
 
+def test_trial_0_is_enqueued_once_when_two_workers_open_a_new_study_together(tmp_path, monkeypatch):
+    from hf_finetune.recipe.schema import SearchDimension
+    from hf_finetune.search.study import TRIAL_ZERO_CLAIM, build_storage
+    from hf_finetune.search.tune import enqueue_baseline
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    space = {"training.learning_rate": SearchDimension(choices=[5e-3, 1.0])}
+    values = {"training.learning_rate": 5e-3}
+    a, b = build_storage(url), build_storage(url)
+    study_a = optuna.create_study(storage=a, study_name="s")
+    study_b = optuna.load_study(storage=b, study_name="s")  # B opens it after A created it: B finds it empty
+    # Both workers' looks for an existing trial 0 ran before either inserted one (the race CI hit): Optuna's
+    # own check-then-insert cannot tell them apart.
+    monkeypatch.setattr(optuna.Study, "_should_skip_enqueue", lambda self, params: False)
+    enqueued = [enqueue_baseline(study_b, b, False, space, values), enqueue_baseline(study_a, a, True, space, values)]
+    assert enqueued == [True, False]
+    trials = optuna.load_study(storage=url, study_name="s").trials
+    assert len(trials) == 1 and trials[0].user_attrs == {"baseline": "the recipe's defaults"}
+    assert set(a.get_study_system_attrs(study_a._study_id)[TRIAL_ZERO_CLAIM]) == {"host", "pid"}
+    # A study with trials already (continued, or begun by a version without the claim) gets no second trial 0.
+    assert enqueue_baseline(optuna.load_study(storage=build_storage(url), study_name="s"), a, False, space, values) is False
+
+
 def test_run_values_are_what_one_run_of_the_recipe_trains_with(vision_recipe):
     """The data-aware defaults where the recipe is silent (a CNN's rate), the recipe's own value where it speaks."""
     from hf_finetune.search.defaults import run_values

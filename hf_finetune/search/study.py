@@ -7,7 +7,10 @@ workers on several machines share one study through one PostgreSQL or MySQL URL.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +24,7 @@ STUDY_FILE = "study.db"
 HEARTBEAT_S = 60  # a running trial's worker updates the database this often...
 GRACE_S = 180  # ...and a trial not heard of for this long was killed: the next worker marks it failed
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+TRIAL_ZERO_CLAIM = "hf_finetune:trial_zero"  # study system attribute: the worker that enqueued trial 0
 
 
 def import_optuna() -> Any:
@@ -99,13 +103,13 @@ def build_pruner(search: Any) -> Any:
     return LearningOnsetPruner(pruner) if p.after_learning_onset else pruner
 
 
-def open_study(search: Any, url: str, name: str, direction: str) -> tuple[Any, bool]:
+def open_study(search: Any, url: str, name: str, direction: str) -> tuple[Any, Any, bool]:
     """Creates the study or loads the existing one of that name (then continuing it).
 
     Returns:
-        (the study, True when this command created it). Creating is atomic in the database (a unique
-        study name), so of several workers starting a new shared study at once exactly one creates it:
-        that one enqueues trial 0.
+        (the study, its storage, True when this command created it). Creating is atomic in the database
+        (a unique study name), so of several workers starting a new shared study at once exactly one
+        creates it.
 
     Raises:
         UserError: the stored study optimizes in the other direction, or the storage cannot be used.
@@ -130,7 +134,32 @@ def open_study(search: Any, url: str, name: str, direction: str) -> tuple[Any, b
     # Trials of workers that were killed (no heartbeat for GRACE_S) are marked failed now, not only when
     # this command starts its next trial (which it does not do when the budget is spent already).
     optuna.storages.fail_stale_trials(study)
-    return study, created
+    return study, storage, created
+
+
+def claim_trial_zero(storage: Any, name: str) -> bool:
+    """True for exactly one caller per study, ever: the one that enqueues trial 0.
+
+    An INSERT of one row into Optuna's own study_system_attributes table, whose (study, key) pair is unique
+    in every database Optuna supports: of several workers claiming at once, one insert commits and the
+    others fail on the constraint. Optuna's own `enqueue_trial(skip_if_exists=True)` checks and then
+    inserts, so two workers can both pass the check.
+    """
+    # Optuna's own table definitions: the storage is always an RDBStorage (build_storage).
+    from optuna.storages._rdb import models
+    from sqlalchemy import exc as sql_errors
+    from sqlalchemy import orm
+
+    claim = models.StudySystemAttributeModel(study_id=storage.get_study_id_from_name(name), key=TRIAL_ZERO_CLAIM,
+                                             value_json=json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    with orm.Session(storage.engine) as session:
+        session.add(claim)
+        try:
+            session.commit()
+        except sql_errors.IntegrityError:
+            session.rollback()
+            return False
+    return True
 
 
 def finished_trials(study: Any) -> int:

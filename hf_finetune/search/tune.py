@@ -29,7 +29,14 @@ from hf_finetune.search.outputs import (
     write_trials_csv,
 )
 from hf_finetune.search.space import default_space, endpoint_problems, resolve_space, space_yaml, suggest
-from hf_finetune.search.study import finished_trials, import_optuna, open_study, shown_url, storage_url
+from hf_finetune.search.study import (
+    claim_trial_zero,
+    finished_trials,
+    import_optuna,
+    open_study,
+    shown_url,
+    storage_url,
+)
 from hf_finetune.search.trials import (
     SearchStopped,
     TrialFailed,
@@ -91,17 +98,29 @@ def load_search_recipe(path: str | os.PathLike, overrides: list[str]) -> tuple[A
     return validate_recipe(raw, str(path), overrides, checks=RECIPE_CHECKS), raw
 
 
-def enqueue_baseline(study: Any, space: dict[str, Any], values: dict[str, Any]) -> None:
-    """Trial 0 of a new study: the recipe's own values (search.baseline_trial), where the space can take them."""
+def enqueue_baseline(study: Any, storage: Any, created: bool, space: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Trial 0 of a new study: the recipe's own values (search.baseline_trial), where the space can take them.
+
+    Enqueued once per study, by the worker that wins the study's claim in the database (`claim_trial_zero`).
+    Checking for trials first is not enough: a worker that opens a new shared study a moment after another
+    created it finds it empty too, and both enqueued (CI saw trial 0 and trial 1 both the baseline).
+
+    Returns:
+        True when this command enqueued trial 0.
+    """
+    if not (created or not study.trials):  # a study with trials: trial 0 was decided when it began
+        return False
     params, misses = baseline_params(space, values)
     if misses:
         logger.info("Trial 0 is not the recipe's defaults: the space cannot take the run's own value of %s "
                     "(set search.baseline_trial: false to silence this)", ", ".join(misses))
-        return
-    # skip_if_exists: two workers opening a new shared study at once enqueue it once.
-    study.enqueue_trial(params, user_attrs={"baseline": "the recipe's defaults"}, skip_if_exists=True)
+        return False
+    if not claim_trial_zero(storage, study.study_name):
+        return False  # another worker enqueued it
+    study.enqueue_trial(params, user_attrs={"baseline": "the recipe's defaults"})
     logger.info("Trial 0: the recipe at its own defaults (%s), so the best trial is never below one default "
                 "run on validation", ", ".join(f"{k}={v}" for k, v in params.items()))
+    return True
 
 
 def resolve_objective(recipe: Any, selected: str | None) -> tuple[str, str]:
@@ -190,12 +209,9 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
         sys.stdout.write("# No search.space in the recipe: searching the default fine-tuning space\n"
                          + space_yaml(space))
         sys.stdout.flush()
-    study, created = open_study(search, url, name, direction)
-    # Only the worker that created the study enqueues trial 0 (creating is atomic in the database), so of
-    # several workers starting a new shared study together one does; an empty study left by a stopped
-    # command gets it from the next.
-    if search.baseline_trial and (created or not study.trials):
-        enqueue_baseline(study, space, values)
+    study, storage, created = open_study(search, url, name, direction)
+    if search.baseline_trial:
+        enqueue_baseline(study, storage, created, space, values)
     done = finished_trials(study)
     settings = describe(search)
     report_to = recipe.training.get("report_to")
