@@ -7,6 +7,13 @@ from .helpers.isolation import isolate_hub, write_csv
 # Before any Hugging Face import: no test can reach (or wait for) the network or touch the machine's cache.
 _CACHE = isolate_hub("hf-finetune-tests-")
 
+import os  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs the suite in one process per core (pyproject's addopts): one thread each for torch,
+    # as torchrun gives its ranks, not every process a thread per core fighting over the same cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -15,6 +22,12 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject's addopts): a test process per core the suite may use, at most 8 (each builds its
+    own tiny models, and more only add start-up)."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))
 
 POSITIVE = ["good", "great", "wonderful", "superb", "moving"]
 NEGATIVE = ["bad", "awful", "boring", "dull", "terrible"]

@@ -93,7 +93,9 @@ def _read_input(predictor: Predictor, raw: str, kind: str, column: str) -> list[
         if not literal:
             raise DataError(f"{key}: no such file or folder: {_shorten(raw)}")
         words = "; to label these words as a text, pass them with --text" if kind == "input" else ""
-        raise DataError(f"{key}: file not found: {_shorten(raw)}{words}")
+        # Whole, up to 400 characters: a path is what the user must fix (pytest's own folders pass 80), and
+        # an input that reads as words was taken as a text above.
+        raise DataError(f"{key}: file not found: {_shorten(raw, 400)}{words}")
     if found == "file" and suffix in TEXT_FILES:
         return [_item(predictor, value, second, f"{path} row {row}", path.parent)
                 for row, (value, second) in enumerate(read_column(path, column, pair))]
