@@ -20,6 +20,7 @@ import numpy as np
 from hf_finetune.errors import IncompatibleMembersError as IncompatibleMembersError
 from hf_finetune.errors import NotAFinishedRunError, UserError
 from hf_finetune.models.attention import ATTENTION_DROPOUT_KEYS
+from hf_finetune.models.hidden_dropout import COMPANION_KEYS, HIDDEN_DROPOUT_KEYS
 from hf_finetune.outputs import FinishedRun, read_finished_run
 from hf_finetune.predictor import read_model_config
 from hf_finetune.tasks import require
@@ -28,10 +29,10 @@ logger = logging.getLogger(__name__)
 
 ROLES = ("validation", "test")
 # config.json keys that do not describe the architecture: labels, versions, precision, attention kernel and
-# dropout (a training setting: members trained with and without attention dropout average alike).
+# dropouts (training settings: members trained with and without dropout average alike).
 NOT_ARCHITECTURE = {"id2label", "label2id", "transformers_version", "torch_dtype", "dtype", "_name_or_path",
                     "_attn_implementation_autoset", "attn_implementation", "problem_type", "label_names",
-                    "num_labels", "num_classes", *ATTENTION_DROPOUT_KEYS}
+                    "num_labels", "num_classes", *ATTENTION_DROPOUT_KEYS, *HIDDEN_DROPOUT_KEYS, *COMPANION_KEYS}
 
 
 

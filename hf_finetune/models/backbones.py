@@ -17,6 +17,7 @@ from hf_finetune import hub
 from hf_finetune.data.labels import LabelSpace
 from hf_finetune.errors import HubUnreachableError, ModelError
 from hf_finetune.models.attention import set_attention_dropout, training_attention
+from hf_finetune.models.hidden_dropout import set_hidden_dropout
 from hf_finetune.recipe import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ def build_text_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> Any
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
     set_attention_dropout(config, spec.attention_dropout, name)
+    set_hidden_dropout(config, spec.hidden_dropout, name)
     chosen = spec.attn_implementation or training_attention(config, _sequence_classification_class(config))
     attention = {"attn_implementation": chosen} if chosen else {}
     if not spec.pretrained:
@@ -156,6 +158,7 @@ def build_token_model(spec: ModelSpec, labels: LabelSpace, tokenizer: Any) -> An
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
     set_attention_dropout(config, spec.attention_dropout, name)
+    set_hidden_dropout(config, spec.hidden_dropout, name)
     head_class = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING.get(type(config), None)
     if head_class is None and not spec.trust_remote_code:
         raise ModelError(f"model.name: {name} is a {config.model_type} model, which transformers has no "

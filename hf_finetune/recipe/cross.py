@@ -179,6 +179,9 @@ def task_model_problems(task: str, model: ModelSpec) -> list[Problem]:
                                 "only applies to text models; timm picks its attention kernel itself"))
     if kind in ("image", "masks") and model.attention_dropout is not None:
         problems.append(Problem("model.attention_dropout", "only applies to text models"))
+    if kind in ("image", "masks") and model.hidden_dropout is not None:
+        problems.append(Problem("model.hidden_dropout", "only applies to text models; a timm backbone's drop rates "
+                                                        "are its own"))
     return problems
 
 

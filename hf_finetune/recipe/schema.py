@@ -68,7 +68,8 @@ MULTI_LABEL_TASKS = frozenset({"text-multi-label", "image-multi-label"})
 # Keys and sections only some kinds of input read (the kinds that read them -> the keys), left out of the
 # other kinds' resolved recipes.
 INPUT_ONLY: dict[tuple[str, ...], dict[str, Any]] = {
-    ("text", "words"): {"preprocessing": True, "model": {"attn_implementation", "attention_dropout"}},
+    ("text", "words"): {"preprocessing": True, "model": {"attn_implementation", "attention_dropout",
+                                                                          "hidden_dropout"}},
     ("text",): {"data": {"columns": {"text", "text_pair"}}},
     ("words",): {"data": {"columns": {"tokens", "tags"}, "tag_scheme": True},
                  "preprocessing": {"label_all_tokens", "stride"}},

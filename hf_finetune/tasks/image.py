@@ -28,7 +28,7 @@ class ImageInputs(Inputs):
     input_keys = ("image",)
     sections = frozenset({"augmentation"})
     libraries = ("timm",)
-    foreign_model_keys = frozenset({"attn_implementation", "attention_dropout"})
+    foreign_model_keys = frozenset({"attn_implementation", "attention_dropout", "hidden_dropout"})
     defaults = frozenset({"hflip"})
     folder_key = "image_folder"
     tune_learning_rates = (1e-5, 3e-3)  # spans ViTs' 1e-4 and CNNs' 1e-3

@@ -81,12 +81,14 @@ class TextInputs(Inputs):
     def finish_model(self, recipe: Any, model: Any, prep: Preprocessing, data: Any) -> dict[str, Any]:
         """Settles what the saved model needs; returns the model keys resolved on the way."""
         from hf_finetune.models.attention import trained_attention
+        from hf_finetune.models.hidden_dropout import trained_hidden_dropout
         from hf_finetune.models.pooling import pooling_layer
 
         # Saved with the model: `pipeline(..., truncation=True)` then cuts inputs where training did.
         prep.tokenizer.model_max_length = prep.encoding.max_length
         # what the classifier reads, as resolved (auto becomes mean or cls: models/pooling.py)
-        return {"pooling": "mean" if pooling_layer(model) is not None else "cls"} | trained_attention(model)
+        return ({"pooling": "mean" if pooling_layer(model) is not None else "cls"} | trained_attention(model)
+                | trained_hidden_dropout(model))
 
     def recognises(self, config: dict[str, Any]) -> bool:
         return "architecture" not in config  # not a timm wrapper

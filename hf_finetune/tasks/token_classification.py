@@ -81,11 +81,12 @@ class WordInputs(TextInputs):
         return build_token_model(spec, labels, tokenizer if tokenizer is not None else build_tokenizer(spec))
 
     def finish_model(self, recipe: Any, model: Any, prep: Preprocessing, data: Any) -> dict[str, Any]:
-        """The tokenizer's max length, for pipeline(); the attention kernel and dropout as resolved."""
+        """The tokenizer's max length, for pipeline(); the attention kernel and the dropouts as resolved."""
         from hf_finetune.models.attention import trained_attention
+        from hf_finetune.models.hidden_dropout import trained_hidden_dropout
 
         prep.tokenizer.model_max_length = prep.encoding.max_length
-        return trained_attention(model)
+        return trained_attention(model) | trained_hidden_dropout(model)
 
     def finished_encoding(self, predictor: Any) -> Any:
         """A finished model's preprocessing of tagged sentences: its tokenizer, max_length and stride."""

@@ -35,6 +35,12 @@ class ModelSpec(Section):
         "says: faster on CPUs, F1 within the seeds' spread on the real sets measured; benchmarks/README.md). "
         "0.1 keeps BERT's own.",
     )
+    hidden_dropout: float | None = Field(
+        None, ge=0, lt=1,
+        description="Dropout on the hidden states of text models while fine-tuning: the embeddings, every "
+        "layer's outputs and the head's input (hidden_dropout_prob, dropout or resid_pdrop, with the head's own "
+        "rate where the config keeps one). Default: the backbone's config (BERT: 0.1). Recorded.",
+    )
     channels_last: bool | None = Field(
         None, description="Channels-last memory layout for convolutional vision models (default: on with a GPU)."
     )
