@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -137,7 +138,8 @@ def test_rank_command_writes_table_record_plot_and_reuses_the_cache(tmp_path, ra
     assert all(set(r["scores"]) == {"logme", "knn", "knn_f1", "probe", "probe_f1", "hscore"} for r in rows)
     assert record["rows"] == {"train": 24, "validation": 9}
     assert all(not r["from_cache"] for r in rows)
-    winner = rows[0]
+    winner = next(r for r in rows if not r["untrained"])  # the best pretrained candidate, wherever the random one is
+    assert record["winner"] == winner["name"]
     assert all(set(r["spread"]) == set(r["scores"]) and all(v >= 0 for v in r["spread"].values()) for r in rows)
     assert [r["untrained"] for r in rows] == [r["name"].endswith("(random init)") for r in rows]
     # 24 rows of random tiny networks: whether the leader is surely ahead is the bootstrap's call, and
@@ -149,7 +151,7 @@ def test_rank_command_writes_table_record_plot_and_reuses_the_cache(tmp_path, ra
         assert f"Winner: {winner['name']}" in table
     assert record["train_command"] in table and "±" in table
     assert record["train_command"].startswith(f"hf-finetune train {path} model.name={winner['model']['name']}")
-    assert ("model.pretrained=false" in record["train_command"]) == winner["name"].endswith("(random init)")
+    assert "model.pretrained=false" not in record["train_command"]
     # The vit's features have their own width: each candidate its own model and preprocessing.
     assert "LogME *" in table and "H-score" in table
 
@@ -252,22 +254,40 @@ def test_bootstrap_calls_a_tie_only_when_the_leader_is_not_surely_ahead():
     assert len(tied) == 1 and tied[0][0] == 1 and 0.05 < tied[0][1] < 0.95
 
 
-def test_an_untrained_candidate_above_every_pretrained_one_is_warned_about():
-    from hf_finetune.rank.report import format_table
+def test_an_untrained_candidate_above_every_pretrained_one_is_not_the_winner():
+    from hf_finetune.rank import frozen_winner
+    from hf_finetune.rank.confidence import Spread
+    from hf_finetune.rank.report import build_record, format_table
 
-    def row(rank: int, name: str, logme_: float, untrained: bool) -> dict:
-        return {"rank": rank, "name": name, "scores": {"logme": logme_}, "spread": {"logme": 0.001},
-                "untrained": untrained, "dim": 8, "pooling": "avg", "extraction_s": 1.0, "from_cache": False}
+    def row(name: str, logme_: float, untrained: bool, values: list[float]) -> dict:
+        return {"name": name, "scores": {"logme": logme_}, "spread": {"logme": 0.001}, "untrained": untrained,
+                "spreads": {"logme": Spread(np.array(values))}, "dim": 8, "pooling": "avg", "extraction_s": 1.0,
+                "from_cache": False, "rows": {"train": 300, "validation": 30}, "num_classes": 10}
 
-    record = {"by": "logme", "rows": {"train": 300, "validation": 30}, "num_classes": 10, "winner": "lite0 (random init)",
-              "train_command": "hf-finetune train r.yaml model.pretrained=false", "tied": [],
-              "bootstrap": {"resamples": 30, "tie_share": 0.95},
-              "candidates": [row(1, "lite0 (random init)", 0.046, True), row(2, "lite0", 0.040, False)]}
+    # 1,000 digits: the random-init network first by LogME, far ahead; the pretrained ones close together.
+    rows = [row("lite0 (random init)", 0.43, True, [0.43, 0.44, 0.42]), row("mobilenet", 0.31, False, [0.31, 0.30, 0.32]),
+            row("lite2", 0.30, False, [0.30, 0.31, 0.29]), row("lite0", 0.14, False, [0.14, 0.13, 0.15])]
+    winner, tied = frozen_winner(rows, "logme")
+    assert winner == 1  # the best pretrained candidate...
+    assert [(i, round(share, 2)) for i, share in tied] == [(2, 0.67)]  # ...tied with lite2, not with the random one
+    assert frozen_winner(rows[:1], "logme") == (0, [])  # no pretrained candidate: the first row
+    record = build_record(SimpleNamespace(source="r.yaml", task="image-classification"), rows, "logme",
+                          "hf-finetune train r.yaml model.name=mobilenet", 1.0, [], winner)
+    record["bootstrap"]["resamples"] = 30
+    assert record["winner"] == "mobilenet" and [c["name"] for c in record["candidates"]][0] == "lite0 (random init)"
     table = format_table(record)
-    assert "0.0460±0.0010" in table and "± is the standard deviation over 30 bootstrap resamples" in table
-    assert "Warning: lite0 (random init) has random weights and ranks above every pretrained candidate" in table
-    record["candidates"] = [row(1, "lite0", 0.046, False), row(2, "lite0 (random init)", 0.040, True)]
-    assert "Warning" not in format_table(record)
+    assert "0.4300±0.0010" in table and "± is the standard deviation over 30 bootstrap resamples" in table
+    assert ("Not a winner: lite0 (random init) has random weights; frozen-feature scores measure how separable "
+            "features are, not how well a network fine-tunes. The winner is the best pretrained candidate") in table
+    assert "Winner: mobilenet. Train it with:" in table
+    # An untrained candidate below a pretrained one, or a fine-tuned order: nothing to explain.
+    def reorder(order):
+        return [record["candidates"][i] | {"rank": rank} for rank, i in enumerate(order, start=1)]
+
+    record["candidates"] = reorder((1, 0, 2, 3))
+    assert "Not a winner" not in format_table(record)
+    record["candidates"] = reorder((1, 0, 2, 3))  # the random one first again
+    assert "Not a winner" not in format_table({**record, "by": "finetune", "finetune": None})
 
 
 def test_rank_by_finetune_halves_only_once_the_first_candidate_has_learned(tmp_path, rank_recipe, monkeypatch):

@@ -26,7 +26,8 @@ from hf_finetune.tasks import check_capabilities, task_of
 logger = logging.getLogger(__name__)
 
 # Policies of the recipe's own model section that a candidate keeps unless it sets them itself.
-INHERITED = ("trust_remote_code", "allow_pickle", "attn_implementation", "attention_dropout", "channels_last")
+INHERITED = ("trust_remote_code", "allow_pickle", "attn_implementation", "attention_dropout", "hidden_dropout",
+             "channels_last")
 
 
 @dataclass
@@ -95,7 +96,7 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     from accelerate import PartialState
 
     from hf_finetune.outputs import check_writable_dir
-    from hf_finetune.rank.confidence import draws, rescored_on_train, rescored_on_validation, tied_with_leader
+    from hf_finetune.rank.confidence import draws, rescored_on_train, rescored_on_validation
     from hf_finetune.rank.features import check_fits_task, default_cache_root, extract_candidate
     from hf_finetune.rank.report import build_record, train_command, write_report
     from hf_finetune.rank.scores import hscore, knn_accuracy, logme, probe_accuracy
@@ -157,20 +158,37 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
         from hf_finetune.rank.finetune import finetune_rows
 
         finetuned = finetune_rows(recipe, rows, out_dir, state.num_processes)
-        tied = []  # one fine-tuning run per candidate: no resamples to call a tie on
+        winner, tied = 0, []  # one fine-tuning run per candidate: no resamples to call a tie on
     else:
         rows.sort(key=lambda r: r["scores"][by], reverse=True)
-        tied = tied_with_leader([r["spreads"][by] for r in rows])
+        winner, tied = frozen_winner(rows, by)
     for r in rows:
         r.pop("spreads")
-    command = train_command(recipe, rows[0]["spec"])
+    command = train_command(recipe, rows[winner]["spec"])
     ties = [{"name": rows[i]["name"], "leader_ahead_share": share, "train_command": train_command(recipe, rows[i]["spec"])}
             for i, share in tied]
-    record = build_record(recipe, rows, by, command, time.perf_counter() - started, ties)
+    record = build_record(recipe, rows, by, command, time.perf_counter() - started, ties, winner)
     if finetuned is not None:
         record["finetune"] = finetuned
     if state.is_main_process:
         write_report(out_dir, record)
     state.wait_for_everyone()
-    return RankResult(rows=rows, winner=rows[0]["name"], command=command, output_dir=out_dir, record=record,
+    return RankResult(rows=rows, winner=rows[winner]["name"], command=command, output_dir=out_dir, record=record,
                       tied=ties)
+
+
+def frozen_winner(rows: list[dict[str, Any]], by: str) -> tuple[int, list[tuple[int, float]]]:
+    """The winner of a frozen-feature ranking (its row index) and the rows tied with it.
+
+    Frozen scores cannot judge a network with random weights: they measure how separable its features
+    are, and random convolutional features of simple images can be more separable than pretrained ones
+    while that network fine-tunes far worse (1,000 digits: a random-init EfficientNet-Lite0 first by LogME,
+    probe and H-score; benchmarks/README.md). So the winner is the best pretrained candidate, ties are called
+    among the pretrained ones, and the table keeps the scores' order (`rows` sorted by `by`). With no
+    pretrained candidate, the first row.
+    """
+    from hf_finetune.rank.confidence import tied_with_leader
+
+    judged = [i for i, r in enumerate(rows) if not r["untrained"]] or list(range(len(rows)))
+    tied = tied_with_leader([rows[i]["spreads"][by] for i in judged])
+    return judged[0], [(judged[i], share) for i, share in tied]

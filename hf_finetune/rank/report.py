@@ -34,9 +34,10 @@ def train_command(recipe: Recipe, spec: ModelSpec) -> str:
 
 
 def build_record(recipe: Recipe, rows: list[dict[str, Any]], by: str, command: str, elapsed: float,
-                 tied: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 tied: list[dict[str, Any]] | None = None, winner: int = 0) -> dict[str, Any]:
     """rank.json: the settings, one entry per candidate (best first, each score with its bootstrap spread),
-    the winner and its command, and the candidates tied with it (rank/confidence.py)."""
+    the winner (`rows[winner]`: the best pretrained one, rank/__init__.frozen_winner) and its command, and
+    the candidates tied with it (rank/confidence.py)."""
     from hf_finetune.rank.confidence import RESAMPLES, TIE_SHARE
 
     first = rows[0]
@@ -47,7 +48,7 @@ def build_record(recipe: Recipe, rows: list[dict[str, Any]], by: str, command: s
         "rows": first["rows"],
         "num_classes": first["num_classes"],
         "candidates": [{"rank": i + 1, **{k: v for k, v in row.items() if k != "spec"}} for i, row in enumerate(rows)],
-        "winner": first["name"],
+        "winner": rows[winner]["name"],
         "train_command": command,
         "tied": tied or [],
         "bootstrap": {"resamples": RESAMPLES, "tie_share": TIE_SHARE},
@@ -87,7 +88,7 @@ def format_table(record: dict[str, Any]) -> str:
     lines = [f"Ranked {len(rows)} candidates on {counts['train']} training rows, k-NN and probe scored on "
              f"{counts['validation']} validation rows ({record['num_classes']} classes); * orders the table"
              + spread_note, line(header), *(line(b) for b in body)]
-    lines += _untrained_warning(rows)
+    lines += _untrained_note(record)
     tied = record.get("tied") or []
     title = SCORES[record["by"]][0]
     if tied:
@@ -114,17 +115,21 @@ def _finetune_note(row: dict[str, Any]) -> str:
     return f" ({', '.join(notes)})" if notes else ""
 
 
-def _untrained_warning(rows: list[dict[str, Any]]) -> list[str]:
-    """A warning when a candidate with random weights ranks above a pretrained one: frozen-feature scores
-    measure how separable the features are, which random convolutional features of simple images can
-    be, though such a network fine-tunes far worse (digits: 0.11 against 0.99 accuracy, benchmarks/README.md)."""
+def _untrained_note(record: dict[str, Any]) -> list[str]:
+    """Why the winner of a frozen ranking is not its first row: candidates with random weights above every
+    pretrained one. Frozen-feature scores measure how separable the features are, which random convolutional
+    features of simple images can be, though such a network fine-tunes far worse (digits: 0.11 against 0.99
+    accuracy, benchmarks/README.md), so they do not win (rank/__init__.frozen_winner)."""
+    rows = record["candidates"]
+    if record["by"] == "finetune":  # a fine-tuned order judges every candidate alike
+        return []
     first_pretrained = next((r["rank"] for r in rows if not r.get("untrained")), None)
     above = [r["name"] for r in rows if r.get("untrained") and first_pretrained and r["rank"] < first_pretrained]
     if not above:
         return []
-    return [f"Warning: {', '.join(above)} ha{'s' if len(above) == 1 else 've'} random weights and rank"
-            f"{'s' if len(above) == 1 else ''} above every pretrained candidate; frozen-feature scores measure "
-            "separability, not how well a network fine-tunes: fine-tune before choosing an untrained network."]
+    return [f"Not a winner: {', '.join(above)} ha{'s' if len(above) == 1 else 've'} random weights; frozen-feature "
+            "scores measure how separable features are, not how well a network fine-tunes. The winner is the best "
+            "pretrained candidate; rank.by: finetune fine-tunes the untrained ones beside it to compare."]
 
 
 def plot_scores(record: dict[str, Any], path: str | os.PathLike) -> None:
