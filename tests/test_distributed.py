@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from hf_finetune.training.arguments import resolve_training
 from hf_finetune.training.distributed import block_classes
 
 from .conftest import FILLER, NEGATIVE, POSITIVE, REPO, review_rows, write_csv, write_recipe
+from .helpers.launch import two_process_launch
 
 CONFIGS = sorted((REPO / "accelerate_configs").glob("*.yaml"))
 # Two processes sum the same per-sample gradients in another order: float32 rounding differs.
@@ -77,8 +77,7 @@ def test_fsdp_wraps_the_models_own_blocks(tiny_bert, tiny_vit, tiny_resnet):
 
 
 def launch_two_processes(recipe_path: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(REPO / "accelerate_configs" / "cpu_ddp.yaml"), "hf_finetune/run.py", str(recipe_path)]
+    command = two_process_launch("hf_finetune/run.py", str(recipe_path))
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
 
 

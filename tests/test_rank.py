@@ -14,6 +14,7 @@ from hf_finetune.cli import main
 from hf_finetune.rank.scores import hscore, knn_accuracy, logme, probe_accuracy
 
 from .conftest import write_recipe
+from .helpers.launch import two_process_launch
 
 
 def clusters(n_per_class: int, dim: int, classes: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -463,15 +464,12 @@ def test_knn_and_logme_do_not_depend_on_the_feature_scale():
 @pytest.mark.slow
 def test_two_processes_extract_features_once(tmp_path, rank_recipe, tiny_resnet, tiny_vit):
     import subprocess
-    import sys
 
     from .conftest import REPO
 
     rank_recipe["rank"] = {"candidates": [str(tiny_resnet), str(tiny_vit)]}
     path = write_recipe(tmp_path / "r.yaml", rank_recipe)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(REPO / "accelerate_configs" / "cpu_ddp.yaml"), "--main_process_port", "29531",
-               str(REPO / "tests" / "helpers" / "rank_each_process.py"), str(path), str(tmp_path)]
+    command = two_process_launch(str(REPO / "tests" / "helpers" / "rank_each_process.py"), str(path), str(tmp_path))
     launched = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert launched.returncode == 0, launched.stderr[-4000:]
     main_process = json.loads((tmp_path / "process0.json").read_text())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from hf_finetune.errors import RecipeError
 from hf_finetune.recipe import validate_recipe
 
 from .conftest import REPO, review_rows, write_csv, write_recipe
+from .helpers.launch import two_process_launch
 
 optuna = pytest.importorskip("optuna")
 
@@ -278,8 +278,7 @@ def test_two_processes_run_every_trial_together_and_none_hangs(tmp_path, tiny_be
     on both ranks; a trial that fails otherwise stops every rank with a message instead of hanging."""
     raw = _base(tmp_path, tiny_bert)
     recipe = write_recipe(tmp_path / "ddp.yaml", raw)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(REPO / "accelerate_configs" / "cpu_ddp.yaml"), "-m", "hf_finetune.cli", "tune", str(recipe)]
+    command = two_process_launch("-m", "hf_finetune.cli", "tune", str(recipe))
     launched = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     output = launched.stdout + launched.stderr
     assert launched.returncode != 0, output[-3000:]

@@ -19,6 +19,8 @@ from hf_finetune.metrics.segmentation import (
 )
 from hf_finetune.testing import SHAPE_CLASSES, write_shape_masks
 
+from .helpers.launch import two_process_launch
+
 SIZE = 32  # pixels: the tiny run trains and evaluates at this size
 
 
@@ -325,7 +327,6 @@ def test_strategies_that_change_what_trains(tmp_path, tiny_resnet, shapes, finet
 def test_two_processes_train_a_segmentation_run(tmp_path, tiny_resnet, shapes):
     """cpu_ddp.yaml (accelerate, gloo): the run finishes once, with the global batch split over 2 processes."""
     import subprocess
-    import sys
 
     from .conftest import write_recipe
 
@@ -333,9 +334,7 @@ def test_two_processes_train_a_segmentation_run(tmp_path, tiny_resnet, shapes):
     recipe["batch"] = {"global_size": 8}
     recipe["training"].update(per_device_train_batch_size=8, num_train_epochs=1)
     repo = Path(hf_finetune.__file__).resolve().parent.parent
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(repo / "accelerate_configs" / "cpu_ddp.yaml"), "hf_finetune/run.py",
-               str(write_recipe(tmp_path / "two.yaml", recipe))]
+    command = two_process_launch("hf_finetune/run.py", str(write_recipe(tmp_path / "two.yaml", recipe)))
     launched = subprocess.run(command, capture_output=True, text=True, cwd=repo, timeout=600)
     assert launched.returncode == 0, launched.stderr[-4000:]
     output = launched.stdout + launched.stderr
