@@ -31,6 +31,18 @@ def test_each_family_gets_the_rate_under_its_own_names():
     assert set_hidden_dropout(BertConfig(), 0.2, "bert", default=0.0) == 0.2
 
 
+def test_the_resolved_recipe_records_one_rate_or_none():
+    from types import SimpleNamespace
+
+    from hf_finetune.models.hidden_dropout import trained_hidden_dropout
+
+    assert trained_hidden_dropout(SimpleNamespace(config=BertConfig())) == {"hidden_dropout": 0.1}
+    distil = DistilBertConfig()  # 0.1 on the hidden states, 0.2 on the head: null reproduces both, one key cannot
+    assert trained_hidden_dropout(SimpleNamespace(config=distil)) == {}
+    set_hidden_dropout(distil, 0.0, "distil")
+    assert trained_hidden_dropout(SimpleNamespace(config=distil)) == {"hidden_dropout": 0.0}
+
+
 def test_a_rate_for_a_model_without_one_is_a_clear_error():
     class Config:
         model_type = "odd"

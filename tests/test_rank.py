@@ -271,7 +271,9 @@ def test_an_untrained_candidate_above_every_pretrained_one_is_not_the_winner():
     winner, tied = frozen_winner(rows, "logme")
     assert winner == 1  # the best pretrained candidate...
     assert [(i, round(share, 2)) for i, share in tied] == [(2, 0.67)]  # ...tied with lite2, not with the random one
-    assert frozen_winner(rows[:1], "logme") == (0, [])  # no pretrained candidate: the first row
+    assert frozen_winner(rows[:1], "logme") == (0, [])  # no pretrained candidate: the first row, with a warning
+    alone = build_record(SimpleNamespace(source="r.yaml", task="image-classification"), rows[:1], "logme", "c", 1.0)
+    assert "Warning: every candidate has random weights" in format_table(alone)
     record = build_record(SimpleNamespace(source="r.yaml", task="image-classification"), rows, "logme",
                           "hf-finetune train r.yaml model.name=mobilenet", 1.0, [], winner)
     record["bootstrap"]["resamples"] = 30

@@ -169,7 +169,7 @@ def test_the_default_space_is_centred_on_the_run_values_and_trial_0_is_the_defau
 
 def test_trial_0_is_enqueued_once_when_two_workers_open_a_new_study_together(tmp_path, monkeypatch):
     from hf_finetune.recipe.schema import SearchDimension
-    from hf_finetune.search.study import TRIAL_ZERO_CLAIM, build_storage
+    from hf_finetune.search.study import TRIAL_ZERO_CLAIM, build_storage, claim_trial_zero
     from hf_finetune.search.tune import enqueue_baseline
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
@@ -188,6 +188,13 @@ def test_trial_0_is_enqueued_once_when_two_workers_open_a_new_study_together(tmp
     assert set(a.get_study_system_attrs(study_a._study_id)[TRIAL_ZERO_CLAIM]) == {"host", "pid"}
     # A study with trials already (continued, or begun by a version without the claim) gets no second trial 0.
     assert enqueue_baseline(optuna.load_study(storage=build_storage(url), study_name="s"), a, False, space, values) is False
+    # A worker that could not enqueue after claiming gives the claim back, for the next command.
+    c = build_storage(url)
+    study_c = optuna.create_study(storage=c, study_name="t")
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", lambda *a, **k: (_ for _ in ()).throw(OSError("lost the server")))
+    with pytest.raises(OSError):
+        enqueue_baseline(study_c, c, True, space, values)
+    assert TRIAL_ZERO_CLAIM not in c.get_study_system_attrs(study_c._study_id) and claim_trial_zero(c, "t")
 
 
 def test_run_values_are_what_one_run_of_the_recipe_trains_with(vision_recipe):

@@ -65,6 +65,11 @@ def set_hidden_dropout(config: Any, value: float | None, model_name: str, defaul
 
 
 def trained_hidden_dropout(model: Any) -> dict[str, Any]:
-    """`model.hidden_dropout` as the model trained, for the resolved recipe (where the model has one)."""
+    """`model.hidden_dropout` as the model trained, for the resolved recipe: where the model has one rate for
+    the hidden states and the head (DistilBERT's own 0.1 and 0.2 are two: the key would set both to one, so
+    it is left null, which reproduces them)."""
     key = hidden_dropout_key(model.config)
-    return {"hidden_dropout": _rate(model.config, key)} if key else {}
+    if key is None:
+        return {}
+    rates = {_rate(model.config, name) for name in (key, *COMPANION_KEYS)} - {None}
+    return {"hidden_dropout": rates.pop()} if len(rates) == 1 else {}

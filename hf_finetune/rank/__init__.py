@@ -33,7 +33,7 @@ INHERITED = ("trust_remote_code", "allow_pickle", "attn_implementation", "attent
 @dataclass
 class RankResult:
     rows: list[dict[str, Any]]  # one per candidate, best first
-    winner: str  # the first row (with `tied` non-empty, only the first of a tie)
+    winner: str  # the best pretrained row of a frozen ranking, the first of a fine-tuned one (rank.frozen_winner)
     command: str  # the line that trains the winner
     output_dir: Path
     record: dict[str, Any]  # rank.json

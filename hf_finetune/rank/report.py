@@ -124,7 +124,11 @@ def _untrained_note(record: dict[str, Any]) -> list[str]:
     if record["by"] == "finetune":  # a fine-tuned order judges every candidate alike
         return []
     first_pretrained = next((r["rank"] for r in rows if not r.get("untrained")), None)
-    above = [r["name"] for r in rows if r.get("untrained") and first_pretrained and r["rank"] < first_pretrained]
+    if first_pretrained is None:
+        return ["Warning: every candidate has random weights; frozen-feature scores measure how separable features "
+                "are, not how well a network fine-tunes, so this order says little (rank.by: finetune fine-tunes "
+                "them to compare)."]
+    above = [r["name"] for r in rows if r.get("untrained") and r["rank"] < first_pretrained]
     if not above:
         return []
     return [f"Not a winner: {', '.join(above)} ha{'s' if len(above) == 1 else 've'} random weights; frozen-feature "
@@ -144,7 +148,7 @@ def plot_scores(record: dict[str, Any], path: str | os.PathLike) -> None:
         ax = fig.add_subplot(1, len(keys), index + 1)
         values = [row["scores"].get(key, float("nan")) for row in rows]  # finetune: the shortlist only
         errors = [row.get("spread", {}).get(key, 0.0) for row in rows]  # one bootstrap standard deviation
-        ax.barh(range(len(rows)), values, xerr=errors, capsize=3, color=["tab:green" if i == 0 else "tab:blue" for i in range(len(rows))])
+        ax.barh(range(len(rows)), values, xerr=errors, capsize=3, color=["tab:green" if r["name"] == record["winner"] else "tab:blue" for r in rows])
         ax.set_yticks(range(len(rows)), names if index == 0 else [""] * len(rows))
         ax.invert_yaxis()  # rank 1 on top
         ax.set_title(SCORES[key][0] + (" (orders)" if key == record["by"] else ""))

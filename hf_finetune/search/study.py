@@ -162,6 +162,17 @@ def claim_trial_zero(storage: Any, name: str) -> bool:
     return True
 
 
+def release_trial_zero(storage: Any, name: str) -> None:
+    """Deletes the claim of `claim_trial_zero`: its holder could not enqueue trial 0."""
+    from optuna.storages._rdb import models
+    from sqlalchemy import orm
+
+    with orm.Session(storage.engine) as session:
+        session.query(models.StudySystemAttributeModel).filter_by(
+            study_id=storage.get_study_id_from_name(name), key=TRIAL_ZERO_CLAIM).delete()
+        session.commit()
+
+
 def finished_trials(study: Any) -> int:
     optuna = import_optuna()
     states = tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED)

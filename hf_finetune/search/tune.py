@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from hf_finetune.search.study import (
     finished_trials,
     import_optuna,
     open_study,
+    release_trial_zero,
     shown_url,
     storage_url,
 )
@@ -98,6 +100,9 @@ def load_search_recipe(path: str | os.PathLike, overrides: list[str]) -> tuple[A
     return validate_recipe(raw, str(path), overrides, checks=RECIPE_CHECKS), raw
 
 
+CLAIM_WAIT_S = 30  # how long a worker that lost trial 0's claim waits for the winner to enqueue it
+
+
 def enqueue_baseline(study: Any, storage: Any, created: bool, space: dict[str, Any], values: dict[str, Any]) -> bool:
     """Trial 0 of a new study: the recipe's own values (search.baseline_trial), where the space can take them.
 
@@ -116,8 +121,17 @@ def enqueue_baseline(study: Any, storage: Any, created: bool, space: dict[str, A
                     "(set search.baseline_trial: false to silence this)", ", ".join(misses))
         return False
     if not claim_trial_zero(storage, study.study_name):
-        return False  # another worker enqueued it
-    study.enqueue_trial(params, user_attrs={"baseline": "the recipe's defaults"})
+        # Another worker holds the claim: wait until its trial 0 is in the study, or this worker's first ask
+        # could take number 0 from the sampler and push the baseline to trial 1.
+        deadline = time.monotonic() + CLAIM_WAIT_S
+        while not study.get_trials(deepcopy=False) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return False
+    try:
+        study.enqueue_trial(params, user_attrs={"baseline": "the recipe's defaults"})
+    except BaseException:
+        release_trial_zero(storage, study.study_name)  # the next command claims it again
+        raise
     logger.info("Trial 0: the recipe at its own defaults (%s), so the best trial is never below one default "
                 "run on validation", ", ".join(f"{k}={v}" for k, v in params.items()))
     return True
