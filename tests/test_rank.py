@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -293,112 +294,137 @@ def test_an_untrained_candidate_above_every_pretrained_one_is_not_the_winner():
     assert "Not a winner" not in format_table({**record, "by": "finetune", "finetune": None})
 
 
-def test_rank_by_finetune_halves_only_once_the_first_candidate_has_learned(tmp_path, rank_recipe, monkeypatch):
-    """On 20 digits every network sat at chance after one epoch; halving there kept the random-init one.
-    Each stubbed run reports its validation accuracy per evaluation (the trivial model's is 0.10)."""
-    optuna = pytest.importorskip("optuna")
+def stub_runs(monkeypatch, curves: dict, calls: list | None = None) -> None:
+    """rank's fine-tuning on stubbed runs: `curves[name](share)` is the validation accuracy a candidate's run
+    shows at that share of its steps; a paused run raises RunPaused there, a whole run returns its value."""
     import hf_finetune.search.trials as trials
     import hf_finetune.search.tune  # noqa: F401  before the patch below: tune binds run_trial when first imported
+
+    def fake_run(plan, values, trial, number, resume=False, pause_at=None):
+        name = values["model.name"] + ("" if values["model.pretrained"] else " (random init)")
+        if calls is not None:
+            calls.append((name, resume, pause_at, values))
+        if pause_at is None:
+            return curves[name](1.0)
+        raise trials.RunPaused(round(100 * pause_at), 100, curves[name](pause_at))
+
+    monkeypatch.setattr(trials, "run_trial", fake_run)
+
+
+def test_rung_plan_spends_the_budget_and_never_passes_the_whole_run():
+    from hf_finetune.rank.finetune import plan_cost, rung_plan
+
+    assert rung_plan(4, 3, 1.0) == pytest.approx([1 / 14, 3 / 14, 9 / 14])  # 4 x 1 + 2 x 2 + 1 x 6 = 14 units
+    assert plan_cost(4, 3, rung_plan(4, 3, 1.0)) == pytest.approx(1.0)
+    assert rung_plan(4, 3, 2.0) == pytest.approx([1 / 9, 1 / 3, 1.0])  # capped at the whole run: 14/9 runs
+    assert plan_cost(4, 3, rung_plan(4, 3, 2.0)) == pytest.approx(14 / 9)
+    assert rung_plan(5, 2, 0.5) == pytest.approx([0.5 / 16 * 2 ** k for k in range(4)])  # 5, 3, 2, 1: 5 + 3 + 4 + 4
+    assert rung_plan(1, 3, 1.0) == [1.0] and rung_plan(1, 3, 0.5) == [0.5]
+
+
+def test_rank_by_finetune_halves_only_once_a_candidate_has_learned(tmp_path, rank_recipe, monkeypatch):
+    """On 20 digits every network sat at chance after one epoch; halving there kept the random-init one.
+    The trivial model's validation accuracy is 0.10; the rungs of 3 candidates, 1 in 2 kept, budget 1 are
+    at 1/7, 2/7 and 4/7 of a run."""
+    import hf_finetune.search.trials as trials
     from hf_finetune.rank.finetune import finetune_rows
     from hf_finetune.rank.report import build_record, format_table
     from hf_finetune.recipe import ModelSpec, validate_recipe
-    from hf_finetune.search.onset import TRIVIAL
 
-    curves = {"a": [0.10, 0.10, 0.50, 0.60, 0.70], "b": [0.086, 0.09, 0.40, 0.55, 0.65],
-              "a (random init)": [0.10, 0.10, 0.10, 0.10, 0.10]}
-    keep_last = False  # the run's value: its best evaluation, or (last epoch kept) its last
+    def curve(*points):  # the value at each rung, then the whole run's
+        return lambda share: dict(zip((1 / 7, 2 / 7, 4 / 7, 1.0), points, strict=True))[
+            min((1 / 7, 2 / 7, 4 / 7, 1.0), key=lambda s: abs(s - share))]
 
-    def fake_run(plan, values, trial, number):
-        name = values["model.name"] + ("" if values["model.pretrained"] else " (random init)")
-        for step, value in enumerate(curves[name], start=1):
-            trial.report(value, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        trial.set_user_attr(TRIVIAL, 0.10)  # as run_trial: on a finished run
-        return curves[name][-1] if keep_last else max(curves[name])
-
-    monkeypatch.setattr(trials, "run_trial", fake_run)
+    curves = {"a": curve(0.10, 0.50, 0.60, 0.70), "b": curve(0.086, 0.40, 0.55, 0.65),
+              "a (random init)": curve(0.10, 0.10, 0.10, 0.10)}
+    calls = []
+    stub_runs(monkeypatch, curves, calls)
     plans = []
     monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: plans.append(plan) or values)
-    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2},
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2, "reduction_factor": 2},
                               "training": {"seed": 3}, "finetune": {"class_weights": "balanced"}})
     rows = [{"name": name, "spec": ModelSpec(name=name.split(" ")[0], pretrained="random" not in name),
              "untrained": "random" in name, "scores": {"logme": logme}, "rows": {"train": 20, "validation": 269},
              "num_classes": 10, "dim": 8, "pooling": "avg", "extraction_s": 1.0, "from_cache": False}
             for name, logme in (("a", -0.1), ("b", -0.2), ("c", -0.25), ("a (random init)", -0.3))]
-    finetune_rows(recipe, rows, tmp_path / "rank", 1)
-    # "a" first beat 0.10 at evaluation 3: "b" (behind it at 1 and 2) is judged there, not at 1. "c" is off
-    # the shortlist; the random-init network, fine-tuned and never above 0.10, ranks below it.
+    settings = finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.10)
+    # At 1/7 nobody beat 0.10: nobody is dropped. At 2/7 the random-init network is last and stops; "a" and "b"
+    # go on from their checkpoints to 4/7, where the budget ends. "c" is off the shortlist; the random-init
+    # network, fine-tuned and never above 0.10, ranks below it.
+    assert [(n, r, round(p, 4)) for n, r, p, _ in calls] == [
+        ("a", False, 0.1429), ("b", False, 0.1429), ("a (random init)", False, 0.1429),
+        ("a", True, 0.2857), ("b", True, 0.2857), ("a (random init)", True, 0.2857),
+        ("a", True, 0.5714), ("b", True, 0.5714)]
     assert [r["name"] for r in rows] == ["a", "b", "c", "a (random init)"]
-    assert [(r.get("finetune") or {}).get("state") for r in rows] == ["complete", "pruned", None, "pruned"]
+    assert [(r.get("finetune") or {}).get("state") for r in rows] == ["paused", "paused", None, "pruned"]
     assert [(r.get("finetune") or {}).get("learned") for r in rows] == [True, True, None, False]
-    assert rows[1]["scores"]["finetune"] == 0.40 and rows[3]["scores"]["finetune"] == 0.10
+    assert rows[1]["scores"]["finetune"] == 0.55 and rows[3]["scores"]["finetune"] == 0.10
+    assert settings["spent"] == pytest.approx(4 / 7 + 4 / 7 + 2 / 7) and settings["winner_folder"] is None
     # Each run is the recipe as written: the keys its author set and no resolved default, so each candidate's run
     # decides its own data-aware defaults (the resolved recipe pinned them: no few-label probe on BBC News).
     assert plans[0].raw["training"] == {"seed": 3} and plans[0].raw["finetune"] == {"class_weights": "balanced"}
     assert "rank" not in plans[0].raw and set(plans[0].raw) == {"task", "model", "data", "training", "finetune", "output"}
-    table = format_table(build_record(recipe, rows, "finetune", "hf-finetune train r.yaml", 1.0))
-    assert "0.100 (pruned, did not learn)" in table and "0.400 (pruned)" in table and "Warning" not in table
+    table = format_table({**build_record(recipe, rows, "finetune", "hf-finetune train r.yaml", 1.0),
+                          "finetune": settings})
+    assert "0.100 (pruned at 29%, did not learn)" in table and "0.550 (at 57%)" in table and "Warning" not in table
+    assert "Successive halving, 1 in 2 kept at 14%, 29%, 57% of a run: 1.43 full runs trained (rank.budget 1)" in table
+    assert "Winner after fine-tuning (validation accuracy): a; it trained 57% of its run within rank.budget" in table
 
-    def again(folder: str) -> dict:
+    def again(folder: str, **rank: Any) -> dict:
         rows[:] = [{**r, "scores": {"logme": r["scores"]["logme"]}, "finetune": None} for r in rows]
         rows.sort(key=lambda r: -r["scores"]["logme"])
-        return finetune_rows(recipe, rows, tmp_path / folder, 1)
+        again_recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2, **rank}})
+        return finetune_rows(again_recipe, rows, tmp_path / folder, 1, trivial=0.10)
 
-    # Where no candidate learned, not learning tells none apart: the order is by value, and a warning says so.
-    curves.update(a=[0.10] * 5, b=[0.10] * 5)
-    settings = again("none-learned")
+    # Where no candidate learned, not learning tells none apart: nobody is dropped, the order is by value, and a
+    # warning says so.
+    curves.update(a=lambda share: 0.10, b=lambda share: 0.10)
+    settings = again("none-learned", reduction_factor=2)
     assert settings["none_learned"] is True and settings["trivial"] == 0.10
-    assert rows[0]["name"] == "a" and rows[-1]["name"] == "c"  # the fine-tuned ones first, as before the rule
+    assert [r["finetune"]["state"] for r in rows if r.get("finetune")] == ["paused"] * 3
     record = {**build_record(recipe, rows, "finetune", "hf-finetune train r.yaml", 1.0), "finetune": settings}
     assert "Warning: no fine-tuned candidate beat the trivial model's validation accuracy (0.1000)" in format_table(record)
 
-    # A run that keeps its last epoch can end where it started: it learned if any evaluation beat the trivial
-    # model (pruning began there), and the winner is always a finished run.
-    keep_last = True
-    curves.update(a=[0.10, 0.30, 0.35, 0.10, 0.10], b=[0.10, 0.20, 0.25, 0.25, 0.25])
-    again("last-epoch")
-    assert rows[0]["name"] == "a" and rows[0]["finetune"] | {"learned": True} == rows[0]["finetune"]
-    assert rows[1]["name"] == "b" and rows[1]["finetune"]["state"] == "pruned"
+    # A budget that reaches the whole run: the last rung finishes the run, and the winner's folder is kept. A run
+    # whose last value fell back to the trivial figure learned if any evaluation beat it.
+    curves.update(a=lambda share: 0.70 if share < 1 else 0.10, b=lambda share: 0.40 + 0.2 * share)
+    settings = again("whole", budget=10)
+    assert settings["shares"] == pytest.approx([1 / 3, 1.0]) and settings["spent"] == pytest.approx(1 + 2 / 3)
+    assert [r["name"] for r in rows] == ["a", "b", "c", "a (random init)"]
+    assert [(r.get("finetune") or {}).get("state") for r in rows] == ["complete", "pruned", None, "pruned"]
+    assert rows[0]["finetune"]["learned"] is True and rows[0]["scores"]["finetune"] == 0.10
+    assert settings["winner_folder"] == rows[0]["finetune"]["folder"] and settings["winner_share"] == 1.0
 
 
 def test_rank_by_finetune_runs_keep_a_candidates_own_model_keys(tmp_path, rank_recipe, monkeypatch):
     """A candidate's model keys (attention kernel and dropout, pooling, memory layout) are settings of its run,
     not the recipe's."""
-    pytest.importorskip("optuna")
     import hf_finetune.search.trials as trials
-    import hf_finetune.search.tune  # noqa: F401  before the patch below: tune binds run_trial when first imported
     from hf_finetune.rank.finetune import finetune_rows
     from hf_finetune.recipe import ModelSpec, validate_recipe
-    from hf_finetune.search.onset import TRIVIAL
 
-    seen = []
-
-    def fake_run(plan, values, trial, number):
-        seen.append(values)
-        trial.report(0.5, 1)
-        trial.set_user_attr(TRIVIAL, 0.10)
-        return 0.5
-
-    monkeypatch.setattr(trials, "run_trial", fake_run)
+    calls = []
+    stub_runs(monkeypatch, {"a": lambda share: 0.5, "b": lambda share: 0.4}, calls)
     monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
-    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2}})
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2, "finetune_epochs": 2}})
     specs = [ModelSpec(name="a", attention_dropout=0.2, attn_implementation="eager", pooling="cls",
                        channels_last=True), ModelSpec(name="b")]
     rows = [{"name": s.name, "spec": s, "untrained": False, "scores": {"logme": -0.1 * i}, "rows": {"train": 20},
              "num_classes": 10, "dim": 8, "pooling": "avg", "extraction_s": 1.0, "from_cache": False}
             for i, s in enumerate(specs)]
     finetune_rows(recipe, rows, tmp_path / "rank", 1)
+    seen = [values for name, _, _, values in calls]
     assert seen[0]["model.attention_dropout"] == 0.2 and seen[0]["model.attn_implementation"] == "eager"
     assert seen[0]["model.pooling"] == "cls" and seen[0]["model.channels_last"] is True  # every key it sets
     assert not {"model.attention_dropout", "model.attn_implementation", "model.pooling"} & set(seen[1])  # the recipe's
+    assert all(values["training.num_train_epochs"] == 2 for values in seen)  # rank.finetune_epochs: every run's
 
 
 def test_rank_by_finetune_fine_tunes_the_shortlist_and_every_untrained_candidate(tmp_path, rank_recipe, tiny_resnet,
                                                                                  tiny_vit, capsys):
     pytest.importorskip("optuna")
     rank_recipe["rank"] = {"candidates": [str(tiny_resnet), str(tiny_vit), {"name": str(tiny_resnet), "pretrained": False}],
-                           "by": "finetune", "shortlist": 1, "finetune_epochs": 2}
+                           "by": "finetune", "shortlist": 1, "finetune_epochs": 2, "budget": 10}
     rank_recipe["training"] = {"per_device_train_batch_size": 8, "seed": 3}
     path = write_recipe(tmp_path / "r.yaml", rank_recipe)
     assert main(["rank", str(path)]) == 0
@@ -410,7 +436,11 @@ def test_rank_by_finetune_fine_tunes_the_shortlist_and_every_untrained_candidate
     tuned = {r["name"] for r in rows if r.get("finetune")}
     assert tuned == {by_logme[0]["name"], f"{tiny_resnet} (random init)"}
     assert by_logme[1].get("finetune") is None and "finetune" not in by_logme[1]["scores"]
+    # Budget 10 of 2 candidates: the rungs end at 1/3 of a run and at the whole run; the winner was paused at 1/3
+    # and resumed from its checkpoint to the end (or both were, where neither had learned at 1/3).
+    assert record["finetune"]["shares"] == pytest.approx([1 / 3, 1.0])
     assert all(r["finetune"]["state"] in ("complete", "pruned") for r in rows if r.get("finetune"))
+    assert rows[0]["finetune"]["evaluations"][0]["share"] == pytest.approx(1 / 3)
     winner = rows[0]
     assert winner["finetune"]["state"] == "complete" and record["winner"] == winner["name"]
     finished = [r for r in rows if r.get("finetune") and r["finetune"]["state"] == "complete"]

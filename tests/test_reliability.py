@@ -200,3 +200,26 @@ def test_resume_warns_about_recipe_changes(tmp_path, resumable, caplog):
     assert run_helper(path, "kill-after-step", 3).returncode == -9
     assert main(["train", str(path), "--resume", "training.learning_rate=5e-4"]) == 0
     assert "differs from the one the run started with: training.learning_rate (0.001 -> 0.0005)" in caplog.text
+
+
+def test_a_run_paused_at_a_share_of_its_steps_resumes_to_the_uninterrupted_weights(tmp_path, resumable):
+    """rank.by finetune pauses each candidate's run at a share of its steps (search/trials.PauseAt) and resumes
+    the ones it keeps: the paused run evaluates there, keeps its checkpoint and no finished model, and resumed
+    it trains what one uninterrupted run trains (the same schedule: the run keeps its own total steps)."""
+    from hf_finetune.search.trials import RunPaused, TrialPlan, run_trial, trial_dir, trial_recipe
+
+    resumable["training"]["load_best_model_at_end"] = False  # the last step's weights: a stray resume shows
+    straight = TrialPlan(resumable, None, tmp_path / "straight", "accuracy")
+    value = run_trial(straight, trial_recipe(straight, {}, 0), None, 0)
+    paused = TrialPlan(resumable, None, tmp_path / "paused", "accuracy")
+    with pytest.raises(RunPaused) as stop:
+        run_trial(paused, trial_recipe(paused, {}, 0), None, 0, pause_at=0.4)  # step 5 of 12: not an evaluation step
+    assert (stop.value.step, stop.value.max_steps) == (5, 12) and 0.0 <= stop.value.value <= 1.0
+    out = trial_dir(tmp_path / "paused", 0)
+    assert checkpoint_problem(out / "checkpoints" / "checkpoint-5") is None and not (out / "run.json").exists()
+    assert run_trial(paused, trial_recipe(paused, {}, 0), None, 0, resume=True) == value
+    for key, tensor in weights(trial_dir(tmp_path / "straight", 0)).items():
+        assert torch.equal(weights(out)[key], tensor), key
+    # A share that reaches the last step pauses nothing: the run finishes.
+    whole = TrialPlan(resumable, None, tmp_path / "whole", "accuracy")
+    assert run_trial(whole, trial_recipe(whole, {}, 0), None, 0, pause_at=0.999) == value

@@ -28,6 +28,18 @@ def majority_baseline(report: dict[str, Any], train_counts: list[int]) -> dict[s
             "f1": f1 / k}
 
 
+def majority_figure(train_labels: Any, validation_labels: Any, num_classes: int, metric: str) -> float | None:
+    """What always predicting the training set's largest class scores in `metric` on the validation labels (the
+    figure `majority_baseline` reports after a run); None for a metric it does not report (the loss)."""
+    train_counts = np.bincount(np.asarray(train_labels, dtype=int), minlength=num_classes)
+    true = np.bincount(np.asarray(validation_labels, dtype=int), minlength=num_classes)
+    matrix = np.zeros((num_classes, num_classes))
+    matrix[:, int(np.argmax(train_counts))] = true  # rows: the true class; every prediction the majority's
+    report = {"confusion_matrix": {"matrix": matrix.tolist(), "labels": list(range(num_classes))}}
+    value = majority_baseline(report, train_counts.tolist()).get(metric)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def collapse_warning(report: dict[str, Any], split: str) -> str | None:
     """A warning when the split's predictions collapse to one class or do not beat the baseline."""
     matrix = np.asarray(report["confusion_matrix"]["matrix"], dtype=float)

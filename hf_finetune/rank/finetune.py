@@ -1,4 +1,4 @@
-"""`rank.by: finetune`: the shortlist decided by fine-tuning, with successive halving.
+"""`rank.by: finetune`: the shortlist decided by fine-tuning, with successive halving in a budget.
 
 Frozen-feature scores rank how separable a backbone's features are, not how well it fine-tunes: on
 300 digits a random-init EfficientNet-Lite0 outscored the ImageNet one by LogME and k-NN, then
@@ -7,20 +7,22 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
     shortlist   the `rank.shortlist` best candidates by the frozen score `rank.shortlist_by`, plus
                 every untrained candidate (`pretrained: false`: frozen scores cannot judge those)
     training    each an ordinary run of the recipe (its data-aware defaults, its own folder), through
-                tune's trial runner (search/trials.py), best frozen score first
-    halving     Optuna's SuccessiveHalvingPruner at every evaluation, as `tune` prunes: a candidate
-                behind the ones before it at an evaluation is stopped there, so the cost is about one
-                full run for the first candidate plus a fraction for each later one; and, as in
-                `tune`, only from the evaluation at which the first candidate beat the trivial model
-                (search/onset.py): on 20 digits every network sat at chance after one epoch, and
-                halving there kept the random-init one (0.100) over two pretrained ones (0.086, 0.089)
-    order       completed candidates by the validation metric after fine-tuning, then pruned ones by
-                their last evaluation, then those not fine-tuned (by the frozen score), and last those
-                fine-tuned whose best evaluation never beat the trivial model by the collapse guard's
-                margin (`learned: false`; a pretrained candidate pruned at chance too); where none
+                tune's trial runner (search/trials.py)
+    halving     synchronous successive halving in `rank.budget` full runs (`rung_plan`): every
+                candidate trains the same share of its run and is evaluated there, then the best 1 in
+                `rank.reduction_factor` resume from their checkpoints to the next share, and so on. All
+                candidates are compared at the same point of their runs, and the whole costs about the
+                budget: fine-tuning each candidate in full, one after another, cost 0.94-1.05x fine-tuning
+                them all (benchmarks/README.md). As `tune` waits for learning onset (search/onset.py), no
+                candidate is dropped at a rung where none has beaten the trivial model yet: on 20 digits
+                every network sat at chance after one epoch, and halving there kept the random-init one
+                (0.100) over two pretrained ones (0.086, 0.089)
+    order       the candidates by the rung they reached, then the validation metric there, then those
+                not fine-tuned (by the frozen score), and last those fine-tuned whose evaluations never
+                beat the trivial model by the collapse guard's margin (`learned: false`); where none
                 learned, by value alone, with a warning. With a validation-loss objective there is no
-                trivial figure, and nothing is marked. The winner's fine-tuned folder is kept, the
-                others' removed
+                trivial figure, and nothing is marked. The winner's folder is kept where its run finished
+                (a budget that reaches the whole run); the others, and paused runs' checkpoints, removed
 
 Under several processes this mode is refused: the frozen scores are process-aware, training through
 `rank` is not (use `tune` with `model.name` choices there).
@@ -58,21 +60,56 @@ def shortlist(rows: list[dict[str, Any]], by: str, size: int) -> list[dict[str, 
     return pretrained[:size] + [r for r in rows if r["untrained"]]
 
 
-def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_processes: int) -> dict[str, Any]:
+def rung_plan(candidates: int, reduction_factor: int, budget: float) -> list[float]:
+    """The share of a full run each candidate still in has trained by the end of each rung.
+
+    Rung k keeps ceil(n / eta^k) candidates (down to one) and ends at a * eta^k of a run; the total,
+    sum over rungs of candidates x the rung's added share, is a x C, and `a` spends `budget` full runs,
+    but no rung goes past the whole run (then the cost is under the budget). E.g. 4 candidates, eta 3,
+    budget 1: C = 4 x 1 + 2 x (3 - 1) + 1 x (9 - 3) = 14, so rungs at 1/14, 3/14 and 9/14 of a run (7%, 21%, 64%).
+    """
+    counts = [candidates]
+    while counts[-1] > 1:
+        counts.append(math.ceil(counts[-1] / reduction_factor))
+    total = sum(n * (reduction_factor ** k - (reduction_factor ** (k - 1) if k else 0)) for k, n in enumerate(counts))
+    first = min(budget / total, 1.0 / reduction_factor ** (len(counts) - 1))
+    return [min(1.0, first * reduction_factor ** k) for k in range(len(counts))]
+
+
+def plan_cost(candidates: int, reduction_factor: int, shares: list[float]) -> float:
+    """Full runs that `rung_plan`'s shares cost when every rung drops what it may."""
+    alive, cost, before = candidates, 0.0, 0.0
+    for share in shares:
+        cost += alive * (share - before)
+        before, alive = share, math.ceil(alive / reduction_factor)
+    return cost
+
+
+def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_processes: int,
+                  trivial: float | None = None) -> dict[str, Any]:
     """Fine-tunes the shortlist of `rows` (each with its "spec") and adds `scores["finetune"]` and a
-    `finetune` entry (state, evaluations, seconds, folder) to each; returns the settings for rank.json."""
+    `finetune` entry (state, share of its run, evaluations, seconds, folder) to each; returns the settings for
+    rank.json. `trivial`: the trivial model's validation figure of the objective (None: none; nothing is
+    marked as not learned)."""
     from hf_finetune.metrics.baseline import F1_MARGIN
-    from hf_finetune.search.onset import LearningOnsetPruner
-    from hf_finetune.search.study import import_optuna
-    from hf_finetune.search.trials import TrialFailed, TrialPlan, run_trial, trial_dir, trial_recipe
+    from hf_finetune.search.trials import (
+        RunPaused,
+        TrialFailed,
+        TrialPlan,
+        run_trial,
+        trial_dir,
+        trial_recipe,
+    )
     from hf_finetune.search.tune import resolve_objective
 
     if num_processes > 1:
         raise UserError("rank.by: finetune trains in one process; run `hf-finetune rank` without accelerate "
                         "launch, or search `model.name` choices with `hf-finetune tune`")
     settings = recipe.rank
-    optuna = import_optuna()
     metric, direction = resolve_objective(recipe, recipe.training.get("metric_for_best_model"))
+    if metric.endswith("loss"):
+        trivial = None  # the trivial model's figure is of the metrics, not of the loss
+    sign = 1.0 if direction == "maximize" else -1.0
     # The author's keys only: each candidate's run decides its own data-aware defaults (the few-label probe,
     # class weights, the epochs), as an ordinary run of the recipe would; the resolved recipe would pin them.
     raw = recipe.user_dict()
@@ -81,107 +118,112 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     folder = out_dir / FINETUNE_DIR
     plan = TrialPlan(raw, recipe.source, folder, metric)
     chosen = shortlist(rows, settings.shortlist_by, settings.shortlist)
-    pruner = LearningOnsetPruner(optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=1, reduction_factor=settings.reduction_factor))  # the first candidate is the reference
-    study = optuna.create_study(direction=direction, pruner=pruner)  # in memory: the ranking is one command
+    shares = rung_plan(len(chosen), settings.reduction_factor, settings.budget)
     logger.info("rank.by finetune: fine-tuning %d of %d candidates (best %d by %s, and every untrained one), "
-                "objective validation %s, successive halving 1 in %d", len(chosen), len(rows), settings.shortlist,
-                settings.shortlist_by, metric, settings.reduction_factor)
-    for number, row in enumerate(chosen):
-        spec = row["spec"]
-        values = {"model.name": spec.name, "model.pretrained": spec.pretrained}
-        if spec.revision is not None:
-            values["model.revision"] = spec.revision
-        values.update({f"model.{k}": getattr(spec, k) for k in candidate_model_keys(spec)})
-        if settings.finetune_epochs is not None:
-            values["training.num_train_epochs"] = settings.finetune_epochs
-        trial = study.ask()
-        started = time.perf_counter()
-        entry: dict[str, Any] = {"folder": str(trial_dir(folder, number))}
-        try:
-            value = run_trial(plan, trial_recipe(plan, values, number), trial, number)
-            study.tell(trial, value)
-            entry.update(state="complete", value=value)
-        except optuna.TrialPruned:
-            last = _last_report(study, trial)
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            entry.update(state="pruned", value=last)
-        except (TrialFailed, RecipeError) as exc:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            entry.update(state="failed", value=None, error=str(exc))
-            logger.warning("rank.by finetune: %s failed: %s", row["name"], exc)
-        entry.update(evaluations=trial.user_attrs.get("evaluations"), seconds=time.perf_counter() - started)
-        # Every figure the run reached: whether it learned is judged on its best, as the learning onset is
-        # (a run keeping its last epoch can end below an evaluation that beat the trivial model).
-        entry["reached"] = [*study.trials[trial.number].intermediate_values.values(),
-                            *([entry["value"]] if entry["value"] is not None else [])]
-        row["finetune"] = entry
-        logger.info("rank.by finetune: %s %s, validation %s %s", row["name"], entry["state"], metric,
-                    "n/a" if entry["value"] is None else f"{entry['value']:.4f}")
-    sign = 1.0 if direction == "maximize" else -1.0
-    trivial = _trivial_figure(study)
-    for row in rows:  # only fine-tuned candidates have the score (a pruned one: its last evaluation)
-        entry = row.get("finetune")
-        if entry and entry["value"] is not None and math.isfinite(entry["value"]):
-            row["scores"]["finetune"] = entry["value"]
-        if not entry:
-            continue
-        reached = [sign * v for v in entry.pop("reached") if math.isfinite(v)]
-        if trivial is not None and entry["state"] != "failed":
-            # Beyond the collapse guard's margin (metrics/baseline.py): a random-init network at 0.11 accuracy
-            # on 10 balanced classes (chance 0.10) has not learned.
-            entry["learned"] = bool(reached) and max(reached) - sign * trivial > F1_MARGIN * max(1.0, abs(trivial))
-    # Completed, then pruned, then those not fine-tuned (ordered by the frozen score), then those that were
-    # fine-tuned and never left the trivial model's figure: on 300 digits the random-init network, pruned at
-    # chance, otherwise ranked above a pretrained network that was not on the shortlist.
-    order = {"complete": 0, "pruned": 1, None: 2, "did not learn": 3, "failed": 4}
+                "objective validation %s; successive halving 1 in %d at %s of a run (budget %g full runs, about "
+                "%.2f planned)", len(chosen), len(rows), settings.shortlist, settings.shortlist_by, metric,
+                settings.reduction_factor, ", ".join(f"{s:.0%}" for s in shares), settings.budget,
+                plan_cost(len(chosen), settings.reduction_factor, shares))
 
-    none_learned = trivial is not None and not any((r.get("finetune") or {}).get("learned") for r in rows)
+    def learned(values: list[float]) -> bool:  # beyond the collapse guard's margin (metrics/baseline.py)
+        return any(sign * (v - trivial) > F1_MARGIN * max(1.0, abs(trivial)) for v in values)
+
+    for number, row in enumerate(chosen):
+        row["finetune"] = {"folder": str(trial_dir(folder, number)), "number": number, "state": "waiting",
+                           "value": None, "share": 0.0, "evaluations": [], "seconds": 0.0}
+    alive = list(chosen)
+    for rung, share in enumerate(shares):
+        for row in alive:
+            _train_to(row, share, plan, metric, settings.finetune_epochs, run_trial, trial_recipe, RunPaused,
+                      TrialFailed)
+        alive = [r for r in alive if r["finetune"]["state"] != "failed"]
+        if rung == len(shares) - 1 or len(alive) <= 1:
+            break
+        alive.sort(key=lambda r: -sign * _finite(r["finetune"]["value"], sign))
+        if trivial is not None and not any(learned([_finite(r["finetune"]["value"], sign)]) for r in alive):
+            logger.info("rank.by finetune: no candidate beat the trivial model's validation %s (%.4f) at %.0f%% of "
+                        "its run; none is dropped here (halving from the rung where one has learned)", metric,
+                        trivial, 100 * share)
+            alive.sort(key=lambda r: r["finetune"]["number"])
+            continue
+        keep = math.ceil(len(alive) / settings.reduction_factor)
+        for row in alive[keep:]:
+            row["finetune"]["state"] = "pruned"
+            logger.info("rank.by finetune: %s stops at %.0f%% of its run (validation %s %s)", row["name"],
+                        100 * share, metric, row["finetune"]["value"])
+        alive = sorted(alive[:keep], key=lambda r: r["finetune"]["number"])  # the shortlist's order
+    for row in chosen:  # every figure a run reached: whether it learned is judged on its best
+        entry = row["finetune"]
+        if entry["value"] is not None and math.isfinite(entry["value"]):
+            row["scores"]["finetune"] = entry["value"]
+        if trivial is not None and entry["state"] != "failed":
+            entry["learned"] = learned([e["value"] for e in entry["evaluations"] if e["value"] is not None])
+    none_learned = trivial is not None and not any(r["finetune"].get("learned") for r in chosen)
     if none_learned:  # then not learning tells no candidate from another: the order is by value alone
         logger.warning("rank.by finetune: no candidate beat the trivial model's validation %s (%.4f): the order after "
-                       "fine-tuning is not evidence; fine-tune longer (rank.finetune_epochs)", metric, trivial)
-
-    def group(row: dict[str, Any]) -> int:
-        entry = row.get("finetune")
-        if not entry:
-            return order[None]
-        return order["did not learn" if entry.get("learned") is False and not none_learned else entry["state"]]
+                       "fine-tuning is not evidence; give it more (rank.budget, rank.finetune_epochs)", metric, trivial)
 
     def key(row: dict[str, Any]) -> tuple:
+        entry = row.get("finetune")
+        if not entry:
+            group = 1
+        elif entry["state"] == "failed":
+            group = 3
+        else:
+            group = 2 if entry.get("learned") is False and not none_learned else 0
         value = row["scores"].get("finetune")
-        return (group(row), -sign * value if value is not None else math.inf, -row["scores"][settings.shortlist_by])
+        share = -entry["share"] if entry else 0.0
+        return (group, share, -sign * value if value is not None else math.inf, -row["scores"][settings.shortlist_by])
 
     rows.sort(key=key)
-    finished = [i for i, r in enumerate(rows) if (r.get("finetune") or {}).get("state") == "complete"]
-    if not finished:
-        raise UserError(f"rank.by: finetune: no shortlisted candidate finished fine-tuning; see {folder}")
-    if finished[0] != 0:  # the winner is a finished model: a pruned run ahead of it has none to keep
-        logger.warning("rank.by finetune: %s, pruned, was ahead at its last evaluation; the winner is the best "
-                       "candidate that finished, %s", rows[0]["name"], rows[finished[0]]["name"])
-        rows.insert(0, rows.pop(finished[0]))
-    for row in rows[1:]:  # only the winner's fine-tuned model is worth its disk
+    spent = sum(r["finetune"]["share"] for r in chosen)  # full runs trained (a failed run's part not counted)
+    if not any((r.get("finetune") or {}).get("state") in ("complete", "paused") for r in rows):
+        raise UserError(f"rank.by: finetune: every shortlisted candidate failed to fine-tune; see {folder}")
+    winner = rows[0]["finetune"]
+    for row in rows:  # a finished winner's model is worth its disk; nothing else is (paused runs hold checkpoints)
         entry = row.get("finetune")
-        if entry:
+        if entry and not (entry is winner and entry["state"] == "complete"):
             shutil.rmtree(entry["folder"], ignore_errors=True)
             entry["folder"] = None
     return {"metric": metric, "direction": direction, "shortlist_by": settings.shortlist_by,
-            "shortlist": settings.shortlist, "reduction_factor": settings.reduction_factor,
-            "finetune_epochs": settings.finetune_epochs, "winner_folder": rows[0]["finetune"]["folder"],
-            "trivial": trivial, "none_learned": none_learned}
+            "shortlist": settings.shortlist, "reduction_factor": settings.reduction_factor, "budget": settings.budget,
+            "shares": shares, "spent": spent, "finetune_epochs": settings.finetune_epochs,
+            "winner_folder": winner["folder"], "winner_share": winner["share"], "trivial": trivial,
+            "none_learned": none_learned}
 
 
-def _trivial_figure(study: Any) -> float | None:
-    """The trivial model's validation figure of the objective, as the learning onset's reference run recorded
-    it (the validation split, and so the figure, is the same for every candidate); None where it has none."""
-    from hf_finetune.search.onset import TRIVIAL, reference_trial
+def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs: float | None, run_trial: Any,
+              trial_recipe: Any, paused: type, failed: type) -> dict[str, Any]:
+    """Trains `row`'s candidate on to `share` of its run (resuming its checkpoint after the first rung) and
+    records where it got: "paused" with the evaluation there, "complete" with the run's selected value, or
+    "failed"."""
 
-    reference = reference_trial(study)
-    value = reference.user_attrs[TRIVIAL] if reference is not None else None
-    return float(value) if isinstance(value, (int, float)) else None
+    entry, spec = row["finetune"], row["spec"]
+    values = {"model.name": spec.name, "model.pretrained": spec.pretrained}
+    if spec.revision is not None:
+        values["model.revision"] = spec.revision
+    values.update({f"model.{k}": getattr(spec, k) for k in candidate_model_keys(spec)})
+    if epochs is not None:
+        values["training.num_train_epochs"] = epochs
+    started = time.perf_counter()
+    try:
+        recipe = trial_recipe(plan, values, entry["number"])
+        value = run_trial(plan, recipe, None, entry["number"], resume=entry["share"] > 0,
+                          pause_at=share if share < 1.0 else None)
+        entry.update(state="complete", value=value, share=1.0)
+    except paused as stop:
+        entry.update(state="paused", value=stop.value, share=share, step=stop.step, steps=stop.max_steps)
+    except (failed, RecipeError) as exc:
+        entry.update(state="failed", value=None, error=str(exc))
+        logger.warning("rank.by finetune: %s failed: %s", row["name"], exc)
+    entry["seconds"] += time.perf_counter() - started
+    if entry["state"] != "failed":
+        entry["evaluations"].append({"share": entry["share"], "value": entry["value"]})
+    logger.info("rank.by finetune: %s %s at %.0f%% of its run, validation %s %s", row["name"], entry["state"],
+                100 * entry["share"], metric, "n/a" if entry["value"] is None else f"{entry['value']:.4f}")
+    return entry
 
 
-def _last_report(study: Any, trial: Any) -> float | None:
-    """The last value a pruned trial reported (its standing when it was stopped)."""
-    reported = study.trials[trial.number].intermediate_values
-    return float(reported[max(reported)]) if reported else None
-
+def _finite(value: float | None, sign: float) -> float:
+    """A rung's value for comparing: a missing or non-finite one is the worst."""
+    return value if value is not None and math.isfinite(value) else -sign * math.inf

@@ -100,19 +100,36 @@ def format_table(record: dict[str, Any]) -> str:
         if finetuned.get("none_learned"):
             lines.append(f"Warning: no fine-tuned candidate beat the trivial model's validation {finetuned['metric']} "
                          f"({finetuned['trivial']:.4f}): this order is not evidence; fine-tune longer "
-                         "(rank.finetune_epochs).")
-        lines += [f"Winner after fine-tuning (validation {finetuned['metric']}): {record['winner']}; its model is in "
-                  f"{finetuned['winner_folder']}. Train it with the full recipe:", f"  {record['train_command']}"]
+                         "(rank.budget, rank.finetune_epochs).")
+        lines.append(_halving_line(finetuned))
+        where = (f"its model is in {finetuned['winner_folder']}" if finetuned.get("winner_folder")
+                 else f"it trained {finetuned['winner_share']:.0%} of its run within rank.budget")
+        lines += [f"Winner after fine-tuning (validation {finetuned['metric']}): {record['winner']}; {where}. Train it "
+                  "with the full recipe:", f"  {record['train_command']}"]
     else:
         lines += [f"Winner: {record['winner']}. Train it with:", f"  {record['train_command']}"]
     return "\n".join(lines) + "\n"
 
 
 def _finetune_note(row: dict[str, Any]) -> str:
-    """rank.by finetune: "(pruned)", and "(did not learn)" for a run that never beat the trivial model."""
+    """rank.by finetune: where the run stopped, when not at the whole run ("at 21% of its run", "pruned" where
+    halving stopped it), and "did not learn" for a run that never beat the trivial model."""
     entry = row.get("finetune") or {}
-    notes = [n for n, on in (("pruned", entry.get("state") == "pruned"), ("did not learn", entry.get("learned") is False)) if on]
+    notes = []
+    if entry.get("state") in ("pruned", "paused"):
+        notes.append(f"{'pruned ' if entry['state'] == 'pruned' else ''}at {entry['share']:.0%}")
+    if entry.get("learned") is False:
+        notes.append("did not learn")
     return f" ({', '.join(notes)})" if notes else ""
+
+
+def _halving_line(finetuned: dict[str, Any]) -> str:
+    """How the fine-tuning was spent: the rungs and the full runs it cost against rank.budget."""
+    if "shares" not in finetuned:  # a rank.json from before rank.budget
+        return "Fine-tuned one candidate after another with successive halving."
+    return (f"Successive halving, 1 in {finetuned['reduction_factor']} kept at "
+            + ", ".join(f"{s:.0%}" for s in finetuned["shares"])
+            + f" of a run: {finetuned['spent']:.2f} full runs trained (rank.budget {finetuned['budget']:g}).")
 
 
 def _untrained_note(record: dict[str, Any]) -> list[str]:

@@ -36,6 +36,15 @@ class SearchStopped(UserError):
     """A failure the search cannot go past safely (several processes, one of them failed): every rank stops."""
 
 
+class RunPaused(Exception):
+    """A run that `PauseAt` stopped at its share of the steps, its checkpoint saved: `run_trial(...,
+    resume=True)` continues it."""
+
+    def __init__(self, step: int, max_steps: int, value: float | None):
+        self.step, self.max_steps, self.value = step, max_steps, value
+        super().__init__(f"paused at step {step} of {max_steps}")
+
+
 @dataclass(frozen=True)
 class TrialPlan:
     """What every trial of one tune command shares."""
@@ -101,6 +110,45 @@ class PruningCallback(TrainerCallback):
         return control
 
 
+class PauseAt(TrainerCallback):
+    """Stops a run once it has trained `fraction` of its optimizer steps: evaluates there, saves a checkpoint,
+    then raises `RunPaused` with the evaluation's objective (from `on_save`: the checkpoint is complete then,
+    and the run has written no finished model, so resuming it goes on from that step).
+
+    The run keeps its own total steps, so its learning-rate schedule is the whole run's: a run paused and
+    resumed trains what one uninterrupted run trains. A fraction that reaches the last step pauses nothing.
+    One process only (rank's fine-tuning mode); under several, a raise on one rank would strand the others.
+    """
+
+    def __init__(self, fraction: float, metric: str):
+        self.fraction, self.metric = fraction, metric
+        self.step: int | None = None  # where to pause; None: the run finishes
+        self.stopping = False
+        self.value: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        step = max(1, math.ceil(self.fraction * state.max_steps - 1e-9))
+        self.step = step if step < state.max_steps else None
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.step is not None and state.global_step >= self.step:
+            self.stopping = True
+            control.should_evaluate = control.should_save = control.should_training_stop = True
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.stopping:
+            value = (metrics or {}).get(f"eval_{self.metric}")
+            self.value = float(value) if isinstance(value, (int, float)) else None
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.stopping:
+            raise RunPaused(state.global_step, state.max_steps, self.value)
+        return control
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     import torch
 
@@ -109,10 +157,16 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))
 
 
-def run_trial(plan: TrialPlan, recipe: Any, trial: Any, number: int) -> float:
+def run_trial(plan: TrialPlan, recipe: Any, trial: Any, number: int, *, resume: bool = False,
+              pause_at: float | None = None) -> float:
     """Trains one trial and returns its objective: the selected model's validation metric.
 
+    Args:
+        resume: continue the trial's run from its newest checkpoint (one that `pause_at` left).
+        pause_at: stop once this share of the run's steps is trained (`PauseAt`), keeping its checkpoint.
+
     Raises:
+        RunPaused: `pause_at` stopped it; its checkpoint is kept.
         optuna.TrialPruned: the pruner stopped it (on every rank).
         TrialFailed: it failed alike on every rank; the search goes on.
         SearchStopped: it failed in a way several processes cannot recover from together.
@@ -123,10 +177,11 @@ def run_trial(plan: TrialPlan, recipe: Any, trial: Any, number: int) -> float:
     from hf_finetune.pipeline import run
 
     callback = PruningCallback(trial, plan.metric)
+    callbacks: list[Any] = [callback] + ([PauseAt(pause_at, plan.metric)] if pause_at is not None else [])
     try:
         try:
-            result = run(recipe, callbacks=[callback])
-        except optuna.TrialPruned:
+            result = run(recipe, resume=resume, callbacks=callbacks)
+        except (optuna.TrialPruned, RunPaused):
             raise
         except TrainingAborted as exc:
             if exc.exit_code != 1:  # a signal: the user or the scheduler stops the search
@@ -157,10 +212,12 @@ def run_trial(plan: TrialPlan, recipe: Any, trial: Any, number: int) -> float:
             trial.set_user_attr(TRIVIAL, trivial_figure(result.metrics.get("validation") or {}, plan.metric))
             trial.set_user_attr("evaluations", callback.evaluations)
         return float(value)
+    except RunPaused:
+        raise  # its checkpoint is what resuming reads
     except BaseException:
         if trial is not None:
             trial.set_user_attr("evaluations", callback.evaluations)
-        if ranks.is_main():  # a stopped trial's checkpoints are of no use: trials never resume
+        if ranks.is_main():  # a stopped trial's checkpoints are of no use: it is not resumed
             shutil.rmtree(trial_dir(plan.out_dir, number) / "checkpoints", ignore_errors=True)
         raise
     finally:

@@ -29,10 +29,16 @@ class RankSpec(Section):
                                                 "by shortlist_by (untrained ones are always fine-tuned).")
     shortlist_by: RankScore = Field("logme", description="by finetune: the frozen score that makes the shortlist.")
     reduction_factor: int = Field(3, ge=2, description="by finetune: successive halving keeps 1 in this many "
-                                                      "candidates at each evaluation.")
+                                                      "candidates at each rung.")
+    budget: float = Field(
+        1.0, gt=0, le=100, description="by finetune: the fine-tuning's total training, in full runs of the recipe. "
+        "Every shortlisted candidate trains the same share of its run, the best 1 in reduction_factor go on from "
+        "their checkpoints, and so on; the last rung ends at the whole run only where the budget reaches it "
+        "(about 1.6 runs for 4 candidates at reduction factor 3)."
+    )
     finetune_epochs: float | None = Field(
-        None, gt=0, le=10_000, description="by finetune: epochs of each candidate's run (default: the recipe's own, "
-        "data-aware ones included)."
+        None, gt=0, le=10_000, description="by finetune: epochs of each candidate's full run, which rank.budget "
+        "counts in (default: the recipe's own, data-aware ones included)."
     )
     hscore: bool = Field(False, description="Also compute the H-score (Ledoit-Wolf shrinkage covariance).")
     knn_k: int = Field(5, gt=0, description="Neighbours of the k-NN validation accuracy (cosine similarity).")
