@@ -8,8 +8,9 @@ Each task ranks its candidates twice:
     frozen    `hf-finetune rank` at its defaults (LogME, k-NN, probe, H-score on frozen features; fresh
               feature cache, so the time includes every extraction)
     finetune  `rank.by: finetune` (the shortlist by LogME plus every untrained candidate, fine-tuned with
-              successive halving and ordered by validation), on the features the frozen pass cached;
-              its time is the frozen pass's plus its own
+              successive halving in rank.budget full runs and ordered by validation), on the features the
+              frozen pass cached; its time is the frozen pass's plus its own. `--rank-set budget=2
+              shortlist=4` changes its settings
 then fine-tunes every candidate with the same recipe (`hf_finetune.train`) as the ground truth, and
 reports for each score, and for the fine-tuning mode's order, the weighted Kendall tau
 (scipy.stats.weightedtau, hyperbolic weights on rank, as the LogME paper uses) against the fine-tuned
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import real_assets
+import yaml
 from common import REPO, machine
 
 RESULTS = REPO / "benchmarks" / "results" / "rank.json"
@@ -146,7 +148,7 @@ def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
         frozen, rank_s = rank_pass(recipe, candidates, work, name, {})
         by_finetune, finetune_mode_s = None, None
         if "finetune" in args.modes:
-            by_finetune, own_s = rank_pass(recipe, candidates, work, name, {"by": "finetune"})
+            by_finetune, own_s = rank_pass(recipe, candidates, work, name, {"by": "finetune", **args.rank_set})
             finetune_mode_s = rank_s + own_s  # its frozen scores came from the frozen pass's cache
         tuned = {}
         for index, candidate in enumerate(candidates):
@@ -168,6 +170,7 @@ def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
         finetune_all_s = sum(t["wall_s_per_seed"][0] for t in tuned.values())
         result: dict[str, Any] = {
             "settings": {k: getattr(args, k) for k in ("rows", "image_size", "epochs", "max_length", "seeds")},
+            "finetune_mode_settings": args.rank_set,
             "candidates": {n: {"scores": rows[n]["scores"], "spread": rows[n]["spread"], "dim": rows[n]["dim"],
                                "extraction_s": rows[n]["extraction_s"], "fine_tuned": tuned[n]} for n in names},
             "weighted_tau": taus, "rank_s": rank_s, "finetune_all_s": finetune_all_s,
@@ -230,10 +233,13 @@ def main() -> None:
                                                                "(42, 43, ...) and compare with the mean accuracy")
     parser.add_argument("--modes", nargs="+", choices=["frozen", "finetune"], default=["frozen", "finetune"],
                         help="finetune: also rank with rank.by finetune (the frozen pass always runs)")
+    parser.add_argument("--rank-set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="rank settings of the finetune mode, e.g. budget=2 shortlist=4 (values read as YAML)")
     parser.add_argument("--reuse-truth", action="store_true",
                         help="take the fine-tuned ground truth from the last run with the same settings in "
                              "results/rank.json (to re-measure rank alone after a change to it)")
     args = parser.parse_args()
+    args.rank_set = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.rank_set)}
     if args.rows is None:
         args.rows = 300 if args.task == "digits" else 80
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
