@@ -295,7 +295,12 @@ def build_data_and_model(recipe: Recipe, *, pad_multiple: int | None = None, mai
     first = (lambda: main_process_first(prep.verb)) if main_process_first else contextlib.nullcontext
     data = build_datasets(recipe, prep.encoding, main_process_first=first,
                           extra_train=extra_train, labeling=task.problem.labeling, process=process)
-    model = task.inputs.build_backbone(recipe.model, data.labels, prep.tokenizer)  # the task's head on the backbone
+    spec = recipe.model
+    if recipe.finetune.data_aware and not data.streaming and "hidden_dropout" not in task.inputs.foreign_model_keys:
+        from hf_finetune.models.hidden_dropout import data_aware_hidden_dropout
+
+        spec = data_aware_hidden_dropout(spec, len(data.label_rows))  # decided before the dropout layers exist
+    model = task.inputs.build_backbone(spec, data.labels, prep.tokenizer)  # the task's head on the backbone
     decided = dict(prep.decided)
     decided["model"] = task.inputs.finish_model(recipe, model, prep, data)
     return data, model, prep.tokenizer, prep.record, decided

@@ -26,9 +26,6 @@ def test_each_family_gets_the_rate_under_its_own_names():
     gpt2 = GPT2Config()
     set_hidden_dropout(gpt2, 0.0, "gpt2")
     assert (gpt2.resid_pdrop, gpt2.embd_pdrop, gpt2.summary_first_dropout, gpt2.attn_pdrop) == (0.0, 0.0, 0.0, 0.1)
-    # The task's default applies where the recipe sets none; the recipe's own value wins.
-    assert set_hidden_dropout(BertConfig(), None, "bert", default=0.0) == 0.0
-    assert set_hidden_dropout(BertConfig(), 0.2, "bert", default=0.0) == 0.2
 
 
 def test_the_resolved_recipe_records_one_rate_or_none():
@@ -77,3 +74,39 @@ def test_members_that_differ_only_in_dropout_share_an_architecture():
     from hf_finetune.combine.members import NOT_ARCHITECTURE
 
     assert {"hidden_dropout_prob", "dropout", "resid_pdrop", "classifier_dropout", "seq_classif_dropout"} <= NOT_ARCHITECTURE
+
+
+@pytest.mark.parametrize(("rows", "settings", "expected"), [
+    (500, {}, 0.0),  # from HIDDEN_DROPOUT_OFF_FROM_ROWS training rows: off by default
+    (499, {}, 0.1),  # fewer: the backbone's rate, which regularises few-label runs
+    (500, {"finetune": {"data_aware": False}}, 0.1),  # no data-aware defaults: the backbone's
+    (500, {"model": {"hidden_dropout": 0.05}}, 0.05),  # the recipe's own rate wins
+])
+def test_from_500_training_rows_the_default_turns_the_dropout_off(tmp_path, tiny_bert, caplog, rows, settings,
+                                                                 expected):
+    import csv
+    import logging
+
+    from hf_finetune.models.hidden_dropout import HIDDEN_DROPOUT_OFF_FROM_ROWS
+    from hf_finetune.pipeline import build_data_and_model
+    from hf_finetune.recipe import validate_recipe
+
+    assert HIDDEN_DROPOUT_OFF_FROM_ROWS == 500
+    files = {}
+    for split, count in (("train", rows), ("validation", 20)):
+        files[split] = tmp_path / f"{split}.csv"
+        with files[split].open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows([f"the film was {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg"]
+                             for i in range(count))
+    recipe = {"task": "text-classification", "model": {"name": str(tiny_bert), **settings.get("model", {})},
+              "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(tmp_path / "cache")},
+              "finetune": settings.get("finetune", {}), "output": {"dir": str(tmp_path / "run")}}
+    with caplog.at_level(logging.INFO, logger="hf_finetune"):
+        _, model, _, _, decided = build_data_and_model(validate_recipe(recipe))
+    assert model.config.hidden_dropout_prob == expected and decided["model"]["hidden_dropout"] == expected
+    dropouts = {m.p for name, m in model.named_modules() if type(m).__name__ == "Dropout" and "attention.self" not in name}
+    assert dropouts == {expected}  # every hidden-state dropout layer, the head's included, was built with it
+    decision = f"Default from the data: model.hidden_dropout = 0 ({rows} training rows, at least 500"
+    assert (decision in caplog.text) == (expected == 0.0)

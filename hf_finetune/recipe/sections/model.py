@@ -39,7 +39,8 @@ class ModelSpec(Section):
         None, ge=0, lt=1,
         description="Dropout on the hidden states of text models while fine-tuning: the embeddings, every "
         "layer's outputs and the head's input (hidden_dropout_prob, dropout or resid_pdrop, with the head's own "
-        "rate where the config keeps one). Default: the backbone's config (BERT: 0.1). Recorded.",
+        "rate where the config keeps one). Default: 0 from 500 training rows (finetune.data_aware), else the "
+        "backbone's config (BERT: 0.1). Recorded.",
     )
     channels_last: bool | None = Field(
         None, description="Channels-last memory layout for convolutional vision models (default: on with a GPU)."
