@@ -134,6 +134,8 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     alive = list(chosen)
     for rung, share in enumerate(shares):
         for row in alive:
+            if row["finetune"]["state"] == "complete":  # a run shorter than its rung's steps finished already
+                continue
             _train_to(row, share, plan, metric, settings.finetune_epochs, run_trial, trial_recipe, RunPaused,
                       TrialFailed)
         alive = [r for r in alive if r["finetune"]["state"] != "failed"]
