@@ -179,7 +179,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
 
     rows.sort(key=key)
     spent = sum(r["finetune"]["share"] for r in chosen)  # full runs trained (a failed run's part not counted)
-    if not any((r.get("finetune") or {}).get("state") in ("complete", "paused") for r in rows):
+    if all(r["finetune"]["state"] == "failed" for r in chosen):
         raise UserError(f"rank.by: finetune: every shortlisted candidate failed to fine-tune; see {folder}")
     winner = rows[0]["finetune"]
     for row in rows:  # a finished winner's model is worth its disk; nothing else is (paused runs hold checkpoints)
