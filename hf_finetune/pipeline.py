@@ -37,6 +37,7 @@ from hf_finetune.training.data_aware import (
     apply_decisions,
     data_aware_defaults,
     few_validation_warning,
+    hidden_dropout_decision,
     log_decisions,
 )
 from hf_finetune.training.mirror import mirror_decision
@@ -296,10 +297,10 @@ def build_data_and_model(recipe: Recipe, *, pad_multiple: int | None = None, mai
     data = build_datasets(recipe, prep.encoding, main_process_first=first,
                           extra_train=extra_train, labeling=task.problem.labeling, process=process)
     spec = recipe.model
-    if recipe.finetune.data_aware and not data.streaming and "hidden_dropout" not in task.inputs.foreign_model_keys:
-        from hf_finetune.models.hidden_dropout import data_aware_hidden_dropout
-
-        spec = data_aware_hidden_dropout(spec, len(data.label_rows))  # decided before the dropout layers exist
+    dropout = hidden_dropout_decision(recipe, task.inputs, data)  # before the dropout layers take their rate
+    if dropout is not None:
+        log_decisions([dropout])
+        spec = apply_decisions(recipe, [dropout]).model
     model = task.inputs.build_backbone(spec, data.labels, prep.tokenizer)  # the task's head on the backbone
     decided = dict(prep.decided)
     decided["model"] = task.inputs.finish_model(recipe, model, prep, data)

@@ -87,11 +87,9 @@ def test_from_500_training_rows_the_default_turns_the_dropout_off(tmp_path, tiny
     import csv
     import logging
 
-    from hf_finetune.models.hidden_dropout import HIDDEN_DROPOUT_OFF_FROM_ROWS
     from hf_finetune.pipeline import build_data_and_model
     from hf_finetune.recipe import validate_recipe
-
-    assert HIDDEN_DROPOUT_OFF_FROM_ROWS == 500
+    from hf_finetune.search.defaults import run_values
     files = {}
     for split, count in (("train", rows), ("validation", 20)):
         files[split] = tmp_path / f"{split}.csv"
@@ -108,5 +106,8 @@ def test_from_500_training_rows_the_default_turns_the_dropout_off(tmp_path, tiny
     assert model.config.hidden_dropout_prob == expected and decided["model"]["hidden_dropout"] == expected
     dropouts = {m.p for name, m in model.named_modules() if type(m).__name__ == "Dropout" and "attention.self" not in name}
     assert dropouts == {expected}  # every hidden-state dropout layer, the head's included, was built with it
-    decision = f"Default from the data: model.hidden_dropout = 0 ({rows} training rows, at least 500"
+    decision = f"Default from the data: model.hidden_dropout = 0.0 ({rows} labelled training rows, at least 500"
     assert (decision in caplog.text) == (expected == 0.0)
+    # tune's trial 0 is the run at its defaults: it reads the same rate (search/defaults.run_values)
+    assert run_values(validate_recipe(recipe), ["model.hidden_dropout"]) == {
+        "model.hidden_dropout": None if expected == 0.1 else expected}

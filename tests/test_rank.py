@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from hf_finetune.cli import main
+from hf_finetune.errors import RecipeError
 from hf_finetune.rank.scores import hscore, knn_accuracy, logme, probe_accuracy
 
 from .conftest import write_recipe
@@ -294,9 +295,10 @@ def test_an_untrained_candidate_above_every_pretrained_one_is_not_the_winner():
     assert "Not a winner" not in format_table({**record, "by": "finetune", "finetune": None})
 
 
-def stub_runs(monkeypatch, curves: dict, calls: list | None = None) -> None:
+def stub_runs(monkeypatch, curves: dict, calls: list | None = None, short: frozenset = frozenset()) -> None:
     """rank's fine-tuning on stubbed runs: `curves[name](share)` is the validation accuracy a candidate's run
-    shows at that share of its steps; a paused run raises RunPaused there, a whole run returns its value."""
+    shows at that share of its steps; a paused run raises RunPaused there, a whole run returns its value, and
+    a run of a name in `short` has fewer steps than any pause needs: it finishes at once."""
     import hf_finetune.search.trials as trials
     import hf_finetune.search.tune  # noqa: F401  before the patch below: tune binds run_trial when first imported
 
@@ -304,7 +306,7 @@ def stub_runs(monkeypatch, curves: dict, calls: list | None = None) -> None:
         name = values["model.name"] + ("" if values["model.pretrained"] else " (random init)")
         if calls is not None:
             calls.append((name, resume, pause_at, values))
-        if pause_at is None:
+        if pause_at is None or name in short:
             return curves[name](1.0)
         raise trials.RunPaused(round(100 * pause_at), 100, curves[name](pause_at))
 
@@ -394,6 +396,73 @@ def test_rank_by_finetune_halves_only_once_a_candidate_has_learned(tmp_path, ran
     assert [(r.get("finetune") or {}).get("state") for r in rows] == ["complete", "pruned", None, "pruned"]
     assert rows[0]["finetune"]["learned"] is True and rows[0]["scores"]["finetune"] == 0.10
     assert settings["winner_folder"] == rows[0]["finetune"]["folder"] and settings["winner_share"] == 1.0
+
+
+def test_rank_by_finetune_ranks_by_the_rung_reached_and_sends_a_lone_survivor_to_the_budgets_end(
+        tmp_path, rank_recipe, monkeypatch):
+    """A run too short to pause finishes at its first rung; pruned there, it stays behind the candidates kept,
+    though it trained its whole run. A candidate left alone by failures trains on to where the budget ends."""
+    import hf_finetune.search.trials as trials
+    from hf_finetune.rank.finetune import finetune_rows
+    from hf_finetune.recipe import ModelSpec, validate_recipe
+
+    def failing(share):
+        raise trials.TrialFailed("out of memory")
+
+    calls = []
+    curves = {"a": lambda share: 0.5 + share / 10, "b": lambda share: 0.3, "c": lambda share: 0.2}
+    stub_runs(monkeypatch, curves, calls, short=frozenset({"b"}))
+    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
+
+    def rows_of(*names: str) -> list[dict]:
+        return [{"name": n, "spec": ModelSpec(name=n), "untrained": False, "scores": {"logme": -0.1 * i},
+                 "rows": {"train": 20}, "num_classes": 10, "dim": 8, "pooling": "avg", "extraction_s": 1.0,
+                 "from_cache": False} for i, n in enumerate(names)]
+
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 3}})
+    rows = rows_of("a", "b", "c")
+    finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.1)
+    assert [(r["name"], r["finetune"]["state"], r["finetune"]["share"], r["finetune"]["rung"]) for r in rows] == [
+        ("a", "paused", pytest.approx(0.6), 1), ("b", "pruned", 1.0, 0), ("c", "pruned", pytest.approx(0.2), 0)]
+    assert [name for name, *_ in calls] == ["a", "b", "c", "a"]  # "b" finished: never resumed
+    from hf_finetune.rank.report import _finetune_note
+
+    assert _finetune_note(rows[1]) == " (pruned at 20%)"  # where halving dropped it (3 candidates: 20%, 60%)
+
+    calls.clear()
+    curves["b"] = failing
+    rows = rows_of("a", "b")
+    finetune_rows(validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2, "budget": 10}}), rows,
+                  tmp_path / "lone", 1, trivial=0.1)
+    # 2 candidates, budget 10: rungs at 1/3 and the whole run; "b" failed at once, so "a" goes to the end
+    third = pytest.approx(1 / 3)
+    assert [(n, r, p) for n, r, p, _ in calls] == [("a", False, third), ("b", False, third), ("a", True, None)]
+    assert rows[0]["finetune"]["state"] == "complete" and rows[1]["finetune"]["state"] == "failed"
+
+    with pytest.raises(RecipeError, match="training.save_strategy: best saves only a new best checkpoint"):
+        finetune_rows(validate_recipe({**rank_recipe, "rank": {"by": "finetune"},
+                                       "training": {"save_strategy": "best", "metric_for_best_model": "accuracy"}}),
+                      rows_of("a"), tmp_path / "best", 1)
+
+
+def test_rank_by_finetune_says_so_when_every_run_failed(tmp_path, rank_recipe, monkeypatch):
+    import hf_finetune.search.trials as trials
+    from hf_finetune.errors import UserError
+    from hf_finetune.rank.finetune import finetune_rows
+    from hf_finetune.recipe import ModelSpec, validate_recipe
+
+    def failing(share):
+        raise trials.TrialFailed("out of memory")
+
+    stub_runs(monkeypatch, {"a": failing, "b": failing})
+    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 2}})
+    rows = [{"name": n, "spec": ModelSpec(name=n), "untrained": False, "scores": {"logme": -0.1 * i}, "rows": {"train": 20},
+             "num_classes": 10, "dim": 8, "pooling": "avg", "extraction_s": 1.0, "from_cache": False}
+            for i, n in enumerate("ab")]
+    with pytest.raises(UserError, match=r"rank.by: finetune: every shortlisted candidate failed to fine-tune; see "):
+        finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.1)
+    assert [r["finetune"]["error"] for r in rows] == ["out of memory"] * 2
 
 
 def test_rank_by_finetune_runs_keep_a_candidates_own_model_keys(tmp_path, rank_recipe, monkeypatch):

@@ -4,7 +4,7 @@ BERT-family configs keep one rate for the embeddings, every layer's outputs and 
 leaves `classifier_dropout` unset) the head's input: 0.1 in BERT, MiniLM, RoBERTa. Other families name
 it otherwise and keep the head's own rate beside it. The recipe key sets all of them at once; null
 keeps what the backbone's config says, except that with `finetune.data_aware` a run of at least
-HIDDEN_DROPOUT_OFF_FROM_ROWS training rows trains without it (`data_aware_hidden_dropout`).
+500 labelled training rows trains without it (training/data_aware.hidden_dropout_decision).
 """
 
 from __future__ import annotations
@@ -23,14 +23,6 @@ HIDDEN_DROPOUT_KEYS = ("hidden_dropout_prob", "dropout", "resid_pdrop")
 # classifier_dropout when set, DistilBERT's seq_classif_dropout, GPT-2's summary_first_dropout) and
 # GPT-2's embeddings. BERT's classifier_dropout of None already follows hidden_dropout_prob.
 COMPANION_KEYS = ("classifier_dropout", "seq_classif_dropout", "summary_first_dropout", "embd_pdrop")
-# From this many training rows the hidden-state dropout is off (finetune.data_aware, model.hidden_dropout unset).
-# Measured with all-MiniLM-L6-v2, 3 seeds each (benchmarks/README.md, "Hidden-state dropout off"): on six real
-# text sets of 500 to about 1,700 training rows (VADER ratings and STS-B pairs, regression, 600 each; BBC News
-# imbalanced, 620, and full, 1,491; NRC emotion words, multi-label, 500; WNUT-16 tweets, entities) the test
-# figure moved by -0.003 to +0.006, inside the seeds' spread, and runs were 5-11% shorter (full BBC 265 s against
-# 281 s, where the example script took 302 s); on six few-label sets of 24 to 128 rows (VADER sentiment, NRC words;
-# 8, 16, 32 per class) it cost 0.004 to 0.029 macro-F1 on five of them: with few rows the dropout still regularises.
-HIDDEN_DROPOUT_OFF_FROM_ROWS = 500
 
 
 def _rate(config: Any, name: str) -> float | None:
@@ -41,18 +33,6 @@ def _rate(config: Any, name: str) -> float | None:
 def hidden_dropout_key(config: Any) -> str | None:
     """The config attribute that holds the hidden-state dropout, or None where the model has none."""
     return next((name for name in HIDDEN_DROPOUT_KEYS if _rate(config, name) is not None), None)
-
-
-def data_aware_hidden_dropout(spec: Any, rows: int) -> Any:
-    """The model section to build for a run of `rows` training rows: `spec`, with `hidden_dropout` 0 where it
-    is unset and the run has at least HIDDEN_DROPOUT_OFF_FROM_ROWS rows (the decision logged as the other
-    data-aware defaults are)."""
-    if spec.hidden_dropout is not None or rows < HIDDEN_DROPOUT_OFF_FROM_ROWS:
-        return spec
-    logger.info("Default from the data: model.hidden_dropout = 0 (%d training rows, at least %d: on real text sets of "
-                "that size the dropout bought no test score, and runs are 5-11%% shorter without it; with fewer rows "
-                "it regularises, and the backbone's rate is kept)", rows, HIDDEN_DROPOUT_OFF_FROM_ROWS)
-    return spec.model_copy(update={"hidden_dropout": 0.0})
 
 
 def set_hidden_dropout(config: Any, value: float | None, model_name: str) -> float | None:

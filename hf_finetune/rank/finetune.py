@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hf_finetune.errors import RecipeError, UserError
+from hf_finetune.errors import Problem, RecipeError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,10 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     if num_processes > 1:
         raise UserError("rank.by: finetune trains in one process; run `hf-finetune rank` without accelerate "
                         "launch, or search `model.name` choices with `hf-finetune tune`")
+    if str(recipe.training.get("save_strategy")) == "best":
+        raise RecipeError([Problem("training.save_strategy", "best saves only a new best checkpoint, and rank.by: "
+                                   "finetune pauses each run at a checkpoint of its own: use epoch or steps")],
+                          recipe.source)
     settings = recipe.rank
     metric, direction = resolve_objective(recipe, recipe.training.get("metric_for_best_model"))
     if metric.endswith("loss"):
@@ -129,17 +133,23 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         return any(sign * (v - trivial) > F1_MARGIN * max(1.0, abs(trivial)) for v in values)
 
     for number, row in enumerate(chosen):
+        # share: of its run trained; rung: the last rung it was in (what orders the candidates: a run that
+        # finished before its rung's share, then pruned there, stays behind the ones kept)
         row["finetune"] = {"folder": str(trial_dir(folder, number)), "number": number, "state": "waiting",
-                           "value": None, "share": 0.0, "evaluations": [], "seconds": 0.0}
+                           "value": None, "share": 0.0, "rung": 0, "rung_share": shares[0], "evaluations": [],
+                           "seconds": 0.0}
     alive = list(chosen)
     for rung, share in enumerate(shares):
+        if len(alive) == 1:  # the others failed: the last one goes to where the budget ends
+            rung, share = len(shares) - 1, shares[-1]
         for row in alive:
+            row["finetune"].update(rung=rung, rung_share=share)
             if row["finetune"]["state"] == "complete":  # a run shorter than its rung's steps finished already
                 continue
             _train_to(row, share, plan, metric, settings.finetune_epochs, run_trial, trial_recipe, RunPaused,
                       TrialFailed)
         alive = [r for r in alive if r["finetune"]["state"] != "failed"]
-        if rung == len(shares) - 1 or len(alive) <= 1:
+        if rung == len(shares) - 1 or not alive:
             break
         alive.sort(key=lambda r: -sign * _finite(r["finetune"]["value"], sign))
         if trivial is not None and not any(learned([_finite(r["finetune"]["value"], sign)]) for r in alive):
@@ -174,8 +184,8 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         else:
             group = 2 if entry.get("learned") is False and not none_learned else 0
         value = row["scores"].get("finetune")
-        share = -entry["share"] if entry else 0.0
-        return (group, share, -sign * value if value is not None else math.inf, -row["scores"][settings.shortlist_by])
+        reached = -entry["rung"] if entry else 0
+        return (group, reached, -sign * value if value is not None else math.inf, -row["scores"][settings.shortlist_by])
 
     rows.sort(key=key)
     spent = sum(r["finetune"]["share"] for r in chosen)  # full runs trained (a failed run's part not counted)
@@ -199,6 +209,7 @@ def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs:
     """Trains `row`'s candidate on to `share` of its run (resuming its checkpoint after the first rung) and
     records where it got: "paused" with the evaluation there, "complete" with the run's selected value, or
     "failed"."""
+    from hf_finetune.search.trials import release_memory
 
     entry, spec = row["finetune"], row["spec"]
     values = {"model.name": spec.name, "model.pretrained": spec.pretrained}
@@ -219,6 +230,7 @@ def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs:
         entry.update(state="failed", value=None, error=str(exc))
         logger.warning("rank.by finetune: %s failed: %s", row["name"], exc)
     entry["seconds"] += time.perf_counter() - started
+    release_memory()  # the paused run's trainer lived in the exception's frames, gone only now
     if entry["state"] != "failed":
         entry["evaluations"].append({"share": entry["share"], "value": entry["value"]})
     logger.info("rank.by finetune: %s %s at %.0f%% of its run, validation %s %s", row["name"], entry["state"],

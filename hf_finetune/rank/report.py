@@ -116,8 +116,10 @@ def _finetune_note(row: dict[str, Any]) -> str:
     halving stopped it), and "did not learn" for a run that never beat the trivial model."""
     entry = row.get("finetune") or {}
     notes = []
-    if entry.get("state") in ("pruned", "paused"):
-        notes.append(f"{'pruned ' if entry['state'] == 'pruned' else ''}at {entry['share']:.0%}")
+    if entry.get("state") == "pruned":
+        notes.append(f"pruned at {entry.get('rung_share', entry.get('share', 0.0)):.0%}")
+    elif entry.get("state") == "paused":
+        notes.append(f"at {entry['share']:.0%}")
     if entry.get("learned") is False:
         notes.append("did not learn")
     return f" ({', '.join(notes)})" if notes else ""

@@ -27,16 +27,20 @@ def run_decisions(recipe: Any) -> list[Any]:
     import torch
 
     from hf_finetune.pipeline import build_data_and_model, data_aware_decisions
+    from hf_finetune.tasks import task_of
     from hf_finetune.training.arguments import resolve_training
+    from hf_finetune.training.data_aware import hidden_dropout_decision
     from hf_finetune.training.trainer import run_precision
 
     settings = resolve_training(recipe, log=False)
     data, model, *_ = build_data_and_model(recipe)
     try:
         device = torch.device("cuda" if torch.cuda.is_available() and not settings.training.get("use_cpu") else "cpu")
-        return data_aware_decisions(recipe, data, model, settings.batch.global_size,
-                                    int(settings.training.get("per_device_eval_batch_size", 8)), device,
-                                    run_precision(settings.training))
+        dropout = hidden_dropout_decision(recipe, task_of(recipe).inputs, data)  # made while building the model
+        return [*([dropout] if dropout else []),
+                *data_aware_decisions(recipe, data, model, settings.batch.global_size,
+                                      int(settings.training.get("per_device_eval_batch_size", 8)), device,
+                                      run_precision(settings.training))]
     finally:
         del model
         gc.collect()

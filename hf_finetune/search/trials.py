@@ -116,7 +116,9 @@ class PauseAt(TrainerCallback):
     and the run has written no finished model, so resuming it goes on from that step).
 
     The run keeps its own total steps, so its learning-rate schedule is the whole run's: a run paused and
-    resumed trains what one uninterrupted run trains. A fraction that reaches the last step pauses nothing.
+    resumed trains the weights one uninterrupted run trains (the pause adds one evaluation and checkpoint,
+    which the run's best-checkpoint selection may choose). A fraction that reaches the last step pauses
+    nothing. `training.save_strategy: best` saves only a new best, so it cannot pause: refused before.
     One process only (rank's fine-tuning mode); under several, a raise on one rank would strand the others.
     """
 
@@ -146,6 +148,12 @@ class PauseAt(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if self.stopping:
             raise RunPaused(state.global_step, state.max_steps, self.value)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.stopping:  # it stopped and no checkpoint was saved (save_strategy: best saves only a new best)
+            raise UserError(f"the run was to pause at step {self.step} with a checkpoint, and none was saved "
+                            f"(training.save_strategy {args.save_strategy}); pausing needs epoch, steps or no")
         return control
 
 

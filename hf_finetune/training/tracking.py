@@ -225,7 +225,8 @@ def tracked_run(report_to: Any, out_dir: Path) -> Iterator[Tracking]:
             yield Tracking(names, tensorboard_dir, run, wandb_run, wandb_weights)
             status = "FINISHED"
         except BaseException as exc:
-            status = "KILLED" if type(exc).__name__ == "TrialPruned" else "FAILED"
+            # stopped on purpose by the search (pruned) or by rank's halving (paused, resumed later): not a failure
+            status = "KILLED" if type(exc).__name__ in ("TrialPruned", "RunPaused") else "FAILED"
             raise
         finally:
             if run is not None:
