@@ -42,8 +42,11 @@ from hf_finetune.training.data_aware import (
 )
 from hf_finetune.training.mirror import mirror_decision
 from hf_finetune.training.safeguards import (
+    DECISIONS_FILE,
     find_resume_checkpoint,
+    record_decisions,
     record_or_compare_recipe,
+    recorded_decisions,
     train_with_safeguards,
 )
 from hf_finetune.training.streams import stream_decisions
@@ -132,11 +135,19 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
     if data.carved is not None:  # recipe.yaml says "carved" (null), so reading it again carves the same rows
         decided["data"] = {"splits": {**recipe.data.splits.model_dump(), "validation": None}}
     if recipe.finetune.data_aware:
-        decisions = data_aware_decisions(recipe, data, model, resolved_training.batch.global_size,
-                                         args.per_device_eval_batch_size, args.device, run_precision(args))
-        flip = mirror_decision(recipe, data, model, preprocessing.get("image"), args)
-        if flip is not None:
-            decisions.append(flip)
+        decisions = recorded_decisions(args.output_dir) if checkpoint else None  # a resume decides nothing again
+        if decisions is None:
+            decisions = data_aware_decisions(recipe, data, model, resolved_training.batch.global_size,
+                                             args.per_device_eval_batch_size, args.device, run_precision(args))
+            flip = mirror_decision(recipe, data, model, preprocessing.get("image"), args)
+            if flip is not None:
+                decisions.append(flip)
+            if args.process_index == 0:
+                record_decisions(args.output_dir, decisions)
+        else:
+            logger.info("Resuming with the data-aware defaults the run started with (%s)",
+                        Path(args.output_dir) / DECISIONS_FILE)
+        flip = next((d for d in decisions if d.key == "augmentation.hflip"), None)
         log_decisions(decisions)
         recipe = apply_decisions(recipe, decisions)  # a copy: the user's recipe stays as it was
         if flip is not None:  # the training images were set up with flips: set them up again without

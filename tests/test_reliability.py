@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -202,13 +203,15 @@ def test_resume_warns_about_recipe_changes(tmp_path, resumable, caplog):
     assert "differs from the one the run started with: training.learning_rate (0.001 -> 0.0005)" in caplog.text
 
 
-def test_a_run_paused_at_a_share_of_its_steps_resumes_to_the_uninterrupted_weights(tmp_path, resumable):
+def test_a_run_paused_at_a_share_of_its_steps_resumes_to_the_uninterrupted_weights(tmp_path, resumable, monkeypatch,
+                                                                                    caplog):
     """rank.by finetune pauses each candidate's run at a share of its steps (search/trials.PauseAt) and resumes
     the ones it keeps: the paused run evaluates there, keeps its checkpoint and no finished model, and resumed
     it trains what one uninterrupted run trains (the same schedule: the run keeps its own total steps)."""
     from hf_finetune.search.trials import RunPaused, TrialPlan, run_trial, trial_dir, trial_recipe
 
     resumable["training"]["load_best_model_at_end"] = False  # the last step's weights: a stray resume shows
+    resumable["training"].pop("learning_rate")  # a data-aware default to record and read back
     straight = TrialPlan(resumable, None, tmp_path / "straight", "accuracy")
     value = run_trial(straight, trial_recipe(straight, {}, 0), None, 0)
     paused = TrialPlan(resumable, None, tmp_path / "paused", "accuracy")
@@ -217,7 +220,17 @@ def test_a_run_paused_at_a_share_of_its_steps_resumes_to_the_uninterrupted_weigh
     assert (stop.value.step, stop.value.max_steps) == (5, 12) and 0.0 <= stop.value.value <= 1.0
     out = trial_dir(tmp_path / "paused", 0)
     assert checkpoint_problem(out / "checkpoints" / "checkpoint-5") is None and not (out / "run.json").exists()
-    assert run_trial(paused, trial_recipe(paused, {}, 0), None, 0, resume=True) == value
+    # The resume reads the data-aware defaults the run started with instead of deciding them again.
+    import hf_finetune.pipeline as pipeline
+
+    recorded = json.loads((out / "checkpoints" / "decisions.json").read_text())
+    assert "training.learning_rate" in {d["key"] for d in recorded}
+    monkeypatch.setattr(pipeline, "data_aware_decisions", lambda *a, **k: pytest.fail("decided again on resume"))
+    with caplog.at_level(logging.INFO, logger="hf_finetune"):
+        assert run_trial(paused, trial_recipe(paused, {}, 0), None, 0, resume=True) == value
+    assert "Resuming with the data-aware defaults the run started with" in caplog.text
+    assert all(f"Default from the data: {d['key']} = {d['value']} ({d['reason']})" in caplog.text for d in recorded)
+    monkeypatch.undo()
     for key, tensor in weights(trial_dir(tmp_path / "straight", 0)).items():
         assert torch.equal(weights(out)[key], tensor), key
     # A share that reaches the last step pauses nothing: the run finishes.

@@ -62,6 +62,35 @@ def record_or_compare_recipe(checkpoints: str | Path, current: dict[str, Any], r
     write_yaml(path, current)
 
 
+DECISIONS_FILE = "decisions.json"  # beside recipe.yaml in the checkpoints folder
+
+
+def record_decisions(checkpoints: str | Path, decisions: list[Any]) -> None:
+    """Keeps the data-aware defaults a run started with, so that resuming it decides nothing again."""
+    from hf_finetune.files import write_json
+
+    Path(checkpoints).mkdir(parents=True, exist_ok=True)
+    write_json(Path(checkpoints) / DECISIONS_FILE, [{"key": d.key, "value": d.value, "reason": d.reason}
+                                                    for d in decisions])
+
+
+def recorded_decisions(checkpoints: str | Path) -> list[Any] | None:
+    """The data-aware defaults the run being resumed started with; None where they were not recorded.
+
+    Deciding again would cost what it cost at the start (the mirror check extracts features of every
+    validation image twice: 25-60 s for an EfficientNet on 269 digits, at every rung of rank's halving) and
+    could differ where the data changed, which the resumed run's recipe comparison would then report."""
+    import json
+
+    from hf_finetune.training.data_aware import Decision
+
+    path = Path(checkpoints) / DECISIONS_FILE
+    try:
+        return [Decision(d["key"], d["value"], d["reason"]) for d in json.loads(path.read_text())]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def resume_command(recipe: Recipe) -> str:
     """The command that continues this run, with the overrides it was started with."""
     import shlex
