@@ -324,6 +324,17 @@ def test_rung_plan_spends_the_budget_and_never_passes_the_whole_run():
     assert rung_plan(1, 3, 1.0) == [1.0] and rung_plan(1, 3, 0.5) == [0.5]
 
 
+def test_the_shortlist_is_every_candidate_unless_the_recipe_sets_a_size():
+    from hf_finetune.rank.finetune import shortlist
+    from hf_finetune.recipe.schema import RankSpec
+
+    rows = [{"name": n, "untrained": n == "r", "scores": {"logme": v}} for n, v in (("a", 0.1), ("b", 0.3), ("r", 0.9),
+                                                                                     ("c", 0.2))]
+    assert RankSpec().shortlist is None
+    assert [r["name"] for r in shortlist(rows, "logme", None)] == ["b", "c", "a", "r"]  # by the score, untrained last
+    assert [r["name"] for r in shortlist(rows, "logme", 2)] == ["b", "c", "r"]
+
+
 def test_rank_by_finetune_halves_only_once_a_candidate_has_learned(tmp_path, rank_recipe, monkeypatch):
     """On 20 digits every network sat at chance after one epoch; halving there kept the random-init one.
     The trivial model's validation accuracy is 0.10; the rungs of 3 candidates, 1 in 2 kept, budget 1 are

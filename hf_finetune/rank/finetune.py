@@ -4,8 +4,8 @@ Frozen-feature scores rank how separable a backbone's features are, not how well
 300 digits a random-init EfficientNet-Lite0 outscored the ImageNet one by LogME and k-NN, then
 fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word can be fine-tuning:
 
-    shortlist   the `rank.shortlist` best candidates by the frozen score `rank.shortlist_by`, plus
-                every untrained candidate (`pretrained: false`: frozen scores cannot judge those)
+    shortlist   every candidate, or the `rank.shortlist` best by the frozen score `rank.shortlist_by`
+                plus every untrained candidate (`pretrained: false`: frozen scores cannot judge those)
     training    each an ordinary run of the recipe (its data-aware defaults, its own folder), through
                 tune's trial runner (search/trials.py)
     halving     synchronous successive halving in `rank.budget` full runs (`rung_plan`): every
@@ -54,8 +54,13 @@ def candidate_model_keys(spec: Any) -> list[str]:
             and getattr(spec, k) is not None]
 
 
-def shortlist(rows: list[dict[str, Any]], by: str, size: int) -> list[dict[str, Any]]:
-    """The `size` best rows by the frozen score `by` (pretrained ones), then every untrained row."""
+# rank.shortlist defaults to every candidate. Frozen scores are a poor filter before fine-tuning: at 1,000 digits
+# (benchmarks/README.md, "Ranking backbones") LogME's order was anti-correlated with the fine-tuned one (weighted
+# tau -0.811), a shortlist of 3 by it left out the network that fine-tuned best, and the mode's order came out at
+# tau -0.269; with every candidate fine-tuned in the same budget, +0.628, for 1,195 s instead of 1,052 s (the
+# budget bounds the training; each more candidate adds its setup and the first rung's share).
+def shortlist(rows: list[dict[str, Any]], by: str, size: int | None) -> list[dict[str, Any]]:
+    """The `size` best rows by the frozen score `by` (pretrained ones; None: all), then every untrained row."""
     pretrained = sorted((r for r in rows if not r["untrained"]), key=lambda r: r["scores"][by], reverse=True)
     return pretrained[:size] + [r for r in rows if r["untrained"]]
 
@@ -123,9 +128,10 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     plan = TrialPlan(raw, recipe.source, folder, metric)
     chosen = shortlist(rows, settings.shortlist_by, settings.shortlist)
     shares = rung_plan(len(chosen), settings.reduction_factor, settings.budget)
-    logger.info("rank.by finetune: fine-tuning %d of %d candidates (best %d by %s, and every untrained one), "
+    picked = "all" if settings.shortlist is None else f"the best {settings.shortlist} by {settings.shortlist_by}"
+    logger.info("rank.by finetune: fine-tuning %d of %d candidates (%s, and every untrained one), "
                 "objective validation %s; successive halving 1 in %d at %s of a run (budget %g full runs, about "
-                "%.2f planned)", len(chosen), len(rows), settings.shortlist, settings.shortlist_by, metric,
+                "%.2f planned)", len(chosen), len(rows), picked, metric,
                 settings.reduction_factor, ", ".join(f"{s:.0%}" for s in shares), settings.budget,
                 plan_cost(len(chosen), settings.reduction_factor, shares))
 

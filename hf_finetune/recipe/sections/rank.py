@@ -25,8 +25,11 @@ class RankSpec(Section):
         "logme", description="Score that orders the table and picks the winner: logme, knn, probe or hscore "
         "(frozen features), or finetune: the shortlist fine-tuned, with successive halving, ordered by validation."
     )
-    shortlist: int = Field(3, gt=0, description="by finetune: how many pretrained candidates to fine-tune, the best "
-                                                "by shortlist_by (untrained ones are always fine-tuned).")
+    shortlist: int | None = Field(
+        None, gt=0, description="by finetune: how many pretrained candidates to fine-tune, the best by shortlist_by "
+        "(untrained ones are always fine-tuned); default: every candidate (rank.budget bounds the cost; at 1,000 "
+        "digits a shortlist of 3 by LogME left out the network that fine-tuned best)."
+    )
     shortlist_by: RankScore = Field("logme", description="by finetune: the frozen score that makes the shortlist.")
     reduction_factor: int = Field(3, ge=2, description="by finetune: successive halving keeps 1 in this many "
                                                       "candidates at each rung.")
