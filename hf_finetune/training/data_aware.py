@@ -67,18 +67,19 @@ PROBE_BELOW_ROWS_PER_CLASS = 32
 # at 8 / 16 / 32 per class, where the probe's k-fold scored 0.34-0.61, and +0.072 / +0.027 / +0.015 on NRC
 # words (k-fold 0.32-0.58); on BBC topics at 16 per class the two tied (0.921 probe, 0.920 full).
 FINE_TUNE_BELOW_PROBE_F1 = 0.8
+PROBE_LR = 1e-2  # a linear layer on layer-normed features, from random weights: AdamW's usual probe rate
+PROBE_MIN_STEPS = 400  # cheap steps (one linear layer on cached vectors); selection picks the best epoch
+PROBE_MAX_EPOCHS = 50
 # From this many labelled training rows a text model's hidden-state dropout is off (model.hidden_dropout unset;
 # models/hidden_dropout.py). Decided before the model is built: the dropout layers take their rate when created.
 # Measured with all-MiniLM-L6-v2, 3 seeds each (benchmarks/README.md, "Hidden-state dropout off"): on six real
 # text sets of 500 to about 1,700 training rows (VADER ratings and STS-B pairs, regression, 600 each; BBC News
 # imbalanced, 620, and full, 1,491; NRC emotion words, multi-label, 500; WNUT-16 tweets, entities) the test
-# figure moved by -0.003 to +0.006, inside the seeds' spread, and runs were 5-11% shorter (full BBC 265 s against
-# 281 s, where the example script took 302 s); on six few-label sets of 24 to 128 rows (VADER sentiment, NRC words;
-# 8, 16, 32 per class) it cost 0.004 to 0.029 macro-F1 on five of them: with few rows the dropout still regularises.
+# figure moved by -0.003 to +0.006, inside the seeds' spread, and training steps took 0-11% less time (full BBC
+# 7-11% in four comparisons: a run 264 s against 283 s, the example script's 299 s; imbalanced BBC 5% and 0%);
+# on six few-label sets of 24 to 128 rows (VADER sentiment, NRC words; 8, 16, 32 per class) it cost 0.004 to
+# 0.029 macro-F1 on five of them: with few rows the dropout still regularises.
 HIDDEN_DROPOUT_OFF_FROM_ROWS = 500
-PROBE_LR = 1e-2  # a linear layer on layer-normed features, from random weights: AdamW's usual probe rate
-PROBE_MIN_STEPS = 400  # cheap steps (one linear layer on cached vectors); selection picks the best epoch
-PROBE_MAX_EPOCHS = 50
 # finetune keys that only mean something when the backbone trains: a recipe that sets one asks for fine-tuning
 FINE_TUNING_KEYS = {"strategy", "cache_features", "lora", "unfreeze_every", "unfreeze_unit", "blocks_per_unfreeze",
                     "probe_epochs", "head_learning_rate", "backbone_lr_scale", "layer_decay"}
@@ -113,7 +114,7 @@ def hidden_dropout_decision(recipe: Any, inputs: Any, data: Any) -> Decision | N
         return None
     return Decision("model.hidden_dropout", 0.0,
                     f"{rows} labelled training rows, at least {HIDDEN_DROPOUT_OFF_FROM_ROWS}: on real text sets of "
-                    "that size the dropout bought no test score, and runs are 5-11% shorter without it; with fewer "
+                    "that size the dropout bought no test score, and steps are up to 11% faster without it; with fewer "
                     "rows it regularises, and the backbone's rate is kept")
 
 
