@@ -130,8 +130,9 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     plan = TrialPlan(raw, recipe.source, folder, metric)
     chosen = shortlist(rows, settings.shortlist_by, settings.shortlist)
     shares = rung_plan(len(chosen), settings.reduction_factor, settings.budget)
-    picked = "all" if settings.shortlist is None else f"the best {settings.shortlist} by {settings.shortlist_by}"
-    logger.info("rank.by finetune: fine-tuning %d of %d candidates (%s, and every untrained one), "
+    picked = ("every candidate" if settings.shortlist is None
+              else f"the best {settings.shortlist} by {settings.shortlist_by}, and every untrained one")
+    logger.info("rank.by finetune: fine-tuning %d of %d candidates (%s), "
                 "objective validation %s; successive halving 1 in %d at %s of a run (budget %g full runs, about "
                 "%.2f planned)", len(chosen), len(rows), picked, metric,
                 settings.reduction_factor, ", ".join(f"{s:.0%}" for s in shares), settings.budget,
