@@ -14,11 +14,9 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
                 candidates are compared at the same point of their runs, and the whole costs about the
                 budget: fine-tuning each candidate in full, one after another, cost 0.94-1.05x fine-tuning
                 them all (benchmarks/README.md). As `tune` waits for learning onset (search/onset.py), no
-                candidate is dropped at a rung where fewer candidates have beaten the trivial model than
-                halving keeps, since the other places would be decided among figures at chance: on 20
-                digits every network sat at chance after one epoch, and halving there kept the random-init
-                one (0.100) over two pretrained ones (0.086, 0.089); on 300 digits at 7% of a run one
-                network had learned, and the second place went to a tie at chance
+                candidate is dropped at a rung where none has beaten the trivial model yet: on 20 digits
+                every network sat at chance after one epoch, and halving there kept the random-init one
+                (0.100) over two pretrained ones (0.086, 0.089)
     order       the candidates by the rung they reached, then the validation metric there, then those
                 not fine-tuned (by the frozen score), and last those fine-tuned whose evaluations never
                 beat the trivial model by the collapse guard's margin (`learned: false`); where none
@@ -161,15 +159,13 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         if rung == len(shares) - 1 or not alive:
             break
         alive.sort(key=lambda r: -sign * _finite(r["finetune"]["value"], sign))
+        if trivial is not None and not any(learned([_finite(r["finetune"]["value"], sign)]) for r in alive):
+            logger.info("rank.by finetune: no candidate beat the trivial model's validation %s (%.4f) at %.0f%% of "
+                        "its run; none is dropped here (halving from the rung where one has learned)", metric,
+                        trivial, 100 * share)
+            alive.sort(key=lambda r: r["finetune"]["number"])
+            continue
         keep = math.ceil(len(alive) / settings.reduction_factor)
-        if trivial is not None:
-            beat = sum(learned([_finite(r["finetune"]["value"], sign)]) for r in alive)
-            if beat < keep:  # the places left would go to figures at chance: noise, not evidence
-                logger.info("rank.by finetune: %d of %d candidates beat the trivial model's validation %s (%.4f) at "
-                            "%.0f%% of their runs, fewer than the %d halving keeps: none is dropped here", beat,
-                            len(alive), metric, trivial, 100 * share, keep)
-                alive.sort(key=lambda r: r["finetune"]["number"])
-                continue
         for row in alive[keep:]:
             row["finetune"]["state"] = "pruned"
             logger.info("rank.by finetune: %s stops at %.0f%% of its run (validation %s %s)", row["name"],
