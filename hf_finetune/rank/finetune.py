@@ -97,14 +97,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     rank.json. `trivial`: the trivial model's validation figure of the objective (None: none; nothing is
     marked as not learned)."""
     from hf_finetune.metrics.baseline import F1_MARGIN
-    from hf_finetune.search.trials import (
-        RunPaused,
-        TrialFailed,
-        TrialPlan,
-        run_trial,
-        trial_dir,
-        trial_recipe,
-    )
+    from hf_finetune.search.trials import TrialPlan, trial_dir
     from hf_finetune.search.tune import resolve_objective
 
     if num_processes > 1:
@@ -153,8 +146,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             row["finetune"].update(rung=rung, rung_share=share)
             if row["finetune"]["state"] == "complete":  # a run shorter than its rung's steps finished already
                 continue
-            _train_to(row, share, plan, metric, settings.finetune_epochs, run_trial, trial_recipe, RunPaused,
-                      TrialFailed)
+            _train_to(row, share, plan, metric, settings.finetune_epochs)
         alive = [r for r in alive if r["finetune"]["state"] != "failed"]
         if rung == len(shares) - 1 or not alive:
             break
@@ -211,12 +203,11 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             "none_learned": none_learned}
 
 
-def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs: float | None, run_trial: Any,
-              trial_recipe: Any, paused: type, failed: type) -> dict[str, Any]:
+def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs: float | None) -> dict[str, Any]:
     """Trains `row`'s candidate on to `share` of its run (resuming its checkpoint after the first rung) and
     records where it got: "paused" with the evaluation there, "complete" with the run's selected value, or
     "failed"."""
-    from hf_finetune.search.trials import release_memory
+    from hf_finetune.search import trials  # read at call time: the trial runner as the module holds it
 
     entry, spec = row["finetune"], row["spec"]
     values = {"model.name": spec.name, "model.pretrained": spec.pretrained}
@@ -227,17 +218,17 @@ def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs:
         values["training.num_train_epochs"] = epochs
     started = time.perf_counter()
     try:
-        recipe = trial_recipe(plan, values, entry["number"])
-        value = run_trial(plan, recipe, None, entry["number"], resume=entry["share"] > 0,
+        recipe = trials.trial_recipe(plan, values, entry["number"])
+        value = trials.run_trial(plan, recipe, None, entry["number"], resume=entry["share"] > 0,
                           pause_at=share if share < 1.0 else None)
         entry.update(state="complete", value=value, share=1.0)
-    except paused as stop:
+    except trials.RunPaused as stop:
         entry.update(state="paused", value=stop.value, share=share, step=stop.step, steps=stop.max_steps)
-    except (failed, RecipeError) as exc:
+    except (trials.TrialFailed, RecipeError) as exc:
         entry.update(state="failed", value=None, error=str(exc))
         logger.warning("rank.by finetune: %s failed: %s", row["name"], exc)
     entry["seconds"] += time.perf_counter() - started
-    release_memory()  # the paused run's trainer lived in the exception's frames, gone only now
+    trials.release_memory()  # the paused run's trainer lived in the exception's frames, gone only now
     if entry["state"] != "failed":
         entry["evaluations"].append({"share": entry["share"], "value": entry["value"]})
     logger.info("rank.by finetune: %s %s at %.0f%% of its run, validation %s %s", row["name"], entry["state"],
