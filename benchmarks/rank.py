@@ -7,10 +7,10 @@
 Each task ranks its candidates twice:
     frozen    `hf-finetune rank` at its defaults (LogME, k-NN, probe, H-score on frozen features; fresh
               feature cache, so the time includes every extraction)
-    finetune  `rank.by: finetune` (the shortlist by LogME plus every untrained candidate, fine-tuned with
-              successive halving in rank.budget full runs and ordered by validation), on the features the
-              frozen pass cached; its time is the frozen pass's plus its own. `--rank-set budget=2
-              shortlist=4` changes its settings
+    finetune  `rank.by: finetune` (every candidate fine-tuned with successive halving in rank.budget full
+              runs and ordered by validation; no frozen scores at its defaults). With a shortlist or
+              rank.frozen_scores it reads the features the frozen pass cached, and its time is that pass's
+              plus its own. `--rank-set budget=2 shortlist=4` changes its settings
 then fine-tunes every candidate with the same recipe (`hf_finetune.train`) as the ground truth, and
 reports for each score, and for the fine-tuning mode's order, the weighted Kendall tau
 (scipy.stats.weightedtau, hyperbolic weights on rank, as the LogME paper uses) against the fine-tuned
@@ -148,8 +148,14 @@ def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
         frozen, rank_s = rank_pass(recipe, candidates, work, name, {})
         by_finetune, finetune_mode_s = None, None
         if "finetune" in args.modes:
-            by_finetune, own_s = rank_pass(recipe, candidates, work, name, {"by": "finetune", **args.rank_set})
-            finetune_mode_s = rank_s + own_s  # its frozen scores came from the frozen pass's cache
+            mode = {"by": "finetune", **args.rank_set}
+            by_finetune, own_s = rank_pass(recipe, candidates, work, name, mode)
+            # Where the mode scores on frozen features too (a shortlist, rank.frozen_scores), it read them from the
+            # frozen pass's cache, so that pass's time is part of its own.
+            from hf_finetune.recipe.schema import RankSpec
+            from hf_finetune.recipe.sections.rank import scores_frozen
+
+            finetune_mode_s = own_s + (rank_s if scores_frozen(RankSpec(**mode)) else 0.0)
         tuned = {}
         for index, candidate in enumerate(candidates):
             label = label_of(candidate)

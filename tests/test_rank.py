@@ -629,3 +629,42 @@ def test_minilm_features_are_its_sentence_embeddings_and_it_beats_random_init(tm
     features = np.load(cached)["train_features"]
     # Training rows keep their file order; compare the first ones.
     np.testing.assert_allclose(features[:8], expected, atol=1e-4)
+
+
+def test_rank_by_finetune_of_every_candidate_skips_frozen_scores_and_asks_the_mirror_question_once(
+        tmp_path, rank_recipe, tiny_resnet, tiny_vit, capsys, caplog):
+    """With every candidate fine-tuned the frozen scores decide nothing: none is extracted unless
+    rank.frozen_scores asks. The mirror check is a question about the images: the first pretrained candidate's
+    run asks it, and the later runs start from its answer instead of asking again."""
+    import logging
+
+    pytest.importorskip("optuna")
+    rank_recipe["rank"] = {"candidates": [str(tiny_resnet), str(tiny_vit), {"name": str(tiny_resnet), "pretrained": False}],
+                           "by": "finetune", "finetune_epochs": 1, "budget": 10}
+    rank_recipe["training"] = {"per_device_train_batch_size": 8, "seed": 3}
+    path = write_recipe(tmp_path / "r.yaml", rank_recipe)
+    with caplog.at_level(logging.INFO):
+        assert main(["rank", str(path)]) == 0
+    table = capsys.readouterr().out
+    record = json.loads((tmp_path / "out-rank" / "rank.json").read_text())
+    assert not list((tmp_path / "cache").rglob("*.npz"))  # no features extracted, none cached
+    assert all(set(r["scores"]) <= {"finetune"} and "dim" not in r for r in record["candidates"])
+    assert "fine-tuned and validated on 9 rows (no frozen-feature scores)" in table
+    assert "LogME" not in table and "extract s" not in table and "fine-tuned accuracy *" in table
+    # The first candidate's run made the check (its figures are logged once, whatever it found), the others took
+    # its answer as the recipe's value of augmentation.hflip.
+    assert sum("on the same images mirrored" in m for m in caplog.messages) == 1
+    entries = {r["name"]: r["finetune"] for r in record["candidates"]}
+    assert entries[str(tiny_resnet)]["shared"] == {}
+    answer = entries[str(tiny_vit)]["shared"]
+    assert set(answer) == {"augmentation.hflip"} and answer["augmentation.hflip"] in (0.0, 0.5)
+    assert entries[f"{tiny_resnet} (random init)"]["shared"] == answer
+
+    # Asked for, the frozen scores come back beside the fine-tuned one; refused where they cannot be left out.
+    assert main(["rank", str(path), "rank.frozen_scores=true", "--output-dir", str(tmp_path / "again")]) == 0
+    record = json.loads((tmp_path / "again" / "rank.json").read_text())
+    assert all("logme" in r["scores"] for r in record["candidates"]) and "LogME" in capsys.readouterr().out
+    assert main(["check", str(path), "--schema-only", "rank.frozen_scores=false", "rank.by=knn"]) == 2
+    assert "rank.frozen_scores: rank.by: knn orders by a frozen score" in capsys.readouterr().err
+    assert main(["check", str(path), "--schema-only", "rank.frozen_scores=false", "rank.shortlist=1"]) == 2
+    assert "rank.frozen_scores: rank.shortlist picks by the frozen score logme" in capsys.readouterr().err

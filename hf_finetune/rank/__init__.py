@@ -1,6 +1,8 @@
 """Rank candidate backbones for a recipe before any fine-tuning: `hf-finetune rank`.
 
     features   each candidate's frozen features of train and validation, its own preprocessing, cached
+               (not under rank.by finetune of every candidate, where they would decide nothing, unless
+               rank.frozen_scores asks)
     scores     LogME, k-NN and linear-probe validation accuracy, H-score
     confidence each score's bootstrap spread; a tie at the top instead of a winner
     finetune   rank.by finetune: the shortlist fine-tuned with successive halving (tune's trial runner)
@@ -96,13 +98,11 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     from accelerate import PartialState
 
     from hf_finetune.outputs import check_writable_dir
-    from hf_finetune.rank.confidence import draws, rescored_on_train, rescored_on_validation
-    from hf_finetune.rank.features import check_fits_task, default_cache_root, extract_candidate
+    from hf_finetune.rank.features import check_fits_task, default_cache_root
     from hf_finetune.rank.report import build_record, train_command, write_report
-    from hf_finetune.rank.scores import hscore, knn_accuracy, logme, probe_accuracy
 
     started = time.perf_counter()
-    from hf_finetune.recipe.sections.rank import rank_problems
+    from hf_finetune.recipe.sections.rank import rank_problems, scores_frozen
 
     problems = rank_problems(recipe.rank)
     if problems:
@@ -121,8 +121,50 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     # One process, or one of several under `accelerate launch`; without a GPU the processes form a
     # gloo group on the CPU only when asked to (as hf-finetune's training sets use_cpu).
     state = PartialState(cpu=not torch.cuda.is_available())
-    rows = []
-    resamples = None
+    if scores_frozen(settings):
+        rows, labels = frozen_rows(recipe, specs, cache_root, state)
+    else:  # rank.by finetune of every candidate: frozen scores would decide nothing (rank.frozen_scores adds them)
+        rows, labels = unscored_rows(recipe, specs)
+    by = settings.by
+    finetuned = None
+    if by == "finetune":
+        from hf_finetune.metrics.baseline import majority_figure
+        from hf_finetune.rank.finetune import finetune_rows
+        from hf_finetune.search.tune import resolve_objective
+
+        # The trivial model's validation figure (every candidate has the same rows and labels): halving waits
+        # until a candidate beats it, and a run that never does is marked as not learned.
+        metric, _ = resolve_objective(recipe, recipe.training.get("metric_for_best_model"))
+        trivial = majority_figure(labels["train"], labels["validation"], rows[0]["num_classes"], metric)
+        finetuned = finetune_rows(recipe, rows, out_dir, state.num_processes, trivial)
+        winner, tied = 0, []  # one fine-tuning run per candidate: no resamples to call a tie on
+    else:
+        rows.sort(key=lambda r: r["scores"][by], reverse=True)
+        winner, tied = frozen_winner(rows, by)
+    for r in rows:
+        r.pop("spreads")
+    command = train_command(recipe, rows[winner]["spec"])
+    ties = [{"name": rows[i]["name"], "leader_ahead_share": share, "train_command": train_command(recipe, rows[i]["spec"])}
+            for i, share in tied]
+    record = build_record(recipe, rows, by, command, time.perf_counter() - started, ties, winner)
+    if finetuned is not None:
+        record["finetune"] = finetuned
+    if state.is_main_process:
+        write_report(out_dir, record)
+    state.wait_for_everyone()
+    return RankResult(rows=rows, winner=rows[winner]["name"], command=command, output_dir=out_dir, record=record,
+                      tied=ties)
+
+
+def frozen_rows(recipe: Recipe, specs: list[ModelSpec], cache_root: Path, state: Any
+                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One row per candidate with its frozen-feature scores and their bootstrap spreads, and the labels of
+    train and validation (the same for every candidate)."""
+    from hf_finetune.rank.confidence import draws, rescored_on_train, rescored_on_validation
+    from hf_finetune.rank.features import extract_candidate
+    from hf_finetune.rank.scores import hscore, knn_accuracy, logme, probe_accuracy
+
+    settings, rows, resamples = recipe.rank, [], None
     for spec in specs:
         # The main process extracts and writes the cache; the others wait, then read it.
         cand = extract_candidate(recipe, spec, cache_root, settings.batch_size, state.device,
@@ -152,35 +194,22 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
                      "from_cache": cand.cached, "scoring_s": time.perf_counter() - scoring,
                      "rows": {role: len(cand.labels[role]) for role in cand.labels},
                      "num_classes": len(cand.label_names), "spec": spec})
-    by = settings.by
-    finetuned = None
-    if by == "finetune":
-        from hf_finetune.metrics.baseline import majority_figure
-        from hf_finetune.rank.finetune import finetune_rows
-        from hf_finetune.search.tune import resolve_objective
+    return rows, cand.labels
 
-        # The trivial model's validation figure (every candidate has the same rows and labels): halving waits
-        # until a candidate beats it, and a run that never does is marked as not learned.
-        metric, _ = resolve_objective(recipe, recipe.training.get("metric_for_best_model"))
-        trivial = majority_figure(y_train, y_val, rows[0]["num_classes"], metric)
-        finetuned = finetune_rows(recipe, rows, out_dir, state.num_processes, trivial)
-        winner, tied = 0, []  # one fine-tuning run per candidate: no resamples to call a tie on
-    else:
-        rows.sort(key=lambda r: r["scores"][by], reverse=True)
-        winner, tied = frozen_winner(rows, by)
-    for r in rows:
-        r.pop("spreads")
-    command = train_command(recipe, rows[winner]["spec"])
-    ties = [{"name": rows[i]["name"], "leader_ahead_share": share, "train_command": train_command(recipe, rows[i]["spec"])}
-            for i, share in tied]
-    record = build_record(recipe, rows, by, command, time.perf_counter() - started, ties, winner)
-    if finetuned is not None:
-        record["finetune"] = finetuned
-    if state.is_main_process:
-        write_report(out_dir, record)
-    state.wait_for_everyone()
-    return RankResult(rows=rows, winner=rows[winner]["name"], command=command, output_dir=out_dir, record=record,
-                      tied=ties)
+
+def unscored_rows(recipe: Recipe, specs: list[ModelSpec]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One row per candidate without frozen-feature scores (rank.by finetune of every candidate: extracting
+    them cost a third of the mode's time at 1,000 digits and would decide nothing), and the labels."""
+    from hf_finetune.rank.features import display_name, split_labels
+
+    labels, names = split_labels(recipe, specs[0])
+    logger.info("rank: every candidate is fine-tuned, so none is scored on frozen features (rank.frozen_scores: "
+                "true adds those scores to the table)")
+    rows = [{"name": display_name(spec), "model": spec.model_dump(mode="json", exclude_defaults=True),
+             "scores": {}, "spread": {}, "spreads": {}, "untrained": not spec.pretrained,
+             "rows": {role: len(labels[role]) for role in labels}, "num_classes": len(names), "spec": spec}
+            for spec in specs]
+    return rows, labels
 
 
 def frozen_winner(rows: list[dict[str, Any]], by: str) -> tuple[int, list[tuple[int, float]]]:

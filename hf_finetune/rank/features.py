@@ -150,6 +150,13 @@ def extract_candidate(recipe: Recipe, spec: ModelSpec, cache_root: Path, batch_s
         return result
 
 
+def split_labels(recipe: Recipe, spec: ModelSpec) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The training and validation labels as `spec`'s run reads them, and the label names: what rank.by
+    finetune needs of the data when it scores nothing on frozen features (the same for every candidate)."""
+    data, _ = _prepare_data(candidate_recipe(recipe, spec))
+    return {role: _labels(data.splits[role]) for role in ROLES}, list(data.labels.names)
+
+
 def _labels(dataset: Any) -> np.ndarray:
     from hf_finetune.data.labels import LABEL_COLUMN
 

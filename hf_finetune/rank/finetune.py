@@ -7,7 +7,8 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
     shortlist   every candidate, or the `rank.shortlist` best by the frozen score `rank.shortlist_by`
                 plus every untrained candidate (`pretrained: false`: frozen scores cannot judge those)
     training    each an ordinary run of the recipe (its data-aware defaults, its own folder), through
-                tune's trial runner (search/trials.py)
+                tune's trial runner (search/trials.py), but for what the first pretrained candidate's run found
+                out about the data alone: the later runs take its mirror check's answer (`data_verdicts`)
     halving     synchronous successive halving in `rank.budget` full runs (`rung_plan`): every
                 candidate trains the same share of its run and is evaluated there, then the best 1 in
                 `rank.reduction_factor` resume from their checkpoints to the next share, and so on. All
@@ -60,8 +61,11 @@ def candidate_model_keys(spec: Any) -> list[str]:
 # tau -0.269; with every candidate fine-tuned in the same budget, +0.628, for 1,195 s instead of 1,052 s (the
 # budget bounds the training; each more candidate adds its setup and the first rung's share).
 def shortlist(rows: list[dict[str, Any]], by: str, size: int | None) -> list[dict[str, Any]]:
-    """The `size` best rows by the frozen score `by` (pretrained ones; None: all), then every untrained row."""
-    pretrained = sorted((r for r in rows if not r["untrained"]), key=lambda r: r["scores"][by], reverse=True)
+    """The `size` best rows by the frozen score `by` (pretrained ones; None: all), then every untrained row.
+    Without frozen scores (rank.frozen_scores), every row in the candidates' order."""
+    pretrained = [r for r in rows if not r["untrained"]]
+    if all(by in r["scores"] for r in pretrained):
+        pretrained.sort(key=lambda r: r["scores"][by], reverse=True)
     return pretrained[:size] + [r for r in rows if r["untrained"]]
 
 
@@ -139,6 +143,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
                            "value": None, "share": 0.0, "rung": 0, "rung_share": shares[0], "evaluations": [],
                            "seconds": 0.0}
     alive = list(chosen)
+    shared: dict[str, Any] = {}  # what the first run found out about the data, given to the later ones
     for rung, share in enumerate(shares):
         if len(alive) == 1:  # the others failed: the last one goes to where the budget ends
             rung, share = len(shares) - 1, shares[-1]
@@ -146,7 +151,9 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             row["finetune"].update(rung=rung, rung_share=share)
             if row["finetune"]["state"] == "complete":  # a run shorter than its rung's steps finished already
                 continue
-            _train_to(row, share, plan, metric, settings.finetune_epochs)
+            _train_to(row, share, plan, metric, settings.finetune_epochs, shared)
+            if not shared and row["spec"].pretrained and row["finetune"]["state"] != "failed":
+                shared = data_verdicts(recipe, row)
         alive = [r for r in alive if r["finetune"]["state"] != "failed"]
         if rung == len(shares) - 1 or not alive:
             break
@@ -184,7 +191,8 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             group = 2 if entry.get("learned") is False and not none_learned else 0
         value = row["scores"].get("finetune")
         reached = -entry["rung"] if entry else 0
-        return (group, reached, -sign * value if value is not None else math.inf, -row["scores"][settings.shortlist_by])
+        return (group, reached, -sign * value if value is not None else math.inf,
+                -row["scores"].get(settings.shortlist_by, 0.0))  # not fine-tuned: by the score that left it out
 
     rows.sort(key=key)
     spent = sum(r["finetune"]["share"] for r in chosen)  # full runs trained (a failed run's part not counted)
@@ -203,14 +211,44 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             "none_learned": none_learned}
 
 
-def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs: float | None) -> dict[str, Any]:
+def data_verdicts(recipe: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """Recipe values that `row`'s run decided about the data alone, for the other candidates' runs to take
+    instead of deciding them again; {} where there are none, or the run kept no record of its decisions.
+
+    The mirror check asks whether mirroring an image changes its class: a question about the images, which a
+    backbone's features only serve to answer (training/mirror.py), and one forward pass over a sample of
+    train and twice over validation (24 s of a 100 s Lite0 run on 300 digits, 25-60 s per EfficientNet on
+    1,000). Asked once, through the first pretrained candidate (one with random weights answers nothing).
+    """
+    from hf_finetune.outputs.folder import CHECKPOINTS
+    from hf_finetune.tasks import task_of
+    from hf_finetune.training.safeguards import recorded_decisions
+
+    aug = recipe.augmentation
+    if ("hflip" not in task_of(recipe).inputs.defaults or not recipe.finetune.data_aware or aug.hflip == 0
+            or "hflip" in aug.model_fields_set):
+        return {}  # no check is made
+    decisions = recorded_decisions(Path(row["finetune"]["folder"]) / CHECKPOINTS)
+    if decisions is None:  # a run that finished at its first rung took its checkpoints with it
+        return {}
+    flip = next((d.value for d in decisions if d.key == "augmentation.hflip"), aug.hflip)
+    logger.info("rank.by finetune: %s's mirror check holds for every later candidate (augmentation.hflip %g): "
+                "whether mirroring changes an image's class is a question about the data", row["name"], flip)
+    return {"augmentation.hflip": flip}
+
+
+def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs: float | None,
+              shared: dict[str, Any] | None = None) -> dict[str, Any]:
     """Trains `row`'s candidate on to `share` of its run (resuming its checkpoint after the first rung) and
     records where it got: "paused" with the evaluation there, "complete" with the run's selected value, or
-    "failed"."""
+    "failed". `shared`: recipe values another candidate's run decided about the data (`data_verdicts`); a run
+    keeps the ones it started with when it resumes."""
     from hf_finetune.search import trials  # read at call time: the trial runner as the module holds it
 
     entry, spec = row["finetune"], row["spec"]
-    values = {"model.name": spec.name, "model.pretrained": spec.pretrained}
+    if entry["share"] == 0:
+        entry["shared"] = dict(shared or {})
+    values = {**entry.get("shared", {}), "model.name": spec.name, "model.pretrained": spec.pretrained}
     if spec.revision is not None:
         values["model.revision"] = spec.revision
     values.update({f"model.{k}": getattr(spec, k) for k in candidate_model_keys(spec)})

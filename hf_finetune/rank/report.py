@@ -53,7 +53,7 @@ def build_record(recipe: Recipe, rows: list[dict[str, Any]], by: str, command: s
         "tied": tied or [],
         "bootstrap": {"resamples": RESAMPLES, "tie_share": TIE_SHARE},
         "total_s": elapsed,
-        "extraction_s": sum(r["extraction_s"] for r in rows if not r["from_cache"]),
+        "extraction_s": sum(r.get("extraction_s", 0.0) for r in rows if not r.get("from_cache")),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -61,23 +61,25 @@ def build_record(recipe: Recipe, rows: list[dict[str, Any]], by: str, command: s
 def format_table(record: dict[str, Any]) -> str:
     """The ranked table as text, best first, with each score, the feature size and the extraction time."""
     rows = record["candidates"]
-    keys = [k for k in SCORES if k in rows[0]["scores"]]
+    keys = [k for k in SCORES if any(k in r["scores"] for r in rows)]
     finetuned = record.get("finetune")
     titles = {k: SCORES[k][0] + (f" {finetuned['metric']}" if k == "finetune" and finetuned else "") for k in keys}
+    extracted = "dim" in rows[0]  # frozen features were extracted (not under rank.by finetune of every candidate)
     header = ["#", "candidate", *(titles[k] + (" *" if k == record["by"] else "") for k in keys),
-              "dim", "pooling", "extract s"]
+              *(["dim", "pooling", "extract s"] if extracted else [])]
     body = []
     for row in rows:
-        extraction = f"{row['extraction_s']:.1f}" + (" (cached)" if row["from_cache"] else "")
         spread = row.get("spread", {})
         body.append([str(row["rank"]), row["name"],  # "(random init)" marks an untrained one
                      *(SCORES[k][1].format(row["scores"][k])
                        + ("±" + SCORES[k][1].format(spread[k]) if k in spread else "")
                        + (_finetune_note(row) if k == "finetune" else "")
-                       if k in row["scores"] else "-" for k in keys),
-                     str(row["dim"]), row["pooling"], extraction])
+                       if k in row["scores"] else "-" for k in keys)])
+        if extracted:
+            body[-1] += [str(row["dim"]), row["pooling"],
+                         f"{row['extraction_s']:.1f}" + (" (cached)" if row["from_cache"] else "")]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    left = {1, len(header) - 2}  # names and pooling read left-aligned, numbers right-aligned
+    left = {1, len(header) - 2} if extracted else {1}  # names and pooling left-aligned, numbers right-aligned
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
@@ -85,9 +87,11 @@ def format_table(record: dict[str, Any]) -> str:
     counts = record["rows"]
     boot = record.get("bootstrap")
     spread_note = (f"; ± is the standard deviation over {boot['resamples']} bootstrap resamples" if boot else "")
-    lines = [f"Ranked {len(rows)} candidates on {counts['train']} training rows, k-NN and probe scored on "
-             f"{counts['validation']} validation rows ({record['num_classes']} classes); * orders the table"
-             + spread_note, line(header), *(line(b) for b in body)]
+    scored = (f"k-NN and probe scored on {counts['validation']} validation rows" if extracted
+              else f"fine-tuned and validated on {counts['validation']} rows (no frozen-feature scores)")
+    lines = [f"Ranked {len(rows)} candidates on {counts['train']} training rows, {scored} "
+             f"({record['num_classes']} classes); * orders the table" + (spread_note if extracted else ""),
+             line(header), *(line(b) for b in body)]
     lines += _untrained_note(record)
     tied = record.get("tied") or []
     title = SCORES[record["by"]][0]
@@ -160,8 +164,8 @@ def plot_scores(record: dict[str, Any], path: str | os.PathLike) -> None:
     from matplotlib.figure import Figure
 
     rows = record["candidates"]
-    keys = [record["by"], *(k for k in PLOTTED if k != record["by"] and k in rows[0]["scores"])]
-    fig = Figure(figsize=(3.2 * len(keys), 0.5 * len(rows) + 1.8), layout="constrained")
+    keys = [record["by"], *(k for k in PLOTTED if k != record["by"] and any(k in r["scores"] for r in rows))]
+    fig = Figure(figsize=(max(6.4, 3.2 * len(keys)), 0.5 * len(rows) + 1.8), layout="constrained")  # names need room
     names = [row["name"] if len(row["name"]) <= 40 else "..." + row["name"][-37:] for row in rows]
     for index, key in enumerate(keys):
         ax = fig.add_subplot(1, len(keys), index + 1)

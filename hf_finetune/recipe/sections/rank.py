@@ -43,6 +43,11 @@ class RankSpec(Section):
         None, gt=0, le=10_000, description="by finetune: epochs of each candidate's full run, which rank.budget "
         "counts in (default: the recipe's own, data-aware ones included)."
     )
+    frozen_scores: bool | None = Field(
+        None, description="by finetune: also score every candidate on frozen features (the table's LogME, k-NN, "
+        "probe columns). Default: only where rank.shortlist picks by them; with every candidate fine-tuned they "
+        "decide nothing and cost a pass over the data per backbone (a third of the mode's time at 1,000 digits)."
+    )
     hscore: bool = Field(False, description="Also compute the H-score (Ledoit-Wolf shrinkage covariance).")
     knn_k: int = Field(5, gt=0, description="Neighbours of the k-NN validation accuracy (cosine similarity).")
     batch_size: int = Field(32, gt=0, description="Rows per forward pass while extracting features.")
@@ -71,4 +76,18 @@ def rank_problems(rank: RankSpec, writable: bool = False) -> list[Problem]:
         problems.append(Problem("rank.by", "hscore needs rank.hscore: true"))
     if rank.by == "finetune" and rank.shortlist_by == "hscore" and not rank.hscore:
         problems.append(Problem("rank.shortlist_by", "hscore needs rank.hscore: true"))
+    if rank.frozen_scores is False and rank.by != "finetune":
+        problems.append(Problem("rank.frozen_scores", f"rank.by: {rank.by} orders by a frozen score; "
+                                "false is for rank.by: finetune"))
+    elif rank.frozen_scores is False and rank.shortlist is not None:
+        problems.append(Problem("rank.frozen_scores", f"rank.shortlist picks by the frozen score {rank.shortlist_by}; "
+                                "false needs rank.shortlist unset (every candidate fine-tuned)"))
     return problems
+
+
+def scores_frozen(rank: RankSpec) -> bool:
+    """Whether `rank` scores the candidates on frozen features: always where they order the table or make
+    rank.finetune's shortlist; with every candidate fine-tuned, where rank.frozen_scores asks."""
+    if rank.by != "finetune" or rank.shortlist is not None:
+        return True
+    return bool(rank.frozen_scores)
