@@ -631,37 +631,60 @@ def test_minilm_features_are_its_sentence_embeddings_and_it_beats_random_init(tm
     np.testing.assert_allclose(features[:8], expected, atol=1e-4)
 
 
-def test_rank_by_finetune_of_every_candidate_skips_frozen_scores_and_asks_the_mirror_question_once(
+def test_rank_by_finetune_of_every_candidate_skips_frozen_scores_and_shares_a_mirror_finding(
         tmp_path, rank_recipe, tiny_resnet, tiny_vit, capsys, caplog):
     """With every candidate fine-tuned the frozen scores decide nothing: none is extracted unless
-    rank.frozen_scores asks. The mirror check is a question about the images: the first pretrained candidate's
-    run asks it, and the later runs start from its answer instead of asking again."""
+    rank.frozen_scores asks. Mirrors that lose their class are a finding about the images: once a run's
+    mirror check makes it, the later runs take its answer; a check that finds nothing is asked again."""
     import logging
 
+    from hf_finetune.testing import write_pattern_folder
+
     pytest.importorskip("optuna")
+    diagonals = write_pattern_folder(tmp_path / "diagonals", {"train": 8, "validation": 8, "test": 4}, size=32,
+                                     kinds=("rising", "falling"))  # a mirror swaps the two classes
+    rank_recipe["data"]["image_folder"] = str(diagonals)
     rank_recipe["rank"] = {"candidates": [str(tiny_resnet), str(tiny_vit), {"name": str(tiny_resnet), "pretrained": False}],
                            "by": "finetune", "finetune_epochs": 1, "budget": 10}
     rank_recipe["training"] = {"per_device_train_batch_size": 8, "seed": 3}
     path = write_recipe(tmp_path / "r.yaml", rank_recipe)
+    checks = "on the same images mirrored"  # every mirror check logs its figures once
     with caplog.at_level(logging.INFO):
         assert main(["rank", str(path)]) == 0
     table = capsys.readouterr().out
     record = json.loads((tmp_path / "out-rank" / "rank.json").read_text())
     assert not list((tmp_path / "cache").rglob("*.npz"))  # no features extracted, none cached
     assert all(set(r["scores"]) <= {"finetune"} and "dim" not in r for r in record["candidates"])
-    assert "fine-tuned and validated on 9 rows (no frozen-feature scores)" in table
+    assert "fine-tuned and validated on 16 rows (no frozen-feature scores)" in table
     assert "LogME" not in table and "extract s" not in table and "fine-tuned accuracy *" in table
-    # The first candidate's run made the check (its figures are logged once, whatever it found), the others took
-    # its answer as the recipe's value of augmentation.hflip.
-    assert sum("on the same images mirrored" in m for m in caplog.messages) == 1
+    # The first candidate's check turned flips off; the others started from that answer and asked nothing.
+    assert sum(checks in m for m in caplog.messages) == 1
     entries = {r["name"]: r["finetune"] for r in record["candidates"]}
     assert entries[str(tiny_resnet)]["shared"] == {}
-    answer = entries[str(tiny_vit)]["shared"]
-    assert set(answer) == {"augmentation.hflip"} and answer["augmentation.hflip"] in (0.0, 0.5)
-    assert entries[f"{tiny_resnet} (random init)"]["shared"] == answer
+    assert entries[str(tiny_vit)]["shared"] == entries[f"{tiny_resnet} (random init)"]["shared"] == {
+        "augmentation.hflip": 0.0}
+
+    # Stripes and checks keep their class mirrored: no finding, so every candidate's run asks for itself.
+    rank_recipe["data"]["image_folder"] = write_pattern_folder(
+        tmp_path / "stripes", {"train": 8, "validation": 8, "test": 4}, size=32).as_posix()
+    rank_recipe["rank"]["candidates"] = [str(tiny_resnet), str(tiny_vit)]
+    stripes = write_recipe(tmp_path / "s.yaml", rank_recipe)
+    # The folder holds the first rank's winner: replaced only where output.overwrite says so, before any work.
+    assert main(["rank", str(stripes)]) == 2
+    assert "holds an earlier rank's fine-tuning runs (a winner's model is kept there)" in capsys.readouterr().err
+    assert (tmp_path / "out-rank" / "finetune" / "trials").is_dir()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(["rank", str(stripes), "output.overwrite=true"]) == 0
+    assert sum(checks in m for m in caplog.messages) == 2
+    record = json.loads((tmp_path / "out-rank" / "rank.json").read_text())
+    assert all(r["finetune"]["shared"] == {} for r in record["candidates"])
+    assert len(list((tmp_path / "out-rank" / "finetune" / "trials").iterdir())) <= 1  # this rank's winner only
+    capsys.readouterr()
 
     # Asked for, the frozen scores come back beside the fine-tuned one; refused where they cannot be left out.
-    assert main(["rank", str(path), "rank.frozen_scores=true", "--output-dir", str(tmp_path / "again")]) == 0
+    assert main(["rank", str(path), "rank.frozen_scores=true", "rank.finetune_epochs=0.5",
+                 "--output-dir", str(tmp_path / "again")]) == 0
     record = json.loads((tmp_path / "again" / "rank.json").read_text())
     assert all("logme" in r["scores"] for r in record["candidates"]) and "LogME" in capsys.readouterr().out
     assert main(["check", str(path), "--schema-only", "rank.frozen_scores=false", "rank.by=knn"]) == 2

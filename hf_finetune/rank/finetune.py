@@ -7,8 +7,8 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
     shortlist   every candidate, or the `rank.shortlist` best by the frozen score `rank.shortlist_by`
                 plus every untrained candidate (`pretrained: false`: frozen scores cannot judge those)
     training    each an ordinary run of the recipe (its data-aware defaults, its own folder), through
-                tune's trial runner (search/trials.py), but for what the first pretrained candidate's run found
-                out about the data alone: the later runs take its mirror check's answer (`data_verdicts`)
+                tune's trial runner (search/trials.py), but for what a pretrained candidate's run found out
+                about the data alone: once a mirror check turns flips off, later runs take it (`data_verdicts`)
     halving     synchronous successive halving in `rank.budget` full runs (`rung_plan`): every
                 candidate trains the same share of its run and is evaluated there, then the best 1 in
                 `rank.reduction_factor` resume from their checkpoints to the next share, and so on. All
@@ -92,6 +92,26 @@ def plan_cost(candidates: int, reduction_factor: int, shares: list[float]) -> fl
         cost += alive * (share - before)
         before, alive = share, math.ceil(alive / reduction_factor)
     return cost
+
+
+def claim_folder(recipe: Any, out_dir: Path) -> Path:
+    """rank's fine-tuning folder, empty: an earlier rank's (its winner's model, or the checkpoints of a rank that
+    was stopped) is replaced only where output.overwrite says so. Checked before any work.
+
+    Raises:
+        OutputExistsError: the folder holds an earlier rank's runs, and output.overwrite is false.
+    """
+    from hf_finetune.errors import OutputExistsError
+
+    folder = out_dir / FINETUNE_DIR
+    if folder.is_dir() and any(folder.iterdir()):
+        if not recipe.output.overwrite:
+            raise OutputExistsError(f"{folder} holds an earlier rank's fine-tuning runs (a winner's model is kept "
+                                    "there); rank into another folder (--output-dir, rank.output_dir), remove it, or "
+                                    "set output.overwrite: true to replace it")
+        logger.info("rank.by finetune: replacing the earlier fine-tuning runs in %s (output.overwrite)", folder)
+        shutil.rmtree(folder)
+    return folder
 
 
 def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_processes: int,
@@ -212,13 +232,15 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
 
 
 def data_verdicts(recipe: Any, row: dict[str, Any]) -> dict[str, Any]:
-    """Recipe values that `row`'s run decided about the data alone, for the other candidates' runs to take
-    instead of deciding them again; {} where there are none, or the run kept no record of its decisions.
+    """Recipe values that `row`'s run found out about the data alone, for the later candidates' runs to take
+    instead of asking again; {} where it found none (or kept no record of its decisions).
 
     The mirror check asks whether mirroring an image changes its class: a question about the images, which a
-    backbone's features only serve to answer (training/mirror.py), and one forward pass over a sample of
-    train and twice over validation (24 s of a 100 s Lite0 run on 300 digits, 25-60 s per EfficientNet on
-    1,000). Asked once, through the first pretrained candidate (one with random weights answers nothing).
+    backbone's features only serve to answer (training/mirror.py), at the cost of a forward pass over a sample
+    of train and twice over validation (24 s of a 100 s Lite0 run on 300 digits, 25-60 s per EfficientNet on
+    1,000). Only a finding carries over: mirrors that lose their class significantly (flips off). A check that
+    finds no loss may only lack power (on 300 digits Lite0's probe saw 29 images go wrong and 17 right, p =
+    0.052, where the sharper features of other networks turn flips off), so then the next candidate asks again.
     """
     from hf_finetune.outputs.folder import CHECKPOINTS
     from hf_finetune.tasks import task_of
@@ -228,12 +250,12 @@ def data_verdicts(recipe: Any, row: dict[str, Any]) -> dict[str, Any]:
     if ("hflip" not in task_of(recipe).inputs.defaults or not recipe.finetune.data_aware or aug.hflip == 0
             or "hflip" in aug.model_fields_set):
         return {}  # no check is made
-    decisions = recorded_decisions(Path(row["finetune"]["folder"]) / CHECKPOINTS)
-    if decisions is None:  # a run that finished at its first rung took its checkpoints with it
+    decisions = recorded_decisions(Path(row["finetune"]["folder"]) / CHECKPOINTS) or []
+    flip = next((d.value for d in decisions if d.key == "augmentation.hflip"), None)
+    if flip is None:
         return {}
-    flip = next((d.value for d in decisions if d.key == "augmentation.hflip"), aug.hflip)
-    logger.info("rank.by finetune: %s's mirror check holds for every later candidate (augmentation.hflip %g): "
-                "whether mirroring changes an image's class is a question about the data", row["name"], flip)
+    logger.info("rank.by finetune: %s's mirror check found that mirroring changes these images' class; every later "
+                "candidate's run takes that answer (augmentation.hflip %g) instead of asking again", row["name"], flip)
     return {"augmentation.hflip": flip}
 
 
