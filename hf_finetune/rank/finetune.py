@@ -18,8 +18,7 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
                 candidate is dropped at a rung where none has beaten the trivial model yet: on 20 digits
                 every network sat at chance after one epoch, and halving there kept the random-init one
                 (0.100) over two pretrained ones (0.086, 0.089)
-    order       the candidates by the rung they reached, then the validation metric there (a tie, as at
-                chance on early rungs: the lower validation loss, as halving breaks it too), then those
+    order       the candidates by the rung they reached, then the validation metric there, then those
                 not fine-tuned (by the frozen score), and last those fine-tuned whose evaluations never
                 beat the trivial model by the collapse guard's margin (`learned: false`); where none
                 learned, by value alone, with a warning. With a validation-loss objective there is no
@@ -178,7 +177,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         alive = [r for r in alive if r["finetune"]["state"] != "failed"]
         if rung == len(shares) - 1 or not alive:
             break
-        alive.sort(key=_standing(sign))
+        alive.sort(key=lambda r: -sign * _finite(r["finetune"]["value"], sign))
         if trivial is not None and not any(learned([_finite(r["finetune"]["value"], sign)]) for r in alive):
             logger.info("rank.by finetune: no candidate beat the trivial model's validation %s (%.4f) at %.0f%% of "
                         "its run; none is dropped here (halving from the rung where one has learned)", metric,
@@ -212,9 +211,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             group = 2 if entry.get("learned") is False and not none_learned else 0
         value = row["scores"].get("finetune")
         reached = -entry["rung"] if entry else 0
-        loss = entry.get("loss") if entry else None
         return (group, reached, -sign * value if value is not None else math.inf,
-                loss if loss is not None and math.isfinite(loss) else math.inf,  # a tie: the lower validation loss
                 -row["scores"].get(settings.shortlist_by, 0.0))  # not fine-tuned: by the score that left it out
 
     rows.sort(key=key)
@@ -284,32 +281,19 @@ def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs:
         recipe = trials.trial_recipe(plan, values, entry["number"])
         value = trials.run_trial(plan, recipe, None, entry["number"], resume=entry["share"] > 0,
                           pause_at=share if share < 1.0 else None)
-        entry.update(state="complete", value=value, loss=None, share=1.0)  # the kept model's loss is not returned
+        entry.update(state="complete", value=value, share=1.0)
     except trials.RunPaused as stop:
-        entry.update(state="paused", value=stop.value, loss=stop.loss, share=share, step=stop.step,
-                     steps=stop.max_steps)
+        entry.update(state="paused", value=stop.value, share=share, step=stop.step, steps=stop.max_steps)
     except (trials.TrialFailed, RecipeError) as exc:
         entry.update(state="failed", value=None, error=str(exc))
         logger.warning("rank.by finetune: %s failed: %s", row["name"], exc)
     entry["seconds"] += time.perf_counter() - started
     trials.release_memory()  # the paused run's trainer lived in the exception's frames, gone only now
     if entry["state"] != "failed":
-        entry["evaluations"].append({"share": entry["share"], "value": entry["value"], "loss": entry.get("loss")})
+        entry["evaluations"].append({"share": entry["share"], "value": entry["value"]})
     logger.info("rank.by finetune: %s %s at %.0f%% of its run, validation %s %s", row["name"], entry["state"],
                 100 * entry["share"], metric, "n/a" if entry["value"] is None else f"{entry['value']:.4f}")
     return entry
-
-
-def _standing(sign: float) -> Any:
-    """The sort key of a rung: the objective there, best first, then the validation loss, lowest first.
-
-    Early rungs tie on accuracy: on 300 digits at 7% of a run two networks sat at the same 0.104 (28 of 269
-    images), and the one listed first went on. The loss, reported by the same evaluation, still tells them
-    apart; a run that finished without a paused evaluation has none and goes behind on a tie."""
-    def key(row: dict[str, Any]) -> tuple[float, float]:
-        loss = row["finetune"].get("loss")
-        return -sign * _finite(row["finetune"]["value"], sign), loss if loss is not None and math.isfinite(loss) else math.inf
-    return key
 
 
 def _finite(value: float | None, sign: float) -> float:

@@ -40,8 +40,8 @@ class RunPaused(Exception):
     """A run that `PauseAt` stopped at its share of the steps, its checkpoint saved: `run_trial(...,
     resume=True)` continues it."""
 
-    def __init__(self, step: int, max_steps: int, value: float | None, loss: float | None = None):
-        self.step, self.max_steps, self.value, self.loss = step, max_steps, value, loss  # loss: the validation loss
+    def __init__(self, step: int, max_steps: int, value: float | None):
+        self.step, self.max_steps, self.value = step, max_steps, value
         super().__init__(f"paused at step {step} of {max_steps}")
 
 
@@ -127,7 +127,6 @@ class PauseAt(TrainerCallback):
         self.step: int | None = None  # where to pause; None: the run finishes
         self.stopping = False
         self.value: float | None = None
-        self.loss: float | None = None  # the validation loss there: what breaks a tie on the metric (rank)
 
     def on_train_begin(self, args, state, control, **kwargs):
         step = max(1, math.ceil(self.fraction * state.max_steps - 1e-9))
@@ -142,14 +141,13 @@ class PauseAt(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.stopping:
-            value, loss = ((metrics or {}).get(f"eval_{key}") for key in (self.metric, "loss"))
+            value = (metrics or {}).get(f"eval_{self.metric}")
             self.value = float(value) if isinstance(value, (int, float)) else None
-            self.loss = float(loss) if isinstance(loss, (int, float)) else None
         return control
 
     def on_save(self, args, state, control, **kwargs):
         if self.stopping:
-            raise RunPaused(state.global_step, state.max_steps, self.value, self.loss)
+            raise RunPaused(state.global_step, state.max_steps, self.value)
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
