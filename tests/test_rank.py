@@ -313,6 +313,30 @@ def stub_runs(monkeypatch, curves: dict, calls: list | None = None, short: froze
     monkeypatch.setattr(trials, "run_trial", fake_run)
 
 
+def test_rank_by_finetune_lets_candidates_tied_at_the_cut_go_on_together(tmp_path, rank_recipe, monkeypatch):
+    """At 7% of a run on 300 digits Lite0 and Lite1 tied at 0.104 and the one listed first went on. Halving
+    does not choose between equals: both go on, whatever the candidates' order; below the tie, one stops."""
+    import hf_finetune.search.trials as trials
+    from hf_finetune.rank.finetune import finetune_rows
+    from hf_finetune.recipe import ModelSpec, validate_recipe
+
+    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
+    curves = {"lead": lambda share: 0.30 if share < 0.1 else 0.6, "a": lambda share: 0.104 if share < 0.1 else 0.5,
+              "b": lambda share: 0.104 if share < 0.1 else 0.4, "c": lambda share: 0.100}
+    for order in (("lead", "a", "b", "c"), ("c", "b", "a", "lead")):
+        calls = []
+        stub_runs(monkeypatch, curves, calls)
+        rows = [{"name": n, "spec": ModelSpec(name=n), "untrained": False, "scores": {},
+                 "rows": {"train": 300, "validation": 269}, "num_classes": 10} for n in order]
+        settings = finetune_rows(recipe, rows, tmp_path / "-".join(order), 1, trivial=0.10)
+        # 4 candidates, 1 in 3: 2 go on from 1/14 of a run, and "b" ties with "a", the second: 3 go on to 3/14.
+        assert sorted(n for n, resume, share, _ in calls if resume and share == pytest.approx(3 / 14)) == ["a", "b", "lead"]
+        assert [r["name"] for r in rows] == ["lead", "a", "b", "c"]
+        assert [r["finetune"]["rung"] for r in rows] == [2, 1, 1, 0]
+        assert settings["spent"] == pytest.approx(4 / 14 + 3 * 2 / 14 + 6 / 14)  # the tie cost one more share
+
+
 def test_rung_plan_spends_the_budget_and_never_passes_the_whole_run():
     from hf_finetune.rank.finetune import plan_cost, rung_plan
 

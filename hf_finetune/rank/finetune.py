@@ -11,7 +11,8 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
                 about the data alone: once a mirror check turns flips off, later runs take it (`data_verdicts`)
     halving     synchronous successive halving in `rank.budget` full runs (`rung_plan`): every
                 candidate trains the same share of its run and is evaluated there, then the best 1 in
-                `rank.reduction_factor` resume from their checkpoints to the next share, and so on. All
+                `rank.reduction_factor` (and any that tie with the last of them: `kept_count`) resume from
+                their checkpoints to the next share, and so on. All
                 candidates are compared at the same point of their runs, and the whole costs about the
                 budget: fine-tuning each candidate in full, one after another, cost 0.94-1.05x fine-tuning
                 them all (benchmarks/README.md). As `tune` waits for learning onset (search/onset.py), no
@@ -184,7 +185,11 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
                         trivial, 100 * share)
             alive.sort(key=lambda r: r["finetune"]["number"])
             continue
-        keep = math.ceil(len(alive) / settings.reduction_factor)
+        keep = kept_count(alive, settings.reduction_factor, sign)
+        if keep > math.ceil(len(alive) / settings.reduction_factor):
+            logger.info("rank.by finetune: %d candidates tie at the cut (validation %s %s at %.0f%% of their runs); "
+                        "they go on together", keep - math.ceil(len(alive) / settings.reduction_factor) + 1, metric,
+                        alive[keep - 1]["finetune"]["value"], 100 * share)
         for row in alive[keep:]:
             row["finetune"]["state"] = "pruned"
             logger.info("rank.by finetune: %s stops at %.0f%% of its run (validation %s %s)", row["name"],
@@ -294,6 +299,18 @@ def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs:
     logger.info("rank.by finetune: %s %s at %.0f%% of its run, validation %s %s", row["name"], entry["state"],
                 100 * entry["share"], metric, "n/a" if entry["value"] is None else f"{entry['value']:.4f}")
     return entry
+
+
+def kept_count(ranked: list[dict[str, Any]], reduction_factor: int, sign: float) -> int:
+    """How many of `ranked` (best first) go on from a rung: 1 in `reduction_factor`, and every one that ties
+    with the last of those. Small validation splits make accuracy coarse, and early rungs tie: on 300 digits
+    at 7% of a run Lite0 and Lite1 both sat at 0.104 (28 of 269 images), and which one went on was the
+    candidates' order (with it, the mode's winner). Halving does not choose between equals."""
+    keep = math.ceil(len(ranked) / reduction_factor)
+    cut = _finite(ranked[keep - 1]["finetune"]["value"], sign)
+    while keep < len(ranked) and _finite(ranked[keep]["finetune"]["value"], sign) == cut and math.isfinite(cut):
+        keep += 1
+    return keep
 
 
 def _finite(value: float | None, sign: float) -> float:
