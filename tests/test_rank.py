@@ -656,15 +656,19 @@ def test_minilm_features_are_its_sentence_embeddings_and_it_beats_random_init(tm
 
 
 def test_rank_by_finetune_of_every_candidate_skips_frozen_scores_and_shares_a_mirror_finding(
-        tmp_path, rank_recipe, tiny_resnet, tiny_vit, capsys, caplog):
+        tmp_path, rank_recipe, tiny_resnet, tiny_vit, capsys, monkeypatch):
     """With every candidate fine-tuned the frozen scores decide nothing: none is extracted unless
-    rank.frozen_scores asks. Mirrors that lose their class are a finding about the images: once a run's
-    mirror check makes it, the later runs take its answer; a check that finds nothing is asked again."""
-    import logging
-
+    rank.frozen_scores (or rank.hscore) asks. Mirrors that lose their class are a finding about the images: once
+    a run's mirror check makes it, the later runs take its answer; a check that finds nothing is asked again."""
+    import hf_finetune.training.mirror as mirror
+    from hf_finetune.rank.report import train_command
+    from hf_finetune.recipe import ModelSpec, validate_recipe
     from hf_finetune.testing import write_pattern_folder
 
     pytest.importorskip("optuna")
+    checks = []  # every mirror check that ran: its test on the probe's verdicts
+    real_test = mirror.mirror_test
+    monkeypatch.setattr(mirror, "mirror_test", lambda *a, **k: checks.append(1) or real_test(*a, **k))
     diagonals = write_pattern_folder(tmp_path / "diagonals", {"train": 8, "validation": 8, "test": 4}, size=32,
                                      kinds=("rising", "falling"))  # a mirror swaps the two classes
     rank_recipe["data"]["image_folder"] = str(diagonals)
@@ -672,9 +676,7 @@ def test_rank_by_finetune_of_every_candidate_skips_frozen_scores_and_shares_a_mi
                            "by": "finetune", "finetune_epochs": 1, "budget": 10}
     rank_recipe["training"] = {"per_device_train_batch_size": 8, "seed": 3}
     path = write_recipe(tmp_path / "r.yaml", rank_recipe)
-    checks = "on the same images mirrored"  # every mirror check logs its figures once
-    with caplog.at_level(logging.INFO):
-        assert main(["rank", str(path)]) == 0
+    assert main(["rank", str(path)]) == 0
     table = capsys.readouterr().out
     record = json.loads((tmp_path / "out-rank" / "rank.json").read_text())
     assert not list((tmp_path / "cache").rglob("*.npz"))  # no features extracted, none cached
@@ -682,36 +684,49 @@ def test_rank_by_finetune_of_every_candidate_skips_frozen_scores_and_shares_a_mi
     assert "fine-tuned and validated on 16 rows (no frozen-feature scores)" in table
     assert "LogME" not in table and "extract s" not in table and "fine-tuned accuracy *" in table
     # The first candidate's check turned flips off; the others started from that answer and asked nothing.
-    assert sum(checks in m for m in caplog.messages) == 1
+    assert len(checks) == 1
     entries = {r["name"]: r["finetune"] for r in record["candidates"]}
     assert entries[str(tiny_resnet)]["shared"] == {}
     assert entries[str(tiny_vit)]["shared"] == entries[f"{tiny_resnet} (random init)"]["shared"] == {
         "augmentation.hflip": 0.0}
+    # The command that trains the winner starts from what its run started from.
+    assert record["train_command"].endswith("augmentation.hflip=0") == bool(record["candidates"][0]["finetune"]["shared"])
+    assert train_command(validate_recipe(rank_recipe), ModelSpec(name="m"), {"augmentation.hflip": 0.0}).endswith(
+        "model.name=m augmentation.hflip=0")
 
     # Stripes and checks keep their class mirrored: no finding, so every candidate's run asks for itself.
     rank_recipe["data"]["image_folder"] = write_pattern_folder(
         tmp_path / "stripes", {"train": 8, "validation": 8, "test": 4}, size=32).as_posix()
     rank_recipe["rank"]["candidates"] = [str(tiny_resnet), str(tiny_vit)]
     stripes = write_recipe(tmp_path / "s.yaml", rank_recipe)
-    # The folder holds the first rank's winner: replaced only where output.overwrite says so, before any work.
+    # The folder holds the first rank's winner, a finished model: replaced only where output.overwrite says so,
+    # and only once nothing else refuses the rank.
+    winner = Path(record["finetune"]["winner_folder"])
     assert main(["rank", str(stripes)]) == 2
-    assert "holds an earlier rank's fine-tuning runs (a winner's model is kept there)" in capsys.readouterr().err
-    assert (tmp_path / "out-rank" / "finetune" / "trials").is_dir()
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        assert main(["rank", str(stripes), "output.overwrite=true"]) == 0
-    assert sum(checks in m for m in caplog.messages) == 2
+    assert f"{winner} holds the model an earlier rank fine-tuned (its winner)" in capsys.readouterr().err
+    assert main(["rank", str(stripes), "output.overwrite=true", "training.save_strategy=best"]) == 2
+    assert "training.save_strategy" in capsys.readouterr().err and (winner / "run.json").is_file()
+    checks.clear()
+    assert main(["rank", str(stripes), "output.overwrite=true"]) == 0
+    assert len(checks) == 2
     record = json.loads((tmp_path / "out-rank" / "rank.json").read_text())
     assert all(r["finetune"]["shared"] == {} for r in record["candidates"])
     assert len(list((tmp_path / "out-rank" / "finetune" / "trials").iterdir())) <= 1  # this rank's winner only
+    # A budget that ends before the whole run keeps no model and leaves no folder: the next rank just runs.
+    for _ in range(2):
+        assert main(["rank", str(stripes), "rank.budget=0.5", "--output-dir", str(tmp_path / "short")]) == 0
+        assert not (tmp_path / "short" / "finetune").exists()
     capsys.readouterr()
 
     # Asked for, the frozen scores come back beside the fine-tuned one; refused where they cannot be left out.
-    assert main(["rank", str(path), "rank.frozen_scores=true", "rank.finetune_epochs=0.5",
+    assert main(["rank", str(path), "rank.hscore=true", "rank.finetune_epochs=0.5",
                  "--output-dir", str(tmp_path / "again")]) == 0
     record = json.loads((tmp_path / "again" / "rank.json").read_text())
-    assert all("logme" in r["scores"] for r in record["candidates"]) and "LogME" in capsys.readouterr().out
+    assert all({"logme", "hscore"} <= set(r["scores"]) for r in record["candidates"])
+    assert "LogME" in capsys.readouterr().out
     assert main(["check", str(path), "--schema-only", "rank.frozen_scores=false", "rank.by=knn"]) == 2
     assert "rank.frozen_scores: rank.by: knn orders by a frozen score" in capsys.readouterr().err
     assert main(["check", str(path), "--schema-only", "rank.frozen_scores=false", "rank.shortlist=1"]) == 2
     assert "rank.frozen_scores: rank.shortlist picks by the frozen score logme" in capsys.readouterr().err
+    assert main(["check", str(path), "--schema-only", "rank.frozen_scores=false", "rank.hscore=true"]) == 2
+    assert "rank.hscore: the H-score is a frozen-feature score" in capsys.readouterr().err

@@ -118,13 +118,14 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     check_writable_dir(out_dir, "--output-dir" if output_dir else "rank.output_dir" if settings.output_dir
                        else "output.dir (rank writes into <output.dir>-rank)")
     check_writable_dir(cache_root, "rank.cache_dir" if settings.cache_dir else "data.cache_dir")
-    if settings.by == "finetune":
-        from hf_finetune.rank.finetune import claim_folder
-
-        claim_folder(recipe, out_dir)
     # One process, or one of several under `accelerate launch`; without a GPU the processes form a
     # gloo group on the CPU only when asked to (as hf-finetune's training sets use_cpu).
     state = PartialState(cpu=not torch.cuda.is_available())
+    if settings.by == "finetune":
+        from hf_finetune.rank.finetune import check_finetune, claim_folder
+
+        check_finetune(recipe, state.num_processes)  # its refusals first: an earlier rank's folder stays as it was
+        claim_folder(recipe, out_dir)
     if scores_frozen(settings):
         rows, labels = frozen_rows(recipe, specs, cache_root, state)
     else:  # rank.by finetune of every candidate: frozen scores would decide nothing (rank.frozen_scores adds them)
@@ -147,7 +148,8 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
         winner, tied = frozen_winner(rows, by)
     for r in rows:
         r.pop("spreads")
-    command = train_command(recipe, rows[winner]["spec"])
+    # rank.by finetune: the winner's run may have started from another candidate's finding about the data
+    command = train_command(recipe, rows[winner]["spec"], (rows[winner].get("finetune") or {}).get("shared"))
     ties = [{"name": rows[i]["name"], "leader_ahead_share": share, "train_command": train_command(recipe, rows[i]["spec"])}
             for i, share in tied]
     record = build_record(recipe, rows, by, command, time.perf_counter() - started, ties, winner)

@@ -95,23 +95,44 @@ def plan_cost(candidates: int, reduction_factor: int, shares: list[float]) -> fl
     return cost
 
 
-def claim_folder(recipe: Any, out_dir: Path) -> Path:
-    """rank's fine-tuning folder, empty: an earlier rank's (its winner's model, or the checkpoints of a rank that
-    was stopped) is replaced only where output.overwrite says so. Checked before any work.
+def check_finetune(recipe: Any, num_processes: int) -> None:
+    """What refuses rank.by finetune, before any work (and before an earlier rank's folder is touched).
 
     Raises:
-        OutputExistsError: the folder holds an earlier rank's runs, and output.overwrite is false.
+        UserError: several processes. RecipeError: training.save_strategy best.
+    """
+    if num_processes > 1:
+        raise UserError("rank.by: finetune trains in one process; run `hf-finetune rank` without accelerate "
+                        "launch, or search `model.name` choices with `hf-finetune tune`")
+    if str(recipe.training.get("save_strategy")) == "best":
+        raise RecipeError([Problem("training.save_strategy", "best saves only a new best checkpoint, and rank.by: "
+                                   "finetune pauses each run at a checkpoint of its own: use epoch or steps")],
+                          recipe.source)
+
+
+def claim_folder(recipe: Any, out_dir: Path) -> Path:
+    """rank's fine-tuning folder, emptied. An earlier rank's winner (a finished run: a model someone may use) is
+    replaced only where output.overwrite says so; what else an earlier rank left (the runs of a rank that failed
+    or was stopped: rank does not resume them) is cleared, and the log says so.
+
+    Raises:
+        OutputExistsError: the folder holds an earlier rank's finished winner, and output.overwrite is false.
     """
     from hf_finetune.errors import OutputExistsError
+    from hf_finetune.outputs.folder import RUN_FILE
 
     folder = out_dir / FINETUNE_DIR
-    if folder.is_dir() and any(folder.iterdir()):
-        if not recipe.output.overwrite:
-            raise OutputExistsError(f"{folder} holds an earlier rank's fine-tuning runs (a winner's model is kept "
-                                    "there); rank into another folder (--output-dir, rank.output_dir), remove it, or "
-                                    "set output.overwrite: true to replace it")
-        logger.info("rank.by finetune: replacing the earlier fine-tuning runs in %s (output.overwrite)", folder)
-        shutil.rmtree(folder)
+    if not folder.is_dir():
+        return folder
+    kept = sorted(p.parent for p in folder.glob(f"*/*/{RUN_FILE}"))
+    if kept and not recipe.output.overwrite:
+        raise OutputExistsError(f"{kept[0]} holds the model an earlier rank fine-tuned (its winner); rank into another "
+                                "folder (--output-dir, rank.output_dir), move it, or set output.overwrite: true to "
+                                "replace it")
+    if any(folder.iterdir()):
+        logger.info("rank.by finetune: clearing what an earlier rank left in %s%s", folder,
+                    " (its winner's model: output.overwrite)" if kept else "")
+    shutil.rmtree(folder)
     return folder
 
 
@@ -125,13 +146,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     from hf_finetune.search.trials import TrialPlan, trial_dir
     from hf_finetune.search.tune import resolve_objective
 
-    if num_processes > 1:
-        raise UserError("rank.by: finetune trains in one process; run `hf-finetune rank` without accelerate "
-                        "launch, or search `model.name` choices with `hf-finetune tune`")
-    if str(recipe.training.get("save_strategy")) == "best":
-        raise RecipeError([Problem("training.save_strategy", "best saves only a new best checkpoint, and rank.by: "
-                                   "finetune pauses each run at a checkpoint of its own: use epoch or steps")],
-                          recipe.source)
+    check_finetune(recipe, num_processes)
     settings = recipe.rank
     metric, direction = resolve_objective(recipe, recipe.training.get("metric_for_best_model"))
     if metric.endswith("loss"):
@@ -229,6 +244,8 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         if entry and not (entry is winner and entry["state"] == "complete"):
             shutil.rmtree(entry["folder"], ignore_errors=True)
             entry["folder"] = None
+    if winner["folder"] is None:
+        shutil.rmtree(folder, ignore_errors=True)  # no model kept: nothing left behind
     return {"metric": metric, "direction": direction, "shortlist_by": settings.shortlist_by,
             "shortlist": settings.shortlist, "reduction_factor": settings.reduction_factor, "budget": settings.budget,
             "shares": shares, "spent": spent, "finetune_epochs": settings.finetune_epochs,

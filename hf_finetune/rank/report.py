@@ -21,14 +21,18 @@ SCORES = {"logme": ("LogME", "{:.4f}"), "knn": ("k-NN acc", "{:.3f}"), "knn_f1":
 PLOTTED = ("logme", "knn", "probe", "hscore", "finetune")
 
 
-def train_command(recipe: Recipe, spec: ModelSpec) -> str:
-    """The command line that fine-tunes `spec` with this recipe (its own overrides kept)."""
+def train_command(recipe: Recipe, spec: ModelSpec, values: dict[str, Any] | None = None) -> str:
+    """The command line that fine-tunes `spec` with this recipe (its own overrides kept), and `values` (what a
+    rank.by finetune run started from: another candidate's mirror finding) as overrides."""
     overrides = [o for o in recipe.overrides if not o.startswith(("model.", "rank."))]
+    given = [f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+             for key, value in (values or {}).items() if not any(o.startswith(f"{key}=") for o in overrides)]
     overrides.append(f"model.name={spec.name}")
     for key in ("revision", "pretrained", *candidate_model_keys(spec)):
         value = getattr(spec, key)
         if value != ModelSpec.model_fields[key].default or getattr(recipe.model, key) != value:
             overrides.append(f"model.{key}={'null' if value is None else str(value).lower() if isinstance(value, bool) else value}")
+    overrides += given
     source = recipe.source or "RECIPE.yaml"
     return " ".join(["hf-finetune", "train", shlex.quote(source), *map(shlex.quote, overrides)])
 

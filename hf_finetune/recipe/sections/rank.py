@@ -46,7 +46,8 @@ class RankSpec(Section):
     frozen_scores: bool | None = Field(
         None, description="by finetune: also score every candidate on frozen features (the table's LogME, k-NN, "
         "probe columns). Default: only where rank.shortlist picks by them; with every candidate fine-tuned they "
-        "decide nothing and cost a pass over the data per backbone (a third of the mode's time at 1,000 digits)."
+        "decide nothing and cost a pass over the data per backbone (a third of the mode's time at 1,000 digits); "
+        "rank.hscore: true asks for them too."
     )
     hscore: bool = Field(False, description="Also compute the H-score (Ledoit-Wolf shrinkage covariance).")
     knn_k: int = Field(5, gt=0, description="Neighbours of the k-NN validation accuracy (cosine similarity).")
@@ -82,12 +83,16 @@ def rank_problems(rank: RankSpec, writable: bool = False) -> list[Problem]:
     elif rank.frozen_scores is False and rank.shortlist is not None:
         problems.append(Problem("rank.frozen_scores", f"rank.shortlist picks by the frozen score {rank.shortlist_by}; "
                                 "false needs rank.shortlist unset (every candidate fine-tuned)"))
+    elif rank.frozen_scores is False and rank.hscore:
+        problems.append(Problem("rank.hscore", "the H-score is a frozen-feature score, and rank.frozen_scores: false "
+                                "leaves those out"))
     return problems
 
 
 def scores_frozen(rank: RankSpec) -> bool:
     """Whether `rank` scores the candidates on frozen features: always where they order the table or make
-    rank.finetune's shortlist; with every candidate fine-tuned, where rank.frozen_scores asks."""
+    rank.finetune's shortlist; with every candidate fine-tuned, where rank.frozen_scores asks (or, left unset,
+    where rank.hscore asks for one of them)."""
     if rank.by != "finetune" or rank.shortlist is not None:
         return True
-    return bool(rank.frozen_scores)
+    return rank.frozen_scores if rank.frozen_scores is not None else rank.hscore
