@@ -117,7 +117,8 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     # Before any extraction: where the features and the report go can be written.
     check_writable_dir(out_dir, "--output-dir" if output_dir else "rank.output_dir" if settings.output_dir
                        else "output.dir (rank writes into <output.dir>-rank)")
-    check_writable_dir(cache_root, "rank.cache_dir" if settings.cache_dir else "data.cache_dir")
+    if scores_frozen(settings):  # the feature cache is written only where features are extracted
+        check_writable_dir(cache_root, "rank.cache_dir" if settings.cache_dir else "data.cache_dir")
     # One process, or one of several under `accelerate launch`; without a GPU the processes form a
     # gloo group on the CPU only when asked to (as hf-finetune's training sets use_cpu).
     state = PartialState(cpu=not torch.cuda.is_available())
