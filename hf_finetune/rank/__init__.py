@@ -117,7 +117,8 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     # Before any extraction: where the features and the report go can be written.
     check_writable_dir(out_dir, "--output-dir" if output_dir else "rank.output_dir" if settings.output_dir
                        else "output.dir (rank writes into <output.dir>-rank)")
-    if scores_frozen(settings):  # the feature cache is written only where features are extracted
+    frozen = scores_frozen(settings)  # not under rank.by finetune of every candidate, unless asked
+    if frozen:  # the feature cache is written only where features are extracted
         check_writable_dir(cache_root, "rank.cache_dir" if settings.cache_dir else "data.cache_dir")
     # One process, or one of several under `accelerate launch`; without a GPU the processes form a
     # gloo group on the CPU only when asked to (as hf-finetune's training sets use_cpu).
@@ -127,7 +128,7 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
 
         check_finetune(recipe, state.num_processes)  # its refusals first: an earlier rank's folder stays as it was
         claim_folder(recipe, out_dir)
-    if scores_frozen(settings):
+    if frozen:
         rows, labels = frozen_rows(recipe, specs, cache_root, state)
     else:  # rank.by finetune of every candidate: frozen scores would decide nothing (rank.frozen_scores adds them)
         rows, labels = unscored_rows(recipe, specs)
@@ -194,29 +195,32 @@ def frozen_rows(recipe: Recipe, specs: list[ModelSpec], cache_root: Path, state:
             spreads[f"{key}_f1"] = rescored_on_validation(correct, fit.truth, fit.predicted, resamples, f1=True)
         if settings.hscore:
             spreads["hscore"] = rescored_on_train(hscore, train, y_train, resamples)
-        rows.append({"name": cand.name, "model": spec.model_dump(mode="json", exclude_defaults=True),
+        rows.append({**_row(spec, cand.labels, len(cand.label_names)),
                      "scores": scores, "spread": {k: v.std for k, v in spreads.items()}, "spreads": spreads,
-                     "untrained": not spec.pretrained, "dim": cand.dim, "num_params": cand.num_params, "pooling": cand.pooling,
+                     "dim": cand.dim, "num_params": cand.num_params, "pooling": cand.pooling,
                      "preprocessing": cand.preprocessing, "extraction_s": cand.extraction_s,
-                     "from_cache": cand.cached, "scoring_s": time.perf_counter() - scoring,
-                     "rows": {role: len(cand.labels[role]) for role in cand.labels},
-                     "num_classes": len(cand.label_names), "spec": spec})
+                     "from_cache": cand.cached, "scoring_s": time.perf_counter() - scoring})
     return rows, cand.labels
 
 
 def unscored_rows(recipe: Recipe, specs: list[ModelSpec]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One row per candidate without frozen-feature scores (rank.by finetune of every candidate: extracting
     them cost a third of the mode's time at 1,000 digits and would decide nothing), and the labels."""
-    from hf_finetune.rank.features import display_name, split_labels
+    from hf_finetune.rank.features import split_labels
 
     labels, names = split_labels(recipe, specs[0])
     logger.info("rank: every candidate is fine-tuned, so none is scored on frozen features (rank.frozen_scores: "
                 "true adds those scores to the table)")
-    rows = [{"name": display_name(spec), "model": spec.model_dump(mode="json", exclude_defaults=True),
-             "scores": {}, "spread": {}, "spreads": {}, "untrained": not spec.pretrained,
-             "rows": {role: len(labels[role]) for role in labels}, "num_classes": len(names), "spec": spec}
-            for spec in specs]
-    return rows, labels
+    return [{**_row(spec, labels, len(names)), "scores": {}, "spread": {}, "spreads": {}} for spec in specs], labels
+
+
+def _row(spec: ModelSpec, labels: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """What every candidate's row says, scored on frozen features or not."""
+    from hf_finetune.rank.features import display_name
+
+    return {"name": display_name(spec), "model": spec.model_dump(mode="json", exclude_defaults=True),
+            "untrained": not spec.pretrained, "rows": {role: len(labels[role]) for role in labels},
+            "num_classes": num_classes, "spec": spec}
 
 
 def frozen_winner(rows: list[dict[str, Any]], by: str) -> tuple[int, list[tuple[int, float]]]:

@@ -110,7 +110,7 @@ def check_finetune(recipe: Any, num_processes: int) -> None:
                           recipe.source)
 
 
-def claim_folder(recipe: Any, out_dir: Path) -> Path:
+def claim_folder(recipe: Any, out_dir: Path) -> None:
     """rank's fine-tuning folder, emptied. An earlier rank's winner (a finished run: a model someone may use) is
     replaced only where output.overwrite says so; what else an earlier rank left (the runs of a rank that failed
     or was stopped: rank does not resume them) is cleared, and the log says so.
@@ -123,7 +123,7 @@ def claim_folder(recipe: Any, out_dir: Path) -> Path:
 
     folder = out_dir / FINETUNE_DIR
     if not folder.is_dir():
-        return folder
+        return
     kept = sorted(p.parent for p in folder.glob(f"*/*/{RUN_FILE}"))
     if kept and not recipe.output.overwrite:
         raise OutputExistsError(f"{kept[0]} holds the model an earlier rank fine-tuned (its winner); rank into another "
@@ -133,7 +133,6 @@ def claim_folder(recipe: Any, out_dir: Path) -> Path:
         logger.info("rank.by finetune: clearing what an earlier rank left in %s%s", folder,
                     " (its winner's model: output.overwrite)" if kept else "")
     shutil.rmtree(folder)
-    return folder
 
 
 def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_processes: int,
@@ -189,7 +188,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
                 continue
             _train_to(row, share, plan, metric, settings.finetune_epochs, shared)
             if not shared and row["spec"].pretrained and row["finetune"]["state"] != "failed":
-                shared = data_verdicts(recipe, row)
+                shared = data_verdicts(row)
         alive = [r for r in alive if r["finetune"]["state"] != "failed"]
         if rung == len(shares) - 1 or not alive:
             break
@@ -201,10 +200,10 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             alive.sort(key=lambda r: r["finetune"]["number"])
             continue
         keep = kept_count(alive, settings.reduction_factor, sign)
-        if keep > math.ceil(len(alive) / settings.reduction_factor):
+        ties = keep - math.ceil(len(alive) / settings.reduction_factor)  # kept beyond 1 in reduction_factor
+        if ties:
             logger.info("rank.by finetune: %d candidates tie at the cut (validation %s %s at %.0f%% of their runs); "
-                        "they go on together", keep - math.ceil(len(alive) / settings.reduction_factor) + 1, metric,
-                        alive[keep - 1]["finetune"]["value"], 100 * share)
+                        "they go on together", ties + 1, metric, alive[keep - 1]["finetune"]["value"], 100 * share)
         for row in alive[keep:]:
             row["finetune"]["state"] = "pruned"
             logger.info("rank.by finetune: %s stops at %.0f%% of its run (validation %s %s)", row["name"],
@@ -253,7 +252,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             "none_learned": none_learned}
 
 
-def data_verdicts(recipe: Any, row: dict[str, Any]) -> dict[str, Any]:
+def data_verdicts(row: dict[str, Any]) -> dict[str, Any]:
     """Recipe values that `row`'s run found out about the data alone, for the later candidates' runs to take
     instead of asking again; {} where it found none (or kept no record of its decisions).
 
@@ -265,13 +264,9 @@ def data_verdicts(recipe: Any, row: dict[str, Any]) -> dict[str, Any]:
     0.052, where the sharper features of other networks turn flips off), so then the next candidate asks again.
     """
     from hf_finetune.outputs.folder import CHECKPOINTS
-    from hf_finetune.tasks import task_of
     from hf_finetune.training.safeguards import recorded_decisions
 
-    aug = recipe.augmentation
-    if ("hflip" not in task_of(recipe).inputs.defaults or not recipe.finetune.data_aware or aug.hflip == 0
-            or "hflip" in aug.model_fields_set):
-        return {}  # no check is made
+    # Where no check is made (text, the recipe's own hflip, data_aware off) no flip decision is recorded either.
     decisions = recorded_decisions(Path(row["finetune"]["folder"]) / CHECKPOINTS) or []
     flip = next((d.value for d in decisions if d.key == "augmentation.hflip"), None)
     if flip is None:
