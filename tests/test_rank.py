@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -314,16 +315,17 @@ def stub_runs(monkeypatch, curves: dict, calls: list | None = None, short: froze
 
 
 def test_rank_by_finetune_lets_candidates_tied_at_the_cut_go_on_together(tmp_path, rank_recipe, monkeypatch):
-    """At 7% of a run on 300 digits Lite0 and Lite1 tied at 0.104 and the one listed first went on. Halving
-    does not choose between equals: both go on, whatever the candidates' order; below the tie, one stops."""
+    """At 7% of a run on 300 digits Lite0 and Lite1 tied at 0.104 (28 of 269) and the one listed first went on.
+    Halving does not choose between equals: both go on, whatever the candidates' order; below the tie, one
+    stops. (Here the tied pair has learned: at chance, nobody would stop; the next test.)"""
     import hf_finetune.search.trials as trials
     from hf_finetune.rank.finetune import finetune_rows
     from hf_finetune.recipe import ModelSpec, validate_recipe
 
     monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
     recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
-    curves = {"lead": lambda share: 0.30 if share < 0.1 else 0.6, "a": lambda share: 0.104 if share < 0.1 else 0.5,
-              "b": lambda share: 0.104 if share < 0.1 else 0.4, "c": lambda share: 0.100}
+    curves = {"lead": lambda share: 0.30 if share < 0.1 else 0.6, "a": lambda share: 0.204 if share < 0.1 else 0.5,
+              "b": lambda share: 0.204 if share < 0.1 else 0.4, "c": lambda share: 0.190}
     for order in (("lead", "a", "b", "c"), ("c", "b", "a", "lead")):
         calls = []
         stub_runs(monkeypatch, curves, calls)
@@ -336,6 +338,37 @@ def test_rank_by_finetune_lets_candidates_tied_at_the_cut_go_on_together(tmp_pat
         assert [r["finetune"]["rung"] for r in rows] == [2, 1, 1, 0]
         assert settings["spent"] == pytest.approx(4 / 14 + 3 * 2 / 14 + 6 / 14)  # the tie cost one more share
 
+
+
+def test_rank_by_finetune_drops_nobody_where_a_place_that_goes_on_would_go_to_a_candidate_at_chance(
+        tmp_path, rank_recipe, monkeypatch, caplog):
+    """On 300 digits at 7% of a run one network of five beat chance; the second place went to the best of four
+    near-chance figures, and the best network fine-tuned (Lite2) stopped at the next rung on a dip. Halving drops
+    a candidate only where every place that goes on is held by one that beat the trivial model (0.10 + 0.02)."""
+    import hf_finetune.search.trials as trials
+    from hf_finetune.rank.finetune import finetune_rows
+    from hf_finetune.recipe import ModelSpec, validate_recipe
+
+    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
+    # 4 candidates, 1 in 3 kept, budget 1: rungs at 1/14, 3/14, 9/14. At 1/14 only "lead" beat chance (the
+    # second place would go to "a" at 0.110, within the margin); at 3/14 "slow" and "lead" have learned.
+    curves = {"lead": lambda share: 0.30 if share < 0.1 else 0.5, "a": lambda share: 0.110 if share < 0.1 else 0.2,
+              "slow": lambda share: 0.104 if share < 0.1 else 0.6, "c": lambda share: 0.100}
+    calls = []
+    stub_runs(monkeypatch, curves, calls)
+    rows = [{"name": n, "spec": ModelSpec(name=n), "untrained": False, "scores": {},
+             "rows": {"train": 300, "validation": 269}, "num_classes": 10} for n in ("lead", "a", "slow", "c")]
+    with caplog.at_level(logging.INFO, logger="hf_finetune.rank.finetune"):
+        settings = finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.10)
+    assert [n for n, resume, share, _ in calls if resume and share == pytest.approx(3 / 14)] == ["lead", "a", "slow", "c"]
+    assert ("1 of 4 candidates beat the trivial model's validation accuracy (0.1000) at 7% of their runs, fewer than "
+            "the 2 that go on; none is dropped here") in caplog.text
+    # At 3/14 both places go to candidates that learned: "a" (0.2) and "c" (0.1) stop there.
+    assert [n for n, resume, share, _ in calls if share == pytest.approx(9 / 14)] == ["lead", "slow"]
+    assert [r["name"] for r in rows] == ["slow", "lead", "a", "c"]
+    assert [r["finetune"]["state"] for r in rows] == ["paused", "paused", "pruned", "pruned"]
+    assert settings["spent"] == pytest.approx(4 / 14 + 4 * 2 / 14 + 2 * 6 / 14)  # the wait cost two more shares
 
 def test_rung_plan_spends_the_budget_and_never_passes_the_whole_run():
     from hf_finetune.rank.finetune import plan_cost, rung_plan
