@@ -342,9 +342,10 @@ def test_rank_by_finetune_lets_candidates_tied_at_the_cut_go_on_together(tmp_pat
 
 def test_rank_by_finetune_drops_nobody_where_a_place_that_goes_on_would_go_to_a_candidate_at_chance(
         tmp_path, rank_recipe, monkeypatch, caplog):
-    """On 300 digits at 7% of a run one network of five beat chance; the second place went to the best of four
-    near-chance figures, and the best network fine-tuned (Lite2) stopped at the next rung on a dip. Halving drops
-    a candidate only where every place that goes on is held by one that beat the trivial model (0.10 + 0.02)."""
+    """On 300 digits at 7% of a run Lite2 sat at 0.171 and Lite0 at 0.130 (35 of 269), three at 0.100; Lite0
+    counted as learned (above 0.10 + 0.02) and took the second place, and Lite2, the best network fine-tuned,
+    stopped at the next rung on a dip. Guessing reaches 0.134-0.137 there by luck one time in 40 (`chance`).
+    Halving drops a candidate only where every place that goes on is held by one that beat both."""
     import hf_finetune.search.trials as trials
     from hf_finetune.rank.finetune import finetune_rows
     from hf_finetune.recipe import ModelSpec, validate_recipe
@@ -352,23 +353,43 @@ def test_rank_by_finetune_drops_nobody_where_a_place_that_goes_on_would_go_to_a_
     monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
     recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
     # 4 candidates, 1 in 3 kept, budget 1: rungs at 1/14, 3/14, 9/14. At 1/14 only "lead" beat chance (the
-    # second place would go to "a" at 0.110, within the margin); at 3/14 "slow" and "lead" have learned.
-    curves = {"lead": lambda share: 0.30 if share < 0.1 else 0.5, "a": lambda share: 0.110 if share < 0.1 else 0.2,
+    # second place would go to "a" at 0.130: past the margin, not past luck); at 3/14 "slow" and "lead" have.
+    curves = {"lead": lambda share: 0.30 if share < 0.1 else 0.5, "a": lambda share: 0.130 if share < 0.1 else 0.2,
               "slow": lambda share: 0.104 if share < 0.1 else 0.6, "c": lambda share: 0.100}
     calls = []
     stub_runs(monkeypatch, curves, calls)
     rows = [{"name": n, "spec": ModelSpec(name=n), "untrained": False, "scores": {},
              "rows": {"train": 300, "validation": 269}, "num_classes": 10} for n in ("lead", "a", "slow", "c")]
     with caplog.at_level(logging.INFO, logger="hf_finetune.rank.finetune"):
-        settings = finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.10)
+        settings = finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.10, chance=0.137)
     assert [n for n, resume, share, _ in calls if resume and share == pytest.approx(3 / 14)] == ["lead", "a", "slow", "c"]
-    assert ("1 of 4 candidates beat the trivial model's validation accuracy (0.1000) at 7% of their runs, fewer than "
-            "the 2 that go on; none is dropped here") in caplog.text
+    assert ("1 of 4 candidates beat chance (validation accuracy above 0.1370; the trivial model's 0.1000) at 7% of "
+            "their runs, fewer than the 2 that go on; none is dropped here") in caplog.text
+    assert settings["learned_above"] == 0.137
     # At 3/14 both places go to candidates that learned: "a" (0.2) and "c" (0.1) stop there.
     assert [n for n, resume, share, _ in calls if share == pytest.approx(9 / 14)] == ["lead", "slow"]
     assert [r["name"] for r in rows] == ["slow", "lead", "a", "c"]
     assert [r["finetune"]["state"] for r in rows] == ["paused", "paused", "pruned", "pruned"]
     assert settings["spent"] == pytest.approx(4 / 14 + 4 * 2 / 14 + 2 * 6 / 14)  # the wait cost two more shares
+    assert [r["finetune"]["learned"] for r in rows] == [True, True, True, False]  # "a" learned later (0.2)
+
+
+def test_chance_figure_is_what_guessing_reaches_by_luck_on_the_validation_rows():
+    from hf_finetune.metrics.baseline import chance_figure, majority_figure
+
+    rng = np.random.default_rng(0)
+    train, validation = rng.integers(0, 10, 300), rng.integers(0, 10, 269)  # 300 digits' sizes
+    accuracy = chance_figure(train, validation, 10, "accuracy", seed=1)
+    majority = majority_figure(train, validation, 10, "accuracy")
+    # Binomial: about 0.1 + 2 x sqrt(0.1 x 0.9 / 269) = 0.137, above the majority's figure and its margin.
+    assert 0.125 < accuracy < 0.15 and accuracy > majority + 0.02
+    assert chance_figure(train, validation, 10, "accuracy", seed=1) == accuracy  # seeded
+    assert 0.10 < chance_figure(train, validation, 10, "f1", seed=1) < 0.15  # guessing's macro-F1, not the majority's 0.018
+    assert majority_figure(train, validation, 10, "f1") < 0.02
+    # Where the majority class is most of the rows, guessing falls below it: the majority's figure and margin rule.
+    skewed_train, skewed_val = np.r_[np.zeros(240, int), np.ones(60, int)], np.r_[np.zeros(80, int), np.ones(20, int)]
+    assert chance_figure(skewed_train, skewed_val, 2, "accuracy") == pytest.approx(0.82)
+    assert chance_figure(train, validation, 10, "loss") is None
 
 def test_rung_plan_spends_the_budget_and_never_passes_the_whole_run():
     from hf_finetune.rank.finetune import plan_cost, rung_plan
@@ -453,7 +474,8 @@ def test_rank_by_finetune_halves_only_once_a_candidate_has_learned(tmp_path, ran
     assert settings["none_learned"] is True and settings["trivial"] == 0.10
     assert [r["finetune"]["state"] for r in rows if r.get("finetune")] == ["paused"] * 3
     record = {**build_record(recipe, rows, "finetune", "hf-finetune train r.yaml", 1.0), "finetune": settings}
-    assert "Warning: no fine-tuned candidate beat the trivial model's validation accuracy (0.1000)" in format_table(record)
+    assert ("Warning: no fine-tuned candidate beat the trivial model's validation accuracy (0.1000; learned means "
+            "above 0.1200)") in format_table(record)
 
     # A budget that reaches the whole run: the last rung finishes the run, and the winner's folder is kept. A run
     # whose last value fell back to the trivial figure learned if any evaluation beat it.

@@ -135,15 +135,17 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
     by = settings.by
     finetuned = None
     if by == "finetune":
-        from hf_finetune.metrics.baseline import majority_figure
+        from hf_finetune.metrics.baseline import chance_figure, majority_figure
         from hf_finetune.rank.finetune import finetune_rows
         from hf_finetune.search.tune import resolve_objective
 
-        # The trivial model's validation figure (every candidate has the same rows and labels): halving waits
-        # until a candidate beats it, and a run that never does is marked as not learned.
+        # The trivial model's validation figure, and what guessing reaches by luck (every candidate has the same
+        # rows and labels): halving waits until candidates beat both, and a run that never does is marked as not
+        # learned.
         metric, _ = resolve_objective(recipe, recipe.training.get("metric_for_best_model"))
-        trivial = majority_figure(labels["train"], labels["validation"], rows[0]["num_classes"], metric)
-        finetuned = finetune_rows(recipe, rows, out_dir, state.num_processes, trivial)
+        counts = (labels["train"], labels["validation"], rows[0]["num_classes"], metric)
+        finetuned = finetune_rows(recipe, rows, out_dir, state.num_processes, majority_figure(*counts),
+                                  chance_figure(*counts, seed=int(recipe.training.get("seed", 42))))
         winner, tied = 0, []  # one fine-tuning run per candidate: no resamples to call a tie on
     else:
         rows.sort(key=lambda r: r["scores"][by], reverse=True)

@@ -106,8 +106,10 @@ def format_table(record: dict[str, Any]) -> str:
         lines += [f"  {record['train_command']}", *(f"  {t['train_command']}" for t in tied)]
     elif finetuned:
         if finetuned.get("none_learned"):
+            bar = finetuned.get("learned_above")
+            beyond = f"; learned means above {bar:.4f}" if bar is not None else ""  # no bar: an earlier rank.json
             lines.append(f"Warning: no fine-tuned candidate beat the trivial model's validation {finetuned['metric']} "
-                         f"({finetuned['trivial']:.4f}): this order is not evidence; fine-tune longer "
+                         f"({finetuned['trivial']:.4f}{beyond}): this order is not evidence; fine-tune longer "
                          "(rank.budget, rank.finetune_epochs).")
         lines.append(_halving_line(finetuned))
         where = (f"its model is in {finetuned['winner_folder']}" if finetuned.get("winner_folder")
@@ -121,7 +123,8 @@ def format_table(record: dict[str, Any]) -> str:
 
 def _finetune_note(row: dict[str, Any]) -> str:
     """rank.by finetune: where the run stopped, when not at the whole run ("at 21% of its run", "pruned" where
-    halving stopped it), and "did not learn" for a run that never beat the trivial model."""
+    halving stopped it), and "did not learn" for a run that never beat the trivial model (by the guard's margin
+    and by more than guessing reaches by luck)."""
     entry = row.get("finetune") or {}
     notes = []
     if entry.get("state") == "pruned":
