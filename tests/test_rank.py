@@ -374,6 +374,43 @@ def test_rank_by_finetune_drops_nobody_where_a_place_that_goes_on_would_go_to_a_
     assert [r["finetune"]["learned"] for r in rows] == [True, True, True, False]  # "a" learned later (0.2)
 
 
+
+def test_a_paused_run_is_compared_by_what_it_would_give_if_it_ended_there():
+    """On 300 digits Lite2 sat at 0.171 at 7% of its run and dipped to 0.119 at 20%, where halving stopped it
+    below two networks it fine-tunes past. A finished run's value is its best checkpoint's (where it keeps its
+    best); a paused one's is now the same: its best evaluation so far, with this evaluation kept beside it."""
+    import hf_finetune.search.trials as trials
+
+    pause = trials.PauseAt(0.2, "accuracy")
+    pause.stopping, pause.value = True, 0.119
+    state = SimpleNamespace(global_step=23, max_steps=114, best_metric=0.171)
+    keeps_best = SimpleNamespace(load_best_model_at_end=True, metric_for_best_model="eval_accuracy")
+    with pytest.raises(trials.RunPaused) as stop:
+        pause.on_save(keeps_best, state, None)
+    assert (stop.value.value, stop.value.latest, stop.value.step) == (0.171, 0.119, 23)
+    # A run that keeps its last weights, or picks its best on another metric, gives this evaluation's figure.
+    assert pause.delivered(SimpleNamespace(load_best_model_at_end=False, metric_for_best_model="accuracy"), state) == 0.119
+    assert pause.delivered(SimpleNamespace(load_best_model_at_end=True, metric_for_best_model="f1"), state) == 0.119
+    assert pause.delivered(keeps_best, SimpleNamespace(best_metric=None)) == 0.119
+
+
+def test_at_equal_evidence_a_pretrained_candidate_ranks_above_an_untrained_one(tmp_path, rank_recipe, monkeypatch):
+    """On 300 digits Lite1 and the random-init Lite0 both sat at 0.100 when halving stopped them, and the random
+    one's higher LogME put it above the pretrained network."""
+    import hf_finetune.search.trials as trials
+    from hf_finetune.rank.finetune import finetune_rows
+    from hf_finetune.recipe import ModelSpec, validate_recipe
+
+    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
+    stub_runs(monkeypatch, {"lead": lambda share: 0.5, "p": lambda share: 0.100, "r (random init)": lambda share: 0.100})
+    rows = [{"name": n, "spec": ModelSpec(name=n.split(" ")[0], pretrained="random" not in n), "untrained": "random" in n,
+             "scores": {"logme": logme}, "rows": {"train": 300, "validation": 269}, "num_classes": 10}
+            for n, logme in (("r (random init)", 0.12), ("lead", 0.01), ("p", 0.03))]
+    finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.10, chance=0.137)
+    assert [r["name"] for r in rows] == ["lead", "p", "r (random init)"]
+    assert [r["finetune"]["learned"] for r in rows] == [True, False, False]
+
 def test_chance_figure_is_what_guessing_reaches_by_luck_on_the_validation_rows():
     from hf_finetune.metrics.baseline import chance_figure, majority_figure
 

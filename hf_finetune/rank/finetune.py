@@ -10,7 +10,9 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
                 tune's trial runner (search/trials.py), but for what a pretrained candidate's run found out
                 about the data alone: once a mirror check turns flips off, later runs take it (`data_verdicts`)
     halving     synchronous successive halving in `rank.budget` full runs (`rung_plan`): every
-                candidate trains the same share of its run and is evaluated there, then the best 1 in
+                candidate trains the same share of its run and is evaluated there, by what its run would give
+                if it ended there (its best evaluation so far, where it keeps its best checkpoint, as a
+                finished run's value is: search/trials.PauseAt.delivered), then the best 1 in
                 `rank.reduction_factor` (and any that tie with the last of them: `kept_count`) resume from
                 their checkpoints to the next share, and so on. All
                 candidates are compared at the same point of their runs, and the whole costs about the
@@ -242,7 +244,9 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             group = 2 if entry.get("learned") is False and not none_learned else 0
         value = row["scores"].get("finetune")
         reached = -entry["rung"] if entry else 0
-        return (group, reached, -sign * value if value is not None else math.inf,
+        # At equal evidence a pretrained network goes first: on 300 digits Lite1 and the random-init Lite0 both sat
+        # at 0.100 when halving stopped them, and the random one's higher LogME put it above
+        return (group, reached, -sign * value if value is not None else math.inf, row["untrained"],
                 -row["scores"].get(settings.shortlist_by, 0.0))  # not fine-tuned: by the score that left it out
 
     rows.sort(key=key)
@@ -310,18 +314,21 @@ def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs:
         recipe = trials.trial_recipe(plan, values, entry["number"])
         value = trials.run_trial(plan, recipe, None, entry["number"], resume=entry["share"] > 0,
                           pause_at=share if share < 1.0 else None)
-        entry.update(state="complete", value=value, share=1.0)
-    except trials.RunPaused as stop:
-        entry.update(state="paused", value=stop.value, share=share, step=stop.step, steps=stop.max_steps)
+        entry.update(state="complete", value=value, latest=value, share=1.0)
+    except trials.RunPaused as stop:  # value: the run's best so far where it keeps its best (PauseAt.delivered)
+        entry.update(state="paused", value=stop.value, latest=stop.latest, share=share, step=stop.step,
+                     steps=stop.max_steps)
     except (trials.TrialFailed, RecipeError) as exc:
-        entry.update(state="failed", value=None, error=str(exc))
+        entry.update(state="failed", value=None, latest=None, error=str(exc))
         logger.warning("rank.by finetune: %s failed: %s", row["name"], exc)
     entry["seconds"] += time.perf_counter() - started
     trials.release_memory()  # the paused run's trainer lived in the exception's frames, gone only now
     if entry["state"] != "failed":
-        entry["evaluations"].append({"share": entry["share"], "value": entry["value"]})
-    logger.info("rank.by finetune: %s %s at %.0f%% of its run, validation %s %s", row["name"], entry["state"],
-                100 * entry["share"], metric, "n/a" if entry["value"] is None else f"{entry['value']:.4f}")
+        entry["evaluations"].append({"share": entry["share"], "value": entry["value"], "latest": entry["latest"]})
+    latest = entry["latest"]
+    also = f" (this evaluation {latest:.4f})" if latest is not None and latest != entry["value"] else ""
+    logger.info("rank.by finetune: %s %s at %.0f%% of its run, validation %s %s%s", row["name"], entry["state"],
+                100 * entry["share"], metric, "n/a" if entry["value"] is None else f"{entry['value']:.4f}", also)
     return entry
 
 

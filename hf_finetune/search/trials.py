@@ -40,8 +40,10 @@ class RunPaused(Exception):
     """A run that `PauseAt` stopped at its share of the steps, its checkpoint saved: `run_trial(...,
     resume=True)` continues it."""
 
-    def __init__(self, step: int, max_steps: int, value: float | None):
+    def __init__(self, step: int, max_steps: int, value: float | None, latest: float | None = None):
+        # value: what the run would give if it ended here (PauseAt.delivered); latest: the pause's own evaluation
         self.step, self.max_steps, self.value = step, max_steps, value
+        self.latest = value if latest is None else latest
         super().__init__(f"paused at step {step} of {max_steps}")
 
 
@@ -147,8 +149,19 @@ class PauseAt(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if self.stopping:
-            raise RunPaused(state.global_step, state.max_steps, self.value)
+            raise RunPaused(state.global_step, state.max_steps, self.delivered(args, state), self.value)
         return control
+
+    def delivered(self, args, state) -> float | None:
+        """What the run would give if it ended here: its best evaluation where it keeps its best checkpoint on
+        this metric (as a finished run's value is), else this evaluation's. On 300 digits Lite2 reached 0.171 at
+        7% of its run, dipped to 0.119 at 20% and was ranked there by the dip, below two networks it fine-tunes
+        past."""
+        chosen = (args.metric_for_best_model or "").removeprefix("eval_")
+        if (args.load_best_model_at_end and chosen == self.metric and self.value is not None
+                and isinstance(state.best_metric, (int, float)) and math.isfinite(state.best_metric)):
+            return float(state.best_metric)
+        return self.value
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.stopping:  # it stopped and no checkpoint was saved (save_strategy: best saves only a new best)
