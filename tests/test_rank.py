@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -392,6 +393,8 @@ def test_a_paused_run_is_compared_by_what_it_would_give_if_it_ended_there():
     assert pause.delivered(SimpleNamespace(load_best_model_at_end=False, metric_for_best_model="accuracy"), state) == 0.119
     assert pause.delivered(SimpleNamespace(load_best_model_at_end=True, metric_for_best_model="f1"), state) == 0.119
     assert pause.delivered(keeps_best, SimpleNamespace(best_metric=None)) == 0.119
+    pause.value = float("nan")  # a run that diverged since its best is not that best any more
+    assert math.isnan(pause.delivered(keeps_best, state))
 
 
 def test_at_equal_evidence_a_pretrained_candidate_ranks_above_an_untrained_one(tmp_path, rank_recipe, monkeypatch):
@@ -511,8 +514,8 @@ def test_rank_by_finetune_halves_only_once_a_candidate_has_learned(tmp_path, ran
     assert settings["none_learned"] is True and settings["trivial"] == 0.10
     assert [r["finetune"]["state"] for r in rows if r.get("finetune")] == ["paused"] * 3
     record = {**build_record(recipe, rows, "finetune", "hf-finetune train r.yaml", 1.0), "finetune": settings}
-    assert ("Warning: no fine-tuned candidate beat the trivial model's validation accuracy (0.1000; learned means "
-            "above 0.1200)") in format_table(record)
+    assert ("Warning: no fine-tuned candidate learned (validation accuracy above 0.1200: the trivial model's 0.1000 "
+            "by the margin, and guessing's luck)") in format_table(record)
 
     # A budget that reaches the whole run: the last rung finishes the run, and the winner's folder is kept. A run
     # whose last value fell back to the trivial figure learned if any evaluation beat it.
@@ -523,6 +526,9 @@ def test_rank_by_finetune_halves_only_once_a_candidate_has_learned(tmp_path, ran
     assert [(r.get("finetune") or {}).get("state") for r in rows] == ["complete", "pruned", None, "pruned"]
     assert rows[0]["finetune"]["learned"] is True and rows[0]["scores"]["finetune"] == 0.10
     assert settings["winner_folder"] == rows[0]["finetune"]["folder"] and settings["winner_share"] == 1.0
+    # A paused run's own figure at its pause is kept beside the value it is compared by; a finished run has one.
+    assert rows[0]["finetune"]["evaluations"] == [{"share": 1 / 3, "value": 0.70, "latest": 0.70},
+                                                  {"share": 1.0, "value": 0.10, "latest": None}]
 
 
 def test_rank_by_finetune_ranks_by_the_rung_reached_and_sends_a_lone_survivor_to_the_budgets_end(

@@ -23,7 +23,7 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
                 would go to one at chance over others at chance. On 20 digits every network sat at chance
                 after one epoch, and halving there kept the random-init one (0.100) over two pretrained ones
                 (0.086, 0.089); on 300 digits at 7% of a run Lite2 sat at 0.171, Lite0 at 0.130 (guessing
-                reaches 0.134 there one time in 40) and three at 0.100: Lite0 took the second place, and
+                reaches 0.1375 there one time in 40) and three at 0.100: Lite0 took the second place, and
                 Lite2, the best network fine-tuned, stopped at the next rung on a dip
     order       the candidates by the rung they reached, then the validation metric there, then those
                 not fine-tuned (by the frozen score), and last those fine-tuned whose evaluations never
@@ -230,9 +230,9 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             entry["learned"] = learned([e["value"] for e in entry["evaluations"] if e["value"] is not None])
     none_learned = trivial is not None and not any(r["finetune"].get("learned") for r in chosen)
     if none_learned:  # then not learning tells no candidate from another: the order is by value alone
-        logger.warning("rank.by finetune: no candidate beat the trivial model's validation %s (%.4f; learned means "
-                       "above %.4f): the order after fine-tuning is not evidence; give it more (rank.budget, "
-                       "rank.finetune_epochs)", metric, trivial, bar)
+        logger.warning("rank.by finetune: no candidate learned (validation %s above %.4f: the trivial model's %.4f "
+                       "by the guard's margin, and what guessing reaches by luck): the order after fine-tuning is not "
+                       "evidence; give it more (rank.budget, rank.finetune_epochs)", metric, bar, trivial)
 
     def key(row: dict[str, Any]) -> tuple:
         entry = row.get("finetune")
@@ -245,9 +245,10 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         value = row["scores"].get("finetune")
         reached = -entry["rung"] if entry else 0
         # At equal evidence a pretrained network goes first: on 300 digits Lite1 and the random-init Lite0 both sat
-        # at 0.100 when halving stopped them, and the random one's higher LogME put it above
-        return (group, reached, -sign * value if value is not None else math.inf, row["untrained"],
-                -row["scores"].get(settings.shortlist_by, 0.0))  # not fine-tuned: by the score that left it out
+        # at 0.100 when halving stopped them, and the random one's higher LogME put it above. Among those that did
+        # not learn, figures at chance are no evidence at all: pretrained first whatever they are.
+        return (group, reached, group == 2 and row["untrained"], -sign * value if value is not None else math.inf,
+                row["untrained"], -row["scores"].get(settings.shortlist_by, 0.0))  # not fine-tuned: by the frozen score
 
     rows.sort(key=key)
     spent = sum(r["finetune"]["share"] for r in chosen)  # full runs trained (a failed run's part not counted)
@@ -314,7 +315,7 @@ def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs:
         recipe = trials.trial_recipe(plan, values, entry["number"])
         value = trials.run_trial(plan, recipe, None, entry["number"], resume=entry["share"] > 0,
                           pause_at=share if share < 1.0 else None)
-        entry.update(state="complete", value=value, latest=value, share=1.0)
+        entry.update(state="complete", value=value, latest=None, share=1.0)  # latest: a paused run's own figure
     except trials.RunPaused as stop:  # value: the run's best so far where it keeps its best (PauseAt.delivered)
         entry.update(state="paused", value=stop.value, latest=stop.latest, share=share, step=stop.step,
                      steps=stop.max_steps)

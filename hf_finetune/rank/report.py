@@ -107,10 +107,10 @@ def format_table(record: dict[str, Any]) -> str:
     elif finetuned:
         if finetuned.get("none_learned"):
             bar = finetuned.get("learned_above")
-            beyond = f"; learned means above {bar:.4f}" if bar is not None else ""  # no bar: an earlier rank.json
-            lines.append(f"Warning: no fine-tuned candidate beat the trivial model's validation {finetuned['metric']} "
-                         f"({finetuned['trivial']:.4f}{beyond}): this order is not evidence; fine-tune longer "
-                         "(rank.budget, rank.finetune_epochs).")
+            above = (f"above {bar:.4f}: the trivial model's {finetuned['trivial']:.4f} by the margin, and guessing's luck"
+                     if bar is not None else f"above the trivial model's {finetuned['trivial']:.4f}")  # an older rank.json
+            lines.append(f"Warning: no fine-tuned candidate learned (validation {finetuned['metric']} {above}): this "
+                         "order is not evidence; fine-tune longer (rank.budget, rank.finetune_epochs).")
         lines.append(_halving_line(finetuned))
         where = (f"its model is in {finetuned['winner_folder']}" if finetuned.get("winner_folder")
                  else f"it trained {finetuned['winner_share']:.0%} of its run within rank.budget")

@@ -159,6 +159,7 @@ class PauseAt(TrainerCallback):
         past."""
         chosen = (args.metric_for_best_model or "").removeprefix("eval_")
         if (args.load_best_model_at_end and chosen == self.metric and self.value is not None
+                and math.isfinite(self.value)  # a diverged run is not the best it once was
                 and isinstance(state.best_metric, (int, float)) and math.isfinite(state.best_metric)):
             return float(state.best_metric)
         return self.value

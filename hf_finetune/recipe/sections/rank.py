@@ -27,7 +27,7 @@ class RankSpec(Section):
     )
     shortlist: int | None = Field(
         None, gt=0, description="by finetune: how many pretrained candidates to fine-tune, the best by shortlist_by "
-        "(untrained ones are always fine-tuned); default: every candidate (rank.budget bounds the cost; at 1,000 "
+        "(untrained ones are always fine-tuned); default: every candidate (rank.budget plans the cost; at 1,000 "
         "digits a shortlist of 3 by LogME left out the network that fine-tuned best)."
     )
     shortlist_by: RankScore = Field("logme", description="by finetune: the frozen score that makes the shortlist.")
@@ -37,7 +37,8 @@ class RankSpec(Section):
         1.0, gt=0, le=100, description="by finetune: the fine-tuning's total training, in full runs of the recipe. "
         "Every shortlisted candidate trains the same share of its run, the best 1 in reduction_factor go on from "
         "their checkpoints, and so on; the last rung ends at the whole run only where the budget reaches it "
-        "(about 1.6 runs for 4 candidates at reduction factor 3)."
+        "(about 1.6 runs for 4 candidates at reduction factor 3). Halving waits at a rung where a place that goes "
+        "on would go to a candidate that has not learned yet, which spends more (1.8 runs on 300 digits)."
     )
     finetune_epochs: float | None = Field(
         None, gt=0, le=10_000, description="by finetune: epochs of each candidate's full run, which rank.budget "
