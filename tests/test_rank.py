@@ -376,6 +376,32 @@ def test_rank_by_finetune_drops_nobody_where_a_place_that_goes_on_would_go_to_a_
 
 
 
+
+def test_rank_by_finetune_waits_one_rung_for_candidates_still_at_chance(tmp_path, rank_recipe, monkeypatch, caplog):
+    """Waiting for learning would otherwise train one fast network and three that never learn all to the last
+    rung (2.6 full runs at budget 1). Halving waits one rung after the first candidate learned; those still at
+    chance then stop, and the learned ones go on, even fewer than 1 in 3."""
+    import hf_finetune.search.trials as trials
+    from hf_finetune.rank.finetune import finetune_rows
+    from hf_finetune.recipe import ModelSpec, validate_recipe
+
+    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
+    curves = {"fast": lambda share: 0.3 + share / 2, "x": lambda share: 0.10, "y": lambda share: 0.11,
+              "z": lambda share: 0.104}
+    calls = []
+    stub_runs(monkeypatch, curves, calls)
+    rows = [{"name": n, "spec": ModelSpec(name=n), "untrained": False, "scores": {},
+             "rows": {"train": 300, "validation": 269}, "num_classes": 10} for n in ("x", "fast", "y", "z")]
+    with caplog.at_level(logging.INFO, logger="hf_finetune.rank.finetune"):
+        settings = finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.10, chance=0.137)
+    assert [n for n, resume, share, _ in calls if share == pytest.approx(3 / 14)] == ["x", "fast", "y", "z"]
+    assert [n for n, resume, share, _ in calls if share == pytest.approx(9 / 14)] == ["fast"]
+    assert ("1 of 4 candidates beat chance (validation accuracy above 0.1370) at 21% of their runs; the others were "
+            "waited for one rung after the first learned, and stop here") in caplog.text
+    assert [r["name"] for r in rows] == ["fast", "y", "z", "x"]  # the rest did not learn: by value, pretrained all
+    assert settings["spent"] == pytest.approx(4 / 14 + 4 * 2 / 14 + 6 / 14)
+
 def test_a_paused_run_is_compared_by_what_it_would_give_if_it_ended_there():
     """On 300 digits Lite2 sat at 0.171 at 7% of its run and dipped to 0.119 at 20%, where halving stopped it
     below two networks it fine-tunes past. A finished run's value is its best checkpoint's (where it keeps its

@@ -20,7 +20,10 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
                 them all (benchmarks/README.md). As `tune` waits for learning onset (search/onset.py), no
                 candidate is dropped at a rung where fewer have learned than go on (beaten the trivial model
                 by the guard's margin and beyond what guessing reaches by luck: `learned` below): a place
-                would go to one at chance over others at chance. On 20 digits every network sat at chance
+                would go to one at chance over others at chance. It waits one rung: a candidate still at
+                chance a rung after another first learned stops (which bounds what waiting spends; without
+                it, one fast network and four that never learn would all train to the last rung).
+                On 20 digits every network sat at chance
                 after one epoch, and halving there kept the random-init one (0.100) over two pretrained ones
                 (0.086, 0.089); on 300 digits at 7% of a run Lite2 sat at 0.171, Lite0 at 0.130 (guessing
                 reaches 0.1375 there one time in 40) and three at 0.100: Lite0 took the second place, and
@@ -189,6 +192,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
                            "value": None, "share": 0.0, "rung": 0, "rung_share": shares[0], "evaluations": [],
                            "seconds": 0.0}
     alive = list(chosen)
+    onset = False  # a candidate has learned at an earlier rung: halving has waited its one rung for the others
     shared: dict[str, Any] = {}  # what the first run found out about the data, given to the later ones
     for rung, share in enumerate(shares):
         if len(alive) == 1:  # the others failed: the last one goes to where the budget ends
@@ -205,15 +209,22 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             break
         alive.sort(key=lambda r: -sign * _finite(r["finetune"]["value"], sign))
         keep = kept_count(alive, settings.reduction_factor, sign)
-        if trivial is not None and not learned([_finite(alive[keep - 1]["finetune"]["value"], sign)]):
+        beat = sum(learned([_finite(r["finetune"]["value"], sign)]) for r in alive) if trivial is not None else keep
+        if beat < keep and not (onset and beat):
             # A place that goes on would go to a candidate at chance, chosen over others at chance by noise
-            beat = sum(learned([_finite(r["finetune"]["value"], sign)]) for r in alive)
             logger.info("rank.by finetune: %d of %d candidates beat chance (validation %s above %.4f; the trivial "
                         "model's %.4f) at %.0f%% of their runs, fewer than the %d that go on; none is dropped here (the "
                         "order of those at chance is noise)", beat, len(alive), metric, bar, trivial, 100 * share, keep)
             alive.sort(key=lambda r: r["finetune"]["number"])
+            onset = onset or beat > 0
             continue
-        ties = keep - math.ceil(len(alive) / settings.reduction_factor)  # kept beyond 1 in reduction_factor
+        if beat < keep:  # a rung's wait given already: still at chance a rung after another learned is evidence
+            logger.info("rank.by finetune: %d of %d candidates beat chance (validation %s above %.4f) at %.0f%% of "
+                        "their runs; the others were waited for one rung after the first learned, and stop here",
+                        beat, len(alive), metric, bar, 100 * share)
+            keep = beat
+        onset = onset or beat > 0
+        ties = max(0, keep - math.ceil(len(alive) / settings.reduction_factor))  # kept beyond 1 in reduction_factor
         if ties:
             logger.info("rank.by finetune: %d candidates tie at the cut (validation %s %s at %.0f%% of their runs); "
                         "they go on together", ties + 1, metric, alive[keep - 1]["finetune"]["value"], 100 * share)
