@@ -154,6 +154,32 @@ def test_the_collapse_guard_fires_on_one_class_and_on_no_better_than_baseline():
     assert np.isclose(weak["majority_baseline"]["accuracy"], 0.6)
 
 
+def test_the_collapse_guard_fires_on_no_better_than_guessing():
+    """Issue #34's first few-label run: macro-F1 0.218 on 3 sentiment classes, above the majority's 0.167 by more
+    than the margin, below guessing's 0.33, and no warning said so."""
+    from sklearn.metrics import f1_score
+
+    from hf_finetune.metrics.baseline import guessing_baseline
+
+    balanced = [[2, 1, 1], [1, 2, 1], [2, 1, 1]]  # 12 rows, 4 of each class
+    guess = guessing_baseline(_report(balanced), [10, 10, 10])
+    assert guess == {"accuracy": pytest.approx(1 / 3), "f1": pytest.approx(1 / 3)}
+    # Against draws of the guesser itself: its mean macro-F1 is near the expectation (a little below it).
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1, 2], 4)
+    draws = [f1_score(truth, rng.integers(0, 3, 12), average="macro", zero_division=0) for _ in range(2000)]
+    assert 0.25 < np.mean(draws) <= guess["f1"] + 0.01
+    weak = _report(balanced, f1=0.218)
+    [warning] = add_baselines({"test": weak}, [10, 10, 10])
+    assert weak["majority_baseline"]["f1"] == pytest.approx(1 / 6)
+    assert ("scores macro-F1 0.218 on test, no better than guessing each row's class from the training "
+            "frequencies (0.333): it has not learned the task") in warning
+    assert add_baselines({"test": _report([[3, 1, 0], [0, 4, 0], [1, 0, 3]], f1=0.83)}, [10, 10, 10]) == []
+    # Skewed classes: guessing at the training shares, per class F1 2pq/(p+q).
+    skewed = guessing_baseline(_report([[8, 0], [2, 0]], labels=("a", "b")), [90, 10])
+    assert skewed["f1"] == pytest.approx((2 * 0.8 * 0.9 / 1.7 + 2 * 0.2 * 0.1 / 0.3) / 2)
+
+
 class SentenceEncoder(TinyText):
     """A text model that ends in the mean-pooling layer (models/pooling.py), as a sentence encoder's does."""
 
