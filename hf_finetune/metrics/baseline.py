@@ -72,25 +72,21 @@ def chance_figure(train_labels: Any, validation_labels: Any, num_classes: int, m
     majority class's figure plus the collapse guard's margin where that is higher; None for a metric not
     scored from the predicted classes (the loss). A bar for one evaluation on a few hundred rows, where noise
     counts; `guessing_baseline` is the same guesser's expectation, the bar for a finished model's report."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+    from sklearn.metrics import f1_score, precision_score, recall_score
 
-    trivial = majority_figure(train_labels, validation_labels, num_classes, metric)
+    trivial = majority_figure(train_labels, validation_labels, num_classes, metric)  # None but for these four:
     if trivial is None:
         return None
-    scorers = {"accuracy": accuracy_score, "f1": f1_score, "precision": precision_score, "recall": recall_score}
-    floor = trivial + F1_MARGIN * max(1.0, abs(trivial))
-    if metric not in scorers:
-        return floor
+    scorer = {"accuracy": lambda truth, guess: np.mean(truth == guess), "f1": f1_score, "precision": precision_score,
+              "recall": recall_score}[metric]
+    extra = {} if metric == "accuracy" else {"average": "macro", "labels": range(num_classes), "zero_division": 0}
     truth = np.asarray(validation_labels, dtype=int)
     counts = np.bincount(np.asarray(train_labels, dtype=int), minlength=num_classes)
-    rng = np.random.default_rng(seed)
-    extra = {} if metric == "accuracy" else {"average": "macro", "labels": range(num_classes), "zero_division": 0}
+    shares, rng = counts / counts.sum(), np.random.default_rng(seed)
     # One draw at a time: a large validation split (50,000 rows) would otherwise hold 400 copies of it
-    figures = []
-    for _ in range(CHANCE_DRAWS):
-        guess = rng.choice(num_classes, size=len(truth), p=counts / counts.sum())
-        figures.append(float(np.mean(guess == truth)) if metric == "accuracy" else scorers[metric](truth, guess, **extra))
-    return max(floor, float(np.quantile(figures, CHANCE_QUANTILE)))
+    figures = [float(scorer(truth, rng.choice(num_classes, size=len(truth), p=shares), **extra))
+               for _ in range(CHANCE_DRAWS)]
+    return max(trivial + F1_MARGIN * max(1.0, abs(trivial)), float(np.quantile(figures, CHANCE_QUANTILE)))
 
 
 def collapse_warning(report: dict[str, Any], split: str) -> str | None:
