@@ -315,24 +315,35 @@ def stub_runs(monkeypatch, curves: dict, calls: list | None = None, short: froze
     monkeypatch.setattr(trials, "run_trial", fake_run)
 
 
-def test_rank_by_finetune_lets_candidates_tied_at_the_cut_go_on_together(tmp_path, rank_recipe, monkeypatch):
-    """At 7% of a run on 300 digits Lite0 and Lite1 tied at 0.104 (28 of 269) and the one listed first went on.
-    Halving does not choose between equals: both go on, whatever the candidates' order; below the tie, one
-    stops. (Here the tied pair has learned: at chance, nobody would stop; the next test.)"""
+def halving_on_stubs(monkeypatch, rank_recipe: dict, folder: Path, curves: dict, names: list[str],
+                     logme: dict | None = None, **bars: float) -> tuple[list, dict, list]:
+    """rank.by finetune's halving (`finetune_rows`) over stubbed runs (`stub_runs`) of `names`, in that order, on
+    300 digits' splits (269 validation rows, 10 classes); a name ending in " (random init)" is untrained.
+    `logme`: each name's frozen score; `bars`: finetune_rows' trivial and chance. Returns (rows, settings, calls)."""
     import hf_finetune.search.trials as trials
     from hf_finetune.rank.finetune import finetune_rows
     from hf_finetune.recipe import ModelSpec, validate_recipe
 
     monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
+    calls = []
+    stub_runs(monkeypatch, curves, calls)
+    untrained = " (random init)"
+    rows = [{"name": n, "spec": ModelSpec(name=n.removesuffix(untrained), pretrained=not n.endswith(untrained)),
+             "untrained": n.endswith(untrained), "scores": {"logme": logme[n]} if logme else {},
+             "rows": {"train": 300, "validation": 269}, "num_classes": 10} for n in names]
     recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
+    return rows, finetune_rows(recipe, rows, folder, 1, **bars), calls
+
+
+def test_rank_by_finetune_lets_candidates_tied_at_the_cut_go_on_together(tmp_path, rank_recipe, monkeypatch):
+    """At 7% of a run on 300 digits Lite0 and Lite1 tied at 0.104 (28 of 269) and the one listed first went on.
+    Halving does not choose between equals: both go on, whatever the candidates' order; below the tie, one
+    stops. (Here the tied pair has learned: at chance, nobody would stop; the next test.)"""
     curves = {"lead": lambda share: 0.30 if share < 0.1 else 0.6, "a": lambda share: 0.204 if share < 0.1 else 0.5,
               "b": lambda share: 0.204 if share < 0.1 else 0.4, "c": lambda share: 0.190}
-    for order in (("lead", "a", "b", "c"), ("c", "b", "a", "lead")):
-        calls = []
-        stub_runs(monkeypatch, curves, calls)
-        rows = [{"name": n, "spec": ModelSpec(name=n), "untrained": False, "scores": {},
-                 "rows": {"train": 300, "validation": 269}, "num_classes": 10} for n in order]
-        settings = finetune_rows(recipe, rows, tmp_path / "-".join(order), 1, trivial=0.10)
+    for order in (["lead", "a", "b", "c"], ["c", "b", "a", "lead"]):
+        rows, settings, calls = halving_on_stubs(monkeypatch, rank_recipe, tmp_path / "-".join(order), curves, order,
+                                                 trivial=0.10)
         # 4 candidates, 1 in 3: 2 go on from 1/14 of a run, and "b" ties with "a", the second: 3 go on to 3/14.
         assert sorted(n for n, resume, share, _ in calls if resume and share == pytest.approx(3 / 14)) == ["a", "b", "lead"]
         assert [r["name"] for r in rows] == ["lead", "a", "b", "c"]
@@ -347,22 +358,13 @@ def test_rank_by_finetune_drops_nobody_where_a_place_that_goes_on_would_go_to_a_
     counted as learned (above 0.10 + 0.02) and took the second place, and Lite2, the best network fine-tuned,
     stopped at the next rung on a dip. Guessing reaches 0.134-0.137 there by luck one time in 40 (`chance`).
     Halving drops a candidate only where every place that goes on is held by one that beat both."""
-    import hf_finetune.search.trials as trials
-    from hf_finetune.rank.finetune import finetune_rows
-    from hf_finetune.recipe import ModelSpec, validate_recipe
-
-    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
-    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
     # 4 candidates, 1 in 3 kept, budget 1: rungs at 1/14, 3/14, 9/14. At 1/14 only "lead" beat chance (the
     # second place would go to "a" at 0.130: past the margin, not past luck); at 3/14 "slow" and "lead" have.
     curves = {"lead": lambda share: 0.30 if share < 0.1 else 0.5, "a": lambda share: 0.130 if share < 0.1 else 0.2,
               "slow": lambda share: 0.104 if share < 0.1 else 0.6, "c": lambda share: 0.100}
-    calls = []
-    stub_runs(monkeypatch, curves, calls)
-    rows = [{"name": n, "spec": ModelSpec(name=n), "untrained": False, "scores": {},
-             "rows": {"train": 300, "validation": 269}, "num_classes": 10} for n in ("lead", "a", "slow", "c")]
     with caplog.at_level(logging.INFO, logger="hf_finetune.rank.finetune"):
-        settings = finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.10, chance=0.137)
+        rows, settings, calls = halving_on_stubs(monkeypatch, rank_recipe, tmp_path / "rank", curves,
+                                                 ["lead", "a", "slow", "c"], trivial=0.10, chance=0.137)
     assert [n for n, resume, share, _ in calls if resume and share == pytest.approx(3 / 14)] == ["lead", "a", "slow", "c"]
     assert ("1 of 4 candidates beat chance (validation accuracy above 0.1370; the trivial model's 0.1000) at 7% of "
             "their runs, fewer than the 2 that go on; none is dropped here") in caplog.text
@@ -381,20 +383,11 @@ def test_rank_by_finetune_waits_one_rung_for_candidates_still_at_chance(tmp_path
     """Waiting for learning would otherwise train one fast network and three that never learn all to the last
     rung (2.6 full runs at budget 1). Halving waits one rung after the first candidate learned; those still at
     chance then stop, and the learned ones go on, even fewer than 1 in 3."""
-    import hf_finetune.search.trials as trials
-    from hf_finetune.rank.finetune import finetune_rows
-    from hf_finetune.recipe import ModelSpec, validate_recipe
-
-    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
-    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
     curves = {"fast": lambda share: 0.3 + share / 2, "x": lambda share: 0.10, "y": lambda share: 0.11,
               "z": lambda share: 0.104}
-    calls = []
-    stub_runs(monkeypatch, curves, calls)
-    rows = [{"name": n, "spec": ModelSpec(name=n), "untrained": False, "scores": {},
-             "rows": {"train": 300, "validation": 269}, "num_classes": 10} for n in ("x", "fast", "y", "z")]
     with caplog.at_level(logging.INFO, logger="hf_finetune.rank.finetune"):
-        settings = finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.10, chance=0.137)
+        rows, settings, calls = halving_on_stubs(monkeypatch, rank_recipe, tmp_path / "rank", curves,
+                                                 ["x", "fast", "y", "z"], trivial=0.10, chance=0.137)
     assert [n for n, resume, share, _ in calls if share == pytest.approx(3 / 14)] == ["x", "fast", "y", "z"]
     assert [n for n, resume, share, _ in calls if share == pytest.approx(9 / 14)] == ["fast"]
     assert ("1 of 4 candidates beat chance (validation accuracy above 0.1370) at 21% of their runs; the others were "
@@ -426,17 +419,10 @@ def test_a_paused_run_is_compared_by_what_it_would_give_if_it_ended_there():
 def test_at_equal_evidence_a_pretrained_candidate_ranks_above_an_untrained_one(tmp_path, rank_recipe, monkeypatch):
     """On 300 digits Lite1 and the random-init Lite0 both sat at 0.100 when halving stopped them, and the random
     one's higher LogME put it above the pretrained network."""
-    import hf_finetune.search.trials as trials
-    from hf_finetune.rank.finetune import finetune_rows
-    from hf_finetune.recipe import ModelSpec, validate_recipe
-
-    monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
-    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
-    stub_runs(monkeypatch, {"lead": lambda share: 0.5, "p": lambda share: 0.100, "r (random init)": lambda share: 0.100})
-    rows = [{"name": n, "spec": ModelSpec(name=n.split(" ")[0], pretrained="random" not in n), "untrained": "random" in n,
-             "scores": {"logme": logme}, "rows": {"train": 300, "validation": 269}, "num_classes": 10}
-            for n, logme in (("r (random init)", 0.12), ("lead", 0.01), ("p", 0.03))]
-    finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.10, chance=0.137)
+    curves = {"lead": lambda share: 0.5, "p": lambda share: 0.100, "r (random init)": lambda share: 0.100}
+    logme = {"r (random init)": 0.12, "lead": 0.01, "p": 0.03}
+    rows, _, _ = halving_on_stubs(monkeypatch, rank_recipe, tmp_path / "rank", curves, list(logme), logme,
+                                  trivial=0.10, chance=0.137)
     assert [r["name"] for r in rows] == ["lead", "p", "r (random init)"]
     assert [r["finetune"]["learned"] for r in rows] == [True, False, False]
 
