@@ -35,7 +35,8 @@ import real_assets
 import regression
 
 PER_CLASS = tuple(int(k) for k in os.environ.get("FEW_LABEL_PER_CLASS", "8,16,32").split(","))
-SEEDS = tuple(range(int(os.environ.get("FEW_LABEL_SEEDS", "3"))))
+_seeds = os.environ.get("FEW_LABEL_SEEDS", "3")  # a count (seeds 0..n-1) or a comma list ("3,4": more seeds later)
+SEEDS = tuple(int(s) for s in _seeds.split(",")) if "," in _seeds else tuple(range(int(_seeds)))
 TEST_PER_CLASS = int(os.environ.get("FEW_LABEL_TEST_PER_CLASS", "100"))  # 300 VADER texts; nrc-few: see below
 POOL_FACTOR = 10  # the unlabelled pool is ten times the labelled rows (the target condition)
 NEGATIVE_AT, NEUTRAL_BELOW, POSITIVE_AT = -1.0, 0.5, 1.0  # human mean ratings on -4..+4

@@ -69,6 +69,18 @@ def test_the_budget_follows_the_data_size():
     assert big["training.num_train_epochs"].value == 2.0
 
 
+def test_a_regression_run_gets_more_steps_where_the_data_allows():
+    # 600 rows at batch 8 are 75 steps an epoch: 3 epochs for classes, 5 (375 steps) for values
+    assert _decided(_recipe(), [300, 300])["training.num_train_epochs"].value == 3.0
+    scores = {d.key: d for d in data_aware_defaults(_recipe(task="text-regression"), _train([600]), 1,
+                                                    TinyText(10), 8)}
+    epochs = scores["training.num_train_epochs"]
+    assert epochs.value == 5.0
+    assert "375 steps (at least 375 where the data allows; regression: on two real" in epochs.reason
+    large = data_aware_defaults(_recipe(task="text-regression"), _train([2_000]), 1, TinyText(10), 8)
+    assert {d.key: d.value for d in large}["training.num_train_epochs"] == 3.0  # 750 steps already
+
+
 def test_learning_rates_follow_the_backbone_and_the_recipe_wins():
     small = _decided(_recipe(), [10, 10], model=TinyText(22_000_000))
     assert small["training.learning_rate"].value == 1e-4 and "22M parameters" in small["training.learning_rate"].reason

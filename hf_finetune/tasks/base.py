@@ -110,6 +110,9 @@ class TaskProblem:
     peft_task_type: str | None = None  # peft's TaskType for LoRA (None: a plain PeftModel)
     problem_type: str | None = None  # the config.problem_type that marks a bare model folder as this problem's
     card: CardWords | None = None
+    min_optimizer_steps: int | None = None  # the fewest optimizer steps a run needs where the data allows
+    # (None: training/data_aware.py's MIN_OPTIMIZER_STEPS) and why, for the log
+    min_optimizer_steps_why: str = ""
 
     def metrics(self, names: list[str], labels: list[str]) -> Any:
         """The metrics of one evaluation (`compute_metrics`, `report`, `for_dataset`)."""

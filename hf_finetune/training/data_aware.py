@@ -231,9 +231,11 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
         elif n >= LARGE_SET:
             epochs, why = 2, f"{n:,} training rows: two passes are enough"
         else:
-            epochs = min(MAX_EPOCHS, max(3, math.ceil(MIN_OPTIMIZER_STEPS / steps_per_epoch)))
+            least = problem.min_optimizer_steps or MIN_OPTIMIZER_STEPS
+            epochs = min(MAX_EPOCHS, max(3, math.ceil(least / steps_per_epoch)))
             why = (f"{n:,} training rows make {steps_per_epoch} optimizer steps per epoch; {epochs} epochs give "
-                   f"{epochs * steps_per_epoch} steps (at least {MIN_OPTIMIZER_STEPS} where the data allows)")
+                   f"{epochs * steps_per_epoch} steps (at least {least} where the data allows"
+                   f"{'; ' + problem.min_optimizer_steps_why if problem.min_optimizer_steps else ''})")
         decide("training.num_train_epochs", float(epochs), why)
 
     if not _user_set(recipe, "training", "learning_rate"):
