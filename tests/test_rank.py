@@ -351,7 +351,6 @@ def test_rank_by_finetune_lets_candidates_tied_at_the_cut_go_on_together(tmp_pat
         assert settings["spent"] == pytest.approx(4 / 14 + 3 * 2 / 14 + 6 / 14)  # the tie cost one more share
 
 
-
 def test_rank_by_finetune_drops_nobody_where_a_place_that_goes_on_would_go_to_a_candidate_at_chance(
         tmp_path, rank_recipe, monkeypatch, caplog):
     """On 300 digits at 7% of a run Lite2 sat at 0.171 and Lite0 at 0.130 (35 of 269), three at 0.100; Lite0
@@ -377,8 +376,6 @@ def test_rank_by_finetune_drops_nobody_where_a_place_that_goes_on_would_go_to_a_
     assert [r["finetune"]["learned"] for r in rows] == [True, True, True, False]  # "a" learned later (0.2)
 
 
-
-
 def test_rank_by_finetune_waits_one_rung_for_candidates_still_at_chance(tmp_path, rank_recipe, monkeypatch, caplog):
     """Waiting for learning would otherwise train one fast network and three that never learn all to the last
     rung (2.6 full runs at budget 1). Halving waits one rung after the first candidate learned; those still at
@@ -394,6 +391,7 @@ def test_rank_by_finetune_waits_one_rung_for_candidates_still_at_chance(tmp_path
             "waited for one rung after the first learned, and stop here") in caplog.text
     assert [r["name"] for r in rows] == ["fast", "y", "z", "x"]  # the rest did not learn: by value, pretrained all
     assert settings["spent"] == pytest.approx(4 / 14 + 4 * 2 / 14 + 6 / 14)
+
 
 def test_a_paused_run_is_compared_by_what_it_would_give_if_it_ended_there():
     """On 300 digits Lite2 sat at 0.171 at 7% of its run and dipped to 0.119 at 20%, where halving stopped it
@@ -426,6 +424,7 @@ def test_at_equal_evidence_a_pretrained_candidate_ranks_above_an_untrained_one(t
     assert [r["name"] for r in rows] == ["lead", "p", "r (random init)"]
     assert [r["finetune"]["learned"] for r in rows] == [True, False, False]
 
+
 def test_chance_figure_is_what_guessing_reaches_by_luck_on_the_validation_rows():
     from hf_finetune.metrics.baseline import chance_figure, majority_figure
 
@@ -442,6 +441,7 @@ def test_chance_figure_is_what_guessing_reaches_by_luck_on_the_validation_rows()
     skewed_train, skewed_val = np.r_[np.zeros(240, int), np.ones(60, int)], np.r_[np.zeros(80, int), np.ones(20, int)]
     assert chance_figure(skewed_train, skewed_val, 2, "accuracy") == pytest.approx(0.82)
     assert chance_figure(train, validation, 10, "loss") is None
+
 
 def test_rung_plan_spends_the_budget_and_never_passes_the_whole_run():
     from hf_finetune.rank.finetune import plan_cost, rung_plan
