@@ -57,6 +57,12 @@ def majority_figure(train_labels: Any, validation_labels: Any, num_classes: int,
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def margin_bar(trivial: float, sign: float = 1.0) -> float:
+    """The figure a model must pass to count as better than the trivial one's `trivial`: the collapse guard's
+    margin beyond it (scaled for figures beyond 1, such as a loss), in the objective's direction `sign`."""
+    return trivial + sign * F1_MARGIN * max(1.0, abs(trivial))
+
+
 # A model that ignores its input still scores above the majority class by luck on a few hundred rows: on 269
 # validation digits (10 classes) guessing by the class frequencies reaches accuracy 0.1375 one draw in 40, where
 # the majority class scores 0.100 and the collapse guard's margin ends at 0.120. At 7% of a run on 300 digits one
@@ -86,7 +92,7 @@ def chance_figure(train_labels: Any, validation_labels: Any, num_classes: int, m
     # One draw at a time: a large validation split (50,000 rows) would otherwise hold 400 copies of it
     figures = [float(scorer(truth, rng.choice(num_classes, size=len(truth), p=shares), **extra))
                for _ in range(CHANCE_DRAWS)]
-    return max(trivial + F1_MARGIN * max(1.0, abs(trivial)), float(np.quantile(figures, CHANCE_QUANTILE)))
+    return max(margin_bar(trivial), float(np.quantile(figures, CHANCE_QUANTILE)))
 
 
 def collapse_warning(report: dict[str, Any], split: str) -> str | None:

@@ -152,7 +152,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     rank.json. `trivial`: the trivial model's validation figure of the objective (None: none; nothing is
     marked as not learned); a candidate has learned where it beats that by the collapse guard's margin, and
     `chance` too where given (what guessing reaches by luck: metrics/baseline.chance_figure)."""
-    from hf_finetune.metrics.baseline import F1_MARGIN
+    from hf_finetune.metrics.baseline import margin_bar
     from hf_finetune.search.trials import TrialPlan, trial_dir
     from hf_finetune.search.tune import resolve_objective
 
@@ -162,7 +162,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     if metric.endswith("loss"):
         trivial = chance = None  # the trivial model's figure is of the metrics, not of the loss
     sign = 1.0 if direction == "maximize" else -1.0
-    bar = None if trivial is None else trivial + sign * F1_MARGIN * max(1.0, abs(trivial))  # what learning beats
+    bar = None if trivial is None else margin_bar(trivial, sign)  # what learning beats
     if bar is not None and chance is not None:
         bar = max(bar, chance) if sign > 0 else min(bar, chance)
     # The author's keys only: each candidate's run decides its own data-aware defaults (the few-label probe,
