@@ -348,7 +348,12 @@ def test_rank_by_finetune_lets_candidates_tied_at_the_cut_go_on_together(tmp_pat
         assert sorted(n for n, resume, share, _ in calls if resume and share == pytest.approx(3 / 14)) == ["a", "b", "lead"]
         assert [r["name"] for r in rows] == ["lead", "a", "b", "c"]
         assert [r["finetune"]["rung"] for r in rows] == [2, 1, 1, 0]
-        assert settings["spent"] == pytest.approx(4 / 14 + 3 * 2 / 14 + 6 / 14)  # the tie cost one more share
+        # The tie cost one more share (2/14), which comes off the last rung: "lead" ends at 7/14, not 9/14, where
+        # rank.budget 1 runs out, and the plan with the tie needed 16/14 full runs.
+        assert rows[0]["finetune"]["share"] == pytest.approx(7 / 14) and settings["spent"] == pytest.approx(1.0)
+        assert settings["shares"] == pytest.approx([1 / 14, 3 / 14, 7 / 14])
+        assert settings["planned_shares"] == pytest.approx([1 / 14, 3 / 14, 9 / 14])
+        assert settings["budget_ran_out"] == {"share": pytest.approx(7 / 14), "needed": pytest.approx(16 / 14)}
 
 
 def test_rank_by_finetune_drops_nobody_where_a_place_that_goes_on_would_go_to_a_candidate_at_chance(
@@ -368,11 +373,17 @@ def test_rank_by_finetune_drops_nobody_where_a_place_that_goes_on_would_go_to_a_
     assert ("1 of 4 candidates beat chance (validation accuracy above 0.1370; the trivial model's 0.1000) at 7% of "
             "their runs, fewer than the 2 that go on; none is dropped here") in caplog.text
     assert settings["learned_above"] == 0.137
-    # At 3/14 both places go to candidates that learned: "a" (0.2) and "c" (0.1) stop there.
-    assert [n for n, resume, share, _ in calls if share == pytest.approx(9 / 14)] == ["lead", "slow"]
+    # At 3/14 both places go to candidates that learned: "a" (0.2) and "c" (0.1) stop there. The wait cost two more
+    # shares (4/14 where the plan had 2/14), so the budget has 2/14 left, 1/14 each: under a quarter of the step
+    # to 9/14, a rung that would tell little; halving ends at 3/14 and says so. Before the cap: 24/14 full runs.
+    assert not [n for n, resume, share, _ in calls if share > 3 / 14 + 1e-9]
     assert [r["name"] for r in rows] == ["slow", "lead", "a", "c"]
     assert [r["finetune"]["state"] for r in rows] == ["paused", "paused", "pruned", "pruned"]
-    assert settings["spent"] == pytest.approx(4 / 14 + 4 * 2 / 14 + 2 * 6 / 14)  # the wait cost two more shares
+    assert settings["spent"] == pytest.approx(12 / 14) and settings["shares"] == pytest.approx([1 / 14, 3 / 14])
+    assert settings["budget_ran_out"] == {"share": pytest.approx(3 / 14), "needed": pytest.approx(24 / 14)}
+    assert ("rank.budget 1 ran out at 21% of the runs (2 candidates still in): waiting for learning and ties at a cut "
+            "trained more candidates than the plan counted") in caplog.text
+    assert "the plan needed about 1.71 full runs: rank.budget 1.8 reaches it" in caplog.text
     assert [r["finetune"]["learned"] for r in rows] == [True, True, True, False]  # "a" learned later (0.2)
 
 
@@ -386,11 +397,12 @@ def test_rank_by_finetune_waits_one_rung_for_candidates_still_at_chance(tmp_path
         rows, settings, calls = halving_on_stubs(monkeypatch, rank_recipe, tmp_path / "rank", curves,
                                                  ["x", "fast", "y", "z"], trivial=0.10, chance=0.137)
     assert [n for n, resume, share, _ in calls if share == pytest.approx(3 / 14)] == ["x", "fast", "y", "z"]
-    assert [n for n, resume, share, _ in calls if share == pytest.approx(9 / 14)] == ["fast"]
+    # The wait spent 12/14 of the budget: "fast" goes on alone with the 2/14 left, to 5/14 (planned: 9/14).
+    assert [(n, round(share, 4)) for n, resume, share, _ in calls if share > 3 / 14 + 1e-9] == [("fast", 0.3571)]
     assert ("1 of 4 candidates beat chance (validation accuracy above 0.1370) at 21% of their runs; the others were "
             "waited for one rung after the first learned, and stop here") in caplog.text
     assert [r["name"] for r in rows] == ["fast", "y", "z", "x"]  # the rest did not learn: by value, pretrained all
-    assert settings["spent"] == pytest.approx(4 / 14 + 4 * 2 / 14 + 6 / 14)
+    assert settings["spent"] == pytest.approx(1.0)  # before the cap: 18/14
 
 
 def test_a_paused_run_is_compared_by_what_it_would_give_if_it_ended_there():
@@ -468,15 +480,15 @@ def test_the_shortlist_is_every_candidate_unless_the_recipe_sets_a_size():
 def test_rank_by_finetune_halves_only_once_a_candidate_has_learned(tmp_path, rank_recipe, monkeypatch):
     """On 20 digits every network sat at chance after one epoch; halving there kept the random-init one.
     The trivial model's validation accuracy is 0.10; the rungs of 3 candidates, 1 in 2 kept, budget 1 are
-    at 1/7, 2/7 and 4/7 of a run."""
+    planned at 1/7, 2/7 and 4/7 of a run."""
     import hf_finetune.search.trials as trials
     from hf_finetune.rank.finetune import finetune_rows
     from hf_finetune.rank.report import build_record, format_table
     from hf_finetune.recipe import ModelSpec, validate_recipe
 
-    def curve(*points):  # the value at each rung, then the whole run's
-        return lambda share: dict(zip((1 / 7, 2 / 7, 4 / 7, 1.0), points, strict=True))[
-            min((1 / 7, 2 / 7, 4 / 7, 1.0), key=lambda s: abs(s - share))]
+    def curve(*points):  # the value at each rung (the last where the budget ends: below), then the whole run's
+        return lambda share: dict(zip((1 / 7, 2 / 7, 5 / 14, 1.0), points, strict=True))[
+            min((1 / 7, 2 / 7, 5 / 14, 1.0), key=lambda s: abs(s - share))]
 
     curves = {"a": curve(0.10, 0.50, 0.60, 0.70), "b": curve(0.086, 0.40, 0.55, 0.65),
               "a (random init)": curve(0.10, 0.10, 0.10, 0.10)}
@@ -492,26 +504,29 @@ def test_rank_by_finetune_halves_only_once_a_candidate_has_learned(tmp_path, ran
             for name, logme in (("a", -0.1), ("b", -0.2), ("c", -0.25), ("a (random init)", -0.3))]
     settings = finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.10)
     # At 1/7 nobody beat 0.10: nobody is dropped. At 2/7 the random-init network is last and stops; "a" and "b"
-    # go on from their checkpoints to 4/7, where the budget ends. "c" is off the shortlist; the random-init
-    # network, fine-tuned and never above 0.10, ranks below it.
+    # go on from their checkpoints with what the wait left of the budget, 1/7: to 5/14 (the plan: 4/7). "c" is off
+    # the shortlist; the random-init network, fine-tuned and never above 0.10, ranks below it.
     assert [(n, r, round(p, 4)) for n, r, p, _ in calls] == [
         ("a", False, 0.1429), ("b", False, 0.1429), ("a (random init)", False, 0.1429),
         ("a", True, 0.2857), ("b", True, 0.2857), ("a (random init)", True, 0.2857),
-        ("a", True, 0.5714), ("b", True, 0.5714)]
+        ("a", True, 0.3571), ("b", True, 0.3571)]
     assert [r["name"] for r in rows] == ["a", "b", "c", "a (random init)"]
     assert [(r.get("finetune") or {}).get("state") for r in rows] == ["paused", "paused", None, "pruned"]
     assert [(r.get("finetune") or {}).get("learned") for r in rows] == [True, True, None, False]
     assert rows[1]["scores"]["finetune"] == 0.55 and rows[3]["scores"]["finetune"] == 0.10
-    assert settings["spent"] == pytest.approx(4 / 7 + 4 / 7 + 2 / 7) and settings["winner_folder"] is None
+    assert settings["spent"] == pytest.approx(1.0) and settings["winner_folder"] is None  # before the cap: 10/7
     # Each run is the recipe as written: the keys its author set and no resolved default, so each candidate's run
     # decides its own data-aware defaults (the resolved recipe pinned them: no few-label probe on BBC News).
     assert plans[0].raw["training"] == {"seed": 3} and plans[0].raw["finetune"] == {"class_weights": "balanced"}
     assert "rank" not in plans[0].raw and set(plans[0].raw) == {"task", "model", "data", "training", "finetune", "output"}
     table = format_table({**build_record(recipe, rows, "finetune", "hf-finetune train r.yaml", 1.0),
                           "finetune": settings})
-    assert "0.100 (pruned at 29%, did not learn)" in table and "0.550 (at 57%)" in table and "Warning" not in table
-    assert "Successive halving, 1 in 2 kept at 14%, 29%, 57% of a run: 1.43 full runs trained (rank.budget 1)" in table
-    assert "Winner after fine-tuning (validation accuracy): a; it trained 57% of its run within rank.budget" in table
+    assert "0.100 (pruned at 29%, did not learn)" in table and "0.550 (at 36%)" in table and "Warning" not in table
+    assert ("Successive halving, 1 in 2 kept at 14%, 29%, 36% of a run: 1.00 full runs trained (rank.budget 1). The "
+            "budget ran out at 36% of the runs, before the plan's rungs (14%, 29%, 57%): waiting for learning and ties "
+            "trained more candidates than planned. The order there is weaker evidence; rank.budget 1.5 reaches those "
+            "rungs.") in table
+    assert "Winner after fine-tuning (validation accuracy): a; it trained 36% of its run within rank.budget" in table
 
     def again(folder: str, **rank: Any) -> dict:
         rows[:] = [{**r, "scores": {"logme": r["scores"]["logme"]}, "finetune": None} for r in rows]
@@ -564,15 +579,23 @@ def test_rank_by_finetune_ranks_by_the_rung_reached_and_sends_a_lone_survivor_to
                  "rows": {"train": 20}, "num_classes": 10, "dim": 8, "pooling": "avg", "extraction_s": 1.0,
                  "from_cache": False} for i, n in enumerate(names)]
 
-    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 3}})
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 3, "budget": 3}})
     rows = rows_of("a", "b", "c")
     finetune_rows(recipe, rows, tmp_path / "rank", 1, trivial=0.1)
     assert [(r["name"], r["finetune"]["state"], r["finetune"]["share"], r["finetune"]["rung"]) for r in rows] == [
-        ("a", "paused", pytest.approx(0.6), 1), ("b", "pruned", 1.0, 0), ("c", "pruned", pytest.approx(0.2), 0)]
+        ("a", "complete", 1.0, 1), ("b", "pruned", 1.0, 0), ("c", "pruned", pytest.approx(1 / 3), 0)]
     assert [name for name, *_ in calls] == ["a", "b", "c", "a"]  # "b" finished: never resumed
     from hf_finetune.rank.report import _finetune_note
 
-    assert _finetune_note(rows[1]) == " (pruned at 20%)"  # where halving dropped it (3 candidates: 20%, 60%)
+    assert _finetune_note(rows[1]) == " (pruned at 33%)"  # where halving dropped it (3 candidates: 33%, 100%)
+    # A finished run counts whole against the budget: at rank.budget 1 (rungs 20%, 60%) "b"'s run and the first
+    # rung's 2 x 20% leave nothing, and halving ends at the first rung.
+    calls.clear()
+    rows = rows_of("a", "b", "c")
+    settings = finetune_rows(validate_recipe({**rank_recipe, "rank": {"by": "finetune", "shortlist": 3}}), rows,
+                             tmp_path / "one", 1, trivial=0.1)
+    assert [name for name, *_ in calls] == ["a", "b", "c"] and settings["spent"] == pytest.approx(1.4)
+    assert settings["budget_ran_out"]["share"] == pytest.approx(0.2)
 
     calls.clear()
     curves["b"] = failing

@@ -21,13 +21,19 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
                 candidate is dropped at a rung where fewer have learned than go on (beaten the trivial model
                 by the guard's margin and beyond what guessing reaches by luck: `learned` below): a place
                 would go to one at chance over others at chance. It waits one rung: a candidate still at
-                chance a rung after another first learned stops (which bounds what waiting spends; without
-                it, one fast network and four that never learn would all train to the last rung).
+                chance a rung after another first learned stops (without it, one fast network and four that
+                never learn would all train to the last rung).
                 On 20 digits every network sat at chance
                 after one epoch, and halving there kept the random-init one (0.100) over two pretrained ones
                 (0.086, 0.089); on 300 digits at 7% of a run Lite2 sat at 0.171, Lite0 at 0.130 (guessing
                 reaches 0.1375 there one time in 40) and three at 0.100: Lite0 took the second place, and
                 Lite2, the best network fine-tuned, stopped at the next rung on a dip
+    budget      a cap, not a plan only: waiting and ties train more candidates than the plan counted, and what
+                they spend comes off the later rungs (`affordable_share`): a rung the budget cannot pay in full
+                ends where it runs out, and halving stops there with a warning that names the budget the plan
+                needed (`plan_needs`). Before, the cap was the plan's: on 300 digits the wait at 7% took five
+                networks to 20% and two to 60%, 1.80 full runs at rank.budget 1, and a recipe whose candidates
+                never learn trained every one to the last rung
     order       the candidates by the rung they reached, then the validation metric there, then those
                 not fine-tuned (by the frozen score), and last those fine-tuned whose evaluations never
                 beat the trivial model by the collapse guard's margin and what guessing reaches by luck on
@@ -102,6 +108,37 @@ def plan_cost(candidates: int, reduction_factor: int, shares: list[float]) -> fl
     for share in shares:
         cost += alive * (share - before)
         before, alive = share, math.ceil(alive / reduction_factor)
+    return cost
+
+
+# A rung the budget can pay only a sliver of is not run: its evaluation would tell little more than the one before,
+# at the cost of every candidate's resume (setup, and for images the data's first pass). Under a quarter of the
+# rung's planned step is that sliver.
+MIN_RUNG_STEP = 0.25
+
+
+def affordable_share(current: list[float], planned: float, left: float) -> float:
+    """The share of a run the candidates at `current` shares can all train to with `left` full runs: `planned`
+    where that is paid in full, else the share where the budget runs out (those furthest behind catch up first,
+    as water fills the lowest ground)."""
+    if sum(max(0.0, planned - s) for s in current) <= left + 1e-9:
+        return planned
+    behind = sorted(current)
+    level = behind[0]
+    for count in range(1, len(behind) + 1):
+        level = (left + sum(behind[:count])) / count  # the first `count` raised to one level with what is left
+        if count == len(behind) or level <= behind[count]:
+            break
+    return min(level, planned)
+
+
+def plan_needs(alive: int, current: float, shares: list[float], reduction_factor: int) -> float:
+    """Full runs that `alive` candidates at share `current` need to go through the rungs `shares` still ahead of
+    them, halving as planned (the budget a warning names when the cap stops halving early)."""
+    cost, before = 0.0, current
+    for share in shares:
+        cost += alive * max(0.0, share - before)
+        before, alive = max(before, share), math.ceil(alive / reduction_factor)
     return cost
 
 
@@ -194,9 +231,22 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     alive = list(chosen)
     onset = False  # a candidate has learned at an earlier rung: halving has waited its one rung for the others
     shared: dict[str, Any] = {}  # what the first run found out about the data, given to the later ones
-    for rung, share in enumerate(shares):
+    reached: list[float] = []  # the rungs run, at the shares they ended (the cap may end one early)
+    ran_out = None  # where the budget ended halving before the plan's last rung: {share, needed}
+    for rung, planned in enumerate(shares):
         if len(alive) == 1:  # the others failed: the last one goes to where the budget ends
-            rung, share = len(shares) - 1, shares[-1]
+            rung, planned = len(shares) - 1, shares[-1]
+        current = [r["finetune"]["share"] for r in alive if r["finetune"]["state"] != "complete"]
+        before = max(current, default=planned)
+        share = affordable_share(current, planned, settings.budget - _spent(chosen)) if current else planned
+        if current and share - before < MIN_RUNG_STEP * (planned - before) - 1e-9:
+            ran_out = {"share": before, "needed": _spent(chosen) + plan_needs(
+                len(alive), before, shares[rung:], settings.reduction_factor)}
+            break
+        if share < planned:
+            ran_out = {"share": share, "needed": _spent(chosen) + plan_needs(
+                len(alive), before, shares[rung:], settings.reduction_factor)}
+        reached.append(share)
         for row in alive:
             row["finetune"].update(rung=rung, rung_share=share)
             if row["finetune"]["state"] == "complete":  # a run shorter than its rung's steps finished already
@@ -205,7 +255,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             if not shared and row["spec"].pretrained and row["finetune"]["state"] != "failed":
                 shared = data_verdicts(row)
         alive = [r for r in alive if r["finetune"]["state"] != "failed"]
-        if rung == len(shares) - 1 or not alive:
+        if rung == len(shares) - 1 or not alive or ran_out:
             break
         alive.sort(key=lambda r: -sign * _finite(r["finetune"]["value"], sign))
         keep = kept_count(alive, settings.reduction_factor, sign)
@@ -233,6 +283,13 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             logger.info("rank.by finetune: %s stops at %.0f%% of its run (validation %s %s)", row["name"],
                         100 * share, metric, row["finetune"]["value"])
         alive = sorted(alive[:keep], key=lambda r: r["finetune"]["number"])  # the shortlist's order
+    if ran_out:
+        logger.warning("rank.by finetune: rank.budget %g ran out at %.0f%% of the runs (%d candidates still in): waiting "
+                       "for learning and ties at a cut trained more candidates than the plan counted, and they are "
+                       "ordered by their validation there, weaker evidence than the plan's rungs (%s of a run). With "
+                       "those waits and ties the plan needed about %.2f full runs: rank.budget %g reaches it",
+                       settings.budget, 100 * ran_out["share"], len(alive), ", ".join(f"{s:.0%}" for s in shares),
+                       ran_out["needed"], math.ceil(ran_out["needed"] * 10) / 10)
     for row in chosen:  # every figure a run reached: whether it learned is judged on its best
         entry = row["finetune"]
         if entry["value"] is not None and math.isfinite(entry["value"]):
@@ -262,7 +319,7 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
                 row["untrained"], -row["scores"].get(settings.shortlist_by, 0.0))  # not fine-tuned: by the frozen score
 
     rows.sort(key=key)
-    spent = sum(r["finetune"]["share"] for r in chosen)  # full runs trained (a failed run's part not counted)
+    spent = _spent(chosen)
     if all(r["finetune"]["state"] == "failed" for r in chosen):
         raise UserError(f"rank.by: finetune: every shortlisted candidate failed to fine-tune; see {folder}")
     winner = rows[0]["finetune"]
@@ -275,7 +332,8 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         shutil.rmtree(folder, ignore_errors=True)  # no model kept: nothing left behind
     return {"metric": metric, "direction": direction, "shortlist_by": settings.shortlist_by,
             "shortlist": settings.shortlist, "reduction_factor": settings.reduction_factor, "budget": settings.budget,
-            "shares": shares, "spent": spent, "finetune_epochs": settings.finetune_epochs,
+            "planned_shares": shares, "shares": reached, "spent": spent, "budget_ran_out": ran_out,
+            "finetune_epochs": settings.finetune_epochs,
             "winner_folder": winner["folder"], "winner_share": winner["share"], "trivial": trivial, "learned_above": bar,
             "none_learned": none_learned}
 
@@ -354,6 +412,11 @@ def kept_count(ranked: list[dict[str, Any]], reduction_factor: int, sign: float)
     while keep < len(ranked) and _finite(ranked[keep]["finetune"]["value"], sign) == cut and math.isfinite(cut):
         keep += 1
     return keep
+
+
+def _spent(rows: list[dict[str, Any]]) -> float:
+    """Full runs the fine-tuning of `rows` trained so far (a failed run's part not counted)."""
+    return sum(r["finetune"]["share"] for r in rows)
 
 
 def _finite(value: float | None, sign: float) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import time
@@ -140,9 +141,16 @@ def _halving_line(finetuned: dict[str, Any]) -> str:
     """How the fine-tuning was spent: the rungs and the full runs it cost against rank.budget."""
     if "shares" not in finetuned:  # a rank.json from before rank.budget
         return "Fine-tuned one candidate after another with successive halving."
-    return (f"Successive halving, 1 in {finetuned['reduction_factor']} kept at "
+    line = (f"Successive halving, 1 in {finetuned['reduction_factor']} kept at "
             + ", ".join(f"{s:.0%}" for s in finetuned["shares"])
             + f" of a run: {finetuned['spent']:.2f} full runs trained (rank.budget {finetuned['budget']:g}).")
+    ran_out = finetuned.get("budget_ran_out")
+    if ran_out:  # waiting for learning or ties spent what the plan's later rungs needed
+        planned = ", ".join(f"{s:.0%}" for s in finetuned["planned_shares"])
+        line += (f" The budget ran out at {ran_out['share']:.0%} of the runs, before the plan's rungs ({planned}): "
+                 f"waiting for learning and ties trained more candidates than planned. The order there is weaker "
+                 f"evidence; rank.budget {math.ceil(ran_out['needed'] * 10) / 10:g} reaches those rungs.")
+    return line
 
 
 def _untrained_note(record: dict[str, Any]) -> list[str]:
