@@ -38,8 +38,9 @@ class RankSpec(Section):
         "Every shortlisted candidate trains the same share of its run, the best 1 in reduction_factor go on from "
         "their checkpoints, and so on; the last rung ends at the whole run only where the budget reaches it "
         "(about 1.6 runs for 4 candidates at reduction factor 3). Halving waits at a rung where a place that goes "
-        "on would go to a candidate that has not learned yet (one rung after the first learned), which spends more "
-        "(1.8 runs on 300 digits)."
+        "on would go to a candidate that has not learned yet (one rung after the first learned), and ties at a cut "
+        "go on together; what those spend comes off the later rungs, and where the budget runs out first halving "
+        "stops there and says which budget the plan needed (on 300 digits, five candidates: 1.8)."
     )
     finetune_epochs: float | None = Field(
         None, gt=0, le=10_000, description="by finetune: epochs of each candidate's full run, which rank.budget "
