@@ -381,9 +381,9 @@ def test_rank_by_finetune_drops_nobody_where_a_place_that_goes_on_would_go_to_a_
     assert [r["finetune"]["state"] for r in rows] == ["paused", "paused", "pruned", "pruned"]
     assert settings["spent"] == pytest.approx(12 / 14) and settings["shares"] == pytest.approx([1 / 14, 3 / 14])
     assert settings["budget_ran_out"] == {"share": pytest.approx(3 / 14), "needed": pytest.approx(24 / 14)}
-    assert ("rank.budget 1 ran out at 21% of the runs (2 candidates still in): waiting for learning and ties at a cut "
-            "trained more candidates than the plan counted") in caplog.text
-    assert "the plan needed about 1.71 full runs: rank.budget 1.8 reaches it" in caplog.text
+    assert ("rank.budget 1 ran out at 21% of the runs (2 candidates still in): the rungs so far trained more than the "
+            "plan counted (waits for learning, ties at a cut") in caplog.text
+    assert "the plan's rungs (7%, 21%, 64% of a run), which needed about 1.71 full runs from here" in caplog.text
     assert [r["finetune"]["learned"] for r in rows] == [True, True, True, False]  # "a" learned later (0.2)
 
 
@@ -466,6 +466,20 @@ def test_rung_plan_spends_the_budget_and_never_passes_the_whole_run():
     assert rung_plan(1, 3, 1.0) == [1.0] and rung_plan(1, 3, 0.5) == [0.5]
 
 
+def test_a_rung_trains_only_as_far_as_the_budget_left_pays():
+    from hf_finetune.rank.finetune import affordable_share, plan_needs
+
+    assert affordable_share([0.1, 0.1], 0.3, 1.0) == 0.3  # paid in full
+    assert affordable_share([0.1, 0.1, 0.1], 0.5, 0.3) == pytest.approx(0.2)  # 0.3 shared by three
+    # Those furthest behind catch up first: 0.1 raises the run at 0 to 0.1, the remaining 0.2 lifts both to 0.2.
+    assert affordable_share([0.0, 0.1], 0.5, 0.3) == pytest.approx(0.2)
+    assert affordable_share([0.0, 0.3], 0.5, 0.2) == pytest.approx(0.2)  # the one ahead is not reached
+    assert affordable_share([0.2, 0.2], 0.6, 0.0) == pytest.approx(0.2)  # nothing left: no step
+    # The 2 kept of 5 at 20% of their runs, going on to 60%: 2 x 0.4; the 5 from 7%: 5 x 0.13 + 2 x 0.4.
+    assert plan_needs(2, 0.2, [0.6], 3) == pytest.approx(0.8)
+    assert plan_needs(5, 0.07, [0.2, 0.6], 3) == pytest.approx(1.45)
+
+
 def test_the_shortlist_is_every_candidate_unless_the_recipe_sets_a_size():
     from hf_finetune.rank.finetune import shortlist
     from hf_finetune.recipe.schema import RankSpec
@@ -522,10 +536,11 @@ def test_rank_by_finetune_halves_only_once_a_candidate_has_learned(tmp_path, ran
     table = format_table({**build_record(recipe, rows, "finetune", "hf-finetune train r.yaml", 1.0),
                           "finetune": settings})
     assert "0.100 (pruned at 29%, did not learn)" in table and "0.550 (at 36%)" in table and "Warning" not in table
+    # The last rung adds 1/14 of a run where its plan had 2/7: exactly a quarter, so it is run (under it, not).
     assert ("Successive halving, 1 in 2 kept at 14%, 29%, 36% of a run: 1.00 full runs trained (rank.budget 1). The "
-            "budget ran out at 36% of the runs, before the plan's rungs (14%, 29%, 57%): waiting for learning and ties "
-            "trained more candidates than planned. The order there is weaker evidence; rank.budget 1.5 reaches those "
-            "rungs.") in table
+            "budget ran out at 36% of the runs, before the plan's rungs (14%, 29%, 57%), which needed about 1.43 full "
+            "runs: the rungs trained more than planned (waits for learning, ties). The order there is weaker evidence; "
+            "a larger rank.budget trains further.") in table
     assert "Winner after fine-tuning (validation accuracy): a; it trained 36% of its run within rank.budget" in table
 
     def again(folder: str, **rank: Any) -> dict:

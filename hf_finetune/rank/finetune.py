@@ -15,8 +15,8 @@ fine-tuned to 0.11 accuracy against 0.99 (issue #31). So the ranking's last word
                 finished run's value is: search/trials.PauseAt.delivered), then the best 1 in
                 `rank.reduction_factor` (and any that tie with the last of them: `kept_count`) resume from
                 their checkpoints to the next share, and so on. All
-                candidates are compared at the same point of their runs, and the whole costs about the
-                budget: fine-tuning each candidate in full, one after another, cost 0.94-1.05x fine-tuning
+                candidates are compared at the same point of their runs, and the whole costs at most the
+                budget (below): fine-tuning each candidate in full, one after another, cost 0.94-1.05x fine-tuning
                 them all (benchmarks/README.md). As `tune` waits for learning onset (search/onset.py), no
                 candidate is dropped at a rung where fewer have learned than go on (beaten the trivial model
                 by the guard's margin and beyond what guessing reaches by luck: `learned` below): a place
@@ -236,16 +236,18 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
     for rung, planned in enumerate(shares):
         if len(alive) == 1:  # the others failed: the last one goes to where the budget ends
             rung, planned = len(shares) - 1, shares[-1]
+        # Every run still going sits at the same share (each rung trains them all to one): a finished one (a run
+        # too short to pause) needs nothing more
         current = [r["finetune"]["share"] for r in alive if r["finetune"]["state"] != "complete"]
         before = max(current, default=planned)
         share = affordable_share(current, planned, settings.budget - _spent(chosen)) if current else planned
         if current and share - before < MIN_RUNG_STEP * (planned - before) - 1e-9:
             ran_out = {"share": before, "needed": _spent(chosen) + plan_needs(
-                len(alive), before, shares[rung:], settings.reduction_factor)}
+                len(current), before, shares[rung:], settings.reduction_factor)}
             break
         if share < planned:
             ran_out = {"share": share, "needed": _spent(chosen) + plan_needs(
-                len(alive), before, shares[rung:], settings.reduction_factor)}
+                len(current), before, shares[rung:], settings.reduction_factor)}
         reached.append(share)
         for row in alive:
             row["finetune"].update(rung=rung, rung_share=share)
@@ -284,12 +286,12 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
                         100 * share, metric, row["finetune"]["value"])
         alive = sorted(alive[:keep], key=lambda r: r["finetune"]["number"])  # the shortlist's order
     if ran_out:
-        logger.warning("rank.by finetune: rank.budget %g ran out at %.0f%% of the runs (%d candidates still in): waiting "
-                       "for learning and ties at a cut trained more candidates than the plan counted, and they are "
-                       "ordered by their validation there, weaker evidence than the plan's rungs (%s of a run). With "
-                       "those waits and ties the plan needed about %.2f full runs: rank.budget %g reaches it",
-                       settings.budget, 100 * ran_out["share"], len(alive), ", ".join(f"{s:.0%}" for s in shares),
-                       ran_out["needed"], math.ceil(ran_out["needed"] * 10) / 10)
+        logger.warning("rank.by finetune: rank.budget %g ran out at %.0f%% of the runs (%d candidates still in): the "
+                       "rungs so far trained more than the plan counted (waits for learning, ties at a cut, runs too "
+                       "short to pause, which count whole). They are ordered by their validation there, weaker "
+                       "evidence than the plan's rungs (%s of a run), which needed about %.2f full runs from here; a "
+                       "larger rank.budget trains further, and also moves every rung later", settings.budget,
+                       100 * ran_out["share"], len(alive), ", ".join(f"{s:.0%}" for s in shares), ran_out["needed"])
     for row in chosen:  # every figure a run reached: whether it learned is judged on its best
         entry = row["finetune"]
         if entry["value"] is not None and math.isfinite(entry["value"]):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import time
@@ -145,11 +144,11 @@ def _halving_line(finetuned: dict[str, Any]) -> str:
             + ", ".join(f"{s:.0%}" for s in finetuned["shares"])
             + f" of a run: {finetuned['spent']:.2f} full runs trained (rank.budget {finetuned['budget']:g}).")
     ran_out = finetuned.get("budget_ran_out")
-    if ran_out:  # waiting for learning or ties spent what the plan's later rungs needed
+    if ran_out:  # waits for learning, ties or runs too short to pause spent what the plan's later rungs needed
         planned = ", ".join(f"{s:.0%}" for s in finetuned["planned_shares"])
-        line += (f" The budget ran out at {ran_out['share']:.0%} of the runs, before the plan's rungs ({planned}): "
-                 f"waiting for learning and ties trained more candidates than planned. The order there is weaker "
-                 f"evidence; rank.budget {math.ceil(ran_out['needed'] * 10) / 10:g} reaches those rungs.")
+        line += (f" The budget ran out at {ran_out['share']:.0%} of the runs, before the plan's rungs ({planned}), "
+                 f"which needed about {ran_out['needed']:.2f} full runs: the rungs trained more than planned (waits "
+                 "for learning, ties). The order there is weaker evidence; a larger rank.budget trains further.")
     return line
 
 

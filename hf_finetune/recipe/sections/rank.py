@@ -40,7 +40,8 @@ class RankSpec(Section):
         "(about 1.6 runs for 4 candidates at reduction factor 3). Halving waits at a rung where a place that goes "
         "on would go to a candidate that has not learned yet (one rung after the first learned), and ties at a cut "
         "go on together; what those spend comes off the later rungs, and where the budget runs out first halving "
-        "stops there and says which budget the plan needed (on 300 digits, five candidates: 1.8)."
+        "stops there and says so (on 300 digits, five candidates: at 20% of their runs, where the plan went on to "
+        "60%)."
     )
     finetune_epochs: float | None = Field(
         None, gt=0, le=10_000, description="by finetune: epochs of each candidate's full run, which rank.budget "
