@@ -297,10 +297,12 @@ def test_an_untrained_candidate_above_every_pretrained_one_is_not_the_winner():
     assert "Not a winner" not in format_table({**record, "by": "finetune", "finetune": None})
 
 
-def stub_runs(monkeypatch, curves: dict, calls: list | None = None, short: frozenset = frozenset()) -> None:
+def stub_runs(monkeypatch, curves: dict, calls: list | None = None, short: frozenset = frozenset(),
+              predictions: dict | None = None) -> None:
     """rank's fine-tuning on stubbed runs: `curves[name](share)` is the validation accuracy a candidate's run
     shows at that share of its steps; a paused run raises RunPaused there, a whole run returns its value, and
-    a run of a name in `short` has fewer steps than any pause needs: it finishes at once."""
+    a run of a name in `short` has fewer steps than any pause needs: it finishes at once. `predictions[name](share)`:
+    the (predicted, true) classes a paused run hands on with its value."""
     import hf_finetune.search.trials as trials
     import hf_finetune.search.tune  # noqa: F401  before the patch below: tune binds run_trial when first imported
 
@@ -310,13 +312,16 @@ def stub_runs(monkeypatch, curves: dict, calls: list | None = None, short: froze
             calls.append((name, resume, pause_at, values))
         if pause_at is None or name in short:
             return curves[name](1.0)
-        raise trials.RunPaused(round(100 * pause_at), 100, curves[name](pause_at))
+        step = round(100 * pause_at)
+        evaluated = (step, *predictions[name](pause_at)) if predictions else None
+        raise trials.RunPaused(step, 100, curves[name](pause_at), evaluated=evaluated)
 
     monkeypatch.setattr(trials, "run_trial", fake_run)
 
 
 def halving_on_stubs(monkeypatch, rank_recipe: dict, folder: Path, curves: dict, names: list[str],
-                     logme: dict | None = None, **bars: float) -> tuple[list, dict, list]:
+                     logme: dict | None = None, predictions: dict | None = None, **bars: float
+                     ) -> tuple[list, dict, list]:
     """rank.by finetune's halving (`finetune_rows`) over stubbed runs (`stub_runs`) of `names`, in that order, on
     300 digits' splits (269 validation rows, 10 classes); a name ending in " (random init)" is untrained.
     `logme`: each name's frozen score; `bars`: finetune_rows' trivial and chance. Returns (rows, settings, calls)."""
@@ -326,7 +331,7 @@ def halving_on_stubs(monkeypatch, rank_recipe: dict, folder: Path, curves: dict,
 
     monkeypatch.setattr(trials, "trial_recipe", lambda plan, values, number: values)
     calls = []
-    stub_runs(monkeypatch, curves, calls)
+    stub_runs(monkeypatch, curves, calls, predictions=predictions)
     untrained = " (random init)"
     rows = [{"name": n, "spec": ModelSpec(name=n.removesuffix(untrained), pretrained=not n.endswith(untrained)),
              "untrained": n.endswith(untrained), "scores": {"logme": logme[n]} if logme else {},
@@ -424,6 +429,21 @@ def test_a_paused_run_is_compared_by_what_it_would_give_if_it_ended_there():
     assert pause.delivered(keeps_best, SimpleNamespace(best_metric=None)) == 0.119
     pause.value = float("nan")  # a run that diverged since its best is not that best any more
     assert math.isnan(pause.delivered(keeps_best, state))
+    # The pause hands on the predictions behind its value, from the run's kept evaluations (the best step's, where
+    # the value is the best), for rank to call ties on; a best from before a resume is only named by its step.
+    pause.value = 0.119
+    pause.watch(SimpleNamespace(by_step={8: ("best", "truth", 0.9), 23: ("latest", "truth", 1.1)}))
+    state.best_global_step = 8
+    with pytest.raises(trials.RunPaused) as stop:
+        pause.on_save(keeps_best, state, None)
+    assert stop.value.evaluated == (8, "best", "truth")
+    with pytest.raises(trials.RunPaused) as stop:
+        pause.on_save(SimpleNamespace(load_best_model_at_end=False, metric_for_best_model="accuracy"), state, None)
+    assert stop.value.evaluated == (23, "latest", "truth")
+    state.best_global_step = 4
+    with pytest.raises(trials.RunPaused) as stop:
+        pause.on_save(keeps_best, state, None)
+    assert stop.value.evaluated == (4, None, None)
 
 
 def test_at_equal_evidence_a_pretrained_candidate_ranks_above_an_untrained_one(tmp_path, rank_recipe, monkeypatch):
@@ -435,6 +455,59 @@ def test_at_equal_evidence_a_pretrained_candidate_ranks_above_an_untrained_one(t
                                   trivial=0.10, chance=0.137)
     assert [r["name"] for r in rows] == ["lead", "p", "r (random init)"]
     assert [r["finetune"]["learned"] for r in rows] == [True, False, False]
+
+
+def test_rank_by_finetune_calls_a_tie_where_the_leader_is_not_surely_ahead(tmp_path, rank_recipe, monkeypatch):
+    """On 300 digits budget 1 ran out at 20% of the runs and named Lite1 (0.212) over MobileNetV2 (0.178) and
+    Lite2 (0.171): 9 and 11 of 269 validation images. The runs' predictions, rescored on paired bootstrap
+    resamples of the validation rows, decide whether the leader is surely ahead."""
+    from hf_finetune.rank.report import build_record, format_table
+
+    truth = np.arange(269) % 10
+
+    def predicted(correct_rows):  # right on those rows, wrong on the rest
+        wrong = (truth + 1) % 10
+        return lambda share: (np.where(np.isin(np.arange(269), correct_rows), truth, wrong), truth)
+
+    rows_right = {"a": np.arange(0, 57), "b": np.arange(40, 88), "c": np.arange(100, 146), "d": np.arange(200, 236),
+                  "r (random init)": np.arange(0, 27)}
+    figures = {n: len(c) / 269 for n, c in rows_right.items()}  # 0.212, 0.178, 0.171, 0.134, 0.100
+    curves = {"a": lambda share: figures["a"] if share > 0.1 else 0.15, "b": lambda share: figures["b"],
+              "c": lambda share: figures["c"] if share > 0.1 else 0.10, "d": lambda share: figures["d"],
+              "r (random init)": lambda share: figures["r (random init)"]}
+    predictions = {n: predicted(c) for n, c in rows_right.items()}
+    # 5 candidates, budget 1: rungs at 1/15, 3/15, 9/15. At 1/15 "b" (0.178) and "a" (0.15) beat chance (0.1375)
+    # and go on; at 3/15 "a" leads and goes on alone to 9/15: no candidate shares its rung, no tie to call.
+    rows, settings, _ = halving_on_stubs(monkeypatch, rank_recipe, tmp_path / "rank", curves, list(curves),
+                                         predictions=predictions, trivial=0.10, chance=0.1375)
+    assert [r["name"] for r in rows][:2] == ["a", "b"] and rows[0]["finetune"]["rung"] == 2
+    assert settings["tied"] == [] and settings["budget_ran_out"] is None
+    # Budget spent at 3/15 with all five there (a wait at 1/15: only "b" learned): the leader "a" is compared
+    # with the learned ones at the same rung, "b" and "c", and is not surely ahead of either.
+    curves["a"] = lambda share: figures["a"] if share > 0.1 else 0.10
+    rows, settings, _ = halving_on_stubs(monkeypatch, rank_recipe, tmp_path / "tie", curves, list(curves),
+                                         predictions=predictions, trivial=0.10, chance=0.1375)
+    assert [r["name"] for r in rows] == ["a", "b", "c", "d", "r (random init)"]
+    assert settings["budget_ran_out"]["share"] == pytest.approx(3 / 15)
+    assert [i for i, _ in settings["tied"]] == [1, 2] and all(share < 0.95 for _, share in settings["tied"])
+    assert "_predictions" not in rows[0] and "_delivered" not in rows[0]  # arrays stay out of rank.json
+    json.dumps(settings)
+    from hf_finetune.recipe import validate_recipe
+
+    recipe = validate_recipe({**rank_recipe, "rank": {"by": "finetune"}})
+    ties = [{"name": rows[i]["name"], "leader_ahead_share": share, "train_command": f"train {rows[i]['name']}"}
+            for i, share in settings["tied"]]
+    table = format_table({**build_record(recipe, rows, "finetune", "train a", 1.0, ties), "finetune": settings})
+    assert "Tie: a is not surely ahead of b (ahead on " in table and "by fine-tuned accuracy" in table
+    assert "Give the ranking more (rank.budget), or fine-tune each with the full recipe:" in table
+    assert "Successive halving, 1 in 3 kept at 7%, 20% of a run" in table and "Winner after" not in table
+    # A leader far ahead (0.684 against 0.178) is a winner.
+    rows_right["a"] = np.arange(0, 184)
+    figures["a"] = 184 / 269
+    predictions["a"] = predicted(rows_right["a"])
+    rows, settings, _ = halving_on_stubs(monkeypatch, rank_recipe, tmp_path / "clear", curves, list(curves),
+                                         predictions=predictions, trivial=0.10, chance=0.1375)
+    assert rows[0]["name"] == "a" and settings["tied"] == []
 
 
 def test_chance_figure_is_what_guessing_reaches_by_luck_on_the_validation_rows():
@@ -861,10 +934,25 @@ def test_rank_by_finetune_of_every_candidate_skips_frozen_scores_and_shares_a_mi
     assert all(r["finetune"]["shared"] == {} for r in record["candidates"])
     assert len(list((tmp_path / "out-rank" / "finetune" / "trials").iterdir())) <= 1  # this rank's winner only
     # A budget that ends before the whole run keeps no model and leaves no folder: the next rank just runs.
+    import hf_finetune.search.trials as trials
+
+    paused, real_run = [], trials.run_trial
+
+    def spied(*args, **kwargs):  # what each pause hands on: the predictions behind its value, for ties
+        try:
+            return real_run(*args, **kwargs)
+        except trials.RunPaused as stop:
+            paused.append(stop.evaluated)
+            raise
+
+    monkeypatch.setattr(trials, "run_trial", spied)
     for _ in range(2):
         assert main(["rank", str(stripes), "rank.budget=0.5", "--output-dir", str(tmp_path / "short")]) == 0
         assert not (tmp_path / "short" / "finetune").exists()
     capsys.readouterr()
+    step, predicted, truth = paused[0]  # the first rung: the pause's own evaluation, in this part of the run
+    assert isinstance(step, int) and np.asarray(predicted).shape == np.asarray(truth).shape == (24,)  # 3 kinds x 8
+    monkeypatch.setattr(trials, "run_trial", real_run)
 
     # Asked for, the frozen scores come back beside the fine-tuned one; refused where they cannot be left out.
     assert main(["rank", str(path), "rank.hscore=true", "rank.finetune_epochs=0.5",

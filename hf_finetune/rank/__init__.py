@@ -146,7 +146,8 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
         counts = (labels["train"], labels["validation"], rows[0]["num_classes"], metric)
         finetuned = finetune_rows(recipe, rows, out_dir, state.num_processes, majority_figure(*counts),
                                   chance_figure(*counts, seed=int(recipe.training.get("seed", 42))))
-        winner, tied = 0, []  # one fine-tuning run per candidate: no resamples to call a tie on
+        # the leader after fine-tuning, and those it is not surely ahead of (rank/confidence.finetuned_ties)
+        winner, tied = 0, [tuple(t) for t in finetuned.pop("tied")]
     else:
         rows.sort(key=lambda r: r["scores"][by], reverse=True)
         winner, tied = frozen_winner(rows, by)
@@ -154,7 +155,8 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
         r.pop("spreads")
     # rank.by finetune: the winner's run may have started from another candidate's finding about the data
     command = train_command(recipe, rows[winner]["spec"], (rows[winner].get("finetune") or {}).get("shared"))
-    ties = [{"name": rows[i]["name"], "leader_ahead_share": share, "train_command": train_command(recipe, rows[i]["spec"])}
+    ties = [{"name": rows[i]["name"], "leader_ahead_share": share,
+             "train_command": train_command(recipe, rows[i]["spec"], (rows[i].get("finetune") or {}).get("shared"))}
             for i, share in tied]
     record = build_record(recipe, rows, by, command, time.perf_counter() - started, ties, winner)
     if finetuned is not None:

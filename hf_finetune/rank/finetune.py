@@ -321,6 +321,11 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
                 row["untrained"], -row["scores"].get(settings.shortlist_by, 0.0))  # not fine-tuned: by the frozen score
 
     rows.sort(key=key)
+    tied = [] if none_learned or direction != "maximize" else ties_after_finetuning(
+        rows, metric, int(recipe.training.get("seed", 42)))
+    for row in rows:  # predictions are arrays: not for rank.json
+        row.pop("_predictions", None)
+        row.pop("_delivered", None)
     spent = _spent(chosen)
     if all(r["finetune"]["state"] == "failed" for r in chosen):
         raise UserError(f"rank.by: finetune: every shortlisted candidate failed to fine-tune; see {folder}")
@@ -337,7 +342,32 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
             "planned_shares": shares, "shares": reached, "spent": spent, "budget_ran_out": ran_out,
             "finetune_epochs": settings.finetune_epochs,
             "winner_folder": winner["folder"], "winner_share": winner["share"], "trivial": trivial, "learned_above": bar,
-            "none_learned": none_learned}
+            "none_learned": none_learned, "tied": tied}
+
+
+def ties_after_finetuning(rows: list[dict[str, Any]], metric: str, seed: int) -> list[tuple[int, float]]:
+    """(index in `rows`, share) of the candidates the leader (`rows[0]`) is not surely ahead of after fine-tuning:
+    those stopped at the same rung that learned, whose validation predictions, rescored with the leader's on the
+    same bootstrap resamples, put the leader ahead on fewer than confidence.TIE_SHARE of them. [] where the leader's
+    run finished (no predictions here) or the metric is not a function of the predicted classes."""
+    from hf_finetune.rank.confidence import finetuned_ties
+
+    leader = rows[0].get("finetune")
+    if not leader or rows[0].get("_delivered") is None:
+        return []
+    peers = [i for i, r in enumerate(rows[1:], start=1)
+             if r.get("finetune") and r["finetune"]["rung"] == leader["rung"] and r["finetune"].get("learned") is not False
+             and r["finetune"]["state"] != "failed" and r.get("_delivered") is not None
+             and len(r["_delivered"][1]) == len(rows[0]["_delivered"][1])]
+    if not peers:
+        return []
+    ties = finetuned_ties([rows[0]["_delivered"], *(rows[i]["_delivered"] for i in peers)], metric,
+                          rows[0]["num_classes"], seed)
+    if ties:
+        logger.info("rank.by finetune: %s is not surely ahead of %s (validation %s on paired resamples)",
+                    rows[0]["name"], ", ".join(f"{rows[peers[k - 1]]['name']} (ahead on {share:.0%})" for k, share in ties),
+                    metric)
+    return [(peers[k - 1], share) for k, share in ties]
 
 
 def data_verdicts(row: dict[str, Any]) -> dict[str, Any]:
@@ -387,11 +417,20 @@ def _train_to(row: dict[str, Any], share: float, plan: Any, metric: str, epochs:
         value = trials.run_trial(plan, recipe, None, entry["number"], resume=entry["share"] > 0,
                           pause_at=share if share < 1.0 else None)
         entry.update(state="complete", value=value, latest=None, share=1.0)  # latest: a paused run's own figure
+        row["_delivered"] = None  # a finished run's predictions are in its own report, not here
     except trials.RunPaused as stop:  # value: the run's best so far where it keeps its best (PauseAt.delivered)
         entry.update(state="paused", value=stop.value, latest=stop.latest, share=share, step=stop.step,
                      steps=stop.max_steps)
+        # The predictions behind the value, for calling ties (rank/confidence.finetuned_ties). A best evaluation
+        # from before the run was resumed is one an earlier pause handed on.
+        step, predicted, truth = stop.evaluated or (None, None, None)
+        seen = row.setdefault("_predictions", {})
+        if predicted is not None:
+            seen[step] = (predicted, truth)
+        row["_delivered"] = seen.get(step)
     except (trials.TrialFailed, RecipeError) as exc:
         entry.update(state="failed", value=None, latest=None, error=str(exc))
+        row["_delivered"] = None
         logger.warning("rank.by finetune: %s failed: %s", row["name"], exc)
     entry["seconds"] += time.perf_counter() - started
     trials.release_memory()  # the paused run's trainer lived in the exception's frames, gone only now

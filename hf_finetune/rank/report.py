@@ -98,13 +98,8 @@ def format_table(record: dict[str, Any]) -> str:
              line(header), *(line(b) for b in body)]
     lines += _untrained_note(record)
     tied = record.get("tied") or []
-    title = SCORES[record["by"]][0]
-    if tied:
-        lines.append(f"Tie: {record['winner']} is not surely ahead of "
-                     + ", ".join(f"{t['name']} (ahead on {t['leader_ahead_share']:.0%} of the resamples)" for t in tied)
-                     + f" by {title}; at least {boot['tie_share']:.0%} makes a winner. Fine-tune each to decide:")
-        lines += [f"  {record['train_command']}", *(f"  {t['train_command']}" for t in tied)]
-    elif finetuned:
+    title = titles.get(record["by"], SCORES[record["by"]][0])
+    if finetuned:
         if finetuned.get("none_learned"):
             bar = finetuned.get("learned_above")
             above = (f"above {bar:.4f}: the trivial model's {finetuned['trivial']:.4f} by the margin, and guessing's luck"
@@ -112,6 +107,14 @@ def format_table(record: dict[str, Any]) -> str:
             lines.append(f"Warning: no fine-tuned candidate learned (validation {finetuned['metric']} {above}): this "
                          "order is not evidence; fine-tune longer (rank.budget, rank.finetune_epochs).")
         lines.append(_halving_line(finetuned))
+    if tied:
+        decide = ("Give the ranking more (rank.budget), or fine-tune each with the full recipe:" if finetuned
+                  else "Fine-tune each to decide:")
+        lines.append(f"Tie: {record['winner']} is not surely ahead of "
+                     + ", ".join(f"{t['name']} (ahead on {t['leader_ahead_share']:.0%} of the resamples)" for t in tied)
+                     + f" by {title}; at least {boot['tie_share']:.0%} makes a winner. {decide}")
+        lines += [f"  {record['train_command']}", *(f"  {t['train_command']}" for t in tied)]
+    elif finetuned:
         where = (f"its model is in {finetuned['winner_folder']}" if finetuned.get("winner_folder")
                  else f"it trained {finetuned['winner_share']:.0%} of its run within rank.budget")
         lines += [f"Winner after fine-tuning (validation {finetuned['metric']}): {record['winner']}; {where}. Train it "

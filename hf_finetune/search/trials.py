@@ -40,10 +40,14 @@ class RunPaused(Exception):
     """A run that `PauseAt` stopped at its share of the steps, its checkpoint saved: `run_trial(...,
     resume=True)` continues it."""
 
-    def __init__(self, step: int, max_steps: int, value: float | None, latest: float | None = None):
-        # value: what the run would give if it ended here (PauseAt.delivered); latest: the pause's own evaluation
+    def __init__(self, step: int, max_steps: int, value: float | None, latest: float | None = None,
+                 evaluated: tuple[int | None, Any, Any] | None = None):
+        # value: what the run would give if it ended here (PauseAt.delivered); latest: the pause's own evaluation;
+        # evaluated: (step, predictions, label ids) of the evaluation that gave `value`; the predictions are None
+        # where this part of the run did not make it (a best evaluation from before the run was resumed)
         self.step, self.max_steps, self.value = step, max_steps, value
         self.latest = value if latest is None else latest
+        self.evaluated = evaluated
         super().__init__(f"paused at step {step} of {max_steps}")
 
 
@@ -129,6 +133,12 @@ class PauseAt(TrainerCallback):
         self.step: int | None = None  # where to pause; None: the run finishes
         self.stopping = False
         self.value: float | None = None
+        self.evaluations: Any = None  # the run's KeptEvaluations (training/kept_evaluation.py): `watch`
+
+    def watch(self, evaluations: Any) -> None:
+        """The run's kept evaluations, whose predictions the pause hands on with its value (rank's ties after
+        fine-tuning are called on them: rank/confidence.py)."""
+        self.evaluations = evaluations
 
     def on_train_begin(self, args, state, control, **kwargs):
         step = max(1, math.ceil(self.fraction * state.max_steps - 1e-9))
@@ -149,7 +159,10 @@ class PauseAt(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if self.stopping:
-            raise RunPaused(state.global_step, state.max_steps, self.delivered(args, state), self.value)
+            step = getattr(state, "best_global_step", None) if self._gives_best(args, state) else state.global_step
+            kept = self.evaluations.by_step.get(step) if self.evaluations is not None else None
+            raise RunPaused(state.global_step, state.max_steps, self.delivered(args, state), self.value,
+                            (step, *(kept[:2] if kept else (None, None))))
         return control
 
     def delivered(self, args, state) -> float | None:
@@ -157,12 +170,14 @@ class PauseAt(TrainerCallback):
         this metric (as a finished run's value is), else this evaluation's. On 300 digits Lite2 reached 0.171 at
         7% of its run, dipped to 0.119 at 20% and was ranked there by the dip, below two networks it fine-tunes
         past."""
+        return float(state.best_metric) if self._gives_best(args, state) else self.value
+
+    def _gives_best(self, args, state) -> bool:
+        """Whether the run, ended here, would give its best evaluation (not this one)."""
         chosen = (args.metric_for_best_model or "").removeprefix("eval_")
-        if (args.load_best_model_at_end and chosen == self.metric and self.value is not None
-                and math.isfinite(self.value)  # a diverged run is not the best it once was
-                and isinstance(state.best_metric, (int, float)) and math.isfinite(state.best_metric)):
-            return float(state.best_metric)
-        return self.value
+        return bool(args.load_best_model_at_end and chosen == self.metric and self.value is not None
+                    and math.isfinite(self.value)  # a diverged run is not the best it once was
+                    and isinstance(state.best_metric, (int, float)) and math.isfinite(state.best_metric))
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.stopping:  # it stopped and no checkpoint was saved (save_strategy: best saves only a new best)
