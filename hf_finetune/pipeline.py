@@ -168,8 +168,9 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
     trainer_setup = build_trainer(recipe, args, data, model, tokenizer, metrics)
     for callback in callbacks or ():
         trainer_setup.trainer.add_callback(callback)
-        if hasattr(callback, "watch"):  # reads the evaluations' predictions (search/trials.PauseAt)
+        if hasattr(callback, "watch"):  # reads the evaluations' predictions row by row (search/trials.PauseAt)
             callback.watch(trainer_setup.evaluations)
+            trainer_setup.trainer.eval_in_order = True
     if trainer_setup.class_weights is not None:
         decided["finetune"] = {"class_weights": trainer_setup.class_weights}  # the weights used
     if trainer_setup.lora is not None:

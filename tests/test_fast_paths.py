@@ -34,6 +34,23 @@ def test_length_grouped_sampler_covers_every_sample_once_per_epoch():
     assert padding(orders[0]) < 0.3 * padding(random_order)
 
 
+def test_validation_is_evaluated_in_row_order_where_a_callback_reads_the_predictions():
+    """Grouped by length, text validation is evaluated in an order of its own tokenizer's lengths; rank pairs one
+    candidate's predictions with another's row by row (its ties after fine-tuning), so it asks for row order."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from hf_finetune.training.trainer import FinetuneTrainer
+
+    validation = Dataset.from_dict({"input_ids": [[1] * n for n in (5, 1, 9, 3)], "length": [5, 1, 9, 3]})
+    trainer = SimpleNamespace(args=SimpleNamespace(train_sampling_strategy="group_by_length", world_size=1),
+                              eval_in_order=True)
+    sampler = FinetuneTrainer._get_eval_sampler(trainer, validation)
+    assert isinstance(sampler, torch.utils.data.SequentialSampler) and list(sampler) == [0, 1, 2, 3]
+    assert FinetuneTrainer.eval_in_order is False  # otherwise grouped by length, as training is
+
+
 def test_epoch_source_overrides_set_epoch():
     sampler = SeededLengthGroupedSampler(list(range(1, 100)), batch_size=8, seed=1, epoch_source=lambda: 3)
     sampler.set_epoch(0)
@@ -110,3 +127,11 @@ def test_the_validation_report_reuses_the_kept_weights_own_full_precision_evalua
     del model.__dict__["_original_forward"]
     state.global_step = 40  # no evaluation at the last step
     assert kept.kept(trainer) is None
+    # Where evaluations outnumber saves, the best evaluation (best_global_step) may have no checkpoint: kept too,
+    # for what reads the best evaluation's predictions (rank's ties: search/trials.PauseAt).
+    state.best_global_step = 30
+    for step in (50, 60):
+        state.global_step = step
+        kept(SimpleNamespace(predictions=np.full(4, step), label_ids=np.zeros(4)))
+        kept.on_evaluate(None, state, None, metrics={"eval_loss": 0.5, "eval_accuracy": 1.0})
+    assert sorted(kept.by_step) == [10, 30, 60]

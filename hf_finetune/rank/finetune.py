@@ -350,15 +350,29 @@ def ties_after_finetuning(rows: list[dict[str, Any]], metric: str, seed: int) ->
     those stopped at the same rung that learned, whose validation predictions, rescored with the leader's on the
     same bootstrap resamples, put the leader ahead on fewer than confidence.TIE_SHARE of them. [] where the leader's
     run finished (no predictions here) or the metric is not a function of the predicted classes."""
+    import numpy as np
+
     from hf_finetune.rank.confidence import finetuned_ties
 
     leader = rows[0].get("finetune")
-    if not leader or rows[0].get("_delivered") is None:
+    if not leader:
         return []
     peers = [i for i, r in enumerate(rows[1:], start=1)
              if r.get("finetune") and r["finetune"]["rung"] == leader["rung"] and r["finetune"].get("learned") is not False
-             and r["finetune"]["state"] != "failed" and r.get("_delivered") is not None
-             and len(r["_delivered"][1]) == len(rows[0]["_delivered"][1])]
+             and r["finetune"]["state"] != "failed"]
+    if not peers:
+        return []
+    if rows[0].get("_delivered") is None:
+        logger.info("rank.by finetune: no tie is checked: the leader's run %s, so its validation predictions are not "
+                    "here", "finished" if leader["state"] == "complete" else "kept none of the evaluation behind its value")
+        return []
+    truth = np.asarray(rows[0]["_delivered"][1])
+    unpaired = [i for i in peers if rows[i].get("_delivered") is None
+                or not np.array_equal(np.asarray(rows[i]["_delivered"][1]), truth)]
+    if unpaired:  # the same validation rows in the same order, or no pairing
+        logger.info("rank.by finetune: %s left out of the tie check: no validation predictions row by row beside the "
+                    "leader's", ", ".join(rows[i]["name"] for i in unpaired))
+    peers = [i for i in peers if i not in unpaired]
     if not peers:
         return []
     ties = finetuned_ties([rows[0]["_delivered"], *(rows[i]["_delivered"] for i in peers)], metric,

@@ -48,9 +48,11 @@ class KeptEvaluations(TrainerCallback):
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None, **kwargs):
         if self._last is None or not metrics or not any(k.startswith("eval_") for k in metrics):
             return
-        best = _step_of(state.best_model_checkpoint)
-        # Predictions can be large (segmentation masks): keep the best step's and this one's only.
-        self.by_step = {s: v for s, v in self.by_step.items() if s == best}
+        # Predictions can be large (segmentation masks): keep the best step's and this one's only. The best is the
+        # best checkpoint's, and the best evaluation's (best_global_step), which differ where evaluations outnumber
+        # saves; neither counts this evaluation yet (the Trainer compares it after on_evaluate).
+        best = {_step_of(state.best_model_checkpoint), getattr(state, "best_global_step", None)}
+        self.by_step = {s: v for s, v in self.by_step.items() if s in best}
         self.by_step[state.global_step] = (*self._last, metrics.get("eval_loss"))
         self._last = None
 

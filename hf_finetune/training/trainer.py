@@ -182,8 +182,14 @@ class FinetuneTrainer(Trainer):
         finally:
             self.args.dataloader_drop_last = True
 
+    # Set where a callback reads evaluation predictions row by row (rank's ties after fine-tuning pair each
+    # candidate's predictions with another's: search/trials.PauseAt.watch): validation is then evaluated in its
+    # row order. Grouped by length (text), its order would be each tokenizer's own.
+    eval_in_order = False
+
     def _get_eval_sampler(self, eval_dataset):
-        if self.args.train_sampling_strategy == "group_by_length" and not self._groups_by_length(eval_dataset):
+        if (self.args.train_sampling_strategy == "group_by_length"
+                and (self.eval_in_order or not self._groups_by_length(eval_dataset))):
             return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
         return super()._get_eval_sampler(eval_dataset)
 
