@@ -147,7 +147,7 @@ def rank(recipe: Recipe, candidates: list[str | ModelSpec | dict] | None = None,
         finetuned = finetune_rows(recipe, rows, out_dir, state.num_processes, majority_figure(*counts),
                                   chance_figure(*counts, seed=int(recipe.training.get("seed", 42))))
         # the leader after fine-tuning, and those it is not surely ahead of (rank/confidence.finetuned_ties)
-        winner, tied = 0, [tuple(t) for t in finetuned.pop("tied")]
+        winner, tied = 0, finetuned.pop("tied")
     else:
         rows.sort(key=lambda r: r["scores"][by], reverse=True)
         winner, tied = frozen_winner(rows, by)

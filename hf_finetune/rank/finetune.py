@@ -104,11 +104,7 @@ def rung_plan(candidates: int, reduction_factor: int, budget: float) -> list[flo
 
 def plan_cost(candidates: int, reduction_factor: int, shares: list[float]) -> float:
     """Full runs that `rung_plan`'s shares cost when every rung drops what it may."""
-    alive, cost, before = candidates, 0.0, 0.0
-    for share in shares:
-        cost += alive * (share - before)
-        before, alive = share, math.ceil(alive / reduction_factor)
-    return cost
+    return plan_needs(candidates, 0.0, shares, reduction_factor)
 
 
 # A rung the budget can pay only a sliver of is not run: its evaluation would tell little more than the one before,
@@ -241,13 +237,12 @@ def finetune_rows(recipe: Any, rows: list[dict[str, Any]], out_dir: Path, num_pr
         current = [r["finetune"]["share"] for r in alive if r["finetune"]["state"] != "complete"]
         before = max(current, default=planned)
         share = affordable_share(current, planned, settings.budget - _spent(chosen)) if current else planned
-        if current and share - before < MIN_RUNG_STEP * (planned - before) - 1e-9:
-            ran_out = {"share": before, "needed": _spent(chosen) + plan_needs(
+        if current and share < planned:  # the budget ends in this rung
+            sliver = share - before < MIN_RUNG_STEP * (planned - before) - 1e-9
+            ran_out = {"share": before if sliver else share, "needed": _spent(chosen) + plan_needs(
                 len(current), before, shares[rung:], settings.reduction_factor)}
-            break
-        if share < planned:
-            ran_out = {"share": share, "needed": _spent(chosen) + plan_needs(
-                len(current), before, shares[rung:], settings.reduction_factor)}
+            if sliver:
+                break
         reached.append(share)
         for row in alive:
             row["finetune"].update(rung=rung, rung_share=share)
