@@ -138,7 +138,8 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
         decisions = recorded_decisions(args.output_dir) if checkpoint else None  # a resume decides nothing again
         if decisions is None:
             decisions = data_aware_decisions(recipe, data, model, resolved_training.batch.global_size,
-                                             args.per_device_eval_batch_size, args.device, run_precision(args))
+                                             args.per_device_eval_batch_size, args.device, run_precision(args),
+                                             evaluations_read=bool(callbacks))
             flip = mirror_decision(recipe, data, model, preprocessing.get("image"), args)
             if flip is not None:
                 decisions.append(flip)
@@ -185,16 +186,17 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
 
 
 def data_aware_decisions(recipe: Recipe, data: PreparedData, model: Any, global_batch: int, eval_batch: int,
-                         device: Any, precision: Any = None) -> list[Any]:
+                         device: Any, precision: Any = None, evaluations_read: bool = False) -> list[Any]:
     """The defaults this run's data and backbone call for (the mirror check aside): what setup() applies,
-    and what `tune` centres its space on (search/defaults.run_decisions)."""
+    and what `tune` centres its space on (search/defaults.run_decisions). `evaluations_read`: a callback reads
+    every evaluation (tune's pruning, rank's pauses), so none is skipped."""
     num_labels = data.labels.num_labels
     if data.streaming:  # read from the head of the stream: the row count is not the data's
         return stream_decisions(data_aware_defaults(recipe, data.label_rows, num_labels, model, global_batch),
                                 len(data.label_rows))
     return data_aware_defaults(recipe, data.label_rows, num_labels, model, global_batch,
                                *few_label_inputs(recipe, data, model, eval_batch, device, precision),
-                               pseudo_rows=data.pseudo_rows)
+                               pseudo_rows=data.pseudo_rows, evaluations_read=evaluations_read)
 
 
 def few_label_inputs(recipe: Recipe, data: PreparedData, model: Any, batch_size: int, device: Any,

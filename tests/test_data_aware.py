@@ -16,6 +16,7 @@ from hf_finetune.metrics.baseline import add_baselines, collapse_warning, majori
 from hf_finetune.recipe import validate_recipe
 from hf_finetune.training.data_aware import (
     CNN_LR,
+    EVALUATE_FROM_EPOCH,
     MIN_OPTIMIZER_STEPS,
     PROBE_MIN_STEPS,
     apply_decisions,
@@ -79,6 +80,44 @@ def test_a_regression_run_gets_more_steps_where_the_data_allows():
     assert "375 steps (at least 375 where the data allows; regression: on two real" in epochs.reason
     large = data_aware_defaults(_recipe(task="text-regression"), _train([2_000]), 1, TinyText(10), 8)
     assert {d.key: d.value for d in large}["training.num_train_epochs"] == 3.0  # 750 steps already
+
+
+def test_the_first_of_three_or_more_epochs_is_not_evaluated():
+    decided = _decided(_recipe(), [400, 400])  # 3 epochs of 100 steps
+    delay = decided["training.eval_delay"]
+    assert delay.value == EVALUATE_FROM_EPOCH - 0.5 == 1.5  # the Trainer evaluates from epoch 2.0 on
+    assert "3 epochs: the first is not evaluated (evaluations from epoch 2 on)" in delay.reason
+    assert _decided(_recipe(), [8, 8, 8, 8, 8])["training.eval_delay"].value == 1.5  # 20 epochs
+    # Kept: where an evaluation is all but the last (2 epochs), where evaluations are not per epoch or not at all,
+    # where early stopping counts them, where a probe trains (cheap evaluations choose its epoch), where the recipe
+    # sets its steps or its own delay, and where a callback reads every evaluation (tune's pruning, rank's pauses).
+    assert "training.eval_delay" not in _decided(_recipe(), [30_000, 30_000])
+    assert "training.eval_delay" not in _decided(_recipe(training={"num_train_epochs": 2}), [400, 400])
+    for training in ({"eval_strategy": "steps", "eval_steps": 50, "save_strategy": "steps", "save_steps": 50},
+                     {"eval_strategy": "no", "load_best_model_at_end": False}, {"max_steps": 300},
+                     {"eval_delay": 0}):
+        assert "training.eval_delay" not in _decided(_recipe(training=training), [400, 400]), training
+    for finetune in ({"early_stopping_patience": 2}, {"strategy": "linear_probe"}):
+        assert "training.eval_delay" not in _decided(_recipe(finetune=finetune), [400, 400]), finetune
+    read = data_aware_defaults(_recipe(), _train([400, 400]), 2, TinyText(10), 8, evaluations_read=True)
+    assert "training.eval_delay" not in {d.key for d in read}
+    assert _decided(_recipe(training={"num_train_epochs": 4}), [400, 400])["training.eval_delay"].value == 1.5
+
+
+def test_a_run_skips_the_first_epochs_evaluation(tmp_path, tiny_bert):
+    files = {"train": write_csv(tmp_path / "train.csv", review_rows(24, seed=3)),
+             "validation": write_csv(tmp_path / "val.csv", review_rows(24, seed=4))}
+    recipe = {"task": "text-classification", "model": {"name": str(tiny_bert)},
+              "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(tmp_path / "cache")},
+              "training": {"num_train_epochs": 3, "per_device_train_batch_size": 8, "save_total_limit": 3},
+              "output": {"dir": str(tmp_path / "out")}}
+    assert main(["train", str(write_recipe(tmp_path / "recipe.yaml", recipe))]) == 0
+    log = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert [e["epoch"] for e in log if "eval_loss" in e] == [2.0, 3.0]  # 3 steps an epoch
+    resolved = yaml.safe_load((tmp_path / "out" / "recipe.yaml").read_text())
+    assert resolved["training"]["eval_delay"] == 1.5
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["train"]["best_checkpoint"].endswith(("checkpoint-6", "checkpoint-9"))
 
 
 def test_learning_rates_follow_the_backbone_and_the_recipe_wins():
