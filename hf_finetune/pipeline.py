@@ -139,7 +139,8 @@ def setup(recipe: Recipe, resume: bool, started: float, callbacks: list[Any] | N
         if decisions is None:
             decisions = data_aware_decisions(recipe, data, model, resolved_training.batch.global_size,
                                              args.per_device_eval_batch_size, args.device, run_precision(args),
-                                             evaluations_read=bool(callbacks))
+                                             evaluations_read=any(getattr(c, "reads_every_evaluation", False)
+                                                                  for c in callbacks or ()))
             flip = mirror_decision(recipe, data, model, preprocessing.get("image"), args)
             if flip is not None:
                 decisions.append(flip)

@@ -104,13 +104,17 @@ def test_the_first_of_three_or_more_epochs_is_not_evaluated():
     assert _decided(_recipe(training={"num_train_epochs": 4}), [400, 400])["training.eval_delay"].value == 1.5
 
 
-def test_a_run_skips_the_first_epochs_evaluation(tmp_path, tiny_bert):
+def _three_epochs(tmp_path, tiny_bert, out="out"):
     files = {"train": write_csv(tmp_path / "train.csv", review_rows(24, seed=3)),
              "validation": write_csv(tmp_path / "val.csv", review_rows(24, seed=4))}
-    recipe = {"task": "text-classification", "model": {"name": str(tiny_bert)},
-              "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(tmp_path / "cache")},
-              "training": {"num_train_epochs": 3, "per_device_train_batch_size": 8, "save_total_limit": 3},
-              "output": {"dir": str(tmp_path / "out")}}
+    return {"task": "text-classification", "model": {"name": str(tiny_bert)},
+            "data": {"files": {k: str(v) for k, v in files.items()}, "cache_dir": str(tmp_path / "cache")},
+            "training": {"num_train_epochs": 3, "per_device_train_batch_size": 8, "save_total_limit": 3},
+            "output": {"dir": str(tmp_path / out)}}
+
+
+def test_a_run_skips_the_first_epochs_evaluation(tmp_path, tiny_bert):
+    recipe = _three_epochs(tmp_path, tiny_bert)
     assert main(["train", str(write_recipe(tmp_path / "recipe.yaml", recipe))]) == 0
     log = json.loads((tmp_path / "out" / "training_log.json").read_text())
     assert [e["epoch"] for e in log if "eval_loss" in e] == [2.0, 3.0]  # 3 steps an epoch
@@ -118,6 +122,27 @@ def test_a_run_skips_the_first_epochs_evaluation(tmp_path, tiny_bert):
     assert resolved["training"]["eval_delay"] == 1.5
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["train"]["best_checkpoint"].endswith(("checkpoint-6", "checkpoint-9"))
+
+
+def test_a_callback_that_reads_every_evaluation_keeps_the_first(tmp_path, tiny_bert):
+    from transformers import TrainerCallback
+
+    from hf_finetune.pipeline import run
+
+    class Epochs(TrainerCallback):
+        def __init__(self, every: bool):
+            self.reads_every_evaluation, self.seen = every, []
+
+        def on_evaluate(self, args, state, control, **kwargs):
+            self.seen.append(state.epoch)
+
+    reading, timing = Epochs(True), Epochs(False)  # tune's pruning and rank's pauses; a timer (benchmarks)
+    run(validate_recipe(_three_epochs(tmp_path, tiny_bert, "a")), callbacks=[reading])
+    run(validate_recipe(_three_epochs(tmp_path, tiny_bert, "b")), callbacks=[timing])
+    assert reading.seen == [1.0, 2.0, 3.0] and timing.seen == [2.0, 3.0]
+    from hf_finetune.search.trials import PauseAt, PruningCallback
+
+    assert PruningCallback.reads_every_evaluation and PauseAt.reads_every_evaluation
 
 
 def test_learning_rates_follow_the_backbone_and_the_recipe_wins():

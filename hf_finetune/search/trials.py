@@ -92,6 +92,8 @@ class PruningCallback(TrainerCallback):
     broadcast of the decision meets on every rank, and a pruned trial stops on all of them together.
     """
 
+    reads_every_evaluation = True  # its rungs are evaluations: the run evaluates its first epoch too
+
     def __init__(self, trial: Any, metric: str):
         self.trial = trial  # the Optuna trial on rank 0; None on the other ranks
         self.metric = metric
@@ -127,6 +129,8 @@ class PauseAt(TrainerCallback):
     nothing. `training.save_strategy: best` saves only a new best, so it cannot pause: refused before.
     One process only (rank's fine-tuning mode); under several, a raise on one rank would strand the others.
     """
+
+    reads_every_evaluation = True  # the value it hands on is the best so far: of every epoch, as rank's rungs were set
 
     def __init__(self, fraction: float, metric: str):
         self.fraction, self.metric = fraction, metric
