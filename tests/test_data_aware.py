@@ -82,7 +82,7 @@ def test_a_regression_run_gets_more_steps_where_the_data_allows():
     assert {d.key: d.value for d in large}["training.num_train_epochs"] == 3.0  # 750 steps already
 
 
-def test_the_first_of_three_or_more_epochs_is_not_evaluated():
+def test_the_first_of_three_or_more_epochs_is_not_evaluated(tmp_path):
     decided = _decided(_recipe(), [400, 400])  # 3 epochs of 100 steps
     delay = decided["training.eval_delay"]
     assert delay.value == EVALUATE_FROM_EPOCH - 0.5 == 1.5  # the Trainer evaluates from epoch 2.0 on
@@ -99,8 +99,17 @@ def test_the_first_of_three_or_more_epochs_is_not_evaluated():
         assert "training.eval_delay" not in _decided(_recipe(training=training), [400, 400]), training
     for finetune in ({"early_stopping_patience": 2}, {"strategy": "linear_probe"}):
         assert "training.eval_delay" not in _decided(_recipe(finetune=finetune), [400, 400]), finetune
-    read = data_aware_defaults(_recipe(), _train([400, 400]), 2, TinyText(10), 8, evaluations_read=True)
-    assert "training.eval_delay" not in {d.key for d in read}
+    read = {d.key: d for d in data_aware_defaults(_recipe(), _train([400, 400]), 2, TinyText(10), 8,
+                                                  evaluations_read=True)}
+    assert read["training.eval_delay"].value == 0.0  # pinned: a trial's recipe.yaml trains the trial again
+    assert "tune's pruning, rank's pauses" in read["training.eval_delay"].reason
+    few = _decided(_recipe(), [64, 32, 16, 8, 4], SentenceEncoder(10))  # the data-aware probe: cheap evaluations
+    assert few["finetune.strategy"].value == "linear_probe" and "training.eval_delay" not in few
+    # self-training: a round that continues from its teacher starts trained
+    pool = write_csv(tmp_path / "pool.csv", review_rows(4, seed=1))
+    rounds = validate_recipe({"task": "text-classification", "model": {"name": "m"}, "self_training": {"rounds": 2},
+                              "data": {"dataset": "d", "unlabeled": {"files": str(pool)}}})
+    assert "training.eval_delay" not in _decided(rounds, [400, 400])
     assert _decided(_recipe(training={"num_train_epochs": 4}), [400, 400])["training.eval_delay"].value == 1.5
 
 

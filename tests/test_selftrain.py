@@ -233,8 +233,7 @@ def test_text_rounds_records_and_best_round(st_recipe, pool_file, monkeypatch):
     st_recipe["self_training"].update(rounds=5, threshold=0.99, class_thresholds={"neg": 0.5}, init="continue",
                                       score_test_each_round=True)
     st_recipe["training"].update(num_train_epochs=8, per_device_train_batch_size=8, learning_rate=5e-3,
-                                 warmup_steps=0.1,
-                                 eval_delay=0)  # every epoch a candidate: the teachers the thresholds below fit
+                                 warmup_steps=0.1)
     result = hf_finetune.train(st_recipe)
     metrics = result.metrics
     st = metrics["self_training"]

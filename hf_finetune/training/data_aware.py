@@ -164,7 +164,7 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
             choice reads the other rows only, so every round trains the way round 0 chose; a probe's schedule
             is then chosen for all the rows it trains on.
         evaluations_read: a callback reads every evaluation (tune's pruning, rank's pauses): the first epoch is
-            evaluated too (no `training.eval_delay`).
+            evaluated too (`training.eval_delay: 0`, so a trial's resolved recipe trains the trial again).
     """
     decisions: list[Decision] = []
 
@@ -248,9 +248,12 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
                    f"{epochs * steps_per_epoch} steps (at least {least} where the data allows"
                    f"{'; ' + problem.min_optimizer_steps_why if problem.min_optimizer_steps else ''})")
         decide("training.num_train_epochs", float(epochs), why)
-    if not evaluations_read and probe is None and not kfold:
+    if probe is None and not kfold and recipe.self_training is None:
         delay = evaluation_delay(recipe, decisions)
-        if delay is not None:
+        if delay is not None and evaluations_read:  # pinned, so the resolved recipe trains this run again
+            decide("training.eval_delay", 0.0, "a callback reads every evaluation (tune's pruning, rank's pauses): "
+                   "the first epoch is evaluated too")
+        elif delay is not None:
             decide("training.eval_delay", *delay)
 
     if not _user_set(recipe, "training", "learning_rate"):
@@ -272,7 +275,9 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
 
 def evaluation_delay(recipe: Any, decisions: list[Decision]) -> tuple[float, str] | None:
     """`training.eval_delay` that skips the first epoch's evaluation, and why, for a run that fine-tunes for at
-    least EVALUATE_FROM_EPOCH + 1 epochs with an evaluation every epoch and no early stopping; None otherwise."""
+    least EVALUATE_FROM_EPOCH + 1 epochs with an evaluation every epoch and no early stopping; None otherwise.
+    Self-training's rounds are left out by the caller: a round that continues from its teacher starts trained,
+    and where it is best was not measured."""
     training = {**recipe.training, **{d.name: d.value for d in decisions if d.section == "training"}}
     if (str(training.get("eval_strategy", "no")).lower().rsplit(".", 1)[-1] != "epoch"
             or recipe.finetune.early_stopping_patience is not None
