@@ -7,7 +7,9 @@ Runs `benchmarks/quality.py` with the same arguments and records, for every run 
 metric at each evaluation (the run's training_log.json) and the checkpoint it kept, appended to
 benchmarks/results/epoch_curves.jsonl; then prints the table. It measured the evidence behind
 `training.eval_delay`'s data-aware default (training/data_aware.py, EVALUATE_FROM_EPOCH): run it with
-`--set training.eval_delay=0` so that every epoch is evaluated.
+`--set training.eval_delay=0` so that every epoch is evaluated. Like quality.py, it also writes
+benchmarks/results/quality.json. Few-label tasks vary their data draw, not `training.seed`: their rows all say
+seed 42.
 """
 
 from __future__ import annotations
@@ -49,18 +51,20 @@ def summary() -> list[str]:
     lines = []
     for line in CURVES.read_text().splitlines() if CURVES.is_file() else []:
         run = json.loads(line)
-        metric = run["metric"] or "loss"
+        metric = (run["metric"] or "loss").removeprefix("eval_")
         sign = -1.0 if metric.endswith("loss") else 1.0
         points = [(e["epoch"], e[f"eval_{metric}"]) for e in run["evaluations"] if f"eval_{metric}" in e]
-        if not points:
+        named = re.search(r"quality-(.+?)-[a-z0-9_]{8}/", run.get("folder", "") + "/" + (run.get("kept") or ""))
+        name = named.group(1) if named else run["task"]
+        if not points:  # a run without evaluations, or whose selection metric is not among them: said, not hidden
+            lines.append(f"{name:<18} no evaluation of {metric} recorded")
             continue
         best = max(points, key=lambda p: (sign * p[1], -p[0]))  # the first of equals, as the Trainer keeps it
         seed = run["overrides"].get("training.seed") or next(
             (a.split("=", 1)[1] for a in run["arguments"] if a.startswith("training.seed=")), "42")
-        named = re.search(r"quality-(.+?)-[a-z0-9_]{8}/", run.get("folder", "") + "/" + (run.get("kept") or ""))
-        lines.append(f"{named.group(1) if named else run['task']:<18} seed {seed:<3} {metric:<9} "
+        lines.append(f"{name:<18} seed {seed:<3} {metric:<9} "
                      + "  ".join(f"e{epoch:g} {value:.3f}" for epoch, value in points)
-                     + f"   best at epoch {best[0]:g}" + ("  <- the first" if best == points[0] else ""))
+                     + f"   best at epoch {best[0]:g}" + ("  <- epoch 1" if best[0] == 1 else ""))
     return lines
 
 
