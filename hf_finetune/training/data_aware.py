@@ -249,13 +249,10 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
                    f"{epochs * steps_per_epoch} steps (at least {least} where the data allows"
                    f"{'; ' + problem.min_optimizer_steps_why if problem.min_optimizer_steps else ''})")
         decide("training.num_train_epochs", float(epochs), why)
-    if probe is None and not kfold and recipe.self_training is None:
-        delay = evaluation_delay(recipe, decisions)
-        if delay is not None and evaluations_read:  # pinned, so the resolved recipe trains this run again
-            decide("training.eval_delay", 0.0, "a callback reads every evaluation (tune's pruning, rank's pauses): "
-                   "the first epoch is evaluated too")
-        elif delay is not None:
-            decide("training.eval_delay", *delay)
+    delay = evaluation_delay(recipe, decisions)
+    if delay is not None:  # where a callback reads every evaluation, pinned so the resolved recipe trains it again
+        decide("training.eval_delay", *((0.0, "a callback reads every evaluation (tune's pruning, rank's pauses): the "
+                                         "first epoch is evaluated too") if evaluations_read else delay))
 
     if not _user_set(recipe, "training", "learning_rate"):
         # The optimizer recipe is one unit: who picks the learning rate picks warmup and head rate too.
@@ -276,13 +273,13 @@ def data_aware_defaults(recipe: Any, train: Any, num_labels: int, model: Any, gl
 
 def evaluation_delay(recipe: Any, decisions: list[Decision]) -> tuple[float, str] | None:
     """`training.eval_delay` that skips the first epoch's evaluation, and why, for a run that fine-tunes for at
-    least EVALUATE_FROM_EPOCH + 1 epochs with an evaluation every epoch and no early stopping; None otherwise.
-    Self-training's rounds are left out by the caller: a round that continues from its teacher starts trained,
-    and where it is best was not measured."""
+    least EVALUATE_FROM_EPOCH + 1 epochs with an evaluation every epoch (`decisions`: those made so far, which may
+    set the epochs and choose the probe), no early stopping and no self-training (a round that continues from its
+    teacher starts trained: where it is best was not measured); None otherwise."""
     training = {**recipe.training, **{d.name: d.value for d in decisions if d.section == "training"}}
-    if (str(training.get("eval_strategy", "no")).lower().rsplit(".", 1)[-1] != "epoch"
-            or recipe.finetune.early_stopping_patience is not None
-            or recipe.finetune.strategy == "linear_probe"
+    strategy = next((d.value for d in decisions if d.key == "finetune.strategy"), recipe.finetune.strategy)
+    if (training.get("eval_strategy") != "epoch" or recipe.finetune.early_stopping_patience is not None
+            or strategy == "linear_probe" or recipe.self_training is not None
             or _user_set(recipe, "training", "max_steps")):
         return None
     epochs = float(training.get("num_train_epochs", 3))
