@@ -15,6 +15,9 @@ then fine-tunes every candidate with the same recipe (`hf_finetune.train`) as th
 reports for each score, and for the fine-tuning mode's order, the weighted Kendall tau
 (scipy.stats.weightedtau, hyperbolic weights on rank, as the LogME paper uses) against the fine-tuned
 test accuracy (and test macro-F1), and the time of each mode against fine-tuning every candidate once.
+Each ranking's tau is also given as its table declares it (`declared_positions`): the candidates it
+calls tied with its winner share the winner's place, and a frozen table's untrained candidates (flagged,
+never its winner) follow its pretrained ones. The strict taus read the bare order.
 Few-label fine-tuning is itself noisy (a few points of accuracy between seeds): `--seeds N` fine-tunes
 each candidate N times and compares with the mean.
 
@@ -55,6 +58,22 @@ def weighted_tau(scores: list[float], truth: list[float]) -> float:
     from scipy.stats import weightedtau
 
     return float(weightedtau(scores, truth).statistic)
+
+
+def declared_positions(order: list[str], tied: list[str], untrained_last: bool) -> dict[str, float]:
+    """Each candidate's place in what a ranking's table tells its reader (higher is better): `order` best first,
+    the candidates it calls tied with its winner at the winner's place (a tie is a claim that the order among
+    them is not known, so the tau counts their pairs as neither right nor wrong), and, for a frozen ranking
+    (`untrained_last`), untrained candidates after the pretrained ones: the table flags them and never names one
+    the winner (rank.frozen_winner), while it keeps the scores' order."""
+    if untrained_last:
+        order = [n for n in order if not n.endswith("(random init)")] + [
+            n for n in order if n.endswith("(random init)")]
+    place = {n: float(len(order) - i) for i, n in enumerate(order)}
+    winner = order[0]
+    for name in tied:
+        place[name] = place[winner]
+    return place
 
 
 def resized(source: Path, size: int, work: Path) -> Path:
@@ -176,6 +195,10 @@ def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
         truth = {metric: [tuned[n]["test"][metric] for n in names] for metric in ("accuracy", "f1")}
         taus = {score: {metric: weighted_tau([rows[n]["scores"][score] for n in names], truth[metric])
                         for metric in truth} for score in SCORES}
+        # The frozen ranking as its table declares it (by its rank.by score, LogME by default): the strict taus
+        # above read the scores' own order, which puts a flagged untrained network where its score falls.
+        frozen_by = frozen.record.get("by", "logme")
+        frozen_place = declared_positions([r["name"] for r in frozen.rows], [t["name"] for t in frozen.tied], True)
         # One seed's fine-tuning of every candidate: what a user would otherwise spend to choose.
         finetune_all_s = sum(t["wall_s_per_seed"][0] for t in tuned.values())
         result: dict[str, Any] = {
@@ -183,17 +206,24 @@ def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "finetune_mode_settings": args.rank_set,
             "candidates": {n: {"scores": rows[n]["scores"], "spread": rows[n]["spread"], "dim": rows[n]["dim"],
                                "extraction_s": rows[n]["extraction_s"], "fine_tuned": tuned[n]} for n in names},
-            "weighted_tau": taus, "rank_s": rank_s, "finetune_all_s": finetune_all_s,
+            "weighted_tau": taus, "frozen_by": frozen_by,
+            "declared_weighted_tau": {metric: weighted_tau([frozen_place[n] for n in names], truth[metric])
+                                      for metric in truth},
+            "rank_s": rank_s, "finetune_all_s": finetune_all_s,
             "time_ratio": rank_s / finetune_all_s, "winner": frozen.winner, "tied": [t["name"] for t in frozen.tied],
             "best_fine_tuned": max(names, key=lambda n: tuned[n]["test"]["accuracy"])}
         if by_finetune is not None:
             order = [r["name"] for r in by_finetune.rows]  # best first: the mode's ranking
             position = [float(len(order) - order.index(n)) for n in names]
+            declared = declared_positions(order, [t["name"] for t in by_finetune.tied], False)
             result["finetune_mode"] = {
                 "order": order, "winner": by_finetune.winner, "seconds": finetune_mode_s,
                 "time_ratio": finetune_mode_s / finetune_all_s,
                 "entries": {r["name"]: r.get("finetune") for r in by_finetune.rows},
                 "weighted_tau": {metric: weighted_tau(position, truth[metric]) for metric in truth},
+                "tied": [t["name"] for t in by_finetune.tied],
+                "declared_weighted_tau": {metric: weighted_tau([declared[n] for n in names], truth[metric])
+                                          for metric in truth},
                 "random_above_pretrained": any(
                     order.index(n) < order.index(m) for n in names if n.endswith("(random init)")
                     for m in names if not m.endswith("(random init)"))}
@@ -220,6 +250,17 @@ def summarize(name: str, result: dict[str, Any]) -> str:
         tau = mode["weighted_tau"]
         lines.append(f"weighted tau finetune vs test accuracy {tau['accuracy']:+.3f}, vs test F1 {tau['f1']:+.3f}; "
                      f"random init above a pretrained network: {mode['random_above_pretrained']}")
+    if "declared_weighted_tau" in result:  # runs before 2026-12-06 17:00 UTC did not record it
+        lines.append("as the tables declare it (ties with the winner as ties; a frozen table's untrained candidates "
+                     "after its pretrained ones):")
+        tau = result["declared_weighted_tau"]
+        lines.append(f"  weighted tau frozen by {result['frozen_by']} vs test accuracy {tau['accuracy']:+.3f}, "
+                     f"vs test F1 {tau['f1']:+.3f}")
+        if mode:
+            tau = mode["declared_weighted_tau"]
+            lines.append(f"  weighted tau finetune vs test accuracy {tau['accuracy']:+.3f}, vs test F1 {tau['f1']:+.3f}"
+                         + (f" (tied with the winner: {', '.join(short[t] for t in mode['tied'])})"
+                            if mode["tied"] else ""))
         lines.append(f"by-finetune mode {mode['seconds']:.0f}s vs fine-tuning all once "
                      f"{result['finetune_all_s']:.0f}s: ratio {mode['time_ratio']:.2f}; winner {short[mode['winner']]}")
     lines.append(f"frozen ranking {result['rank_s']:.0f}s vs fine-tuning all once {result['finetune_all_s']:.0f}s: "
