@@ -612,8 +612,8 @@ def test_rank_by_finetune_halves_only_once_a_candidate_has_learned(tmp_path, ran
     # The last rung adds 1/14 of a run where its plan had 2/7: exactly a quarter, so it is run (under it, not).
     assert ("Successive halving, 1 in 2 kept at 14%, 29%, 36% of a run: 1.00 full runs trained (rank.budget 1). The "
             "budget ran out at 36% of the runs, before the plan's rungs (14%, 29%, 57%), which needed about 1.43 full "
-            "runs: the rungs trained more than planned (waits for learning, ties). The order there is weaker evidence; "
-            "a larger rank.budget trains further.") in table
+            "runs: the rungs trained more than planned (waits for learning, ties at a cut, runs too short to pause, which "
+            "count whole). The order there is weaker evidence; a larger rank.budget trains further.") in table
     assert "Winner after fine-tuning (validation accuracy): a; it trained 36% of its run within rank.budget" in table
 
     def again(folder: str, **rank: Any) -> dict:

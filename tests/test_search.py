@@ -359,3 +359,22 @@ def test_run_values_make_the_runs_few_label_choice_by_its_k_fold(tmp_path, tiny_
     assert ran["finetune"]["strategy"] == "full" and ran["finetune"].get("cache_features", False) is False
     assert values["training.learning_rate"] == ran["training"]["learning_rate"]
     assert values["training.num_train_epochs"] == ran["training"]["num_train_epochs"]
+
+
+def test_a_delayed_evaluation_is_named_before_a_pruned_search():
+    """A search started from an ordinary run's resolved recipe.yaml keeps its data-aware eval_delay 1.5: the
+    warning says that no trial can be pruned before it, and how to judge from the first evaluation."""
+    from hf_finetune.search.tune import delayed_reports
+
+    raw = {"task": "text-classification", "model": {"name": "m"}, "data": {"dataset": "d"},
+           "training": {"eval_delay": 1.5}}
+    note = delayed_reports(validate_recipe(raw))
+    assert note is not None and note.startswith("training.eval_delay 1.5: no trial is evaluated, so none can be "
+                                                "pruned, before 1.5 epochs of its run")
+    assert note.endswith("set training.eval_delay: 0 for the pruner to judge from the first evaluation")
+    steps = {**raw, "training": {"eval_delay": 50, "eval_strategy": "steps", "eval_steps": 25,
+                                                     "save_strategy": "steps", "save_steps": 25}}
+    assert "before 50 steps" in delayed_reports(validate_recipe(steps))
+    assert delayed_reports(validate_recipe({**raw, "search": {"pruner": {"type": "none"}}})) is None
+    assert delayed_reports(validate_recipe({**raw, "training": {"eval_delay": 0}})) is None
+    assert delayed_reports(validate_recipe({k: v for k, v in raw.items() if k != "training"})) is None

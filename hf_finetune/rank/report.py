@@ -151,7 +151,8 @@ def _halving_line(finetuned: dict[str, Any]) -> str:
         planned = ", ".join(f"{s:.0%}" for s in finetuned["planned_shares"])
         line += (f" The budget ran out at {ran_out['share']:.0%} of the runs, before the plan's rungs ({planned}), "
                  f"which needed about {ran_out['needed']:.2f} full runs: the rungs trained more than planned (waits "
-                 "for learning, ties). The order there is weaker evidence; a larger rank.budget trains further.")
+                 "for learning, ties at a cut, runs too short to pause, which count whole). The order there is weaker "
+                 "evidence; a larger rank.budget trains further.")
     return line
 
 

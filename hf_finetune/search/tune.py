@@ -164,6 +164,21 @@ def describe(search: Any) -> dict[str, str]:
     return {"sampler": sampler, "pruner": pruner}
 
 
+def delayed_reports(recipe: Any) -> str | None:
+    """Why the pruner hears nothing early, where the recipe delays its evaluations (`training.eval_delay` > 0)
+    and the search prunes; None otherwise. An ordinary run's resolved recipe.yaml carries the data-aware delay
+    (training/data_aware.evaluation_delay: 1.5, the first epoch not evaluated), and a search started from that
+    file keeps it as the author's value: every trial then trains past its first epoch before the pruner can
+    stop it."""
+    delay = float(recipe.training.get("eval_delay") or 0)
+    if recipe.search.pruner.type == "none" or delay <= 0:
+        return None
+    unit = "steps" if recipe.training.get("eval_strategy") == "steps" else "epochs"
+    return (f"training.eval_delay {delay:g}: no trial is evaluated, so none can be pruned, before {delay:g} {unit} "
+            "of its run (a resolved recipe.yaml carries the data-aware 1.5: the first epoch not evaluated); set "
+            "training.eval_delay: 0 for the pruner to judge from the first evaluation")
+
+
 def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials: int | None = None,
          timeout: str | float | None = None) -> SearchResult | None:
     """Runs (or continues) the recipe's hyperparameter search; returns its result on rank 0, None elsewhere.
@@ -228,6 +243,9 @@ def tune(path: str | os.PathLike, overrides: list[str] | None = None, *, trials:
         enqueue_baseline(study, storage, created, space, values)
     done = finished_trials(study)
     settings = describe(search)
+    delayed = delayed_reports(recipe)
+    if delayed:
+        logger.warning("%s", delayed)
     report_to = recipe.training.get("report_to")
     tensorboard = study_tensorboard_dir(report_to, out_dir)  # one sub-folder per trial
     logger.info("Study '%s' in %s: %d trials finished, budget %d%s; objective: %s validation %s; %s; %s; %d "
