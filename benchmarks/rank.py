@@ -197,7 +197,7 @@ def run_task(name: str, args: argparse.Namespace) -> dict[str, Any]:
                         for metric in truth} for score in SCORES}
         # The frozen ranking as its table declares it (by its rank.by score, LogME by default): the strict taus
         # above read the scores' own order, which puts a flagged untrained network where its score falls.
-        frozen_by = frozen.record.get("by", "logme")
+        frozen_by = frozen.record["by"]
         frozen_place = declared_positions([r["name"] for r in frozen.rows], [t["name"] for t in frozen.tied], True)
         # One seed's fine-tuning of every candidate: what a user would otherwise spend to choose.
         finetune_all_s = sum(t["wall_s_per_seed"][0] for t in tuned.values())
@@ -250,17 +250,15 @@ def summarize(name: str, result: dict[str, Any]) -> str:
         tau = mode["weighted_tau"]
         lines.append(f"weighted tau finetune vs test accuracy {tau['accuracy']:+.3f}, vs test F1 {tau['f1']:+.3f}; "
                      f"random init above a pretrained network: {mode['random_above_pretrained']}")
-    if "declared_weighted_tau" in result:  # runs before 2026-12-06 17:00 UTC did not record it
-        lines.append("as the tables declare it (ties with the winner as ties; a frozen table's untrained candidates "
-                     "after its pretrained ones):")
-        tau = result["declared_weighted_tau"]
-        lines.append(f"  weighted tau frozen by {result['frozen_by']} vs test accuracy {tau['accuracy']:+.3f}, "
-                     f"vs test F1 {tau['f1']:+.3f}")
-        if mode:
-            tau = mode["declared_weighted_tau"]
-            lines.append(f"  weighted tau finetune vs test accuracy {tau['accuracy']:+.3f}, vs test F1 {tau['f1']:+.3f}"
-                         + (f" (tied with the winner: {', '.join(short[t] for t in mode['tied'])})"
-                            if mode["tied"] else ""))
+    lines.append("as the tables declare it (ties with the winner as ties; a frozen table's untrained candidates "
+                 "after its pretrained ones):")
+    tau = result["declared_weighted_tau"]
+    lines.append(f"  weighted tau frozen by {result['frozen_by']} vs test accuracy {tau['accuracy']:+.3f}, "
+                 f"vs test F1 {tau['f1']:+.3f}")
+    if mode:
+        tau = mode["declared_weighted_tau"]
+        lines.append(f"  weighted tau finetune vs test accuracy {tau['accuracy']:+.3f}, vs test F1 {tau['f1']:+.3f}"
+                     + (f" (tied with the winner: {', '.join(short[t] for t in mode['tied'])})" if mode["tied"] else ""))
         lines.append(f"by-finetune mode {mode['seconds']:.0f}s vs fine-tuning all once "
                      f"{result['finetune_all_s']:.0f}s: ratio {mode['time_ratio']:.2f}; winner {short[mode['winner']]}")
     lines.append(f"frozen ranking {result['rank_s']:.0f}s vs fine-tuning all once {result['finetune_all_s']:.0f}s: "
